@@ -1,0 +1,394 @@
+//! `commonscloud bench …`: figures against targets and against a baseline
+//! measured in the same run. Benchmarks print; they never fail a build.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use serde::Serialize;
+
+/// Idle RSS target for `serve`, in bytes.
+const RSS_TARGET: u64 = 15 * 1024 * 1024;
+/// Stripped binary size target, in bytes.
+const SIZE_TARGET: u64 = 20 * 1024 * 1024;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Idle memory of `serve` and the size of the release binaries.
+    ///
+    /// Starts `serve` on a temporary config, reads its RSS when idle and after
+    /// --requests status requests, and compares with a Python http.server
+    /// started the same way (a minimal interpreted service).
+    Footprint {
+        /// How many status requests to send.
+        #[arg(long, default_value_t = 1000)]
+        requests: usize,
+        /// The x86_64 release binary (default: this one).
+        #[arg(long)]
+        x86_64_binary: Option<PathBuf>,
+        /// The aarch64 release binary (default: next to this one's target dir).
+        #[arg(long)]
+        aarch64_binary: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cmd: BenchCommand) -> anyhow::Result<i32> {
+    match cmd {
+        BenchCommand::Footprint {
+            requests,
+            x86_64_binary,
+            aarch64_binary,
+            json,
+        } => footprint(requests, x86_64_binary, aarch64_binary, json),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Binary {
+    arch: &'static str,
+    path: String,
+    bytes: Option<u64>,
+    stripped: Option<bool>,
+    note: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Footprint {
+    rss_after_start_bytes: u64,
+    rss_idle_bytes: u64,
+    rss_after_requests_bytes: u64,
+    requests: usize,
+    request_p50_us: u64,
+    request_p99_us: u64,
+    shutdown_ms: u64,
+    baseline_name: String,
+    baseline_rss_bytes: Option<u64>,
+    binaries: Vec<Binary>,
+}
+
+/// Removes the bench's temp dir and kills leftover children, even on error.
+struct Scratch {
+    dir: PathBuf,
+    children: Vec<Child>,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let kb: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS")?;
+    Ok(kb * 1024)
+}
+
+fn footprint(
+    requests: usize,
+    x86: Option<PathBuf>,
+    arm: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let exe = std::env::current_exe().context("finding this binary")?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mut scratch = Scratch {
+        dir: std::env::temp_dir()
+            .join(format!("commonscloud-bench-{}-{nanos}", std::process::id())),
+        children: Vec::new(),
+    };
+    let config_path = super::init::write_demo(&scratch.dir)?;
+    let config = crate::config::load(&config_path)?;
+    let log = std::fs::File::create(scratch.dir.join("serve.log"))?;
+    let child = Command::new(&exe)
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("starting serve")?;
+    let pid = child.id();
+    scratch.children.push(child);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let socket = config.api_socket();
+    let ready = rt.block_on(async {
+        let until = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < until {
+            if let Ok((200, _)) = crate::api::client::get(&socket, "/healthz").await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    });
+    if !ready {
+        let log = std::fs::read_to_string(scratch.dir.join("serve.log")).unwrap_or_default();
+        bail!("serve did not become ready within 20 s; its log:\n{log}");
+    }
+    let rss_after_start = rss_bytes(pid)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_idle = rss_bytes(pid)?;
+
+    let bar = indicatif::ProgressBar::new(requests as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("status requests {bar:30} {pos}/{len}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut lat: Vec<u64> = rt.block_on(async {
+        let mut lat = Vec::with_capacity(requests);
+        for _ in 0..requests {
+            let t = Instant::now();
+            match crate::api::client::get(&socket, "/v1/status").await {
+                Ok((200, _)) => {}
+                Ok((code, body)) => {
+                    bail!("status answered {code}: {}", String::from_utf8_lossy(&body))
+                }
+                Err(e) => return Err(e.into()),
+            }
+            lat.push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
+            bar.inc(1);
+        }
+        Ok::<_, anyhow::Error>(lat)
+    })?;
+    bar.finish_and_clear();
+    lat.sort_unstable();
+    let pct = |p: usize| {
+        lat.get((lat.len() * p / 100).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    let rss_after_requests = rss_bytes(pid)?;
+
+    let t = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0)),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    if let Some(c) = scratch.children.last_mut() {
+        c.wait()?;
+    }
+    let shutdown_ms = u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX);
+
+    let (baseline_name, baseline_rss) = python_baseline(&mut scratch);
+
+    let (x86_default, arm_default) = default_binaries(&exe);
+    let binaries = vec![
+        binary("x86_64", x86.or(x86_default)),
+        binary("aarch64", arm.or(arm_default)),
+    ];
+    let f = Footprint {
+        rss_after_start_bytes: rss_after_start,
+        rss_idle_bytes: rss_idle,
+        rss_after_requests_bytes: rss_after_requests,
+        requests,
+        request_p50_us: pct(50),
+        request_p99_us: pct(99),
+        shutdown_ms,
+        baseline_name,
+        baseline_rss_bytes: baseline_rss,
+        binaries,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&f)?);
+    } else {
+        print!("{}", report(&f));
+    }
+    Ok(0)
+}
+
+fn mb(b: u64) -> String {
+    format!("{:.1} MB", b as f64 / 1_048_576.0)
+}
+
+fn verdict(value: u64, target: u64) -> String {
+    format!(
+        "{:.2}× target {} ({})",
+        value as f64 / target as f64,
+        mb(target),
+        if value <= target { "met" } else { "MISSED" }
+    )
+}
+
+fn report(f: &Footprint) -> String {
+    let mut out = String::from("footprint\n");
+    let vs_baseline = |v: u64| match f.baseline_rss_bytes {
+        Some(b) if b > 0 => format!(", {:.2}× {}", v as f64 / b as f64, f.baseline_name),
+        _ => String::new(),
+    };
+    out.push_str(&format!(
+        "  serve RSS after start         {:>9}\n",
+        mb(f.rss_after_start_bytes)
+    ));
+    out.push_str(&format!(
+        "  serve RSS idle (1 s)          {:>9}   {}{}\n",
+        mb(f.rss_idle_bytes),
+        verdict(f.rss_idle_bytes, RSS_TARGET),
+        vs_baseline(f.rss_idle_bytes)
+    ));
+    out.push_str(&format!(
+        "  serve RSS after {:>5} status  {:>9}   {}{}\n",
+        f.requests,
+        mb(f.rss_after_requests_bytes),
+        verdict(f.rss_after_requests_bytes, RSS_TARGET),
+        vs_baseline(f.rss_after_requests_bytes)
+    ));
+    out.push_str(&format!(
+        "  status request latency        p50 {} µs, p99 {} µs\n  shutdown after SIGTERM        {} ms\n",
+        f.request_p50_us, f.request_p99_us, f.shutdown_ms
+    ));
+    match f.baseline_rss_bytes {
+        Some(b) => out.push_str(&format!(
+            "  baseline: {} idle RSS {:>9}\n",
+            f.baseline_name,
+            mb(b)
+        )),
+        None => out.push_str(&format!("  baseline: {} not available\n", f.baseline_name)),
+    }
+    for b in &f.binaries {
+        match b.bytes {
+            Some(n) => out.push_str(&format!(
+                "  binary {:<8} {:>9}   {}  {}{}\n",
+                b.arch,
+                mb(n),
+                verdict(n, SIZE_TARGET),
+                b.path,
+                if b.note.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", b.note)
+                }
+            )),
+            None => out.push_str(&format!(
+                "  binary {:<8} not measured: {}\n",
+                b.arch, b.note
+            )),
+        }
+    }
+    out
+}
+
+/// Python's http.server, idle: what a minimal interpreted service costs.
+fn python_baseline(scratch: &mut Scratch) -> (String, Option<u64>) {
+    let name = "python3 http.server".to_owned();
+    let Ok(child) = Command::new("python3")
+        .args(["-m", "http.server", "--bind", "127.0.0.1", "0"])
+        .current_dir(&scratch.dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return (name, None);
+    };
+    let pid = child.id();
+    scratch.children.push(child);
+    // Wait for its "Serving HTTP" line, so the interpreter has finished loading.
+    if let Some(out) = scratch.children.last_mut().and_then(|c| c.stdout.take()) {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let rss = rss_bytes(pid).ok();
+    (name, rss)
+}
+
+/// This binary for its own architecture; the other from the cross target dir.
+fn default_binaries(exe: &Path) -> (Option<PathBuf>, Option<PathBuf>) {
+    // <target>/release/commonscloud or <target>/<triple>/release/commonscloud
+    let profile_dir = exe.parent();
+    let target = profile_dir.and_then(Path::parent).map(|t| {
+        if t.file_name()
+            .is_some_and(|n| n.to_string_lossy().contains("-linux-"))
+        {
+            t.parent().unwrap_or(t).to_owned()
+        } else {
+            t.to_owned()
+        }
+    });
+    let cross = |triple: &str| {
+        target
+            .as_ref()
+            .map(|t| t.join(triple).join("release/commonscloud"))
+    };
+    let native_release = target.as_ref().map(|t| t.join("release/commonscloud"));
+    match std::env::consts::ARCH {
+        "aarch64" => (cross("x86_64-unknown-linux-gnu"), Some(exe.to_owned())),
+        _ => (
+            native_release
+                .filter(|p| p.exists())
+                .or(Some(exe.to_owned())),
+            cross("aarch64-unknown-linux-gnu"),
+        ),
+    }
+}
+
+fn binary(arch: &'static str, path: Option<PathBuf>) -> Binary {
+    let Some(path) = path else {
+        return Binary {
+            arch,
+            path: String::new(),
+            bytes: None,
+            stripped: None,
+            note: "no path".into(),
+        };
+    };
+    let shown = path.display().to_string();
+    let Ok(bytes) = std::fs::read(&path) else {
+        return Binary {
+            arch,
+            path: shown,
+            bytes: None,
+            stripped: None,
+            note: format!(
+                "{} not found; build it with `cargo build --release{}`",
+                path.display(),
+                if arch == "aarch64" {
+                    " --target aarch64-unknown-linux-gnu"
+                } else {
+                    ""
+                }
+            ),
+        };
+    };
+    // ELF e_machine: 0x3E x86-64, 0xB7 AArch64.
+    let machine = bytes.get(18..20).map(|m| u16::from_le_bytes([m[0], m[1]]));
+    let want = if arch == "aarch64" { 0xB7 } else { 0x3E };
+    let stripped = !bytes.windows(8).any(|w| w == b".symtab\0");
+    let mut note = String::new();
+    if machine != Some(want) {
+        note = format!("not an {arch} ELF binary");
+    } else if !stripped {
+        note = "not stripped: a debug build? use the release profile".into();
+    }
+    Binary {
+        arch,
+        path: shown,
+        bytes: Some(bytes.len() as u64),
+        stripped: Some(stripped),
+        note,
+    }
+}

@@ -1,0 +1,146 @@
+//! The `commonscloud` command line. Parses flags, calls the modules, prints.
+//! `anyhow` is allowed here and in `main` only.
+
+mod bench;
+mod doctor;
+mod init;
+mod status;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config};
+
+#[derive(Parser)]
+#[command(
+    name = "commonscloud",
+    version,
+    about = "CommonsCloud appliance: a cooperative cloud for a collective on a small server",
+    long_about = "CommonsCloud turns a small server into a cooperative cloud for a collective: \
+a local OpenLDAP directory with one account per person, Nextcloud with Collabora Online, \
+and Discourse, run as Docker containers and supervised by this daemon.\n\n\
+Start here: `commonscloud init` writes a config, `commonscloud doctor` checks the box, \
+`systemctl start commonscloud` runs the daemon, `commonscloud status` shows what it does."
+)]
+pub struct Cli {
+    /// The appliance config file.
+    #[arg(long, short = 'c', global = true, env = "COMMONSCLOUD_CONFIG", default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the supervisor daemon in the foreground (what systemd starts).
+    ///
+    /// Serves the local API on <runtime_dir>/api.sock, reloads the config on
+    /// SIGHUP, stops cleanly on SIGTERM or SIGINT, and notifies systemd.
+    Serve,
+    /// Show what the running daemon is doing, component by component.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check this box: Docker, slapd, disk, memory, clock, ports, config.
+    ///
+    /// Exits 0 when all is well, 1 on warnings, 2 on failures.
+    Doctor {
+        /// Print JSON instead of one line per check.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Work with the config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Write a first config file, asking questions or from flags.
+    Init(init::InitArgs),
+    /// Set up a demo appliance in a local directory and run it in the foreground.
+    ///
+    /// Needs no root: state, sockets and secrets go under --dir, the front door
+    /// and directory use high ports on 127.0.0.1.
+    Demo {
+        /// Where the demo keeps its config and state.
+        #[arg(long, default_value = ".commonscloud-demo")]
+        dir: PathBuf,
+        /// Write the demo config and exit without serving.
+        #[arg(long)]
+        no_serve: bool,
+    },
+    /// Measure the appliance against its speed and size targets.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the config and print the effective values, secrets redacted.
+    Check {
+        /// Print JSON instead of TOML.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Loads the config named by --config / COMMONSCLOUD_CONFIG.
+pub fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
+    Ok(config::load(path)?)
+}
+
+/// Runs the command; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Serve => serve(cli.config),
+        Command::Status { json } => runtime()?.block_on(status::run(&cli.config, json)),
+        Command::Doctor { json } => runtime()?.block_on(doctor::run(&cli.config, json)),
+        Command::Config(ConfigCommand::Check { json }) => {
+            let config = load_config(&cli.config)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&config)?);
+            } else {
+                eprintln!("{}: valid", cli.config.display());
+                print!("{}", config.to_redacted_toml());
+            }
+            Ok(0)
+        }
+        Command::Init(args) => init::run(&cli.config, args),
+        Command::Demo { dir, no_serve } => {
+            let path = init::write_demo(&dir)?;
+            if no_serve {
+                return Ok(0);
+            }
+            eprintln!(
+                "demo appliance: config {0}\n  in another terminal: COMMONSCLOUD_CONFIG={0} commonscloud status\n  stop with Ctrl-C",
+                path.display()
+            );
+            serve(path)
+        }
+        Command::Bench(cmd) => bench::run(cmd),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn serve(config_path: PathBuf) -> anyhow::Result<i32> {
+    let config = load_config(&config_path)?;
+    crate::logging::init(config.log.level.to_filter());
+    // Two workers are plenty for a control plane and keep the footprint small
+    // on 2 GB boards.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("commonscloud")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(crate::daemon::serve(config_path, config))?;
+    Ok(0)
+}

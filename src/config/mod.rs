@@ -1,0 +1,687 @@
+//! `appliance.toml`: typed, validated, with errors that name the file, the
+//! line, the key and what is allowed.
+//!
+//! Reads files only; never writes, never touches the network. Everything the
+//! daemon does starts from a [`Config`] this module accepted.
+
+pub mod hardware;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{AppName, CollectiveSlug, Domain, Email, Invalid};
+
+/// Where the config lives unless `--config` or `COMMONSCLOUD_CONFIG` say otherwise.
+pub const DEFAULT_PATH: &str = "/etc/commonscloud/appliance.toml";
+
+/// Errors from loading a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "cannot read {path}: {source}. Write one with `commonscloud init`, or point --config / COMMONSCLOUD_CONFIG at another file"
+    )]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A value, key or syntax error at a known place in the file.
+    #[error("{}", .0)]
+    Invalid(Box<Located>),
+}
+
+/// A config error pinned to a place in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub path: PathBuf,
+    /// 1-based; 0 when the error has no place (a table missing from the file).
+    pub line: usize,
+    pub column: usize,
+    /// Dotted key, e.g. `collective.slug`; empty for a syntax error.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Located {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": key `{}`", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// A secret value: never printed, never logged, redacted when serialized.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// The whole configuration, with defaults filled in by [`parse`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub collective: Collective,
+    #[serde(default)]
+    pub hostnames: Hostnames,
+    #[serde(default)]
+    pub directory: Directory,
+    #[serde(default)]
+    pub apps: Apps,
+    pub hardware: Hardware,
+    #[serde(default)]
+    pub front_door: FrontDoor,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<Smtp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alliance: Option<Alliance>,
+    #[serde(default)]
+    pub paths: Paths,
+    #[serde(default)]
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Collective {
+    pub name: NonEmpty,
+    pub slug: CollectiveSlug,
+    pub domain: Domain,
+    pub admin_email: Email,
+}
+
+/// The four public hostnames; each defaults to a prefix of the domain.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hostnames {
+    pub console: Option<Domain>,
+    pub cloud: Option<Domain>,
+    pub office: Option<Domain>,
+    pub forum: Option<Domain>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Directory {
+    /// Base DN; defaults to the domain's components.
+    pub suffix: Option<Dn>,
+    /// Where slapd listens for the apps. The daemon uses ldapi:// itself.
+    #[serde(default = "default_ldap_listen")]
+    pub listen: Vec<LdapUrl>,
+}
+
+impl Default for Directory {
+    fn default() -> Self {
+        Self {
+            suffix: None,
+            listen: default_ldap_listen(),
+        }
+    }
+}
+
+fn default_ldap_listen() -> Vec<LdapUrl> {
+    vec![LdapUrl("ldap://127.0.0.1:3389".into())]
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Apps {
+    #[serde(default = "all_apps")]
+    pub enabled: Vec<AppName>,
+}
+
+impl Default for Apps {
+    fn default() -> Self {
+        Self {
+            enabled: all_apps(),
+        }
+    }
+}
+
+fn all_apps() -> Vec<AppName> {
+    AppName::ALL.to_vec()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hardware {
+    pub profile: ProfileName,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrontDoor {
+    #[serde(default = "default_http")]
+    pub http: ListenAddr,
+    #[serde(default = "default_https")]
+    pub https: ListenAddr,
+}
+
+impl Default for FrontDoor {
+    fn default() -> Self {
+        Self {
+            http: default_http(),
+            https: default_https(),
+        }
+    }
+}
+
+fn default_http() -> ListenAddr {
+    ListenAddr(SocketAddr::from(([0, 0, 0, 0], 80)))
+}
+fn default_https() -> ListenAddr {
+    ListenAddr(SocketAddr::from(([0, 0, 0, 0], 443)))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    Starttls,
+    Tls,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Smtp {
+    pub host: Host,
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    #[serde(default = "default_smtp_security")]
+    pub security: SmtpSecurity,
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    pub password_file: Option<AbsPath>,
+    pub from: Mailbox,
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+fn default_smtp_security() -> SmtpSecurity {
+    SmtpSecurity::Starttls
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alliance {
+    /// The alliance's LDAP provider.
+    pub directory: LdapUrl,
+    pub suffix: Dn,
+    pub bind_dn: Dn,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind_password: Option<Secret>,
+    pub bind_password_file: Option<AbsPath>,
+    /// Base URL of the alliance's TUF release repository.
+    pub releases: Option<HttpUrl>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Paths {
+    #[serde(default = "default_state_dir")]
+    pub state_dir: AbsPath,
+    #[serde(default = "default_runtime_dir")]
+    pub runtime_dir: AbsPath,
+    #[serde(default = "default_secrets_dir")]
+    pub secrets_dir: AbsPath,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Self {
+            state_dir: default_state_dir(),
+            runtime_dir: default_runtime_dir(),
+            secrets_dir: default_secrets_dir(),
+        }
+    }
+}
+
+fn default_state_dir() -> AbsPath {
+    AbsPath("/var/lib/commonscloud".into())
+}
+fn default_runtime_dir() -> AbsPath {
+    AbsPath("/run/commonscloud".into())
+}
+fn default_secrets_dir() -> AbsPath {
+    AbsPath("/etc/commonscloud/secrets".into())
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    #[serde(default)]
+    pub level: LogLevel,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn to_filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+macro_rules! checked_string {
+    ($(#[$doc:meta])* $name:ident, $check:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = Invalid;
+            fn try_from(v: String) -> Result<Self, Invalid> {
+                let check: fn(&str) -> Result<(), String> = $check;
+                check(&v).map_err(Invalid)?;
+                Ok(Self(v))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+checked_string!(
+    /// Text that is not blank.
+    NonEmpty,
+    |s| {
+        if s.trim().is_empty() {
+            Err("must not be empty".into())
+        } else {
+            Ok(())
+        }
+    }
+);
+checked_string!(
+    /// A distinguished name such as `dc=example,dc=org`.
+    Dn,
+    |s| {
+        let ok = !s.is_empty()
+            && s.split(',').all(|rdn| {
+                rdn.split_once('=').is_some_and(|(a, v)| {
+                    !a.is_empty()
+                        && a.trim().chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                        && !v.trim().is_empty()
+                })
+            });
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{s}` is not a distinguished name: expected attr=value pairs separated by commas, e.g. \"dc=quimper,dc=example,dc=org\""
+            ))
+        }
+    }
+);
+checked_string!(
+    /// An `ldap://` or `ldaps://` URL with a host and a port.
+    LdapUrl,
+    |s| {
+        let rest = s
+            .strip_prefix("ldap://")
+            .or_else(|| s.strip_prefix("ldaps://"));
+        let ok = rest.is_some_and(|r| {
+            let hostport = r.trim_end_matches('/');
+            !hostport.is_empty() && !hostport.contains('/') && !hostport.contains(' ')
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{s}` is not an LDAP URL: expected ldap://host:port or ldaps://host:port, e.g. \"ldap://127.0.0.1:3389\""
+            ))
+        }
+    }
+);
+checked_string!(
+    /// An `http://` or `https://` URL.
+    HttpUrl,
+    |s| {
+        let rest = s
+            .strip_prefix("https://")
+            .or_else(|| s.strip_prefix("http://"));
+        if rest.is_some_and(|r| !r.is_empty() && !r.contains(' ')) {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{s}` is not an HTTP URL: expected https://host/path, e.g. \"https://releases.alliance.example.net/\""
+            ))
+        }
+    }
+);
+checked_string!(
+    /// A host name or IP address.
+    Host,
+    |s| {
+        let ok = s.parse::<std::net::IpAddr>().is_ok()
+            || s == "localhost"
+            || s.parse::<Domain>().is_ok();
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{s}` is not a host: expected a DNS name or an IP address, e.g. \"smtp.example.org\""
+            ))
+        }
+    }
+);
+checked_string!(
+    /// A sender: `addr@domain` or `Name <addr@domain>`.
+    Mailbox,
+    |s| {
+        let addr = match (s.rfind('<'), s.ends_with('>')) {
+            (Some(i), true) => &s[i + 1..s.len() - 1],
+            _ => s,
+        };
+        if addr.parse::<Email>().is_ok() {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{s}` is not a sender: expected \"addr@domain\" or \"Name <addr@domain>\""
+            ))
+        }
+    }
+);
+checked_string!(
+    /// The name of an embedded hardware profile.
+    ProfileName,
+    |s| {
+        if hardware::names().any(|n| n == s) {
+            Ok(())
+        } else {
+            let all: Vec<&str> = hardware::names().collect();
+            Err(format!(
+                "unknown hardware profile `{s}`: expected one of {}",
+                all.join(", ")
+            ))
+        }
+    }
+);
+
+/// An absolute path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "PathBuf")]
+pub struct AbsPath(PathBuf);
+
+impl TryFrom<PathBuf> for AbsPath {
+    type Error = Invalid;
+    fn try_from(p: PathBuf) -> Result<Self, Invalid> {
+        if p.is_absolute() {
+            Ok(Self(p))
+        } else {
+            Err(Invalid(format!(
+                "`{}` is not an absolute path: start it with '/'",
+                p.display()
+            )))
+        }
+    }
+}
+
+impl std::ops::Deref for AbsPath {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AbsPath {
+    pub fn new(p: impl Into<PathBuf>) -> Result<Self, Invalid> {
+        Self::try_from(p.into())
+    }
+}
+
+/// A socket address to listen on, e.g. `0.0.0.0:443` or `[::]:443`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ListenAddr(pub SocketAddr);
+
+impl TryFrom<String> for ListenAddr {
+    type Error = Invalid;
+    fn try_from(s: String) -> Result<Self, Invalid> {
+        s.parse().map(ListenAddr).map_err(|_| {
+            Invalid(format!(
+                "`{s}` is not a listen address: expected ip:port, e.g. \"0.0.0.0:443\" or \"[::]:443\""
+            ))
+        })
+    }
+}
+
+impl From<ListenAddr> for String {
+    fn from(a: ListenAddr) -> String {
+        a.0.to_string()
+    }
+}
+
+impl Config {
+    /// The console hostname (`box.` by default).
+    pub fn console_host(&self) -> &Domain {
+        self.hostnames.console.as_ref().expect("filled by parse")
+    }
+
+    /// The directory suffix (derived from the domain by default).
+    pub fn suffix(&self) -> &Dn {
+        self.directory.suffix.as_ref().expect("filled by parse")
+    }
+
+    /// The hardware profile this config names.
+    pub fn profile(&self) -> hardware::Profile {
+        hardware::profile(self.hardware.profile.as_str()).expect("checked by ProfileName")
+    }
+
+    /// Local ports the appliance needs free, with the key that sets each.
+    pub fn ports(&self) -> Vec<(&'static str, u16)> {
+        let mut ports = vec![
+            ("front_door.http", self.front_door.http.0.port()),
+            ("front_door.https", self.front_door.https.0.port()),
+        ];
+        for url in &self.directory.listen {
+            if let Some(port) = url
+                .as_str()
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.trim_end_matches('/').parse().ok())
+            {
+                ports.push(("directory.listen", port));
+            }
+        }
+        ports
+    }
+
+    /// The effective config as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// Where the daemon's socket is.
+    pub fn api_socket(&self) -> PathBuf {
+        self.paths.runtime_dir.join("api.sock")
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Validates config text; `path` only names the file in errors.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let located = |span: Option<std::ops::Range<usize>>, key: String, message: String| {
+        let (line, column) = span.map_or((0, 0), |s| line_col(text, s.start));
+        ConfigError::Invalid(Box::new(Located {
+            path: path.to_owned(),
+            line,
+            column,
+            key,
+            message,
+        }))
+    };
+    let de = toml::Deserializer::parse(text)
+        .map_err(|e| located(e.span(), String::new(), e.message().trim().to_owned()))?;
+    let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut key = e.path().to_string();
+        if key == "." {
+            key.clear();
+        }
+        let inner = e.inner();
+        let message = inner.message().trim().to_owned();
+        // A missing key is reported on its table; name the key itself.
+        if let Some(field) = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.strip_suffix('`'))
+        {
+            key = if key.is_empty() {
+                field.to_owned()
+            } else {
+                format!("{key}.{field}")
+            };
+        }
+        located(inner.span(), key, message)
+    })?;
+    // Checks that span two keys: name the second one's line.
+    let both = |table: &str, a: &str, b: &str| {
+        let span = key_span(text, &[table, b]);
+        located(
+            span,
+            format!("{table}.{b}"),
+            format!("set either `{a}` or `{b}`, not both"),
+        )
+    };
+    if let Some(smtp) = &config.smtp
+        && smtp.password.is_some()
+        && smtp.password_file.is_some()
+    {
+        return Err(both("smtp", "password", "password_file"));
+    }
+    if let Some(alliance) = &config.alliance
+        && alliance.bind_password.is_some()
+        && alliance.bind_password_file.is_some()
+    {
+        return Err(both("alliance", "bind_password", "bind_password_file"));
+    }
+    if config.directory.listen.is_empty() {
+        return Err(located(
+            key_span(text, &["directory", "listen"]),
+            "directory.listen".into(),
+            "must list at least one ldap:// URL for the apps, e.g. [\"ldap://127.0.0.1:3389\"]"
+                .into(),
+        ));
+    }
+    fill_defaults(&mut config);
+    Ok(config)
+}
+
+fn fill_defaults(c: &mut Config) {
+    let domain = c.collective.domain.as_str().to_owned();
+    let host = |prefix: &str| -> Option<Domain> { format!("{prefix}.{domain}").parse().ok() };
+    let h = &mut c.hostnames;
+    h.console = h.console.take().or_else(|| host("box"));
+    h.cloud = h.cloud.take().or_else(|| host("cloud"));
+    h.office = h.office.take().or_else(|| host("office"));
+    h.forum = h.forum.take().or_else(|| host("forum"));
+    if c.directory.suffix.is_none() {
+        let dn = domain
+            .split('.')
+            .map(|l| format!("dc={l}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        c.directory.suffix = Dn::try_from(dn).ok();
+    }
+    let mut seen = Vec::new();
+    c.apps.enabled.retain(|a| {
+        let new = !seen.contains(a);
+        seen.push(*a);
+        new
+    });
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
+    (line, column)
+}
+
+/// The span of a key given by its table path, if the file has it.
+fn key_span(text: &str, keys: &[&str]) -> Option<std::ops::Range<usize>> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let mut table = doc.get_ref();
+    let (last, parents) = keys.split_last()?;
+    for k in parents {
+        match table.get(*k)?.get_ref() {
+            toml::de::DeValue::Table(t) => table = t,
+            _ => return None,
+        }
+    }
+    let (key, _) = table.get_key_value(*last)?;
+    Some(key.span())
+}
+
+#[cfg(test)]
+mod tests;

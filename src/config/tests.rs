@@ -1,0 +1,197 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[collective]
+name = "Quimper"
+slug = "quimper"
+domain = "quimper.example.org"
+admin_email = "admin@quimper.example.org"
+
+[hardware]
+profile = "rpi4-4gb"
+"#;
+
+fn err(text: &str) -> Located {
+    match parse(text, Path::new("/etc/commonscloud/appliance.toml")) {
+        Err(ConfigError::Invalid(l)) => *l,
+        other => panic!("expected an invalid config, got {other:?}"),
+    }
+}
+
+#[test]
+fn example_config_is_valid() {
+    let text = include_str!("../../provision/appliance.example.toml");
+    let c = parse(text, Path::new("appliance.example.toml")).unwrap();
+    assert_eq!(c.collective.slug.as_str(), "quimper");
+    assert_eq!(c.console_host().as_str(), "box.quimper.example.org");
+    assert_eq!(c.suffix().as_str(), "dc=quimper,dc=example,dc=org");
+}
+
+#[test]
+fn defaults_are_filled() {
+    let c = parse(MINIMAL, Path::new("a.toml")).unwrap();
+    assert_eq!(
+        c.hostnames.cloud.unwrap().as_str(),
+        "cloud.quimper.example.org"
+    );
+    assert_eq!(
+        c.hostnames.office.unwrap().as_str(),
+        "office.quimper.example.org"
+    );
+    assert_eq!(
+        c.hostnames.forum.unwrap().as_str(),
+        "forum.quimper.example.org"
+    );
+    assert_eq!(c.apps.enabled, AppName::ALL.to_vec());
+    assert_eq!(c.paths.state_dir.as_os_str(), "/var/lib/commonscloud");
+    assert_eq!(c.log.level, LogLevel::Info);
+    assert!(c.smtp.is_none() && c.alliance.is_none());
+}
+
+#[test]
+fn unknown_key_names_key_and_line() {
+    let text = MINIMAL.replace("slug =", "slgu =");
+    let e = err(&text);
+    assert_eq!(e.line, 4, "{e}");
+    assert_eq!(e.key, "collective.slgu", "{e}");
+    assert!(e.message.contains("unknown field `slgu`"), "{e}");
+    assert!(e.message.contains("slug"), "lists the allowed keys: {e}");
+    let shown = e.to_string();
+    assert!(
+        shown.starts_with("/etc/commonscloud/appliance.toml:4:"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn unknown_table_is_refused() {
+    let e = err(&format!("{MINIMAL}\n[frontdoor]\nhttp = \"0.0.0.0:80\"\n"));
+    assert_eq!(e.key, "frontdoor", "{e}");
+    assert_eq!(e.line, 11, "{e}");
+    assert!(e.message.contains("front_door"), "{e}");
+}
+
+#[test]
+fn wrong_type_names_key_and_line() {
+    let text = format!(
+        "{MINIMAL}\n[smtp]\nhost = \"smtp.example.org\"\nport = \"submission\"\nfrom = \"a@example.org\"\n"
+    );
+    let e = err(&text);
+    assert_eq!(e.key, "smtp.port", "{e}");
+    assert_eq!(e.line, 13, "{e}");
+    assert!(
+        e.message.contains("u16") || e.message.contains("integer"),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_required_value_names_key_and_line() {
+    let text = MINIMAL.replace("domain = \"quimper.example.org\"\n", "");
+    let e = err(&text);
+    assert_eq!(e.key, "collective.domain", "{e}");
+    assert_eq!(e.line, 2, "the [collective] table: {e}");
+    assert!(e.message.contains("missing field `domain`"), "{e}");
+}
+
+#[test]
+fn missing_table_names_it() {
+    let text = MINIMAL.replace("[hardware]\nprofile = \"rpi4-4gb\"\n", "");
+    let e = err(&text);
+    assert_eq!(e.key, "hardware", "{e}");
+}
+
+#[test]
+fn invalid_values_say_what_is_allowed() {
+    let cases = [
+        (
+            "slug = \"quimper\"",
+            "slug = \"Quimper\"",
+            "collective.slug",
+            "lowercase",
+        ),
+        (
+            "profile = \"rpi4-4gb\"",
+            "profile = \"pi4\"",
+            "hardware.profile",
+            "rpi5-8gb",
+        ),
+        (
+            "admin_email = \"admin@quimper.example.org\"",
+            "admin_email = \"nobody\"",
+            "collective.admin_email",
+            "local@domain",
+        ),
+    ];
+    for (from, to, key, allowed) in cases {
+        let e = err(&MINIMAL.replace(from, to));
+        assert_eq!(e.key, key, "{e}");
+        assert!(e.line > 0, "{e}");
+        assert!(e.message.contains(allowed), "{e}");
+    }
+    let e = err(&format!(
+        "{MINIMAL}\n[apps]\nenabled = [\"nextcloud\", \"wordpress\"]\n"
+    ));
+    assert_eq!(e.key, "apps.enabled[1]", "{e}");
+    assert!(e.message.contains("discourse"), "{e}");
+    let e = err(&format!("{MINIMAL}\n[log]\nlevel = \"loud\"\n"));
+    assert_eq!((e.key.as_str(), e.line), ("log.level", 12), "{e}");
+    let e = err(&format!("{MINIMAL}\n[paths]\nstate_dir = \"var/lib\"\n"));
+    assert!(e.message.contains("absolute"), "{e}");
+    let e = err(&format!("{MINIMAL}\n[front_door]\nhttps = \"443\"\n"));
+    assert!(e.message.contains("ip:port"), "{e}");
+}
+
+#[test]
+fn syntax_error_has_a_line() {
+    let e = err(&format!("{MINIMAL}\n[smtp\n"));
+    assert_eq!(e.line, 11, "{e}");
+    assert!(e.key.is_empty());
+}
+
+#[test]
+fn two_ways_to_give_a_password_are_refused() {
+    let text = format!(
+        "{MINIMAL}\n[smtp]\nhost = \"smtp.example.org\"\nfrom = \"a@example.org\"\npassword = \"hunter2\"\npassword_file = \"/etc/commonscloud/secrets/smtp\"\n"
+    );
+    let e = err(&text);
+    assert_eq!((e.key.as_str(), e.line), ("smtp.password_file", 15), "{e}");
+    assert!(!e.to_string().contains("hunter2"));
+}
+
+#[test]
+fn secrets_are_redacted_everywhere() {
+    let text = format!(
+        "{MINIMAL}\n[smtp]\nhost = \"smtp.example.org\"\nfrom = \"a@example.org\"\npassword = \"hunter2\"\n"
+    );
+    let c = parse(&text, Path::new("a.toml")).unwrap();
+    assert_eq!(
+        c.smtp.as_ref().unwrap().password.as_ref().unwrap().expose(),
+        "hunter2"
+    );
+    let shown = c.to_redacted_toml();
+    assert!(
+        !shown.contains("hunter2") && shown.contains("<redacted>"),
+        "{shown}"
+    );
+    assert!(!format!("{c:?}").contains("hunter2"));
+    assert!(!serde_json::to_string(&c).unwrap().contains("hunter2"));
+}
+
+#[test]
+fn effective_config_reparses_to_the_same_values() {
+    let c = parse(
+        include_str!("../../provision/appliance.example.toml"),
+        Path::new("x"),
+    )
+    .unwrap();
+    let again = parse(&c.to_redacted_toml(), Path::new("effective")).unwrap();
+    assert_eq!(c, again);
+}
+
+#[test]
+fn ports_include_every_listener() {
+    let c = parse(MINIMAL, Path::new("a.toml")).unwrap();
+    let ports: Vec<u16> = c.ports().into_iter().map(|(_, p)| p).collect();
+    assert_eq!(ports, vec![80, 443, 3389]);
+}

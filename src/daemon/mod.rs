@@ -1,0 +1,426 @@
+//! `commonscloud serve`: wires the tasks together. Signals, sd_notify,
+//! watchdog, the single-instance lock, config reload and shutdown live here.
+//!
+//! It owns no decisions about the appliance itself: component states come from
+//! [`status`], config validity from [`crate::config`].
+
+pub mod status;
+pub mod tasks;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+use sd_notify::NotifyState;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Notify;
+
+use crate::api::{ComponentState, ReloadOutcome, Status};
+use crate::config::{self, Config};
+use crate::metrics::{Metrics, ResultLabels};
+use crate::store::{Store, StoreError};
+use status::DockerObservation;
+
+/// How long tasks get to stop after SIGTERM before they are aborted. systemd
+/// waits `TimeoutStopSec` (30 s); tests demand an exit within 5 s.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(3);
+/// How often Docker is probed when nothing else asks.
+const DOCKER_PROBE_EVERY: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(
+        "another `commonscloud serve`{} already runs on state dir {state_dir}; stop it first (`systemctl stop commonscloud`). Two daemons on one state dir would corrupt it",
+        .pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    AlreadyRunning {
+        state_dir: PathBuf,
+        pid: Option<u32>,
+    },
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot lock {path}: {source}")]
+    Lock { path: PathBuf, source: nix::Error },
+    #[error("cannot listen on {path}: {source}")]
+    Listen {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// State the tasks share. Locks are held only for short reads and swaps.
+pub struct Shared {
+    started: Instant,
+    started_at: OffsetDateTime,
+    config_path: PathBuf,
+    config: RwLock<Arc<Config>>,
+    last_reload: Mutex<Option<ReloadOutcome>>,
+    docker: RwLock<DockerObservation>,
+    store: Mutex<Store>,
+    appliance_id: String,
+    pub metrics: Metrics,
+    docker_wakeup: Notify,
+}
+
+impl Shared {
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn with_store<T>(&self, f: impl FnOnce(&Store) -> Result<T, StoreError>) -> Result<T, String> {
+        let store = self
+            .store
+            .lock()
+            .map_err(|_| "store lock poisoned".to_owned())?;
+        f(&store).map_err(|e| e.to_string())
+    }
+
+    /// Whether the state database answers.
+    pub fn store_healthy(&self) -> Result<(), String> {
+        self.with_store(|s| s.schema_version()).map(drop)
+    }
+
+    pub fn status(&self) -> Status {
+        let config = self.config();
+        let last_reload = self.last_reload.lock().ok().and_then(|r| r.clone());
+        let refused = last_reload
+            .as_ref()
+            .filter(|r| !r.applied)
+            .map(|r| r.message.clone());
+        let docker = self
+            .docker
+            .read()
+            .map(|d| d.clone())
+            .unwrap_or(DockerObservation::NotYetProbed);
+        let mut components = vec![crate::api::Component {
+            name: "daemon".into(),
+            state: ComponentState::Ok,
+            detail: format!("pid {}", std::process::id()),
+        }];
+        components.extend(status::components(
+            &config,
+            &docker,
+            self.with_store(|s| s.schema_version()),
+            refused.as_deref(),
+        ));
+        Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            started_at: self.started_at.format(&Rfc3339).unwrap_or_default(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            appliance_id: self.appliance_id.clone(),
+            collective: config.collective.slug.to_string(),
+            config_path: self.config_path.display().to_string(),
+            components,
+            last_reload,
+        }
+    }
+
+    /// Gauges that are read rather than counted.
+    pub fn refresh_gauges(&self) {
+        let m = &self.metrics;
+        m.uptime_seconds
+            .set(i64::try_from(self.started.elapsed().as_secs()).unwrap_or(i64::MAX));
+        let up = matches!(
+            self.docker.read().as_deref(),
+            Ok(DockerObservation::Reachable(_))
+        );
+        m.docker_up.set(i64::from(up));
+        if let Ok(v) = self.with_store(|s| s.schema_version()) {
+            m.store_schema_version.set(i64::try_from(v).unwrap_or(0));
+        }
+    }
+
+    fn audit(&self, action: &str, detail: &str) {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        if let Err(e) = self.with_store(|s| s.audit(now, "daemon", action, detail)) {
+            log::warn!("cannot write audit entry {action}: {e}");
+        }
+    }
+}
+
+/// The single-instance lock on `<state_dir>/serve.lock`; released on drop.
+pub struct InstanceLock {
+    _lock: Flock<std::fs::File>,
+}
+
+impl InstanceLock {
+    pub fn acquire(state_dir: &Path) -> Result<Self, DaemonError> {
+        let path = state_dir.join("serve.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|source| DaemonError::Dir {
+                path: path.clone(),
+                source,
+            })?;
+        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                let pid = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok());
+                return Err(DaemonError::AlreadyRunning {
+                    state_dir: state_dir.to_owned(),
+                    pid,
+                });
+            }
+            Err((_, source)) => return Err(DaemonError::Lock { path, source }),
+        };
+        use std::io::{Seek, Write};
+        let _ = lock.set_len(0);
+        let _ = lock.rewind();
+        let _ = writeln!(lock, "{}", std::process::id());
+        Ok(Self { _lock: lock })
+    }
+}
+
+fn ensure_dir(path: &Path, mode: u32) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(path).map_err(|source| DaemonError::Dir {
+        path: path.to_owned(),
+        source,
+    })?;
+    // Best effort: under systemd the directories are already made with the
+    // right owner and mode, and we may not own them.
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+    Ok(())
+}
+
+/// Binds the API socket: 0660, group `commonscloud` when that group exists,
+/// so its members can run `commonscloud status` without root.
+fn bind_api(path: &Path) -> Result<UnixListener, DaemonError> {
+    let listen = |source| DaemonError::Listen {
+        path: path.to_owned(),
+        source,
+    };
+    // We hold the instance lock, so a socket file left here is stale.
+    match std::fs::remove_file(path) {
+        Ok(()) => log::info!("removed stale socket {}", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(listen(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(listen)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(listen)?;
+    if let Ok(Some(group)) = nix::unistd::Group::from_name("commonscloud")
+        && let Err(e) = nix::unistd::chown(path, None, Some(group.gid))
+    {
+        log::warn!(
+            "cannot give {} to group commonscloud ({e}); only this user can use the CLI",
+            path.display()
+        );
+    }
+    Ok(listener)
+}
+
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        log::warn!("sd_notify failed: {e}");
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonError> {
+    let started = Instant::now();
+    let paths = config.paths.clone();
+    ensure_dir(&paths.state_dir, 0o750)?;
+    ensure_dir(&paths.runtime_dir, 0o750)?;
+    let _lock = InstanceLock::acquire(&paths.state_dir)?;
+    let store = Store::open(&paths.state_dir)?;
+    let appliance_id = store.appliance_id()?;
+    let socket_path = config.api_socket();
+    let listener = bind_api(&socket_path)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+
+    let shared = Arc::new(Shared {
+        started,
+        started_at: OffsetDateTime::now_utc(),
+        config_path: config_path.clone(),
+        config: RwLock::new(Arc::new(config)),
+        last_reload: Mutex::new(None),
+        docker: RwLock::new(DockerObservation::NotYetProbed),
+        store: Mutex::new(store),
+        appliance_id,
+        metrics: Metrics::new(),
+        docker_wakeup: Notify::new(),
+    });
+
+    let mut tasks = tasks::Tasks::new();
+    {
+        let token = tasks.token();
+        let app = crate::api::server::router(shared.clone());
+        tasks.spawn("api", async move {
+            let res = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await;
+            if let Err(e) = res {
+                log::error!(task = "api"; "local API stopped: {e}");
+            }
+        });
+    }
+    {
+        let token = tasks.token();
+        let shared = shared.clone();
+        tasks.spawn("docker-probe", async move {
+            loop {
+                let socket = crate::docker::socket_path();
+                let obs = match crate::docker::probe(&socket, Duration::from_secs(5)).await {
+                    Ok(info) => DockerObservation::Reachable(info),
+                    Err(e) => DockerObservation::Unreachable(e.to_string()),
+                };
+                let changed = shared.docker.read().map(|d| *d != obs).unwrap_or(true);
+                if changed {
+                    match &obs {
+                        DockerObservation::Reachable(i) => log::info!(
+                            task = "docker-probe";
+                            "Docker {} reachable, API {}", i.engine_version, i.api_version
+                        ),
+                        DockerObservation::Unreachable(e) => {
+                            log::warn!(task = "docker-probe"; "{e}")
+                        }
+                        DockerObservation::NotYetProbed => {}
+                    }
+                }
+                if let Ok(mut d) = shared.docker.write() {
+                    *d = obs;
+                }
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = shared.docker_wakeup.notified() => {}
+                    _ = tokio::time::sleep(DOCKER_PROBE_EVERY) => {}
+                }
+            }
+        });
+    }
+    if let Some(period) = sd_notify::watchdog_enabled() {
+        let token = tasks.token();
+        let shared = shared.clone();
+        tasks.spawn("watchdog", async move {
+            let mut tick = tokio::time::interval(period / 2);
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tick.tick() => {
+                        // Ping only while the store answers: a wedged database
+                        // should get us restarted.
+                        if shared.store_healthy().is_ok() {
+                            notify(&[NotifyState::Watchdog]);
+                        } else {
+                            log::error!(task = "watchdog"; "store does not answer; withholding the watchdog ping");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    shared.audit("start", env!("CARGO_PKG_VERSION"));
+    log::info!(
+        "commonscloud {} serving collective {} on {}",
+        env!("CARGO_PKG_VERSION"),
+        shared.config().collective.slug,
+        socket_path.display()
+    );
+    notify(&[NotifyState::Ready, NotifyState::Status("running")]);
+
+    let signal_name = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+            _ = sighup.recv() => reload(&shared),
+        }
+    };
+    log::info!("{signal_name} received; shutting down");
+    notify(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
+    let late = tasks.shutdown(SHUTDOWN_DEADLINE).await;
+    let detail = if late.is_empty() {
+        signal_name.to_owned()
+    } else {
+        format!("{signal_name}; aborted {}", late.join(", "))
+    };
+    shared.audit("stop", &detail);
+    let _ = std::fs::remove_file(&socket_path);
+    log::info!("stopped");
+    Ok(())
+}
+
+/// SIGHUP: read the config again; keep the old one if the new one is invalid.
+fn reload(shared: &Shared) {
+    notify(&[
+        NotifyState::Reloading,
+        NotifyState::Status("reloading config"),
+    ]);
+    let at = OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default();
+    let outcome = match config::load(&shared.config_path) {
+        Err(e) => {
+            log::error!("config reload refused, keeping the running config: {e}");
+            shared.audit("reload-refused", &e.to_string());
+            ReloadOutcome {
+                at,
+                applied: false,
+                message: e.to_string(),
+            }
+        }
+        Ok(mut new) => {
+            let old = shared.config();
+            let mut message = String::from("applied");
+            if new.paths != old.paths {
+                // Moving the state or runtime dir under a running daemon would
+                // split its state; that takes a restart.
+                new.paths = old.paths.clone();
+                message =
+                    "applied, except [paths]: restart the daemon to move its directories".into();
+                log::warn!("{message}");
+            }
+            log::set_max_level(new.log.level.to_filter());
+            if let Ok(mut c) = shared.config.write() {
+                *c = Arc::new(new);
+            }
+            shared.docker_wakeup.notify_one();
+            shared.audit("reload", &message);
+            log::info!("config reloaded from {}", shared.config_path.display());
+            ReloadOutcome {
+                at,
+                applied: true,
+                message,
+            }
+        }
+    };
+    shared
+        .metrics
+        .config_reloads
+        .get_or_create(&ResultLabels {
+            result: if outcome.applied {
+                "applied"
+            } else {
+                "refused"
+            }
+            .into(),
+        })
+        .inc();
+    if let Ok(mut r) = shared.last_reload.lock() {
+        *r = Some(outcome);
+    }
+    notify(&[NotifyState::Ready, NotifyState::Status("running")]);
+}

@@ -1,0 +1,194 @@
+//! What each component's state is, from what the daemon observed. Pure.
+
+use crate::api::{Component, ComponentState};
+use crate::config::Config;
+use crate::docker::EngineInfo;
+
+/// The last Docker probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerObservation {
+    NotYetProbed,
+    Reachable(EngineInfo),
+    Unreachable(String),
+}
+
+/// Oldest Docker API this appliance supports (Debian's docker.io 20.10).
+pub const MIN_DOCKER_API: (u32, u32) = (1, 41);
+
+/// Parses "1.41" into (1, 41).
+pub fn api_version(v: &str) -> Option<(u32, u32)> {
+    let (a, b) = v.split_once('.')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// Every component, in a stable order.
+pub fn components(
+    config: &Config,
+    docker: &DockerObservation,
+    store: Result<usize, String>,
+    last_reload_refused: Option<&str>,
+) -> Vec<Component> {
+    let c = |name: &str, state, detail: String| Component {
+        name: name.into(),
+        state,
+        detail,
+    };
+    let mut out = Vec::new();
+    out.push(match last_reload_refused {
+        None => c(
+            "config",
+            ComponentState::Ok,
+            format!(
+                "collective {}, profile {}",
+                config.collective.slug, config.hardware.profile
+            ),
+        ),
+        Some(why) => c(
+            "config",
+            ComponentState::Degraded,
+            format!("the last reload was refused, the previous config stays in force: {why}"),
+        ),
+    });
+    out.push(match store {
+        Ok(v) => c(
+            "store",
+            ComponentState::Ok,
+            format!("state.db schema v{v}, WAL"),
+        ),
+        Err(e) => c("store", ComponentState::Down, e),
+    });
+    let docker_ok;
+    out.push(match docker {
+        DockerObservation::NotYetProbed => {
+            docker_ok = false;
+            c("docker", ComponentState::Waiting, "first probe running".into())
+        }
+        DockerObservation::Reachable(info) => {
+            let old = api_version(&info.api_version).is_some_and(|v| v < MIN_DOCKER_API);
+            docker_ok = !old;
+            if old {
+                c(
+                    "docker",
+                    ComponentState::Degraded,
+                    format!(
+                        "Docker {} speaks API {}, older than the {}.{} this appliance needs: upgrade docker.io",
+                        info.engine_version, info.api_version, MIN_DOCKER_API.0, MIN_DOCKER_API.1
+                    ),
+                )
+            } else {
+                c(
+                    "docker",
+                    ComponentState::Ok,
+                    format!("Docker {}, API {}", info.engine_version, info.api_version),
+                )
+            }
+        }
+        DockerObservation::Unreachable(why) => {
+            docker_ok = false;
+            c("docker", ComponentState::Down, why.clone())
+        }
+    });
+    let profile = config.profile();
+    let fits = profile.fit(&config.apps.enabled);
+    for app in &config.apps.enabled {
+        let detail = if !docker_ok {
+            "waiting for Docker (see the docker line above)".to_owned()
+        } else if let Err(why) = &fits {
+            format!("does not fit this board: {why}")
+        } else {
+            "this release does not run apps yet: the app reconciler is not built".to_owned()
+        };
+        out.push(c(&format!("app:{app}"), ComponentState::Waiting, detail));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(apps: &str, profile: &str) -> Config {
+        crate::config::parse(
+            &format!(
+                "[collective]\nname='Q'\nslug='quimper'\ndomain='q.example.org'\nadmin_email='a@q.example.org'\n[hardware]\nprofile='{profile}'\n[apps]\nenabled=[{apps}]\n"
+            ),
+            Path::new("t.toml"),
+        )
+        .unwrap()
+    }
+
+    fn info(api: &str) -> DockerObservation {
+        DockerObservation::Reachable(EngineInfo {
+            socket: "/var/run/docker.sock".into(),
+            engine_version: "20.10.24".into(),
+            api_version: api.into(),
+        })
+    }
+
+    fn state<'a>(cs: &'a [Component], name: &str) -> &'a Component {
+        cs.iter().find(|c| c.name == name).unwrap()
+    }
+
+    #[test]
+    fn healthy_box() {
+        let cs = components(
+            &config("'nextcloud'", "rpi4-4gb"),
+            &info("1.41"),
+            Ok(2),
+            None,
+        );
+        let names: Vec<_> = cs.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["config", "store", "docker", "app:nextcloud"]);
+        assert_eq!(state(&cs, "docker").state, ComponentState::Ok);
+        assert_eq!(state(&cs, "app:nextcloud").state, ComponentState::Waiting);
+        assert!(state(&cs, "app:nextcloud").detail.contains("not built"));
+    }
+
+    #[test]
+    fn old_or_missing_docker() {
+        let cs = components(
+            &config("'nextcloud'", "rpi4-4gb"),
+            &info("1.40"),
+            Ok(2),
+            None,
+        );
+        assert_eq!(state(&cs, "docker").state, ComponentState::Degraded);
+        assert!(
+            state(&cs, "app:nextcloud")
+                .detail
+                .contains("waiting for Docker")
+        );
+        let cs = components(
+            &config("'nextcloud'", "rpi4-4gb"),
+            &DockerObservation::Unreachable("no socket".into()),
+            Ok(2),
+            None,
+        );
+        assert_eq!(state(&cs, "docker").state, ComponentState::Down);
+    }
+
+    #[test]
+    fn apps_that_do_not_fit_say_why() {
+        let cs = components(
+            &config("'nextcloud','collabora'", "arm64-2gb"),
+            &info("1.47"),
+            Ok(2),
+            None,
+        );
+        assert!(state(&cs, "app:collabora").detail.contains("does not fit"));
+    }
+
+    #[test]
+    fn refused_reload_degrades_config() {
+        let cs = components(
+            &config("", "rpi4-4gb"),
+            &info("1.47"),
+            Err("locked".into()),
+            Some("bad key"),
+        );
+        assert_eq!(state(&cs, "config").state, ComponentState::Degraded);
+        assert!(state(&cs, "config").detail.contains("bad key"));
+        assert_eq!(state(&cs, "store").state, ComponentState::Down);
+    }
+}

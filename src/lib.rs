@@ -1,0 +1,14 @@
+//! CommonsCloud appliance: the supervisor daemon and its CLI.
+//!
+//! See `docs/ARCHITECTURE.md` for the code map.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod docker;
+pub mod doctor;
+pub mod logging;
+pub mod metrics;
+pub mod model;
+pub mod store;

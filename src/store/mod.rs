@@ -1,0 +1,336 @@
+//! SQLite state: `<state_dir>/state.db`, WAL mode, numbered forward-only
+//! migrations.
+//!
+//! Adapter: stores and reads, decides nothing. A database written by a newer
+//! binary is refused before anything in it is touched.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite_migration::{M, Migrations};
+
+/// The migrations, in order. Append only: never edit or reorder a shipped one.
+const MIGRATIONS: &[&str] = &[
+    // 1: appliance identity. The id seeds the rollout wave and names the box to
+    // the alliance, so it is made once and never changes.
+    "CREATE TABLE meta (
+         key   TEXT PRIMARY KEY NOT NULL,
+         value TEXT NOT NULL
+     ) STRICT;
+     INSERT INTO meta (key, value) VALUES ('appliance_id', lower(hex(randomblob(16))));",
+    // 2: audit log of what the daemon and admins did.
+    "CREATE TABLE audit (
+         id     INTEGER PRIMARY KEY,
+         at     INTEGER NOT NULL,
+         actor  TEXT NOT NULL,
+         action TEXT NOT NULL,
+         detail TEXT NOT NULL DEFAULT ''
+     ) STRICT;
+     CREATE INDEX audit_at ON audit (at);",
+];
+
+fn migrations(upto: usize) -> Migrations<'static> {
+    Migrations::new(MIGRATIONS[..upto].iter().map(|sql| M::up(sql)).collect())
+}
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "{path} is at schema version {found}, newer than this binary's {supported}: it was written by a newer commonscloud. Install that version again (or restore a backup taken before the upgrade); the database was not touched"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: usize,
+        supported: usize,
+    },
+    #[error("cannot create {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state database {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("migrating state database {path}: {source}")]
+    Migrate {
+        path: PathBuf,
+        source: rusqlite_migration::Error,
+    },
+}
+
+/// One row of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditEntry {
+    /// Unix seconds.
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub detail: String,
+}
+
+/// An open, migrated state database.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) `<state_dir>/state.db` and migrates it to
+    /// [`SCHEMA_VERSION`].
+    pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
+            path: state_dir.to_owned(),
+            source,
+        })?;
+        Self::open_path(&state_dir.join("state.db"), SCHEMA_VERSION)
+    }
+
+    /// Opens a database migrated only up to `version`: for tests that need an
+    /// appliance as an older release left it.
+    #[doc(hidden)]
+    pub fn open_at_version(path: &Path, version: usize) -> Result<Store, StoreError> {
+        Self::open_path(path, version.min(SCHEMA_VERSION))
+    }
+
+    fn open_path(path: &Path, target: usize) -> Result<Store, StoreError> {
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
+        if path.exists() {
+            // Read the version on a read-only handle: a database from the
+            // future must not even get a WAL file.
+            let ro = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(sqlite)?;
+            let found: usize = ro
+                .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+                .map_err(sqlite)?
+                .try_into()
+                .unwrap_or(usize::MAX);
+            if found > SCHEMA_VERSION {
+                return Err(StoreError::TooNew {
+                    path: path.to_owned(),
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+        }
+        let mut conn = Connection::open(path).map_err(sqlite)?;
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))
+            .map_err(sqlite)?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(sqlite)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sqlite)?;
+        migrations(target)
+            .to_latest(&mut conn)
+            .map_err(|source| StoreError::Migrate {
+                path: path.to_owned(),
+                source,
+            })?;
+        set_private(path);
+        Ok(Store {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// The schema version on disk.
+    pub fn schema_version(&self) -> Result<usize, StoreError> {
+        let v: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        Ok(usize::try_from(v).unwrap_or(0))
+    }
+
+    /// This appliance's stable random id.
+    pub fn appliance_id(&self) -> Result<String, StoreError> {
+        self.meta("appliance_id").map(|v| v.unwrap_or_default())
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Appends to the audit log. `at` is Unix seconds, given by the caller.
+    pub fn audit(
+        &self,
+        at: i64,
+        actor: &str,
+        action: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO audit (at, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
+                params![at, actor, action, detail],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// The newest audit entries, newest first.
+    pub fn recent_audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT at, actor, action, detail FROM audit ORDER BY id DESC LIMIT ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                Ok(AuditEntry {
+                    at: r.get(0)?,
+                    actor: r.get(1)?,
+                    action: r.get(2)?,
+                    detail: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The journal mode in force (`wal` once opened).
+    pub fn journal_mode(&self) -> Result<String, StoreError> {
+        self.conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Raw access for tests that need to plant rows an older release wrote.
+    #[doc(hidden)]
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// The database holds registrations and tokens later on: keep it private.
+fn set_private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for p in [
+        path.to_owned(),
+        PathBuf::from(format!("{}-wal", path.display())),
+        PathBuf::from(format!("{}-shm", path.display())),
+    ] {
+        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_valid() {
+        migrations(SCHEMA_VERSION).validate().unwrap();
+    }
+
+    #[test]
+    fn fresh_database_reaches_current_version_in_wal_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(store.journal_mode().unwrap(), "wal");
+        let id = store.appliance_id().unwrap();
+        assert_eq!(id.len(), 32, "{id}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("state.db"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Reopening keeps the identity.
+        drop(store);
+        assert_eq!(Store::open(dir.path()).unwrap().appliance_id().unwrap(), id);
+    }
+
+    #[test]
+    fn every_older_version_upgrades_and_keeps_its_data() {
+        for from in 1..SCHEMA_VERSION {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("state.db");
+            let old = Store::open_at_version(&path, from).unwrap();
+            assert_eq!(old.schema_version().unwrap(), from);
+            let id = old.appliance_id().unwrap();
+            old.connection()
+                .execute(
+                    "INSERT INTO meta (key, value) VALUES ('planted', 'by v1')",
+                    [],
+                )
+                .unwrap();
+            drop(old);
+            let new = Store::open(dir.path()).unwrap();
+            assert_eq!(new.schema_version().unwrap(), SCHEMA_VERSION);
+            assert_eq!(new.appliance_id().unwrap(), id);
+            assert_eq!(new.meta("planted").unwrap().as_deref(), Some("by v1"));
+            new.audit(1, "test", "upgraded", "").unwrap();
+            assert_eq!(new.recent_audit(5).unwrap()[0].action, "upgraded");
+        }
+    }
+
+    #[test]
+    fn database_from_the_future_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch("CREATE TABLE future (x); INSERT INTO future VALUES (42);")
+                .unwrap();
+            conn.pragma_update(None, "user_version", (SCHEMA_VERSION + 1) as i64)
+                .unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        let listing = |d: &Path| {
+            let mut v: Vec<_> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            v.sort();
+            v
+        };
+        let files_before = listing(dir.path());
+        let err = Store::open(dir.path()).err().expect("must refuse");
+        let msg = err.to_string();
+        assert!(matches!(err, StoreError::TooNew { found, .. } if found == SCHEMA_VERSION + 1));
+        assert!(
+            msg.contains("newer") && msg.contains("not touched"),
+            "{msg}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert_eq!(
+            listing(dir.path()),
+            files_before,
+            "no -wal or -shm file appeared"
+        );
+    }
+
+    #[test]
+    fn audit_is_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..5 {
+            store.audit(i, "daemon", &format!("a{i}"), "").unwrap();
+        }
+        let got: Vec<_> = store
+            .recent_audit(2)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        assert_eq!(got, ["a4", "a3"]);
+    }
+}
