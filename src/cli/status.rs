@@ -8,8 +8,10 @@ use crate::api::client::{self, ClientError};
 use crate::api::{ComponentState, Status};
 
 pub async fn run(config_path: &Path, json: bool) -> anyhow::Result<i32> {
-    let config = super::load_config(config_path)?;
-    let socket = config.api_socket();
+    let (socket, config_error) = crate::config::api_socket_lenient(config_path);
+    if let Some(e) = config_error {
+        eprintln!("warning: {e}\n  (asking the daemon anyway; it keeps running on its last valid config)\n");
+    }
     let (code, body) = match client::get(&socket, "/v1/status").await {
         Ok(r) => r,
         Err(e @ ClientError::DaemonDown { .. }) => {

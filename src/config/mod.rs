@@ -557,6 +557,29 @@ impl Config {
     }
 }
 
+/// The API socket named by a config file, even when the file has errors
+/// elsewhere: `status` must still reach a daemon running on the previous,
+/// valid config. Returns the load error alongside, if any.
+pub fn api_socket_lenient(path: &Path) -> (PathBuf, Option<ConfigError>) {
+    match load(path) {
+        Ok(c) => (c.api_socket(), None),
+        Err(e) => {
+            let runtime_dir = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|t| t.parse::<toml::Table>().ok())
+                .and_then(|t| {
+                    t.get("paths")?
+                        .get("runtime_dir")?
+                        .as_str()
+                        .map(PathBuf::from)
+                })
+                .filter(|p| p.is_absolute())
+                .unwrap_or_else(|| default_runtime_dir().0);
+            (runtime_dir.join("api.sock"), Some(e))
+        }
+    }
+}
+
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

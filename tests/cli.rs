@@ -1,0 +1,313 @@
+//! The CLI without a daemon: config errors, init, doctor.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Appliance, BIN, repo};
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("COMMONSCLOUD_CONFIG")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn example_config_checks_and_redacts() {
+    let example = repo().join("provision/appliance.example.toml");
+    let text = std::fs::read_to_string(&example).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let with_secret = dir.path().join("a.toml");
+    std::fs::write(
+        &with_secret,
+        text.replace(
+            "password_file = \"/etc/commonscloud/secrets/smtp-password\"",
+            "password = \"s3cret-smtp\"",
+        ),
+    )
+    .unwrap();
+    let out = run(&["--config", with_secret.to_str().unwrap(), "config", "check"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        shown.contains("console = \"box.quimper.example.org\""),
+        "{shown}"
+    );
+    assert!(shown.contains("password = \"<redacted>\""), "{shown}");
+    assert!(!shown.contains("s3cret-smtp"));
+    let out = run(&[
+        "--config",
+        with_secret.to_str().unwrap(),
+        "config",
+        "check",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["smtp"]["password"], "<redacted>");
+    assert_eq!(v["directory"]["suffix"], "dc=quimper,dc=example,dc=org");
+}
+
+#[test]
+fn config_env_var_is_honoured() {
+    let example = repo().join("provision/appliance.example.toml");
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .env("COMMONSCLOUD_CONFIG", &example)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn config_errors_name_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("appliance.toml");
+    let text = std::fs::read_to_string(repo().join("provision/appliance.example.toml")).unwrap();
+    let cases = [
+        (
+            "admin_email =",
+            "admin_mail =",
+            "collective.admin_mail",
+            "unknown field",
+        ),
+        ("port = 587", "port = \"587\"", "smtp.port", "invalid type"),
+        (
+            "slug = \"quimper\"\n",
+            "",
+            "collective.slug",
+            "missing field",
+        ),
+    ];
+    for (from, to, key, what) in cases {
+        assert!(text.contains(from), "{from}");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+        let out = run(&["--config", path.to_str().unwrap(), "config", "check"]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let line = err.lines().next().unwrap();
+        assert!(line.contains(&format!("{}:", path.display())), "{line}");
+        assert!(line.contains(&format!("key `{key}`")), "{line}");
+        assert!(line.contains(what), "{line}");
+        // file:LINE:COL
+        let after = &line[line.find("appliance.toml:").unwrap() + "appliance.toml:".len()..];
+        let n: usize = after
+            .split(':')
+            .next()
+            .unwrap()
+            .parse()
+            .expect("a line number");
+        assert!(n > 1, "{line}");
+    }
+}
+
+#[test]
+fn missing_config_says_how_to_make_one() {
+    let out = run(&["--config", "/nonexistent/appliance.toml", "config", "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("commonscloud init"));
+}
+
+#[test]
+fn init_refuses_to_overwrite_without_force() {
+    let app = Appliance::new();
+    let before = std::fs::read_to_string(&app.config).unwrap();
+    let args = [
+        "init",
+        "--non-interactive",
+        "--collective",
+        "Other",
+        "--domain",
+        "other.example.org",
+        "--admin-email",
+        "a@other.example.org",
+        "--profile",
+        "rpi5-8gb",
+    ];
+    let out = app.cli(&args);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    assert_eq!(std::fs::read_to_string(&app.config).unwrap(), before);
+
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    let out = app.cli(&forced);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = std::fs::read_to_string(&app.config).unwrap();
+    assert!(after.contains("slug = \"other\""), "{after}");
+    let bak = std::fs::read_to_string(format!("{}.bak", app.config.display())).unwrap();
+    assert_eq!(bak, before);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&app.config).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o640);
+}
+
+#[test]
+fn init_interactive_reads_answers_from_stdin() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("appliance.toml");
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .arg("init")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Atelier Paysan\n\natelier.example.org\n\narm64-2gb\n\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = commonscloud::config::load(&path).unwrap();
+    assert_eq!(c.collective.slug.as_str(), "atelier-paysan");
+    assert_eq!(
+        c.apps.enabled,
+        vec![commonscloud::model::AppName::Nextcloud]
+    );
+}
+
+#[test]
+fn init_bad_flag_names_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.toml");
+    let out = run(&[
+        "--config",
+        path.to_str().unwrap(),
+        "init",
+        "--non-interactive",
+        "--collective",
+        "Q",
+        "--slug",
+        "Q!",
+        "--domain",
+        "q.example.org",
+        "--admin-email",
+        "a@q.example.org",
+        "--profile",
+        "rpi4-4gb",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--slug"));
+    assert!(!path.exists());
+}
+
+#[test]
+fn doctor_fails_on_a_broken_config_and_reports_each_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.toml");
+    std::fs::write(&path, "[collective]\nname = 1\n").unwrap();
+    let out = run(&["--config", path.to_str().unwrap(), "doctor"]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let config_line = text.lines().find(|l| l.contains(" config ")).unwrap();
+    assert!(
+        config_line.starts_with('✗') && config_line.contains("fix:"),
+        "{text}"
+    );
+    for name in [
+        "docker", "slapd", "disk", "memory", "clock", "ports", "daemon",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(name)),
+            "{name}: {text}"
+        );
+    }
+}
+
+#[test]
+fn doctor_exit_code_matches_its_worst_check() {
+    let app = Appliance::new();
+    let out = app.cli(&["doctor", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let worst = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| match c["level"].as_str().unwrap() {
+            "ok" => 0,
+            "warn" => 1,
+            _ => 2,
+        })
+        .max()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(worst));
+    assert_eq!(v["exit_code"], worst);
+    // With no daemon running, the daemon check warns with the fix.
+    let daemon = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "daemon")
+        .unwrap();
+    assert_eq!(daemon["level"], "warn");
+    // The box runs Docker and the test script installs slapd.
+    for name in ["docker", "slapd", "config"] {
+        let c = v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap();
+        assert_eq!(c["level"], "ok", "{c}");
+    }
+}
+
+#[test]
+fn doctor_sees_a_port_in_use() {
+    let app = Appliance::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let text = std::fs::read_to_string(&app.config).unwrap();
+    std::fs::write(
+        &app.config,
+        format!("{text}\n[front_door]\nhttp = \"127.0.0.1:{port}\"\nhttps = \"127.0.0.1:1\"\n"),
+    )
+    .unwrap();
+    let out = app.cli(&["doctor"]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = text.lines().find(|l| l.contains(" ports ")).unwrap();
+    assert!(
+        line.starts_with('✗') && line.contains(&format!("{port} (front_door.http)")),
+        "{line}"
+    );
+}
+
+#[test]
+fn help_explains_each_command() {
+    let out = run(&["--help"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    for cmd in [
+        "serve", "status", "doctor", "config", "init", "demo", "bench",
+    ] {
+        assert!(text.contains(cmd), "{cmd}: {text}");
+    }
+    let out = run(&["--version"]);
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        format!("commonscloud {}", env!("CARGO_PKG_VERSION"))
+    );
+}

@@ -1,0 +1,202 @@
+//! Helpers shared by the end-to-end tests: a throwaway appliance in a temp dir,
+//! driven through the real binary.
+#![allow(dead_code)]
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_commonscloud");
+
+/// The cargo target dir this test binary was built into.
+pub fn target_dir() -> PathBuf {
+    Path::new(BIN)
+        .parent()
+        .and_then(Path::parent)
+        .expect("<target>/<profile>/commonscloud")
+        .to_owned()
+}
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// An appliance config in its own temp dir; everything it makes lives there.
+pub struct Appliance {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Appliance {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("cc-")
+            .tempdir()
+            .expect("tempdir");
+        let config = dir.path().join("appliance.toml");
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "init",
+                "--non-interactive",
+                "--collective",
+                "Les Communs de Quimper",
+                "--slug",
+                "quimper",
+                "--domain",
+                "quimper.example.org",
+                "--admin-email",
+                "admin@quimper.example.org",
+                "--profile",
+                "rpi4-4gb",
+            ])
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--runtime-dir")
+            .arg(dir.path().join("run"))
+            .arg("--secrets-dir")
+            .arg(dir.path().join("secrets"))
+            .output()
+            .expect("run init");
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Appliance { dir, config }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("run/api.sock")
+    }
+
+    /// Runs a CLI command against this appliance.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("NOTIFY_SOCKET")
+            .output()
+            .expect("run commonscloud")
+    }
+
+    /// Starts `serve` with a notify socket, and waits for READY=1.
+    pub fn serve(&self) -> Daemon {
+        self.serve_with(&[])
+    }
+
+    pub fn serve_with(&self, env: &[(&str, &str)]) -> Daemon {
+        let notify_path = self.dir.path().join(format!("notify-{}.sock", unique()));
+        let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+        let log = std::fs::File::create(self.dir.path().join("serve.log")).unwrap();
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("serve")
+            .env("NOTIFY_SOCKET", &notify_path)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn serve");
+        let mut d = Daemon {
+            child,
+            notify,
+            seen: Vec::new(),
+            log: self.dir.path().join("serve.log"),
+        };
+        d.wait_for("READY=1", Duration::from_secs(20));
+        d
+    }
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// A running `serve`; killed when dropped so a failing test leaves nothing.
+pub struct Daemon {
+    pub child: Child,
+    notify: UnixDatagram,
+    /// Every sd_notify message received so far.
+    pub seen: Vec<String>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id() as i32)
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(self.pid(), sig).expect("kill");
+    }
+
+    /// Waits until a notify message containing `line` arrives; panics with the
+    /// daemon's log after `timeout`.
+    pub fn wait_for(&mut self, line: &str, timeout: Duration) -> String {
+        let until = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "no `{line}` from sd_notify within {timeout:?}; got {:?}\nlog:\n{}",
+                    self.seen,
+                    self.log_text()
+                );
+            }
+            self.notify.set_read_timeout(Some(left)).unwrap();
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.seen.push(msg.clone());
+                if msg.lines().any(|l| l == line) {
+                    return msg;
+                }
+            }
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit, up to `timeout`; `None` if it did not.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET on the daemon's socket through the library's own client.
+pub fn get(socket: &Path, path: &str) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (code, body) = rt
+        .block_on(commonscloud::api::client::get(socket, path))
+        .expect("GET");
+    (code, String::from_utf8_lossy(&body).into_owned())
+}

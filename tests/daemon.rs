@@ -1,0 +1,250 @@
+//! `serve` end to end: the real binary, a temp config, its socket and signals.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use common::{Appliance, get};
+use nix::sys::signal::Signal;
+
+#[test]
+fn serves_status_health_and_metrics_over_its_socket() {
+    let app = Appliance::new();
+    let _daemon = app.serve();
+    let mode = std::fs::metadata(app.socket())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o660, "socket mode");
+
+    let out = app.cli(&["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["running"], true);
+    assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(s["collective"], "quimper");
+    assert_eq!(s["appliance_id"].as_str().unwrap().len(), 32);
+    let names: Vec<&str> = s["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for want in [
+        "daemon",
+        "config",
+        "store",
+        "docker",
+        "app:nextcloud",
+        "app:collabora",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    let store = s["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "store")
+        .unwrap();
+    assert_eq!(store["state"], "ok");
+
+    let out = app.cli(&["status"]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("collective quimper"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("store") && l.contains("ok")),
+        "{table}"
+    );
+
+    let (code, body) = get(&app.socket(), "/healthz");
+    assert_eq!((code, body.as_str()), (200, r#"{"status":"ok"}"#));
+    let (code, body) = get(&app.socket(), "/metrics");
+    assert_eq!(code, 200);
+    assert!(body.contains("commonscloud_uptime_seconds"), "{body}");
+    assert!(
+        body.contains("commonscloud_build_info{version=\""),
+        "{body}"
+    );
+    assert!(
+        body.contains("commonscloud_api_requests_total{path=\"/v1/status\",status=\"200\"} 2"),
+        "{body}"
+    );
+    let (code, body) = get(&app.socket(), "/v2/nothing");
+    assert_eq!(code, 404);
+    assert!(body.contains("\"code\":\"not_found\""), "{body}");
+}
+
+#[test]
+fn sighup_with_a_broken_config_keeps_the_old_one() {
+    let app = Appliance::new();
+    let mut daemon = app.serve();
+    let good = std::fs::read_to_string(&app.config).unwrap();
+    std::fs::write(
+        &app.config,
+        good.replace("slug = \"quimper\"", "slug = \"quimper\"\nslgu = 1"),
+    )
+    .unwrap();
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_for("RELOADING=1", Duration::from_secs(10));
+    daemon.wait_for("READY=1", Duration::from_secs(10));
+
+    let s: serde_json::Value =
+        serde_json::from_slice(&app.cli(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(s["collective"], "quimper", "old config still in force");
+    assert_eq!(s["last_reload"]["applied"], false);
+    let why = s["last_reload"]["message"].as_str().unwrap();
+    assert!(
+        why.contains("collective.slgu") && why.contains(":8:"),
+        "{why}"
+    );
+    let config = s["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "config")
+        .unwrap();
+    assert_eq!(config["state"], "degraded");
+    assert!(
+        daemon.log_text().contains("config reload refused"),
+        "{}",
+        daemon.log_text()
+    );
+    let (_, metrics) = get(&app.socket(), "/metrics");
+    assert!(
+        metrics.contains("commonscloud_config_reloads_total{result=\"refused\"} 1"),
+        "{metrics}"
+    );
+
+    // A valid change applies.
+    std::fs::write(
+        &app.config,
+        good.replace("Les Communs de Quimper", "Communs de Quimper"),
+    )
+    .unwrap();
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_for("RELOADING=1", Duration::from_secs(10));
+    daemon.wait_for("READY=1", Duration::from_secs(10));
+    let s: serde_json::Value =
+        serde_json::from_slice(&app.cli(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(s["last_reload"]["applied"], true);
+    let config = s["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "config")
+        .unwrap();
+    assert_eq!(config["state"], "ok");
+}
+
+#[test]
+fn sigterm_stops_within_five_seconds_and_tells_systemd() {
+    let app = Appliance::new();
+    let mut daemon = app.serve();
+    let start = Instant::now();
+    daemon.signal(Signal::SIGTERM);
+    let status = daemon.wait_exit(Duration::from_secs(5));
+    let took = start.elapsed();
+    let status =
+        status.unwrap_or_else(|| panic!("still running after 5 s:\n{}", daemon.log_text()));
+    assert!(status.success(), "exit {status:?}");
+    assert!(took < Duration::from_secs(5));
+    daemon.wait_for("STOPPING=1", Duration::from_secs(1));
+    assert!(!app.socket().exists(), "socket removed on exit");
+
+    // With the daemon gone, status says so and how to start it.
+    let out = app.cli(&["status"]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not running") && err.contains("systemctl start commonscloud"),
+        "{err}"
+    );
+    let out = app.cli(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["running"], false);
+}
+
+#[test]
+fn sigint_stops_too() {
+    let app = Appliance::new();
+    let mut daemon = app.serve();
+    daemon.signal(Signal::SIGINT);
+    let status = daemon.wait_exit(Duration::from_secs(5)).expect("exited");
+    assert!(status.success());
+    assert!(daemon.log_text().contains("SIGINT received"));
+}
+
+#[test]
+fn second_instance_on_the_same_state_dir_is_refused() {
+    let app = Appliance::new();
+    let daemon = app.serve();
+    let out = app.cli(&["serve"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already runs"), "{err}");
+    assert!(err.contains(&format!("pid {}", daemon.child.id())), "{err}");
+    // The first one still answers.
+    assert_eq!(get(&app.socket(), "/healthz").0, 200);
+}
+
+#[test]
+fn watchdog_is_fed_when_systemd_asks_for_it() {
+    let app = Appliance::new();
+    let mut daemon = app.serve_with(&[("WATCHDOG_USEC", "200000")]);
+    daemon.wait_for("WATCHDOG=1", Duration::from_secs(5));
+    daemon.wait_for("WATCHDOG=1", Duration::from_secs(5));
+}
+
+#[test]
+fn restart_keeps_the_appliance_identity_and_audits() {
+    let app = Appliance::new();
+    let id = {
+        let mut d = app.serve();
+        let s: serde_json::Value =
+            serde_json::from_slice(&app.cli(&["status", "--json"]).stdout).unwrap();
+        d.signal(Signal::SIGTERM);
+        d.wait_exit(Duration::from_secs(5)).expect("stopped");
+        s["appliance_id"].as_str().unwrap().to_owned()
+    };
+    let _d = app.serve();
+    let s: serde_json::Value =
+        serde_json::from_slice(&app.cli(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(s["appliance_id"], id.as_str());
+    let store = commonscloud::store::Store::open(&app.dir.path().join("state")).unwrap();
+    let actions: Vec<String> = store
+        .recent_audit(10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(actions[..3], ["start", "stop", "start"]);
+}
+
+#[test]
+fn a_database_from_the_future_stops_serve_with_a_clear_error() {
+    let app = Appliance::new();
+    let state = app.dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let db = state.join("state.db");
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        c.execute_batch("CREATE TABLE t (x)").unwrap();
+    }
+    let before = std::fs::read(&db).unwrap();
+    let out = app.cli(&["serve"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("schema version 99") && err.contains("newer"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&db).unwrap(), before);
+}
