@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Installs every test dependency (apt, rustup, cargo) and runs the whole suite:
+# formatting, clippy, the x86_64 and aarch64 release builds, the .deb, the
+# footprint benchmark, then every test. CI runs exactly this script.
+#
+# The cargo target dir lives outside the clone (CARGO_TARGET_DIR, default
+# ~/.cache/commonscloud/target) so repeated runs reuse the build cache; a
+# machine without that cache still passes, just slower.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# slapd and ldap-utils: the appliance runs its own slapd (directory tests);
+# systemd: systemd-analyze verify and sysusers/tmpfiles on the units;
+# gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, qemu-user-static: the ARM build
+# and running it; dpkg-dev: inspecting the .deb; shellcheck: the installer;
+# python3: the footprint benchmark's baseline.
+APT_PACKAGES=(
+  slapd ldap-utils systemd dpkg-dev shellcheck python3 curl
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "apt: installing ${missing[*]}"
+  # Debian's slapd would otherwise create and start a system-wide directory;
+  # the appliance runs its own instances.
+  echo "slapd slapd/no_configuration boolean true" | as_root debconf-set-selections
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+log "rust: targets and tools"
+rustup target add aarch64-unknown-linux-gnu >/dev/null
+rustup component add clippy rustfmt >/dev/null 2>&1 || true
+command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
+command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --version 3.8.0
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/commonscloud/target}"
+mkdir -p "$CARGO_TARGET_DIR"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+log "format and lints"
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
+
+log "release builds: x86_64 and aarch64"
+cargo build --locked --release
+cargo build --locked --release --target aarch64-unknown-linux-gnu
+
+log "Debian packages"
+# The release profile already strips.
+cargo deb --no-build --no-strip
+cargo deb --no-build --no-strip --target aarch64-unknown-linux-gnu
+
+log "benchmark: footprint"
+"$CARGO_TARGET_DIR/release/commonscloud" bench footprint --requests 1000
+
+log "tests"
+cargo nextest run --locked --no-fail-fast
