@@ -49,11 +49,12 @@ impl Log for Stderr {
         let stamp = now
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
+        // Continuation lines are indented so every record starts a line.
+        let message = record.args().to_string().replace('\n', "\n    ");
         let mut line = format!(
-            "{stamp} {:<5} {}: {}",
+            "{stamp} {:<5} {}: {message}",
             record.level(),
-            record.target(),
-            record.args()
+            record.target()
         );
         struct Kv<'a>(&'a mut String);
         impl<'kvs> log::kv::VisitSource<'kvs> for Kv<'_> {

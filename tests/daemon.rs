@@ -248,3 +248,30 @@ fn a_database_from_the_future_stops_serve_with_a_clear_error() {
     );
     assert_eq!(std::fs::read(&db).unwrap(), before);
 }
+
+#[test]
+fn events_from_other_crates_reach_the_log() {
+    let app = Appliance::new();
+    let text = std::fs::read_to_string(&app.config).unwrap();
+    std::fs::write(&app.config, format!("{text}\n[log]\nlevel = \"trace\"\n")).unwrap();
+    let mut daemon = app.serve();
+    // The docker probe runs at start; wait for its verdict in our own log.
+    let until = Instant::now() + Duration::from_secs(10);
+    while !daemon.log_text().contains("task=docker-probe") && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    daemon.signal(Signal::SIGTERM);
+    daemon.wait_exit(Duration::from_secs(5)).expect("stopped");
+    let log = daemon.log_text();
+    let targets: std::collections::BTreeSet<&str> = log
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .map(|t| t.trim_end_matches(':').split("::").next().unwrap())
+        .collect();
+    for crate_name in ["commonscloud", "rusqlite_migration", "bollard"] {
+        assert!(
+            targets.contains(crate_name),
+            "no {crate_name} in {targets:?}\n{log}"
+        );
+    }
+}

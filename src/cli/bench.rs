@@ -346,6 +346,28 @@ fn default_binaries(exe: &Path) -> (Option<PathBuf>, Option<PathBuf>) {
     }
 }
 
+/// Whether an ELF64 file still has a symbol table section (SHT_SYMTAB).
+fn has_symtab(elf: &[u8]) -> bool {
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    let (Some(shoff), Some(shentsize), Some(shnum)) = (u64_at(0x28), u16_at(0x3A), u16_at(0x3C))
+    else {
+        return false;
+    };
+    let Ok(shoff) = usize::try_from(shoff) else {
+        return false;
+    };
+    (0..usize::from(shnum)).any(|i| u32_at(shoff + i * usize::from(shentsize) + 4) == Some(2))
+}
+
 fn binary(arch: &'static str, path: Option<PathBuf>) -> Binary {
     let Some(path) = path else {
         return Binary {
@@ -377,7 +399,7 @@ fn binary(arch: &'static str, path: Option<PathBuf>) -> Binary {
     // ELF e_machine: 0x3E x86-64, 0xB7 AArch64.
     let machine = bytes.get(18..20).map(|m| u16::from_le_bytes([m[0], m[1]]));
     let want = if arch == "aarch64" { 0xB7 } else { 0x3E };
-    let stripped = !bytes.windows(8).any(|w| w == b".symtab\0");
+    let stripped = !has_symtab(&bytes);
     let mut note = String::new();
     if machine != Some(want) {
         note = format!("not an {arch} ELF binary");
@@ -390,5 +412,25 @@ fn binary(arch: &'static str, path: Option<PathBuf>) -> Binary {
         bytes: Some(bytes.len() as u64),
         stripped: Some(stripped),
         note,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symtab_detection_reads_section_headers() {
+        // This test binary is built with debug info and symbols.
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert!(has_symtab(&me));
+        // A stripped copy has none.
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("stripped");
+        std::fs::write(&copy, &me).unwrap();
+        let ok = Command::new("strip").arg(&copy).status().unwrap();
+        assert!(ok.success());
+        assert!(!has_symtab(&std::fs::read(&copy).unwrap()));
+        assert!(!has_symtab(b"not an elf"));
     }
 }

@@ -353,7 +353,32 @@ fn write_config(path: &Path, text: &str, keep_backup: bool) -> anyhow::Result<()
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    give_to_daemon_group(path);
     Ok(())
+}
+
+/// The daemon runs as `commonscloud` and reads the config through its group:
+/// when root writes the file, hand the group over (owner stays root, so the
+/// daemon can read but never change it).
+fn give_to_daemon_group(path: &Path) {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    match nix::unistd::Group::from_name("commonscloud") {
+        Ok(Some(g)) => {
+            if let Err(e) = nix::unistd::chown(path, None, Some(g.gid)) {
+                eprintln!(
+                    "warning: cannot give {} to group commonscloud: {e}; the daemon may not read it",
+                    path.display()
+                );
+            }
+        }
+        _ => eprintln!(
+            "note: no group `commonscloud` yet (provision/install.sh or the .deb creates it); \
+             run `chgrp commonscloud {}` once it exists",
+            path.display()
+        ),
+    }
 }
 
 /// Writes `<dir>/appliance.toml` for a rootless demo unless it exists; returns
@@ -387,7 +412,6 @@ pub fn write_demo(dir: &Path) -> anyhow::Result<PathBuf> {
             .into(),
     };
     write_config(&path, &render(&answers), false)?;
-    eprintln!("wrote demo config {}", path.display());
     Ok(path)
 }
 

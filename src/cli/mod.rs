@@ -110,6 +110,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Init(args) => init::run(&cli.config, args),
         Command::Demo { dir, no_serve } => {
             let path = init::write_demo(&dir)?;
+            eprintln!("demo config: {}", path.display());
             if no_serve {
                 return Ok(0);
             }

@@ -10,7 +10,9 @@ use crate::api::{ComponentState, Status};
 pub async fn run(config_path: &Path, json: bool) -> anyhow::Result<i32> {
     let (socket, config_error) = crate::config::api_socket_lenient(config_path);
     if let Some(e) = config_error {
-        eprintln!("warning: {e}\n  (asking the daemon anyway; it keeps running on its last valid config)\n");
+        eprintln!(
+            "warning: {e}\n  (asking the daemon anyway; it keeps running on its last valid config)\n"
+        );
     }
     let (code, body) = match client::get(&socket, "/v1/status").await {
         Ok(r) => r,
