@@ -35,6 +35,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 log "rust: targets and tools"
+# `cargo install` puts tools here; a fresh login shell may not have it on PATH.
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 rustup target add aarch64-unknown-linux-gnu >/dev/null
 rustup component add clippy rustfmt >/dev/null 2>&1 || true
 command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked

@@ -275,3 +275,103 @@ fn events_from_other_crates_reach_the_log() {
         );
     }
 }
+
+/// Under systemd, stderr is connected to the journal (`JOURNAL_STREAM` names
+/// it) and records go to `/run/systemd/journal/socket` as native-protocol
+/// datagrams. The daemon runs in a private mount namespace whose
+/// `/run/systemd/journal` is this test's directory, so the test is the journal.
+#[test]
+fn under_systemd_logs_go_to_journald_with_fields() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::net::UnixDatagram;
+    let app = Appliance::new();
+    let journal_dir = app.dir.path().join("journal");
+    std::fs::create_dir(&journal_dir).unwrap();
+    let journal = UnixDatagram::bind(journal_dir.join("socket")).unwrap();
+    let stderr_path = app.dir.path().join("stderr");
+    let stderr = std::fs::File::create(&stderr_path).unwrap();
+    let meta = stderr.metadata().unwrap();
+    let mut child = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+        .arg(
+            "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal && \
+             mount --bind \"$0\" /run/systemd/journal && exec \"$1\" --config \"$2\" serve",
+        )
+        .arg(&journal_dir)
+        .arg(common::BIN)
+        .arg(&app.config)
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .env_remove("NOTIFY_SOCKET")
+        .stderr(stderr)
+        .spawn()
+        .expect("unshare (util-linux)");
+    journal
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut records: Vec<Vec<(String, String)>> = Vec::new();
+    let has =
+        |r: &[(String, String)], k: &str, v: &str| r.iter().any(|(a, b)| a == k && b.contains(v));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // Until both the start line and a record tagged with its task arrived.
+    while !(records
+        .iter()
+        .any(|r| has(r, "MESSAGE", "serving collective quimper"))
+        && records.iter().any(|r| has(r, "TASK", "docker-probe")))
+    {
+        match journal.recv(&mut buf) {
+            Ok(n) if Instant::now() < deadline => records.push(journal_fields(&buf[..n])),
+            other => {
+                let _ = child.kill();
+                panic!(
+                    "journal incomplete ({other:?}); got {records:?}; stderr: {}",
+                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                );
+            }
+        }
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    let started = records
+        .iter()
+        .find(|r| has(r, "MESSAGE", "serving collective quimper"))
+        .unwrap();
+    for (k, v) in [
+        ("PRIORITY", "5"), // systemd-journal-logger maps info to notice
+        ("SYSLOG_IDENTIFIER", "commonscloud"),
+        ("TARGET", "commonscloud::daemon"),
+        ("COMMONSCLOUD_VERSION", env!("CARGO_PKG_VERSION")),
+    ] {
+        assert!(
+            started.iter().any(|(a, b)| a == k && b == v),
+            "{k}={v} not in {started:?}"
+        );
+    }
+    // Nothing went to stderr: the journal had it all.
+    assert_eq!(std::fs::read_to_string(&stderr_path).unwrap(), "");
+}
+
+/// Parses one datagram of the journal's native protocol: `KEY=value\n`, or
+/// `KEY\n` + little-endian u64 length + value + `\n` for values that may hold
+/// newlines.
+fn journal_fields(mut d: &[u8]) -> Vec<(String, String)> {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let mut out = Vec::new();
+    while let Some(nl) = d.iter().position(|&b| b == b'\n') {
+        let line = &d[..nl];
+        if let Some(eq) = line.iter().position(|&b| b == b'=') {
+            out.push((text(&line[..eq]), text(&line[eq + 1..])));
+            d = &d[nl + 1..];
+        } else {
+            let rest = &d[nl + 1..];
+            let len = u64::from_le_bytes(rest[..8].try_into().unwrap()) as usize;
+            out.push((text(line), text(&rest[8..8 + len])));
+            d = &rest[(8 + len + 1).min(rest.len())..];
+        }
+    }
+    out
+}

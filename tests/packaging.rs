@@ -1300,10 +1300,10 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| repo().join("target"))
 }
 
-fn find_deb() -> PathBuf {
+fn find_deb(arch: &str) -> PathBuf {
     let dir = target_dir().join("debian");
     let prefix = format!("commonscloud_{}", env!("CARGO_PKG_VERSION"));
-    let suffix = format!("_{}.deb", host_arch());
+    let suffix = format!("_{arch}.deb");
     let mut debs: Vec<PathBuf> = fs::read_dir(&dir)
         .map(|entries| {
             entries
@@ -1324,9 +1324,50 @@ fn find_deb() -> PathBuf {
     })
 }
 
+/// The arm64 package: the same files as the host's, with the aarch64 binary.
+#[test]
+fn arm64_deb_ships_the_aarch64_binary() {
+    let deb = find_deb("arm64");
+    let host = find_deb(&host_arch());
+    let out = run_ok(
+        Command::new("dpkg-deb")
+            .arg("--field")
+            .arg(&deb)
+            .arg("Architecture"),
+    );
+    assert_eq!(stdout(&out).trim(), "arm64");
+    let names = |d: &Path| -> BTreeSet<String> {
+        let out = run_ok(Command::new("dpkg-deb").arg("--contents").arg(d));
+        stdout(&out)
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(5).map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(names(&deb), names(&host));
+    let unpacked = tempdir("deb-arm64");
+    run_ok(
+        Command::new("dpkg-deb")
+            .arg("--extract")
+            .arg(&deb)
+            .arg(unpacked.path()),
+    );
+    let shipped = fs::read(unpacked.path().join("usr/bin/commonscloud")).unwrap();
+    assert_eq!(
+        u16::from_le_bytes([shipped[18], shipped[19]]),
+        0xB7,
+        "e_machine AArch64"
+    );
+    let built = target_dir().join("aarch64-unknown-linux-gnu/release/commonscloud");
+    assert!(
+        shipped == fs::read(&built).unwrap(),
+        "the arm64 .deb does not hold {}: rerun provision/test.sh",
+        built.display()
+    );
+}
+
 #[test]
 fn deb_package_ships_the_appliance() {
-    let deb = find_deb();
+    let deb = find_deb(&host_arch());
     let field = |name: &str| {
         let out = run_ok(Command::new("dpkg-deb").arg("--field").arg(&deb).arg(name));
         stdout(&out).trim().to_owned()
