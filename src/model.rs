@@ -12,10 +12,14 @@ use serde::{Deserialize, Serialize};
 #[error("{0}")]
 pub struct Invalid(pub String);
 
+/// A `String` newtype that can only hold values `$check` accepts; serde goes
+/// through the check, so a bad value in a file fails at its own line.
 macro_rules! string_newtype {
-    ($(#[$doc:meta])* $name:ident, $check:path) => {
+    ($(#[$doc:meta])* $name:ident, $check:expr) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(
+            Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, ::serde::Serialize, ::serde::Deserialize,
+        )]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 
@@ -27,16 +31,17 @@ macro_rules! string_newtype {
         }
 
         impl TryFrom<String> for $name {
-            type Error = Invalid;
-            fn try_from(value: String) -> Result<Self, Invalid> {
-                $check(&value)?;
+            type Error = $crate::model::Invalid;
+            fn try_from(value: String) -> Result<Self, $crate::model::Invalid> {
+                let check: fn(&str) -> Result<(), String> = $check;
+                check(&value).map_err($crate::model::Invalid)?;
                 Ok(Self(value))
             }
         }
 
         impl std::str::FromStr for $name {
-            type Err = Invalid;
-            fn from_str(value: &str) -> Result<Self, Invalid> {
+            type Err = $crate::model::Invalid;
+            fn from_str(value: &str) -> Result<Self, $crate::model::Invalid> {
                 Self::try_from(value.to_owned())
             }
         }
@@ -47,13 +52,14 @@ macro_rules! string_newtype {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(&self.0)
             }
         }
     };
 }
+pub(crate) use string_newtype;
 
 string_newtype!(
     /// A collective's short identifier: `^[a-z][a-z0-9-]{1,31}$`, no trailing
@@ -72,7 +78,7 @@ string_newtype!(
     check_email
 );
 
-fn check_slug(s: &str) -> Result<(), Invalid> {
+fn check_slug(s: &str) -> Result<(), String> {
     let ok_chars = s
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
@@ -83,18 +89,18 @@ fn check_slug(s: &str) -> Result<(), Invalid> {
         || s.ends_with('-')
         || s.contains("--")
     {
-        return Err(Invalid(format!(
+        return Err(format!(
             "`{s}` is not a valid slug: use 2 to 32 lowercase letters, digits and single '-', starting with a letter (e.g. \"quimper\")"
-        )));
+        ));
     }
     Ok(())
 }
 
-fn check_domain(s: &str) -> Result<(), Invalid> {
+fn check_domain(s: &str) -> Result<(), String> {
     let bad = || {
-        Invalid(format!(
+        format!(
             "`{s}` is not a valid domain: use lowercase DNS labels (a-z, 0-9, '-') separated by dots, e.g. \"quimper.example.org\""
-        ))
+        )
     };
     if s.len() > 253 || !s.contains('.') {
         return Err(bad());
@@ -114,11 +120,11 @@ fn check_domain(s: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-fn check_email(s: &str) -> Result<(), Invalid> {
+fn check_email(s: &str) -> Result<(), String> {
     let bad = || {
-        Invalid(format!(
+        format!(
             "`{s}` is not a valid mail address: expected local@domain, e.g. \"admin@quimper.example.org\""
-        ))
+        )
     };
     let (local, domain) = s.rsplit_once('@').ok_or_else(bad)?;
     let local_ok = !local.is_empty()

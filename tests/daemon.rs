@@ -5,7 +5,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use common::{Appliance, get};
+use common::{Appliance, component, get};
 use nix::sys::signal::Signal;
 
 #[test]
@@ -45,12 +45,7 @@ fn serves_status_health_and_metrics_over_its_socket() {
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
-    let store = s["components"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "store")
-        .unwrap();
+    let store = component(&s, "store");
     assert_eq!(store["state"], "ok");
 
     let out = app.cli(&["status"]);
@@ -95,8 +90,7 @@ fn sighup_with_a_broken_config_keeps_the_old_one() {
     daemon.wait_for("RELOADING=1", Duration::from_secs(10));
     daemon.wait_for("READY=1", Duration::from_secs(10));
 
-    let s: serde_json::Value =
-        serde_json::from_slice(&app.cli(&["status", "--json"]).stdout).unwrap();
+    let s = app.status();
     assert_eq!(s["collective"], "quimper", "old config still in force");
     assert_eq!(s["last_reload"]["applied"], false);
     let why = s["last_reload"]["message"].as_str().unwrap();
@@ -104,12 +98,7 @@ fn sighup_with_a_broken_config_keeps_the_old_one() {
         why.contains("collective.slgu") && why.contains(":8:"),
         "{why}"
     );
-    let config = s["components"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "config")
-        .unwrap();
+    let config = component(&s, "config");
     assert_eq!(config["state"], "degraded");
     assert!(
         daemon.log_text().contains("config reload refused"),
@@ -131,15 +120,9 @@ fn sighup_with_a_broken_config_keeps_the_old_one() {
     daemon.signal(Signal::SIGHUP);
     daemon.wait_for("RELOADING=1", Duration::from_secs(10));
     daemon.wait_for("READY=1", Duration::from_secs(10));
-    let s: serde_json::Value =
-        serde_json::from_slice(&app.cli(&["status", "--json"]).stdout).unwrap();
+    let s = app.status();
     assert_eq!(s["last_reload"]["applied"], true);
-    let config = s["components"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "config")
-        .unwrap();
+    let config = component(&s, "config");
     assert_eq!(config["state"], "ok");
 }
 
@@ -207,15 +190,13 @@ fn restart_keeps_the_appliance_identity_and_audits() {
     let app = Appliance::new();
     let id = {
         let mut d = app.serve();
-        let s: serde_json::Value =
-            serde_json::from_slice(&app.cli(&["status", "--json"]).stdout).unwrap();
+        let s = app.status();
         d.signal(Signal::SIGTERM);
         d.wait_exit(Duration::from_secs(5)).expect("stopped");
         s["appliance_id"].as_str().unwrap().to_owned()
     };
     let _d = app.serve();
-    let s: serde_json::Value =
-        serde_json::from_slice(&app.cli(&["status", "--json"]).stdout).unwrap();
+    let s = app.status();
     assert_eq!(s["appliance_id"], id.as_str());
     let store = commonscloud::store::Store::open(&app.dir.path().join("state")).unwrap();
     let actions: Vec<String> = store

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AppName, CollectiveSlug, Domain, Email, Invalid};
+use crate::model::{AppName, CollectiveSlug, Domain, Email, Invalid, string_newtype};
 
 /// Where the config lives unless `--config` or `COMMONSCLOUD_CONFIG` say otherwise.
 pub const DEFAULT_PATH: &str = "/etc/commonscloud/appliance.toml";
@@ -305,43 +305,7 @@ impl LogLevel {
     }
 }
 
-macro_rules! checked_string {
-    ($(#[$doc:meta])* $name:ident, $check:expr) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
-
-        impl $name {
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl TryFrom<String> for $name {
-            type Error = Invalid;
-            fn try_from(v: String) -> Result<Self, Invalid> {
-                let check: fn(&str) -> Result<(), String> = $check;
-                check(&v).map_err(Invalid)?;
-                Ok(Self(v))
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(v: $name) -> String {
-                v.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    };
-}
-
-checked_string!(
+string_newtype!(
     /// Text that is not blank.
     NonEmpty,
     |s| {
@@ -352,7 +316,7 @@ checked_string!(
         }
     }
 );
-checked_string!(
+string_newtype!(
     /// A distinguished name such as `dc=example,dc=org`.
     Dn,
     |s| {
@@ -373,7 +337,7 @@ checked_string!(
         }
     }
 );
-checked_string!(
+string_newtype!(
     /// An `ldap://` or `ldaps://` URL with a host and a port.
     LdapUrl,
     |s| {
@@ -393,7 +357,7 @@ checked_string!(
         }
     }
 );
-checked_string!(
+string_newtype!(
     /// An `http://` or `https://` URL.
     HttpUrl,
     |s| {
@@ -409,7 +373,7 @@ checked_string!(
         }
     }
 );
-checked_string!(
+string_newtype!(
     /// A host name or IP address.
     Host,
     |s| {
@@ -425,7 +389,7 @@ checked_string!(
         }
     }
 );
-checked_string!(
+string_newtype!(
     /// A sender: `addr@domain` or `Name <addr@domain>`.
     Mailbox,
     |s| {
@@ -442,7 +406,7 @@ checked_string!(
         }
     }
 );
-checked_string!(
+string_newtype!(
     /// The name of an embedded hardware profile.
     ProfileName,
     |s| {

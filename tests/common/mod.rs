@@ -83,6 +83,17 @@ impl Appliance {
             .expect("run commonscloud")
     }
 
+    /// `status --json`, parsed.
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.cli(&["status", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "status --json: {e}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
     /// Starts `serve` with a notify socket, and waits for READY=1.
     pub fn serve(&self) -> Daemon {
         self.serve_with(&[])
@@ -199,4 +210,14 @@ pub fn get(socket: &Path, path: &str) -> (u16, String) {
         .block_on(commonscloud::api::client::get(socket, path))
         .expect("GET");
     (code, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// One component of a parsed status.
+pub fn component<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["components"]
+        .as_array()
+        .expect("components")
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no component {name} in {status}"))
 }
