@@ -1,0 +1,74 @@
+//! Generated secrets on disk: random, 0600, created once.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use super::DirectoryError;
+
+/// Reads the secret at `path`, creating it (32 random bytes, hex, mode 0600)
+/// if it does not exist. An empty file is an error, never silently replaced.
+pub fn load_or_create(path: &Path) -> Result<String, DirectoryError> {
+    let io = |what: &str| {
+        let what = format!("{what} {}", path.display());
+        move |source| DirectoryError::Io { what, source }
+    };
+    match std::fs::read_to_string(path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
+        Ok(_) => {
+            return Err(DirectoryError::Io {
+                what: format!("reading {}", path.display()),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the secret file is empty: delete it to have a new one generated",
+                ),
+            });
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("reading")(e)),
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| DirectoryError::Io {
+        what: "drawing random bytes".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io("creating"))?;
+    f.write_all(secret.as_bytes()).map_err(io("writing"))?;
+    f.sync_all().map_err(io("syncing"))?;
+    std::fs::rename(&tmp, path).map_err(io("installing"))?;
+    Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn created_once_private_and_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ldap-nextcloud");
+        let a = load_or_create(&p).unwrap();
+        assert_eq!(a.len(), 64);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(load_or_create(&p).unwrap(), a);
+        std::fs::write(&p, "").unwrap();
+        assert!(
+            load_or_create(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
+    }
+}

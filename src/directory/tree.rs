@@ -1,0 +1,466 @@
+//! The directory's shape: DNs, the custom schema, slapd's cn=config and the
+//! base entries, rendered as LDIF. Pure: every path, id and setting comes in
+//! as an argument, and nothing here touches slapd or the disk.
+//!
+//! `docs/directory.md` explains the tree to humans; keep the two in step.
+
+use std::fmt::Write as _;
+
+use ldap3::dn_escape;
+
+use crate::model::CollectiveSlug;
+
+/// The OID arc of our schema: `2.25.` + a UUID as an integer (RFC 4122 §
+/// "UUID URN as OID"), which needs no registration.
+pub const OID_ARC: &str = "2.25.299919642270095222596682888516399147215";
+
+/// Service accounts under `ou=system`, each with its secret in
+/// `<secrets_dir>/ldap-<name>` (0600).
+pub const SERVICE_ACCOUNTS: [&str; 3] = ["daemon", "nextcloud", "discourse-sso"];
+
+/// DNs of the tree under one suffix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tree {
+    suffix: String,
+}
+
+impl Tree {
+    pub fn new(suffix: &str) -> Self {
+        Self {
+            suffix: suffix.to_owned(),
+        }
+    }
+
+    pub fn suffix(&self) -> &str {
+        &self.suffix
+    }
+
+    pub fn people(&self) -> String {
+        format!("ou=people,{}", self.suffix)
+    }
+
+    /// A person's entry. The uid is escaped, so no value can change the DN's
+    /// shape.
+    pub fn person(&self, uid: &str) -> String {
+        format!("uid={},{}", dn_escape(uid), self.people())
+    }
+
+    pub fn collectives(&self) -> String {
+        format!("ou=collectives,{}", self.suffix)
+    }
+
+    pub fn collective(&self, slug: &CollectiveSlug) -> String {
+        format!("ou={},{}", dn_escape(slug.as_str()), self.collectives())
+    }
+
+    pub fn groups(&self, slug: &CollectiveSlug) -> String {
+        format!("ou=groups,{}", self.collective(slug))
+    }
+
+    pub fn group(&self, slug: &CollectiveSlug, cn: &str) -> String {
+        format!("cn={},{}", dn_escape(cn), self.groups(slug))
+    }
+
+    pub fn collective_services(&self, slug: &CollectiveSlug) -> String {
+        format!("ou=services,{}", self.collective(slug))
+    }
+
+    /// Alliance-wide services, open to every active person.
+    pub fn services(&self) -> String {
+        format!("ou=services,{}", self.suffix)
+    }
+
+    pub fn system(&self) -> String {
+        format!("ou=system,{}", self.suffix)
+    }
+
+    pub fn service_account(&self, name: &str) -> String {
+        format!("cn={},{}", dn_escape(name), self.system())
+    }
+
+    pub fn policies(&self) -> String {
+        format!("ou=policies,{}", self.suffix)
+    }
+
+    pub fn default_policy(&self) -> String {
+        format!("cn=default,{}", self.policies())
+    }
+
+    /// Put into a group by refint when its last member goes, so that a
+    /// groupOfNames never becomes invalid. It need not exist.
+    pub fn nobody(&self) -> String {
+        format!("cn=nobody,{}", self.system())
+    }
+}
+
+/// The DN slapd gives a local process that binds with SASL EXTERNAL over
+/// ldapi: the daemon's identity as rootdn, with no password to keep.
+pub fn peercred_dn(uid: u32, gid: u32) -> String {
+    format!("gidNumber={gid}+uidNumber={uid},cn=peercred,cn=external,cn=auth")
+}
+
+/// Our schema, as an entry under `cn=schema,cn=config`.
+pub fn schema_ldif() -> String {
+    let a = |n: u32| format!("{OID_ARC}.1.{n}");
+    let o = |n: u32| format!("{OID_ARC}.2.{n}");
+    let dn_syntax = "1.3.6.1.4.1.1466.115.121.1.12";
+    let string_syntax = "1.3.6.1.4.1.1466.115.121.1.15";
+    format!(
+        "dn: cn=commonscloud,cn=schema,cn=config
+objectClass: olcSchemaConfig
+cn: commonscloud
+olcAttributeTypes: ( {} NAME 'commonsPrimaryCollective' DESC 'The collective a person registered with' EQUALITY distinguishedNameMatch SYNTAX {dn_syntax} SINGLE-VALUE )
+olcAttributeTypes: ( {} NAME 'commonsAccountState' DESC 'active or suspended' EQUALITY caseIgnoreMatch SYNTAX {string_syntax} SINGLE-VALUE )
+olcAttributeTypes: ( {} NAME 'commonsHomeNode' DESC 'The appliance (or the alliance) that owns this entry' EQUALITY caseIgnoreMatch SYNTAX {string_syntax} SINGLE-VALUE )
+olcAttributeTypes: ( {} NAME 'commonsAccessGroup' DESC 'A group whose members may use a service' EQUALITY distinguishedNameMatch SYNTAX {dn_syntax} )
+olcObjectClasses: ( {} NAME 'commonsPerson' DESC 'A person of the alliance' AUXILIARY MAY ( commonsPrimaryCollective $ commonsAccountState $ commonsHomeNode ) )
+olcObjectClasses: ( {} NAME 'commonsCollective' DESC 'A collective' AUXILIARY MAY ( displayName $ description $ labeledURI $ commonsHomeNode ) )
+olcObjectClasses: ( {} NAME 'commonsService' DESC 'A service some groups may use' STRUCTURAL MUST cn MAY ( labeledURI $ commonsAccessGroup $ description ) )
+",
+        a(1),
+        a(2),
+        a(3),
+        a(4),
+        o(1),
+        o(2),
+        o(3),
+    )
+}
+
+/// Everything slapd's cn=config needs, decided by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlapdSettings {
+    pub suffix: String,
+    /// Where mdb keeps the data (must exist before `slapadd -n0`).
+    pub data_dir: String,
+    pub pid_file: String,
+    pub args_file: String,
+    /// The daemon's own identity (see [`peercred_dn`]): rootdn of the data and
+    /// manager of cn=config.
+    pub root_dn: String,
+    /// Debian: `/usr/lib/ldap`.
+    pub module_dir: String,
+    /// Debian: `/etc/ldap/schema`.
+    pub schema_dir: String,
+    /// Parameters for the argon2 module, e.g. `m=19456 t=2 p=1`.
+    pub argon2_params: String,
+}
+
+/// The ACLs of the data, in order. Each rule is proven by a test against slapd.
+pub fn acls(suffix: &str) -> Vec<String> {
+    let tree = Tree::new(suffix);
+    let daemon = tree.service_account("daemon");
+    let readers = SERVICE_ACCOUNTS
+        .iter()
+        .filter(|n| **n != "daemon")
+        .map(|n| format!("by dn.exact=\"{}\" read", tree.service_account(n)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    vec![
+        // Passwords: a person may set their own; binds may compare; nobody reads.
+        format!(
+            "to attrs=userPassword by dn.exact=\"{daemon}\" =w by self =w by anonymous auth by * none"
+        ),
+        // Lock state and failure counters are the daemon's alone.
+        format!(
+            "to attrs=pwdAccountLockedTime,pwdFailureTime,pwdReset,commonsAccountState by dn.exact=\"{daemon}\" write by self read {readers} by * none"
+        ),
+        // Groups: only the daemon writes; services and members read.
+        format!(
+            "to dn.subtree=\"{}\" filter=(objectClass=groupOfNames) by dn.exact=\"{daemon}\" write {readers} by users read by * none",
+            tree.collectives()
+        ),
+        // The system accounts and policies: daemon only, and binds.
+        format!(
+            "to dn.subtree=\"{}\" by dn.exact=\"{daemon}\" write by self read by anonymous auth by * none",
+            tree.system()
+        ),
+        format!(
+            "to dn.subtree=\"{}\" by dn.exact=\"{daemon}\" write by * none",
+            tree.policies()
+        ),
+        // Everything else: the daemon writes, services and people read,
+        // anonymous may only bind.
+        format!(
+            "to * by dn.exact=\"{daemon}\" write {readers} by self read by users read by anonymous auth by * none"
+        ),
+    ]
+}
+
+/// slapd's whole cn=config, for `slapadd -n0`.
+pub fn config_ldif(s: &SlapdSettings) -> String {
+    let tree = Tree::new(&s.suffix);
+    let mut out = format!(
+        "dn: cn=config
+objectClass: olcGlobal
+cn: config
+olcPidFile: {pid}
+olcArgsFile: {args}
+olcLogLevel: stats
+
+dn: cn=module{{0}},cn=config
+objectClass: olcModuleList
+cn: module{{0}}
+olcModulePath: {modules}
+olcModuleLoad: back_mdb
+olcModuleLoad: argon2 {argon2}
+olcModuleLoad: ppolicy
+olcModuleLoad: dynlist
+olcModuleLoad: refint
+olcModuleLoad: unique
+olcModuleLoad: syncprov
+
+dn: cn=schema,cn=config
+objectClass: olcSchemaConfig
+cn: schema
+
+include: file://{schemas}/core.ldif
+
+include: file://{schemas}/cosine.ldif
+
+include: file://{schemas}/inetorgperson.ldif
+
+include: file://{schemas}/dyngroup.ldif
+
+{schema}
+dn: olcDatabase={{-1}}frontend,cn=config
+objectClass: olcDatabaseConfig
+objectClass: olcFrontendConfig
+olcDatabase: {{-1}}frontend
+olcPasswordHash: {{ARGON2}}
+olcAccess: {{0}}to dn.base=\"\" by * read
+olcAccess: {{1}}to dn.base=\"cn=subschema\" by * read
+olcSizeLimit: 5000
+
+dn: olcDatabase={{0}}config,cn=config
+objectClass: olcDatabaseConfig
+olcDatabase: {{0}}config
+olcAccess: {{0}}to * by dn.exact=\"{root}\" manage by * none
+
+dn: olcDatabase={{1}}mdb,cn=config
+objectClass: olcDatabaseConfig
+objectClass: olcMdbConfig
+olcDatabase: {{1}}mdb
+olcSuffix: {suffix}
+olcRootDN: {root}
+olcDbDirectory: {data}
+olcDbMaxSize: 1073741824
+olcDbIndex: objectClass eq
+olcDbIndex: uid eq,pres,sub
+olcDbIndex: mail eq,pres
+olcDbIndex: cn eq,sub
+olcDbIndex: member eq
+olcDbIndex: entryUUID eq
+olcDbIndex: entryCSN eq
+olcDbIndex: commonsPrimaryCollective eq
+olcLastMod: TRUE
+",
+        pid = s.pid_file,
+        args = s.args_file,
+        modules = s.module_dir,
+        argon2 = s.argon2_params,
+        schemas = s.schema_dir,
+        schema = schema_ldif(),
+        root = s.root_dn,
+        suffix = s.suffix,
+        data = s.data_dir,
+    );
+    for (i, acl) in acls(&s.suffix).iter().enumerate() {
+        let _ = writeln!(out, "olcAccess: {{{i}}}{acl}");
+    }
+    let overlays = [
+        format!(
+            "objectClass: olcPPolicyConfig\nolcOverlay: {{0}}ppolicy\nolcPPolicyDefault: {}\nolcPPolicyHashCleartext: TRUE\n",
+            tree.default_policy()
+        ),
+        // memberOf without the deprecated memberof overlay: computed from
+        // groupOfNames members at search time (filters on memberOf work).
+        "objectClass: olcDynListConfig\nolcOverlay: {1}dynlist\nolcDynListAttrSet: groupOfURLs memberURL member+memberOf@groupOfNames\n".to_owned(),
+        format!(
+            "objectClass: olcRefintConfig\nolcOverlay: {{2}}refint\nolcRefintAttribute: member\nolcRefintNothing: {}\n",
+            tree.nobody()
+        ),
+        format!(
+            "objectClass: olcUniqueConfig\nolcOverlay: {{3}}unique\nolcUniqueURI: ldap:///{0}?uid?sub?(objectClass=inetOrgPerson)\nolcUniqueURI: ldap:///{0}?mail?sub?(objectClass=inetOrgPerson)\n",
+            s.suffix
+        ),
+        "objectClass: olcSyncProvConfig\nolcOverlay: {4}syncprov\nolcSpCheckpoint: 100 10\nolcSpSessionlog: 1000\n".to_owned(),
+    ];
+    for body in overlays {
+        let name = body
+            .lines()
+            .find_map(|l| l.strip_prefix("olcOverlay: "))
+            .unwrap_or_default();
+        let _ = write!(
+            out,
+            "\ndn: olcOverlay={name},olcDatabase={{1}}mdb,cn=config\nobjectClass: olcOverlayConfig\n{body}"
+        );
+    }
+    out
+}
+
+/// The base entries, for `slapadd -n1` at bootstrap: the OUs, the collective
+/// with its groups, the default password policy and the service accounts
+/// (without passwords: those are set over ldapi, so slapd hashes them).
+pub fn base_ldif(
+    suffix: &str,
+    slug: &CollectiveSlug,
+    collective_name: &str,
+    home_node: &str,
+) -> String {
+    let tree = Tree::new(suffix);
+    let first_rdn = suffix.split(',').next().unwrap_or_default();
+    let (attr, value) = first_rdn.split_once('=').unwrap_or(("dc", first_rdn));
+    let top = if attr.eq_ignore_ascii_case("dc") {
+        format!(
+            "objectClass: dcObject\nobjectClass: organization\ndc: {value}\no: {collective_name}\n"
+        )
+    } else {
+        format!("objectClass: organization\n{attr}: {value}\n")
+    };
+    let mut out = format!("dn: {suffix}\n{top}\n");
+    for (ou, what) in [
+        (tree.people(), "people"),
+        (tree.collectives(), "collectives"),
+        (tree.services(), "services"),
+        (tree.system(), "system"),
+        (tree.policies(), "policies"),
+    ] {
+        let _ = write!(
+            out,
+            "dn: {ou}\nobjectClass: organizationalUnit\nou: {what}\n\n"
+        );
+    }
+    let _ = write!(
+        out,
+        "dn: {}\nobjectClass: organizationalUnit\nobjectClass: commonsCollective\nou: {slug}\ndisplayName: {collective_name}\ncommonsHomeNode: {home_node}\n\n",
+        tree.collective(slug)
+    );
+    let _ = write!(
+        out,
+        "dn: {}\nobjectClass: organizationalUnit\nou: groups\n\ndn: {}\nobjectClass: organizationalUnit\nou: services\n\n",
+        tree.groups(slug),
+        tree.collective_services(slug)
+    );
+    for cn in ["members", "admins"] {
+        let _ = write!(
+            out,
+            "dn: {}\nobjectClass: groupOfNames\ncn: {cn}\nmember: {}\n\n",
+            tree.group(slug, cn),
+            tree.nobody()
+        );
+    }
+    let _ = write!(
+        out,
+        "dn: {}\nobjectClass: organizationalRole\nobjectClass: pwdPolicy\ncn: default\npwdAttribute: userPassword\npwdLockout: TRUE\npwdMaxFailure: 10\npwdLockoutDuration: 300\npwdFailureCountInterval: 300\npwdMinLength: 10\npwdCheckQuality: 0\npwdAllowUserChange: TRUE\n\n",
+        tree.default_policy()
+    );
+    for name in SERVICE_ACCOUNTS {
+        let _ = write!(
+            out,
+            "dn: {}\nobjectClass: applicationProcess\nobjectClass: simpleSecurityObject\ncn: {name}\nuserPassword: {{CRYPT}}!\n\n",
+            tree.service_account(name)
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slug() -> CollectiveSlug {
+        "quimper".parse().unwrap()
+    }
+
+    #[test]
+    fn dns_escape_their_values() {
+        let t = Tree::new("dc=q,dc=org");
+        assert_eq!(t.person("ana"), "uid=ana,ou=people,dc=q,dc=org");
+        assert_eq!(
+            t.person("a,b=c+d"),
+            "uid=a\\2cb\\3dc\\2bd,ou=people,dc=q,dc=org"
+        );
+        assert_eq!(
+            t.group(&slug(), "members"),
+            "cn=members,ou=groups,ou=quimper,ou=collectives,dc=q,dc=org"
+        );
+        assert_eq!(
+            t.service_account("nextcloud"),
+            "cn=nextcloud,ou=system,dc=q,dc=org"
+        );
+    }
+
+    #[test]
+    fn oid_arc_is_a_uuid_integer() {
+        let n: u128 = OID_ARC.strip_prefix("2.25.").unwrap().parse().unwrap();
+        assert!(n > u128::from(u64::MAX));
+        let schema = schema_ldif();
+        assert_eq!(schema.matches(OID_ARC).count(), 7);
+        for name in [
+            "commonsPerson",
+            "commonsCollective",
+            "commonsService",
+            "commonsAccountState",
+        ] {
+            assert!(schema.contains(&format!("NAME '{name}'")), "{name}");
+        }
+    }
+
+    #[test]
+    fn config_has_every_module_overlay_and_acl() {
+        let s = SlapdSettings {
+            suffix: "dc=q,dc=org".into(),
+            data_dir: "/s/ldap/data".into(),
+            pid_file: "/r/slapd.pid".into(),
+            args_file: "/r/slapd.args".into(),
+            root_dn: peercred_dn(1000, 1000),
+            module_dir: "/usr/lib/ldap".into(),
+            schema_dir: "/etc/ldap/schema".into(),
+            argon2_params: "m=19456 t=2 p=1".into(),
+        };
+        let ldif = config_ldif(&s);
+        for needle in [
+            "olcModuleLoad: argon2 m=19456 t=2 p=1",
+            "olcPasswordHash: {ARGON2}",
+            "olcPPolicyHashCleartext: TRUE",
+            "olcDynListAttrSet: groupOfURLs memberURL member+memberOf@groupOfNames",
+            "olcRefintNothing: cn=nobody,ou=system,dc=q,dc=org",
+            "olcUniqueURI: ldap:///dc=q,dc=org?uid?sub",
+            "olcUniqueURI: ldap:///dc=q,dc=org?mail?sub",
+            "olcOverlay: {4}syncprov",
+            "olcRootDN: gidNumber=1000+uidNumber=1000,cn=peercred,cn=external,cn=auth",
+            "olcDbDirectory: /s/ldap/data",
+        ] {
+            assert!(ldif.contains(needle), "{needle}");
+        }
+        assert_eq!(
+            ldif.matches("olcAccess: {").count(),
+            2 + 1 + acls("dc=q,dc=org").len()
+        );
+        // Entries are separated by exactly one blank line (LDIF).
+        assert!(!ldif.contains("\n\n\n"));
+    }
+
+    #[test]
+    fn base_tree_has_the_design_ous() {
+        let ldif = base_ldif("dc=q,dc=org", &slug(), "Quimper", "box.q.org");
+        for dn in [
+            "dn: dc=q,dc=org",
+            "dn: ou=people,dc=q,dc=org",
+            "dn: ou=collectives,dc=q,dc=org",
+            "dn: ou=quimper,ou=collectives,dc=q,dc=org",
+            "dn: cn=members,ou=groups,ou=quimper,ou=collectives,dc=q,dc=org",
+            "dn: cn=admins,ou=groups,ou=quimper,ou=collectives,dc=q,dc=org",
+            "dn: ou=services,ou=quimper,ou=collectives,dc=q,dc=org",
+            "dn: ou=services,dc=q,dc=org",
+            "dn: cn=default,ou=policies,dc=q,dc=org",
+            "dn: cn=daemon,ou=system,dc=q,dc=org",
+            "dn: cn=nextcloud,ou=system,dc=q,dc=org",
+            "dn: cn=discourse-sso,ou=system,dc=q,dc=org",
+        ] {
+            assert!(ldif.contains(&format!("{dn}\n")), "{dn}");
+        }
+        assert!(ldif.contains("pwdLockout: TRUE"));
+    }
+}

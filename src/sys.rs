@@ -1,0 +1,110 @@
+//! Facts about the host: programs, disk, memory, clock, listening ports.
+//! Adapter: reads /proc and asks the kernel; judges nothing (see `doctor`).
+
+use std::path::{Path, PathBuf};
+
+use crate::doctor::Disk;
+
+/// Looks in PATH and in the sbin directories, which a normal user's PATH
+/// often lacks although slapd lives there.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Free space on the state dir, or on its nearest existing parent before the
+/// first start has created it.
+pub fn disk(state_dir: &Path) -> Result<Disk, String> {
+    let existing = state_dir
+        .ancestors()
+        .find(|p| p.exists())
+        .ok_or_else(|| format!("no existing parent of {}", state_dir.display()))?;
+    let st = nix::sys::statvfs::statvfs(existing)
+        .map_err(|e| format!("statvfs {}: {e}", existing.display()))?;
+    let frag = st.fragment_size() as u64;
+    Ok(Disk {
+        path: existing.display().to_string(),
+        free_bytes: st.blocks_available() as u64 * frag,
+        total_bytes: st.blocks() as u64 * frag,
+    })
+}
+
+pub fn mem_total_mb() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024)
+}
+
+/// `adjtimex` in read-only mode: TIME_ERROR means the kernel has no sync source.
+pub fn clock_synced() -> Option<bool> {
+    // SAFETY: a zeroed timex with modes = 0 only reads the kernel's state.
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    let state = unsafe { libc::adjtimex(&mut tx) };
+    match state {
+        -1 => None,
+        libc::TIME_ERROR => Some(false),
+        _ => Some(true),
+    }
+}
+
+/// TCP ports something listens on, from /proc/net/tcp and tcp6.
+pub fn listening_ports() -> Vec<u16> {
+    let mut ports = Vec::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        if let Ok(text) = std::fs::read_to_string(file) {
+            ports.extend(parse_listening(&text));
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// Lines look like `0: 0100007F:0CB9 00000000:0000 0A …`; state 0A is LISTEN.
+fn parse_listening(text: &str) -> Vec<u16> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let local = f.nth(1)?;
+            let state = f.nth(1)?;
+            if state != "0A" {
+                return None;
+            }
+            u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_tcp_listeners() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue\n   0: 0100007F:0CB9 00000000:0000 0A 00000000:00000000\n   1: 0100007F:A1B2 0100007F:0CB9 01 00000000:00000000\n";
+        assert_eq!(parse_listening(text), vec![3257]);
+    }
+
+    #[test]
+    fn finds_a_listener_we_open() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(listening_ports().contains(&port));
+        drop(l);
+    }
+}
