@@ -356,3 +356,176 @@ fn journal_fields(mut d: &[u8]) -> Vec<(String, String)> {
     }
     out
 }
+
+/// Waits until `status --json` satisfies `ok`, returning that status.
+fn wait_status(
+    app: &Appliance,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = app.status();
+        if ok(&s) {
+            return s;
+        }
+        assert!(Instant::now() < until, "never {what}: {s:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn directory_ok(s: &serde_json::Value) -> bool {
+    s["running"] == true && component(s, "directory")["state"] == "ok"
+}
+
+/// Binds in a loop on its own thread until told to stop. Returns the stop
+/// flag, the count of good binds so far, and the thread (which yields the
+/// failures).
+struct BindStream {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl BindStream {
+    fn start(url: String, dn: String, pw: String) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (flag, count) = (stop.clone(), ok.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let mut failed = Vec::new();
+                while !flag.load(Relaxed) {
+                    match commonscloud::directory::ldap::check_password(&url, &dn, &pw).await {
+                        Ok(true) => {
+                            count.fetch_add(1, Relaxed);
+                        }
+                        Ok(false) => failed.push("wrong credentials".to_owned()),
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+                failed
+            })
+        });
+        BindStream { stop, ok, thread }
+    }
+
+    fn count(&self) -> u64 {
+        self.ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until `n` more binds have succeeded.
+    fn wait_more(&self, n: u64) {
+        let target = self.count() + n;
+        let until = Instant::now() + Duration::from_secs(30);
+        while self.count() < target {
+            assert!(Instant::now() < until, "binds stalled at {}", self.count());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn finish(self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+#[test]
+fn restarting_the_daemon_never_interrupts_binds() {
+    let app = Appliance::new();
+    let mut daemon = app.serve();
+    let s = wait_status(&app, "directory ok", directory_ok);
+    let pid = app.slapd_pid().expect("slapd runs");
+    assert!(
+        component(&s, "directory")["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("pid {pid}"))
+    );
+    let suffix = "dc=quimper,dc=example,dc=org";
+    let secret = std::fs::read_to_string(app.dir.path().join("secrets/ldap-nextcloud")).unwrap();
+    let binds = BindStream::start(
+        app.ldap_url(),
+        format!("cn=nextcloud,ou=system,{suffix}"),
+        secret,
+    );
+    binds.wait_more(3);
+
+    daemon.signal(Signal::SIGTERM);
+    daemon
+        .wait_exit(Duration::from_secs(5))
+        .expect("daemon stopped");
+    assert!(
+        daemon.log_text().contains("keeps serving"),
+        "{}",
+        daemon.log_text()
+    );
+    // With no daemon at all, binds go on.
+    binds.wait_more(5);
+    assert_eq!(app.slapd_pid(), Some(pid), "slapd outlives the daemon");
+
+    let _daemon = app.serve();
+    let s = wait_status(&app, "directory adopted", |s| {
+        directory_ok(s)
+            && component(s, "directory")["detail"]
+                .as_str()
+                .unwrap()
+                .contains("adopted")
+    });
+    assert!(
+        component(&s, "directory")["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("pid {pid}"))
+    );
+    binds.wait_more(3);
+
+    let failures = binds.finish();
+    assert!(
+        failures.is_empty(),
+        "{} failed binds: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+}
+
+#[test]
+fn a_killed_slapd_is_started_again() {
+    let app = Appliance::new();
+    let _daemon = app.serve();
+    wait_status(&app, "directory ok", directory_ok);
+    let first = app.slapd_pid().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first), Signal::SIGKILL).unwrap();
+    let s = wait_status(&app, "slapd restarted", |s| {
+        directory_ok(s)
+            && component(s, "directory")["detail"]
+                .as_str()
+                .unwrap()
+                .contains("restarted 1×")
+    });
+    let second = app.slapd_pid().unwrap();
+    assert_ne!(first, second);
+    assert!(
+        component(&s, "directory")["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("pid {second}"))
+    );
+    let secret =
+        std::fs::read_to_string(app.dir.path().join("secrets/ldap-discourse-sso")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ok = rt.block_on(commonscloud::directory::ldap::check_password(
+        &app.ldap_url(),
+        "cn=discourse-sso,ou=system,dc=quimper,dc=example,dc=org",
+        &secret,
+    ));
+    assert!(ok.unwrap(), "binds work again");
+}

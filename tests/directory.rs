@@ -50,7 +50,7 @@ impl Instance {
         assert!(!adopted);
         let url = format!("ldap://127.0.0.1:{port}");
         let tree = Tree::new(config.suffix().as_str());
-        ldap::ensure_service_accounts(&paths, &tree, &config.paths.secrets_dir, &url)
+        ldap::ensure_service_accounts(&paths, &tree, &config.paths.secrets_dir)
             .await
             .unwrap();
         Instance {
@@ -198,14 +198,9 @@ async fn bootstrap_is_idempotent_and_keeps_data() {
         .unwrap();
     assert_eq!(ana.attrs["mail"], ["ana@example.org"]);
     // Service account secrets are stable across restarts and still bind.
-    ldap::ensure_service_accounts(
-        &inst.paths,
-        &inst.tree,
-        &inst.config.paths.secrets_dir,
-        &inst.url,
-    )
-    .await
-    .unwrap();
+    ldap::ensure_service_accounts(&inst.paths, &inst.tree, &inst.config.paths.secrets_dir)
+        .await
+        .unwrap();
     inst.bind(
         &inst.tree.service_account("nextcloud"),
         &inst.secret("nextcloud"),

@@ -83,6 +83,16 @@ impl Drop for Scratch {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // The bench's slapd outlives its `serve`, as in production; not ours.
+        if let Some(pid) = std::fs::read_to_string(self.dir.join("run/slapd.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -114,7 +124,11 @@ fn footprint(
             .join(format!("commonscloud-bench-{}-{nanos}", std::process::id())),
         children: Vec::new(),
     };
-    let config_path = super::init::write_demo(&scratch.dir)?;
+    let ldap_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .context("finding a free port")?;
+    let config_path = super::init::write_demo(&scratch.dir, ldap_port)?;
     let config = crate::config::load(&config_path)?;
     let log = std::fs::File::create(scratch.dir.join("serve.log"))?;
     let child = Command::new(&exe)

@@ -14,9 +14,16 @@ pub async fn run(config_path: &Path, json: bool) -> anyhow::Result<i32> {
         .as_ref()
         .map(|c| {
             let listening = sys::listening_ports();
+            // Our own slapd holds the directory ports: that is no conflict.
+            let ours =
+                crate::directory::slapd::running_pid(&crate::directory::slapd::Paths::new(c))
+                    .is_some();
             c.ports()
                 .into_iter()
-                .map(|(k, p)| (k, p, listening.contains(&p)))
+                .map(|(k, p)| {
+                    let busy = listening.contains(&p) && !(ours && k == "directory.listen");
+                    (k, p, busy)
+                })
                 .collect()
         })
         .unwrap_or_default();

@@ -383,7 +383,7 @@ fn give_to_daemon_group(path: &Path) {
 
 /// Writes `<dir>/appliance.toml` for a rootless demo unless it exists; returns
 /// its path.
-pub fn write_demo(dir: &Path) -> anyhow::Result<PathBuf> {
+pub fn write_demo(dir: &Path, ldap_port: u16) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir
         .canonicalize()
@@ -406,10 +406,11 @@ pub fn write_demo(dir: &Path) -> anyhow::Result<PathBuf> {
         state_dir: Some(dir.join("state")),
         runtime_dir: Some(dir.join("run")),
         secrets_dir: Some(dir.join("secrets")),
-        extra: "\n# High ports on loopback, so the demo needs no root.\n\
-                [front_door]\nhttp = \"127.0.0.1:8080\"\nhttps = \"127.0.0.1:8443\"\n\n\
-                [directory]\nlisten = [\"ldap://127.0.0.1:13389\"]\n"
-            .into(),
+        extra: format!(
+            "\n# High ports on loopback, so the demo needs no root.\n\
+             [front_door]\nhttp = \"127.0.0.1:8080\"\nhttps = \"127.0.0.1:8443\"\n\n\
+             [directory]\nlisten = [\"ldap://127.0.0.1:{ldap_port}\"]\n"
+        ),
     };
     write_config(&path, &render(&answers), false)?;
     Ok(path)

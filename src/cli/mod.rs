@@ -76,6 +76,9 @@ pub enum Command {
     Bench(bench::BenchCommand),
 }
 
+/// The demo's slapd port for the apps.
+const DEMO_LDAP_PORT: u16 = 13389;
+
 #[derive(Subcommand)]
 pub enum ConfigCommand {
     /// Validate the config and print the effective values, secrets redacted.
@@ -109,7 +112,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Init(args) => init::run(&cli.config, args),
         Command::Demo { dir, no_serve } => {
-            let path = init::write_demo(&dir)?;
+            let path = init::write_demo(&dir, DEMO_LDAP_PORT)?;
             eprintln!("demo config: {}", path.display());
             if no_serve {
                 return Ok(0);

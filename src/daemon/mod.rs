@@ -24,7 +24,7 @@ use crate::api::{ComponentState, ReloadOutcome, Status};
 use crate::config::{self, Config};
 use crate::metrics::{Metrics, ResultLabels};
 use crate::store::{Store, StoreError};
-use status::DockerObservation;
+use status::{DirectoryObservation, DockerObservation, Observed};
 
 /// How long tasks get to stop after SIGTERM before they are aborted. systemd
 /// waits `TimeoutStopSec` (30 s); tests demand an exit within 5 s.
@@ -68,10 +68,13 @@ pub struct Shared {
     config: RwLock<Arc<Config>>,
     last_reload: Mutex<Option<ReloadOutcome>>,
     docker: RwLock<DockerObservation>,
+    directory: RwLock<DirectoryObservation>,
     store: Mutex<Store>,
     appliance_id: String,
     pub metrics: Metrics,
     docker_wakeup: Notify,
+    /// Tells the directory task the config was reloaded.
+    directory_reload: Notify,
 }
 
 impl Shared {
@@ -112,11 +115,19 @@ impl Shared {
             state: ComponentState::Ok,
             detail: format!("pid {}", std::process::id()),
         }];
+        let directory = self
+            .directory
+            .read()
+            .map(|d| d.clone())
+            .unwrap_or(DirectoryObservation::Starting);
         components.extend(status::components(
             &config,
-            &docker,
-            self.with_store(|s| s.schema_version()),
-            refused.as_deref(),
+            Observed {
+                docker: &docker,
+                directory: &directory,
+                store: self.with_store(|s| s.schema_version()),
+                last_reload_refused: refused.as_deref(),
+            },
         ));
         Status {
             version: env!("CARGO_PKG_VERSION").into(),
@@ -258,10 +269,12 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
         config: RwLock::new(Arc::new(config)),
         last_reload: Mutex::new(None),
         docker: RwLock::new(DockerObservation::NotYetProbed),
+        directory: RwLock::new(DirectoryObservation::Starting),
         store: Mutex::new(store),
         appliance_id,
         metrics: Metrics::new(),
         docker_wakeup: Notify::new(),
+        directory_reload: Notify::new(),
     });
 
     let mut tasks = tasks::Tasks::new();
@@ -310,6 +323,11 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
                 }
             }
         });
+    }
+    {
+        let token = tasks.token();
+        let shared = shared.clone();
+        tasks.spawn("directory", run_directory(shared, token));
     }
     if let Some(period) = sd_notify::watchdog_enabled() {
         let token = tasks.token();
@@ -398,6 +416,7 @@ fn reload(shared: &Shared) {
                 *c = Arc::new(new);
             }
             shared.docker_wakeup.notify_one();
+            shared.directory_reload.notify_one();
             shared.audit("reload", &message);
             log::info!("config reloaded from {}", shared.config_path.display());
             ReloadOutcome {
@@ -423,4 +442,102 @@ fn reload(shared: &Shared) {
         *r = Some(outcome);
     }
     notify(&[NotifyState::Ready, NotifyState::Status("running")]);
+}
+
+/// Keeps our slapd running: bootstrap once, start or adopt, make sure the
+/// service accounts bind, then watch the process and start it again with
+/// backoff when it dies. On shutdown slapd is left running on purpose: it is
+/// the data plane, and the next daemon adopts it.
+async fn run_directory(shared: Arc<Shared>, token: tokio_util::sync::CancellationToken) {
+    use crate::directory::{ldap, slapd, tree::Tree};
+    let set = |obs: DirectoryObservation| {
+        if let Ok(mut d) = shared.directory.write() {
+            *d = obs;
+        }
+    };
+    let mut failures = 0u32;
+    let mut restarts = 0u32;
+    loop {
+        let config = shared.config();
+        let paths = slapd::Paths::new(&config);
+        let starting = async {
+            let (c, p) = ((*config).clone(), paths.clone());
+            tokio::task::spawn_blocking(move || slapd::bootstrap(&c, &p))
+                .await
+                .map_err(|e| crate::directory::DirectoryError::Io {
+                    what: "bootstrap task".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })??;
+            let (pid, adopted) = slapd::start_or_adopt(&config, &paths).await?;
+            let tree = Tree::new(config.suffix().as_str());
+            ldap::ensure_service_accounts(&paths, &tree, &config.paths.secrets_dir).await?;
+            Ok::<_, crate::directory::DirectoryError>((pid, adopted))
+        };
+        // Startup must not hold up a shutdown; bootstrap is crash-safe and a
+        // slapd already forked is adopted next time.
+        let started = tokio::select! {
+            _ = token.cancelled() => return,
+            r = starting => r,
+        };
+        match started {
+            Ok((pid, adopted)) => {
+                failures = 0;
+                log::info!(task = "directory", pid = pid; "slapd {} (pid {pid})", if adopted { "adopted" } else { "started" });
+                set(DirectoryObservation::Running {
+                    pid,
+                    adopted,
+                    restarts,
+                });
+                let up_since = tokio::time::Instant::now();
+                loop {
+                    tokio::select! {
+                        _ = token.cancelled() => {
+                            log::info!(task = "directory"; "slapd (pid {pid}) keeps serving while the daemon is down");
+                            return;
+                        }
+                        _ = slapd::wait_exit(pid) => {
+                            restarts += 1;
+                            log::warn!(task = "directory", pid = pid; "slapd (pid {pid}) exited; starting it again");
+                            // A slapd that dies right after starting is a
+                            // crash loop: back off as for a failed start.
+                            if up_since.elapsed() < Duration::from_secs(10) {
+                                failures += 1;
+                                tokio::select! {
+                                    _ = token.cancelled() => return,
+                                    _ = tokio::time::sleep(status::restart_delay(failures)) => {}
+                                }
+                            }
+                            break;
+                        }
+                        _ = shared.directory_reload.notified() => {
+                            let now = shared.config();
+                            if slapd::Paths::new(&now) == paths && now.directory.listen == config.directory.listen {
+                                continue;
+                            }
+                            // Listen addresses are slapd's command line: a change needs a restart.
+                            log::info!(task = "directory"; "directory.listen changed; restarting slapd");
+                            if let Err(e) = slapd::stop(&paths, Duration::from_secs(10)).await {
+                                log::warn!(task = "directory"; "stopping slapd: {e}");
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                let delay = status::restart_delay(failures);
+                log::error!(task = "directory"; "{e}; retrying in {delay:?}");
+                set(DirectoryObservation::Failed {
+                    error: e.to_string(),
+                    restarts,
+                    retry_in_secs: delay.as_secs().max(1),
+                });
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
 }

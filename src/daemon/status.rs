@@ -21,13 +21,48 @@ pub fn api_version(v: &str) -> Option<(u32, u32)> {
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
+/// The local slapd, as the directory task last saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirectoryObservation {
+    Starting,
+    Running {
+        pid: i32,
+        /// Found running at start (a daemon restart) rather than started.
+        adopted: bool,
+        restarts: u32,
+    },
+    Failed {
+        error: String,
+        restarts: u32,
+        retry_in_secs: u64,
+    },
+}
+
+/// Delay before restarting slapd after `failures` consecutive failures:
+/// 0.5 s doubling to at most 30 s, so a crash is fixed fast and a broken
+/// config does not spin.
+pub fn restart_delay(failures: u32) -> std::time::Duration {
+    let ms = 500u64.saturating_mul(1u64 << failures.saturating_sub(1).min(6));
+    std::time::Duration::from_millis(ms.min(30_000))
+}
+
+/// What the daemon observed, for [`components`].
+#[derive(Debug)]
+pub struct Observed<'a> {
+    pub docker: &'a DockerObservation,
+    pub directory: &'a DirectoryObservation,
+    pub store: Result<usize, String>,
+    pub last_reload_refused: Option<&'a str>,
+}
+
 /// Every component, in a stable order.
-pub fn components(
-    config: &Config,
-    docker: &DockerObservation,
-    store: Result<usize, String>,
-    last_reload_refused: Option<&str>,
-) -> Vec<Component> {
+pub fn components(config: &Config, o: Observed<'_>) -> Vec<Component> {
+    let Observed {
+        docker,
+        directory,
+        store,
+        last_reload_refused,
+    } = o;
     let c = |name: &str, state, detail: String| Component {
         name: name.into(),
         state,
@@ -56,6 +91,43 @@ pub fn components(
             format!("state.db schema v{v}, WAL"),
         ),
         Err(e) => c("store", ComponentState::Down, e),
+    });
+    out.push(match directory {
+        DirectoryObservation::Starting => c(
+            "directory",
+            ComponentState::Waiting,
+            "starting slapd".into(),
+        ),
+        DirectoryObservation::Running {
+            pid,
+            adopted,
+            restarts,
+        } => {
+            let listen: Vec<&str> = config.directory.listen.iter().map(|u| u.as_str()).collect();
+            c(
+                "directory",
+                ComponentState::Ok,
+                format!(
+                    "slapd pid {pid}{} on {}{}",
+                    if *adopted { " (adopted)" } else { "" },
+                    listen.join(" "),
+                    if *restarts > 0 {
+                        format!(", restarted {restarts}×")
+                    } else {
+                        String::new()
+                    }
+                ),
+            )
+        }
+        DirectoryObservation::Failed {
+            error,
+            retry_in_secs,
+            ..
+        } => c(
+            "directory",
+            ComponentState::Down,
+            format!("{error} (retrying in {retry_in_secs} s)"),
+        ),
     });
     let docker_ok;
     out.push(match docker {
@@ -126,6 +198,19 @@ mod tests {
         })
     }
 
+    fn obs<'a>(
+        docker: &'a DockerObservation,
+        store: Result<usize, String>,
+        refused: Option<&'a str>,
+    ) -> Observed<'a> {
+        Observed {
+            docker,
+            directory: &DirectoryObservation::Starting,
+            store,
+            last_reload_refused: refused,
+        }
+    }
+
     fn state<'a>(cs: &'a [Component], name: &str) -> &'a Component {
         cs.iter().find(|c| c.name == name).unwrap()
     }
@@ -134,12 +219,10 @@ mod tests {
     fn healthy_box() {
         let cs = components(
             &config("'nextcloud'", "rpi4-4gb"),
-            &info("1.41"),
-            Ok(2),
-            None,
+            obs(&info("1.41"), Ok(2), None),
         );
         let names: Vec<_> = cs.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["config", "store", "docker", "app:nextcloud"]);
+        assert_eq!(names, ["config", "store", "directory", "docker", "app:nextcloud"]);
         assert_eq!(state(&cs, "docker").state, ComponentState::Ok);
         assert_eq!(state(&cs, "app:nextcloud").state, ComponentState::Waiting);
         assert!(state(&cs, "app:nextcloud").detail.contains("not built"));
@@ -149,9 +232,7 @@ mod tests {
     fn old_or_missing_docker() {
         let cs = components(
             &config("'nextcloud'", "rpi4-4gb"),
-            &info("1.40"),
-            Ok(2),
-            None,
+            obs(&info("1.40"), Ok(2), None),
         );
         assert_eq!(state(&cs, "docker").state, ComponentState::Degraded);
         assert!(
@@ -159,11 +240,10 @@ mod tests {
                 .detail
                 .contains("waiting for Docker")
         );
+        let unreachable = DockerObservation::Unreachable("no socket".into());
         let cs = components(
             &config("'nextcloud'", "rpi4-4gb"),
-            &DockerObservation::Unreachable("no socket".into()),
-            Ok(2),
-            None,
+            obs(&unreachable, Ok(2), None),
         );
         assert_eq!(state(&cs, "docker").state, ComponentState::Down);
     }
@@ -172,23 +252,69 @@ mod tests {
     fn apps_that_do_not_fit_say_why() {
         let cs = components(
             &config("'nextcloud','collabora'", "arm64-2gb"),
-            &info("1.47"),
-            Ok(2),
-            None,
+            obs(&info("1.47"), Ok(2), None),
         );
         assert!(state(&cs, "app:collabora").detail.contains("does not fit"));
     }
 
     #[test]
     fn refused_reload_degrades_config() {
+        let docker = info("1.47");
         let cs = components(
             &config("", "rpi4-4gb"),
-            &info("1.47"),
-            Err("locked".into()),
-            Some("bad key"),
+            obs(&docker, Err("locked".into()), Some("bad key")),
         );
         assert_eq!(state(&cs, "config").state, ComponentState::Degraded);
         assert!(state(&cs, "config").detail.contains("bad key"));
         assert_eq!(state(&cs, "store").state, ComponentState::Down);
+    }
+
+    #[test]
+    fn directory_states() {
+        let docker = info("1.47");
+        let c = config("", "rpi4-4gb");
+        let running = DirectoryObservation::Running {
+            pid: 42,
+            adopted: true,
+            restarts: 2,
+        };
+        let o = Observed {
+            directory: &running,
+            ..obs(&docker, Ok(2), None)
+        };
+        let d = components(&c, o)
+            .into_iter()
+            .find(|c| c.name == "directory")
+            .unwrap();
+        assert_eq!(d.state, ComponentState::Ok);
+        assert_eq!(
+            d.detail,
+            "slapd pid 42 (adopted) on ldap://127.0.0.1:3389, restarted 2×"
+        );
+        let failed = DirectoryObservation::Failed {
+            error: "port busy".into(),
+            restarts: 0,
+            retry_in_secs: 4,
+        };
+        let o = Observed {
+            directory: &failed,
+            ..obs(&docker, Ok(2), None)
+        };
+        let d = components(&c, o)
+            .into_iter()
+            .find(|c| c.name == "directory")
+            .unwrap();
+        assert_eq!(d.state, ComponentState::Down);
+        assert!(d.detail.contains("port busy") && d.detail.contains("4 s"));
+    }
+
+    #[test]
+    fn restart_delay_backs_off_to_a_ceiling() {
+        let ms = |n| restart_delay(n).as_millis();
+        assert_eq!(
+            [ms(0), ms(1), ms(2), ms(3), ms(7)],
+            [500, 500, 1000, 2000, 30_000]
+        );
+        assert_eq!(ms(100), 30_000);
     }
 }

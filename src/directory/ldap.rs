@@ -110,8 +110,9 @@ pub async fn ensure_service_accounts(
     paths: &Paths,
     tree: &Tree,
     secrets_dir: &Path,
-    bind_url: &str,
 ) -> Result<(), DirectoryError> {
+    let bind_url = paths.ldapi_url();
+    let bind_url = bind_url.as_str();
     std::fs::create_dir_all(secrets_dir).map_err(|source| DirectoryError::Io {
         what: format!("creating {}", secrets_dir.display()),
         source,

@@ -68,6 +68,18 @@ impl Appliance {
         Appliance { dir, config }
     }
 
+    /// The LDAP URL the apps would use.
+    pub fn ldap_url(&self) -> String {
+        let c = commonscloud::config::load(&self.config).unwrap();
+        c.directory.listen[0].to_string()
+    }
+
+    /// The pid of this appliance's slapd, if it runs.
+    pub fn slapd_pid(&self) -> Option<i32> {
+        let c = commonscloud::config::load(&self.config).ok()?;
+        commonscloud::directory::slapd::running_pid(&commonscloud::directory::slapd::Paths::new(&c))
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("run/api.sock")
     }
@@ -122,6 +134,31 @@ impl Appliance {
         d.wait_for("READY=1", Duration::from_secs(20));
         d
     }
+}
+
+impl Drop for Appliance {
+    /// slapd outlives the daemon by design; the test's own must not outlive
+    /// the test.
+    fn drop(&mut self) {
+        let pid_file = self.dir.path().join("run/slapd.pid");
+        if let Some(pid) = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn unique() -> u128 {
