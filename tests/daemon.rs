@@ -529,3 +529,83 @@ fn a_killed_slapd_is_started_again() {
     ));
     assert!(ok.unwrap(), "binds work again");
 }
+
+/// An appliance upgraded from a release with other slapd settings gets this
+/// release's, applied over ldapi to the running (adopted) slapd.
+#[test]
+fn settings_of_an_older_release_are_brought_up_to_date() {
+    let app = Appliance::new();
+    let mut daemon = app.serve();
+    wait_status(&app, "directory ok", directory_ok);
+    daemon.signal(Signal::SIGTERM);
+    daemon.wait_exit(Duration::from_secs(5)).expect("stopped");
+
+    // What an older release might have left: looser ACLs, another record.
+    let config = commonscloud::config::load(&app.config).unwrap();
+    let paths = commonscloud::directory::slapd::Paths::new(&config);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let acl_of = |paths: &commonscloud::directory::slapd::Paths| {
+        rt.block_on(async {
+            let mut root = commonscloud::directory::ldap::connect_root(paths)
+                .await
+                .unwrap();
+            let e = commonscloud::directory::ldap::read(
+                &mut root,
+                "olcDatabase={1}mdb,cn=config",
+                &["olcAccess"],
+            )
+            .await
+            .unwrap()
+            .unwrap();
+            e.attrs["olcAccess"].clone()
+        })
+    };
+    rt.block_on(async {
+        let old = [commonscloud::directory::tree::ConfigAttr {
+            dn: "olcDatabase={1}mdb,cn=config".into(),
+            attr: "olcAccess",
+            values: vec!["{0}to * by * read".into()],
+        }];
+        commonscloud::directory::ldap::apply_config(&paths, &old)
+            .await
+            .unwrap();
+    });
+    assert_eq!(acl_of(&paths).len(), 1);
+    {
+        let store = commonscloud::store::Store::open(&app.dir.path().join("state")).unwrap();
+        store
+            .set_meta("directory_config", "written by 0.0.9")
+            .unwrap();
+    }
+
+    let _daemon = app.serve();
+    wait_status(&app, "directory adopted", |s| {
+        directory_ok(s)
+            && component(s, "directory")["detail"]
+                .as_str()
+                .unwrap()
+                .contains("adopted")
+    });
+    let acls = acl_of(&paths);
+    assert_eq!(
+        acls.len(),
+        commonscloud::directory::tree::acls(config.suffix().as_str()).len(),
+        "{acls:?}"
+    );
+    assert!(acls[0].starts_with("{0}to attrs=userPassword"), "{acls:?}");
+    let store = commonscloud::store::Store::open(&app.dir.path().join("state")).unwrap();
+    assert!(
+        store
+            .recent_audit(10)
+            .unwrap()
+            .iter()
+            .any(|e| e.action == "directory-config")
+    );
+    assert_eq!(
+        store.meta("directory_config").unwrap().as_deref(),
+        Some(commonscloud::directory::tree::managed_config_text(config.suffix().as_str()).as_str())
+    );
+}

@@ -29,6 +29,8 @@ use status::{DirectoryObservation, DockerObservation, Observed};
 /// How long tasks get to stop after SIGTERM before they are aborted. systemd
 /// waits `TimeoutStopSec` (30 s); tests demand an exit within 5 s.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(3);
+/// `meta` key holding the managed slapd settings last applied.
+const DIRECTORY_CONFIG_KEY: &str = "directory_config";
 /// How often Docker is probed when nothing else asks.
 const DOCKER_PROBE_EVERY: Duration = Duration::from_secs(30);
 
@@ -154,6 +156,12 @@ impl Shared {
         m.docker_up.set(i64::from(up));
         if let Ok(v) = self.with_store(|s| s.schema_version()) {
             m.store_schema_version.set(i64::try_from(v).unwrap_or(0));
+        }
+    }
+
+    fn remember_directory_config(&self, text: &str) {
+        if let Err(e) = self.with_store(|s| s.set_meta(DIRECTORY_CONFIG_KEY, text)) {
+            log::warn!("cannot record the directory's settings: {e}");
         }
     }
 
@@ -449,7 +457,8 @@ fn reload(shared: &Shared) {
 /// backoff when it dies. On shutdown slapd is left running on purpose: it is
 /// the data plane, and the next daemon adopts it.
 async fn run_directory(shared: Arc<Shared>, token: tokio_util::sync::CancellationToken) {
-    use crate::directory::{ldap, slapd, tree::Tree};
+    use crate::directory::tree::{self, Tree};
+    use crate::directory::{ldap, slapd};
     let set = |obs: DirectoryObservation| {
         if let Ok(mut d) = shared.directory.write() {
             *d = obs;
@@ -462,14 +471,31 @@ async fn run_directory(shared: Arc<Shared>, token: tokio_util::sync::Cancellatio
         let paths = slapd::Paths::new(&config);
         let starting = async {
             let (c, p) = ((*config).clone(), paths.clone());
-            tokio::task::spawn_blocking(move || slapd::bootstrap(&c, &p))
+            let made = tokio::task::spawn_blocking(move || slapd::bootstrap(&c, &p))
                 .await
                 .map_err(|e| crate::directory::DirectoryError::Io {
                     what: "bootstrap task".into(),
                     source: std::io::Error::other(e.to_string()),
                 })??;
+            let suffix = config.suffix().as_str();
+            let wanted = tree::managed_config_text(suffix);
+            if made == slapd::Bootstrap::Created {
+                log::info!(task = "directory"; "created the directory for {suffix}");
+                shared.remember_directory_config(&wanted);
+            }
             let (pid, adopted) = slapd::start_or_adopt(&config, &paths).await?;
-            let tree = Tree::new(config.suffix().as_str());
+            // Settings an older release wrote are brought up to this one's.
+            let applied = shared
+                .with_store(|s| s.meta(DIRECTORY_CONFIG_KEY))
+                .ok()
+                .flatten();
+            if applied.as_deref() != Some(wanted.as_str()) {
+                ldap::apply_config(&paths, &tree::managed_config(suffix)).await?;
+                log::info!(task = "directory"; "applied this release's slapd settings over ldapi");
+                shared.audit("directory-config", "applied this release's slapd settings");
+                shared.remember_directory_config(&wanted);
+            }
+            let tree = Tree::new(suffix);
             ldap::ensure_service_accounts(&paths, &tree, &config.paths.secrets_dir).await?;
             Ok::<_, crate::directory::DirectoryError>((pid, adopted))
         };

@@ -222,7 +222,10 @@ mod tests {
             obs(&info("1.41"), Ok(2), None),
         );
         let names: Vec<_> = cs.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["config", "store", "directory", "docker", "app:nextcloud"]);
+        assert_eq!(
+            names,
+            ["config", "store", "directory", "docker", "app:nextcloud"]
+        );
         assert_eq!(state(&cs, "docker").state, ComponentState::Ok);
         assert_eq!(state(&cs, "app:nextcloud").state, ComponentState::Waiting);
         assert!(state(&cs, "app:nextcloud").detail.contains("not built"));

@@ -10,7 +10,7 @@ use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
 
 use super::DirectoryError;
 use super::slapd::Paths;
-use super::tree::{SERVICE_ACCOUNTS, Tree};
+use super::tree::{ConfigAttr, SERVICE_ACCOUNTS, Tree};
 
 /// How long any single LDAP operation may take here.
 const OP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -132,5 +132,22 @@ pub async fn ensure_service_accounts(
             log::info!(account = name; "service account password set");
         }
     }
+    Ok(())
+}
+
+/// Replaces each managed cn=config attribute with the code's values, as
+/// `ldapmodify` over ldapi would. slapd re-numbers ordered values itself.
+pub async fn apply_config(paths: &Paths, attrs: &[ConfigAttr]) -> Result<(), DirectoryError> {
+    let mut ldap = connect_root(paths).await?;
+    for a in attrs {
+        let values: std::collections::HashSet<&str> = a.values.iter().map(String::as_str).collect();
+        ldap.with_timeout(OP_TIMEOUT)
+            .modify(&a.dn, vec![ldap3::Mod::Replace(a.attr, values)])
+            .await
+            .map_err(ldap_err("changing cn=config"))?
+            .success()
+            .map_err(ldap_err("changing cn=config"))?;
+    }
+    let _ = ldap.unbind().await;
     Ok(())
 }

@@ -187,6 +187,71 @@ pub fn acls(suffix: &str) -> Vec<String> {
     ]
 }
 
+/// One cn=config attribute the daemon keeps as the code says, whatever an
+/// older release set: replaced over ldapi when the code's version changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigAttr {
+    pub dn: String,
+    pub attr: &'static str,
+    pub values: Vec<String>,
+}
+
+/// The cn=config settings that may change between releases and apply live.
+/// (Module parameters and listen addresses need a restart instead.)
+pub fn managed_config(suffix: &str) -> Vec<ConfigAttr> {
+    let tree = Tree::new(suffix);
+    let mdb = "olcDatabase={1}mdb,cn=config".to_owned();
+    vec![
+        ConfigAttr {
+            dn: mdb.clone(),
+            attr: "olcAccess",
+            values: acls(suffix)
+                .into_iter()
+                .enumerate()
+                .map(|(i, a)| format!("{{{i}}}{a}"))
+                .collect(),
+        },
+        ConfigAttr {
+            dn: mdb,
+            attr: "olcDbIndex",
+            values: INDEXES.iter().map(|s| (*s).to_owned()).collect(),
+        },
+        ConfigAttr {
+            dn: "olcOverlay={0}ppolicy,olcDatabase={1}mdb,cn=config".into(),
+            attr: "olcPPolicyDefault",
+            values: vec![tree.default_policy()],
+        },
+        ConfigAttr {
+            dn: "olcDatabase={-1}frontend,cn=config".into(),
+            attr: "olcPasswordHash",
+            values: vec!["{ARGON2}".into()],
+        },
+    ]
+}
+
+/// The managed settings as one text, to tell whether they changed.
+pub fn managed_config_text(suffix: &str) -> String {
+    managed_config(suffix)
+        .iter()
+        .flat_map(|c| {
+            c.values
+                .iter()
+                .map(move |v| format!("{}\t{}\t{v}\n", c.dn, c.attr))
+        })
+        .collect()
+}
+
+const INDEXES: [&str; 8] = [
+    "objectClass eq",
+    "uid eq,pres,sub",
+    "mail eq,pres",
+    "cn eq,sub",
+    "member eq",
+    "entryUUID eq",
+    "entryCSN eq",
+    "commonsPrimaryCollective eq",
+];
+
 /// slapd's whole cn=config, for `slapadd -n0`.
 pub fn config_ldif(s: &SlapdSettings) -> String {
     let tree = Tree::new(&s.suffix);
@@ -245,14 +310,6 @@ olcSuffix: {suffix}
 olcRootDN: {root}
 olcDbDirectory: {data}
 olcDbMaxSize: 1073741824
-olcDbIndex: objectClass eq
-olcDbIndex: uid eq,pres,sub
-olcDbIndex: mail eq,pres
-olcDbIndex: cn eq,sub
-olcDbIndex: member eq
-olcDbIndex: entryUUID eq
-olcDbIndex: entryCSN eq
-olcDbIndex: commonsPrimaryCollective eq
 olcLastMod: TRUE
 ",
         pid = s.pid_file,
@@ -265,6 +322,9 @@ olcLastMod: TRUE
         suffix = s.suffix,
         data = s.data_dir,
     );
+    for index in INDEXES {
+        let _ = writeln!(out, "olcDbIndex: {index}");
+    }
     for (i, acl) in acls(&s.suffix).iter().enumerate() {
         let _ = writeln!(out, "olcAccess: {{{i}}}{acl}");
     }
@@ -440,6 +500,31 @@ mod tests {
         );
         // Entries are separated by exactly one blank line (LDIF).
         assert!(!ldif.contains("\n\n\n"));
+    }
+
+    #[test]
+    fn managed_settings_are_those_bootstrap_writes() {
+        let s = SlapdSettings {
+            suffix: "dc=q,dc=org".into(),
+            data_dir: "/d".into(),
+            pid_file: "/p".into(),
+            args_file: "/a".into(),
+            root_dn: peercred_dn(0, 0),
+            module_dir: "/m".into(),
+            schema_dir: "/s".into(),
+            argon2_params: String::new(),
+        };
+        let ldif = config_ldif(&s);
+        for c in managed_config("dc=q,dc=org") {
+            for v in &c.values {
+                assert!(
+                    ldif.contains(&format!("{}: {v}\n", c.attr)),
+                    "{}: {v}",
+                    c.attr
+                );
+            }
+        }
+        assert!(managed_config_text("dc=q,dc=org").contains("olcAccess\t{0}to attrs=userPassword"));
     }
 
     #[test]

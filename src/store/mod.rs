@@ -168,6 +168,17 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
     /// Appends to the audit log. `at` is Unix seconds, given by the caller.
     pub fn audit(
         &self,
