@@ -609,3 +609,88 @@ fn settings_of_an_older_release_are_brought_up_to_date() {
         Some(commonscloud::directory::tree::managed_config_text(config.suffix().as_str()).as_str())
     );
 }
+
+#[test]
+fn directory_check_passes_and_catches_a_broken_account() {
+    let app = Appliance::new();
+    let _daemon = app.serve();
+    wait_status(&app, "directory ok", directory_ok);
+    let out = app.cli(&["directory", "check"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in [
+        "slapd",
+        "schema",
+        "modules",
+        "overlays",
+        "acls",
+        "tree",
+        "accounts",
+        "password acl",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with('✓') && l.contains(name)),
+            "{name}: {text}"
+        );
+    }
+    // A service account whose secret no longer matches is caught.
+    std::fs::write(
+        app.dir.path().join("secrets/ldap-discourse-sso"),
+        "not the password",
+    )
+    .unwrap();
+    let out = app.cli(&["directory", "check", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let accounts = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "accounts")
+        .unwrap();
+    assert_eq!(accounts["level"], "fail");
+    assert!(
+        accounts["message"]
+            .as_str()
+            .unwrap()
+            .contains("discourse-sso"),
+        "{accounts}"
+    );
+}
+
+#[test]
+fn directory_export_writes_private_ldif() {
+    let app = Appliance::new();
+    let _daemon = app.serve();
+    wait_status(&app, "directory ok", directory_ok);
+    let file = app.dir.path().join("export.ldif");
+    let out = app.cli(&["directory", "export", "--output", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let ldif = std::fs::read_to_string(&file).unwrap();
+    for dn in [
+        "dn: dc=quimper,dc=example,dc=org",
+        "dn: ou=people,dc=quimper,dc=example,dc=org",
+        "dn: cn=members,ou=groups,ou=quimper,ou=collectives,dc=quimper,dc=example,dc=org",
+        "dn: cn=nextcloud,ou=system,dc=quimper,dc=example,dc=org",
+    ] {
+        assert!(ldif.lines().any(|l| l == dn), "{dn}");
+    }
+    assert!(
+        ldif.contains("userPassword:: "),
+        "service account hashes are exported"
+    );
+}

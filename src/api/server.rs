@@ -19,6 +19,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(healthz))
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/v1/directory/check", get(directory_check))
+        .route("/v1/directory/export", get(directory_export))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(shared.clone(), count))
         .with_state(shared)
@@ -45,6 +47,34 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         shared.metrics.encode(),
     )
         .into_response()
+}
+
+async fn directory_check(State(shared): State<Arc<Shared>>) -> Response {
+    let config = shared.config();
+    let paths = crate::directory::slapd::Paths::new(&config);
+    let checks =
+        crate::directory::check::run(&paths, config.suffix().as_str(), &config.paths.secrets_dir)
+            .await;
+    let exit_code = crate::doctor::exit_code(&checks);
+    Json(serde_json::json!({"checks": checks, "exit_code": exit_code})).into_response()
+}
+
+async fn directory_export(State(shared): State<Arc<Shared>>) -> Response {
+    let config = shared.config();
+    let paths = crate::directory::slapd::Paths::new(&config);
+    match tokio::task::spawn_blocking(move || crate::directory::slapd::export(&paths)).await {
+        Ok(Ok(ldif)) => ([(header::CONTENT_TYPE, "text/x-ldif")], ldif).into_response(),
+        Ok(Err(e)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "export_failed",
+            e.to_string(),
+        ),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "export_failed",
+            e.to_string(),
+        ),
+    }
 }
 
 async fn not_found(req: Request) -> Response {

@@ -2,6 +2,7 @@
 //! `anyhow` is allowed here and in `main` only.
 
 mod bench;
+mod directory;
 mod doctor;
 mod init;
 mod status;
@@ -57,6 +58,9 @@ pub enum Command {
     /// Work with the config file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Look after the local directory (slapd).
+    #[command(subcommand)]
+    Directory(directory::DirectoryCommand),
     /// Write a first config file, asking questions or from flags.
     Init(init::InitArgs),
     /// Set up a demo appliance in a local directory and run it in the foreground.
@@ -111,6 +115,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Init(args) => init::run(&cli.config, args),
+        Command::Directory(cmd) => runtime()?.block_on(directory::run(&cli.config, cmd)),
         Command::Demo { dir, no_serve } => {
             let path = init::write_demo(&dir, DEMO_LDAP_PORT)?;
             eprintln!("demo config: {}", path.display());

@@ -145,7 +145,8 @@ fn set_mode(path: &Path, mode: u32) {
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
 }
 
-fn run(cmd: &mut Command) -> Result<(), DirectoryError> {
+/// Runs a command to completion; its stdout, or an error with its stderr.
+fn run(cmd: &mut Command) -> Result<Vec<u8>, DirectoryError> {
     let shown = format!("{cmd:?}");
     let out = cmd.output().map_err(|source| DirectoryError::Io {
         what: format!("running {shown}"),
@@ -158,7 +159,7 @@ fn run(cmd: &mut Command) -> Result<(), DirectoryError> {
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         });
     }
-    Ok(())
+    Ok(out.stdout)
 }
 
 /// The pid in the pidfile if that process is alive and is a slapd serving
@@ -254,6 +255,28 @@ pub async fn start_or_adopt(config: &Config, paths: &Paths) -> Result<(i32, bool
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The data as LDIF, through `slapcat` (safe while slapd runs: mdb readers do
+/// not block the writer). Holds password hashes: treat it as a secret.
+pub fn export(paths: &Paths) -> Result<Vec<u8>, DirectoryError> {
+    let slapcat = program("slapcat")?;
+    let mut cmd = Command::new(slapcat);
+    cmd.args(["-n1", "-o", "ldif-wrap=no", "-F"])
+        .arg(&paths.config_dir);
+    let shown = format!("{cmd:?}");
+    let out = cmd.output().map_err(|source| DirectoryError::Io {
+        what: format!("running {shown}"),
+        source,
+    })?;
+    if !out.status.success() {
+        return Err(DirectoryError::Command {
+            command: shown,
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(out.stdout)
 }
 
 /// Resolves when the process exits. Uses a pidfd, which works for processes
