@@ -694,3 +694,26 @@ fn directory_export_writes_private_ldif() {
         "service account hashes are exported"
     );
 }
+
+#[test]
+fn a_busy_directory_port_is_reported_and_retried() {
+    let app = Appliance::new();
+    let port: u16 = app.ldap_url().rsplit(':').next().unwrap().parse().unwrap();
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let _daemon = app.serve();
+    let s = wait_status(&app, "directory down", |s| {
+        component(s, "directory")["state"] == "down"
+    });
+    let detail = component(&s, "directory")["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        detail.contains(&format!("port {port}")) && detail.contains("directory.listen"),
+        "{detail}"
+    );
+    assert_eq!(component(&s, "daemon")["state"], "ok", "the daemon itself keeps serving");
+    // Once the port is free, the retry brings slapd up.
+    drop(squatter);
+    wait_status(&app, "directory ok", directory_ok);
+}

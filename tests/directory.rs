@@ -18,13 +18,8 @@ struct Instance {
     tree: Tree,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+use common::free_port;
 
 impl Instance {
     async fn start() -> Instance {

@@ -43,8 +43,19 @@ pub async fn connect_root(paths: &Paths) -> Result<Ldap, DirectoryError> {
     Ok(ldap)
 }
 
-/// Whether slapd answers on ldapi (a root bind and a read of the root DSE).
+/// Whether slapd answers on ldapi (a root bind and a read of the root DSE),
+/// within a second: a connection slapd drops while it starts up leaves
+/// ldap3 waiting, so a ping gives up fast and the caller tries again.
 pub async fn ping(paths: &Paths) -> Result<(), DirectoryError> {
+    let timeout = Duration::from_secs(1);
+    tokio::time::timeout(timeout, ping_inner(paths))
+        .await
+        .map_err(|_| DirectoryError::NotAnswering {
+            socket: paths.ldapi.clone(),
+        })?
+}
+
+async fn ping_inner(paths: &Paths) -> Result<(), DirectoryError> {
     let mut ldap = connect_root(paths).await?;
     ldap.with_timeout(OP_TIMEOUT)
         .search("", Scope::Base, "(objectClass=*)", vec!["namingContexts"])

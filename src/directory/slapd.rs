@@ -207,11 +207,13 @@ pub async fn start_or_adopt(config: &Config, paths: &Paths) -> Result<(i32, bool
         source,
     })?;
     let slapd = program("slapd")?;
-    // Without -d slapd daemonizes: the process we start exits once slapd has
-    // forked, and slapd itself is nobody's child here. It runs in its own
-    // session so a Ctrl-C on a terminal running `serve` does not reach it.
+    // `-d none` keeps slapd in the foreground and prints fatal errors (a busy
+    // port, a bad config) to its log file, so a failed start is seen at once
+    // and explained. It runs in a session of its own, so neither a Ctrl-C on
+    // the daemon's terminal nor the daemon's exit reaches it: when the daemon
+    // goes, slapd is re-parented and keeps serving.
     let mut cmd = tokio::process::Command::new(slapd);
-    cmd.arg("-h")
+    cmd.args(["-d", "none", "-h"])
         .arg(urls.join(" "))
         .arg("-F")
         .arg(&paths.config_dir)
@@ -220,7 +222,8 @@ pub async fn start_or_adopt(config: &Config, paths: &Paths) -> Result<(i32, bool
             what: "log file".into(),
             source,
         })?)
-        .stderr(log);
+        .stderr(log)
+        .kill_on_drop(false);
     // SAFETY: setsid is async-signal-safe and touches no Rust state.
     unsafe {
         cmd.pre_exec(|| {
@@ -229,23 +232,24 @@ pub async fn start_or_adopt(config: &Config, paths: &Paths) -> Result<(i32, bool
                 .map_err(std::io::Error::from)
         });
     }
-    let status = cmd.status().await.map_err(|source| DirectoryError::Io {
+    let mut child = cmd.spawn().map_err(|source| DirectoryError::Io {
         what: "starting slapd".into(),
         source,
     })?;
-    if !status.success() {
-        let log = std::fs::read_to_string(&paths.log_file).unwrap_or_default();
-        return Err(DirectoryError::StartFailed {
-            status: status.to_string(),
-            log: log.trim().to_owned(),
-        });
-    }
-    // slapd writes its pidfile and opens ldapi shortly after forking.
     let until = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(&paths.log_file).unwrap_or_default();
+            return Err(DirectoryError::StartFailed {
+                status: status.to_string(),
+                log: log.trim().to_owned(),
+            });
+        }
         if let Some(pid) = running_pid(paths)
             && super::ldap::ping(paths).await.is_ok()
         {
+            // Dropping the handle neither kills nor forgets slapd: tokio
+            // reaps it if it ever exits, and `wait_exit` watches it.
             return Ok((pid, false));
         }
         if tokio::time::Instant::now() >= until {

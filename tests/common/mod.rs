@@ -65,6 +65,13 @@ impl Appliance {
             "init failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // Each appliance's slapd gets a port of its own, so tests run in parallel.
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str(&format!(
+            "\n[directory]\nlisten = [\"ldap://127.0.0.1:{}\"]\n",
+            free_port()
+        ));
+        std::fs::write(&config, text).unwrap();
         Appliance { dir, config }
     }
 
@@ -153,12 +160,22 @@ impl Drop for Appliance {
     }
 }
 
+/// A free TCP port on 127.0.0.1 for a server the test starts later.
+///
+/// Asking the kernel for port 0 from two test processes at once can give both
+/// the same port once each has closed its probe socket, so each process
+/// starts from its own pid-derived offset and walks up until a bind works.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 20_000 + (std::process::id().wrapping_mul(97) % 20_000);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(base + n % 20_000).expect("below 40000");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn unique() -> u128 {
