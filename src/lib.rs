@@ -12,5 +12,6 @@ pub mod doctor;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod onboarding;
 pub mod store;
 pub mod sys;

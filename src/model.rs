@@ -78,6 +78,65 @@ string_newtype!(
     check_email
 );
 
+string_newtype!(
+    /// A person's login: `^[a-z][a-z0-9._-]{1,31}$` and not a reserved name.
+    /// Used as an RDN value and as the username in every app.
+    Uid,
+    check_uid
+);
+
+/// Names no person may take: system and mail roles, the appliance's own
+/// accounts and groups, and the apps.
+pub const RESERVED_UIDS: &[&str] = &[
+    "abuse",
+    "admin",
+    "administrator",
+    "admins",
+    "alliance",
+    "collabora",
+    "commonscloud",
+    "daemon",
+    "discourse",
+    "discourse-sso",
+    "everyone",
+    "ftp",
+    "hostmaster",
+    "info",
+    "ldap",
+    "mail",
+    "mailer-daemon",
+    "members",
+    "nextcloud",
+    "noc",
+    "nobody",
+    "noreply",
+    "no-reply",
+    "postmaster",
+    "root",
+    "security",
+    "support",
+    "sysadmin",
+    "system",
+    "webmaster",
+    "www",
+];
+
+fn check_uid(s: &str) -> Result<(), String> {
+    let first = s.chars().next().is_some_and(|c| c.is_ascii_lowercase());
+    let rest = s
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-_".contains(c));
+    if !(2..=32).contains(&s.len()) || !first || !rest {
+        return Err(format!(
+            "`{s}` is not a valid user name: use 2 to 32 characters, lowercase letters, digits, '.', '_' or '-', starting with a letter"
+        ));
+    }
+    if RESERVED_UIDS.contains(&s) {
+        return Err(format!("`{s}` is reserved: choose another user name"));
+    }
+    Ok(())
+}
+
 fn check_slug(s: &str) -> Result<(), String> {
     let ok_chars = s
         .chars()
@@ -234,6 +293,41 @@ mod tests {
         assert!("admin@quimper.example.org".parse::<Email>().is_ok());
         for bad in ["admin", "@x.org", "a@b", "a..b@x.org", "a b@x.org"] {
             assert!(bad.parse::<Email>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn uids() {
+        for ok in ["ana", "a1", "jean.dupont", "m_x-2", &"a".repeat(32)] {
+            assert!(ok.parse::<Uid>().is_ok(), "{ok}");
+        }
+        for bad in [
+            "a",
+            "Ana",
+            "1ana",
+            "_ana",
+            "ana!",
+            "ana b",
+            "ana@x",
+            &"a".repeat(33),
+            "é",
+        ] {
+            let e = bad.parse::<Uid>().unwrap_err();
+            assert!(e.0.contains("not a valid user name"), "{bad}: {e}");
+        }
+        for reserved in ["admin", "root", "postmaster", "nextcloud"] {
+            assert!(reserved.parse::<Uid>().unwrap_err().0.contains("reserved"));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_valid_uid_never_carries_ldap_metacharacters(s in "\\PC{0,40}") {
+            if let Ok(uid) = s.parse::<Uid>() {
+                for c in ['*', '(', ')', '\\', '\0', ',', '=', '+', '<', '>', ';', '"', '#', ' '] {
+                    prop_assert!(!uid.as_str().contains(c));
+                }
+            }
         }
     }
 

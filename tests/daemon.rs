@@ -712,7 +712,11 @@ fn a_busy_directory_port_is_reported_and_retried() {
         detail.contains(&format!("port {port}")) && detail.contains("directory.listen"),
         "{detail}"
     );
-    assert_eq!(component(&s, "daemon")["state"], "ok", "the daemon itself keeps serving");
+    assert_eq!(
+        component(&s, "daemon")["state"],
+        "ok",
+        "the daemon itself keeps serving"
+    );
     // Once the port is free, the retry brings slapd up.
     drop(squatter);
     wait_status(&app, "directory ok", directory_ok);
