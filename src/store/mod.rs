@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
 
+mod onboarding;
+pub use onboarding::{MailRow, NewRegistration, RegistrationRow, TokenRow};
+
 /// The migrations, in order. Append only: never edit or reorder a shipped one.
 const MIGRATIONS: &[&str] = &[
     // 1: appliance identity. The id seeds the rollout wave and names the box to
@@ -27,6 +30,50 @@ const MIGRATIONS: &[&str] = &[
          detail TEXT NOT NULL DEFAULT ''
      ) STRICT;
      CREATE INDEX audit_at ON audit (at);",
+    // 3: onboarding. Requests live here, never in LDAP, until approved. A
+    // pending request holds its uid and mail (partial unique indexes);
+    // rejected and expired ones release them.
+    "CREATE TABLE registrations (
+         id           INTEGER PRIMARY KEY,
+         uid          TEXT NOT NULL,
+         email        TEXT NOT NULL,
+         display_name TEXT NOT NULL,
+         collective   TEXT NOT NULL,
+         message      TEXT NOT NULL DEFAULT '',
+         language     TEXT NOT NULL DEFAULT 'en',
+         state        TEXT NOT NULL,
+         expires_at   INTEGER,
+         reason       TEXT NOT NULL DEFAULT '',
+         decided_by   TEXT NOT NULL DEFAULT '',
+         created_at   INTEGER NOT NULL,
+         updated_at   INTEGER NOT NULL
+     ) STRICT;
+     CREATE UNIQUE INDEX registrations_pending_uid ON registrations (uid)
+         WHERE state IN ('email_unverified', 'awaiting_validation', 'approved');
+     CREATE UNIQUE INDEX registrations_pending_email ON registrations (email)
+         WHERE state IN ('email_unverified', 'awaiting_validation', 'approved');
+     CREATE INDEX registrations_state ON registrations (state, expires_at);
+     CREATE TABLE tokens (
+         hash            TEXT PRIMARY KEY NOT NULL,
+         purpose         TEXT NOT NULL,
+         registration_id INTEGER REFERENCES registrations (id),
+         uid             TEXT NOT NULL DEFAULT '',
+         expires_at      INTEGER NOT NULL,
+         used_at         INTEGER
+     ) STRICT;
+     CREATE TABLE mail_outbox (
+         id              INTEGER PRIMARY KEY,
+         recipient       TEXT NOT NULL,
+         template        TEXT NOT NULL,
+         language        TEXT NOT NULL,
+         params          TEXT NOT NULL,
+         created_at      INTEGER NOT NULL,
+         attempts        INTEGER NOT NULL DEFAULT 0,
+         next_attempt_at INTEGER NOT NULL,
+         sent_at         INTEGER,
+         last_error      TEXT NOT NULL DEFAULT ''
+     ) STRICT;
+     CREATE INDEX mail_outbox_due ON mail_outbox (sent_at, next_attempt_at);",
 ];
 
 fn migrations(upto: usize) -> Migrations<'static> {
