@@ -10,6 +10,7 @@ pub mod directory;
 pub mod docker;
 pub mod doctor;
 pub mod logging;
+pub mod mail;
 pub mod metrics;
 pub mod model;
 pub mod onboarding;

@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod ldap;
+pub mod people;
 pub mod secret;
 pub mod slapd;
 pub mod tree;

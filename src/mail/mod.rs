@@ -1,0 +1,5 @@
+//! Outgoing mail. Templates are pure ([`templates`]); mails are queued in the
+//! SQLite outbox by whoever wants one sent, so nothing is lost while SMTP is
+//! down.
+
+pub mod templates;
