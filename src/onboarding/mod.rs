@@ -4,4 +4,5 @@
 
 pub mod machine;
 pub mod ratelimit;
+pub mod service;
 pub mod validate;

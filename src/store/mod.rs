@@ -103,6 +103,12 @@ pub enum StoreError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error("the store lock is poisoned (a thread panicked holding it); restart the daemon")]
+    Poisoned,
+    #[error("the row changed meanwhile")]
+    Conflict,
+    #[error("inconsistent state: {0}")]
+    Corrupt(String),
     #[error("migrating state database {path}: {source}")]
     Migrate {
         path: PathBuf,

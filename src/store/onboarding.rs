@@ -240,6 +240,30 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// A token that would pass [`Store::use_token`] now, without using it.
+    pub fn peek_token(
+        &self,
+        hash: &str,
+        purpose: &str,
+        now: i64,
+    ) -> Result<Option<TokenRow>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT purpose, registration_id, uid FROM tokens
+                 WHERE hash = ?1 AND purpose = ?2 AND used_at IS NULL AND expires_at > ?3",
+                params![hash, purpose, now],
+                |r| {
+                    Ok(TokenRow {
+                        purpose: r.get(0)?,
+                        registration_id: r.get(1)?,
+                        uid: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
     pub fn enqueue_mail(
         &self,
         recipient: &str,

@@ -2,6 +2,8 @@
 //! driven through the real binary.
 #![allow(dead_code)]
 
+pub mod slapd;
+
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

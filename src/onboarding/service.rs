@@ -1,0 +1,481 @@
+//! The onboarding service: runs the state machine against the store, the
+//! directory and the mail outbox. Every decision comes from [`super::machine`]
+//! and [`super::validate`]; this file sequences IO so that nothing is
+//! half-written: LDAP work comes first and is idempotent, then the request's
+//! new state, its token and its mails are written in one SQLite transaction.
+
+use std::sync::Mutex;
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::machine::{self, Clock, Effect, Event, MachineError, State};
+use super::ratelimit::Limiter;
+use super::validate::{self, FieldError, Form};
+use crate::directory::people::{self, NewPerson};
+use crate::directory::slapd::Paths;
+use crate::directory::tree::Tree;
+use crate::directory::{DirectoryError, ldap};
+use crate::model::CollectiveSlug;
+use crate::store::{NewRegistration, RegistrationRow, Store, StoreError};
+
+/// Shortest password accepted (the directory's policy agrees).
+pub const MIN_PASSWORD: usize = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OnboardingError {
+    #[error("{}", .0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<FieldError>),
+    #[error("too many attempts from {what}: try again in {retry_after_secs} s")]
+    RateLimited {
+        what: &'static str,
+        retry_after_secs: i64,
+    },
+    #[error("this link is not valid: it was already used, has expired, or was mistyped")]
+    BadLink,
+    #[error("no registration request {0}")]
+    NotFound(i64),
+    #[error("the request changed meanwhile (someone else decided it): reload and look again")]
+    Conflict,
+    #[error(transparent)]
+    Machine(#[from] MachineError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("directory: {0}")]
+    Directory(#[from] DirectoryError),
+}
+
+fn field(field: &'static str, message: impl Into<String>) -> OnboardingError {
+    OnboardingError::Invalid(vec![FieldError {
+        field,
+        message: message.into(),
+    }])
+}
+
+/// What the service needs to know about the appliance.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub tree: Tree,
+    pub ldap: Paths,
+    /// Collectives people may register with.
+    pub collectives: Vec<CollectiveSlug>,
+    /// Human names of collectives, for mails.
+    pub collective_name: String,
+    /// `https://box.<domain>`: where links point.
+    pub console_url: String,
+    /// Also told of every request (the appliance's admin address).
+    pub admin_email: String,
+    /// This appliance's name as a home node.
+    pub home_node: String,
+}
+
+/// Random bytes for tokens; tests may pass a fixed source.
+pub type Random = fn(&mut [u8]);
+
+/// The OS random source.
+pub fn os_random(buf: &mut [u8]) {
+    // A failing getrandom means a broken system; a zeroed token would be a
+    // security bug, so stop.
+    if let Err(e) = getrandom::fill(buf) {
+        panic!("the OS random source failed: {e}");
+    }
+}
+
+/// `(plain, hash)`: the plain token goes into the link, only the hash is kept.
+pub fn new_token(random: Random) -> (String, String) {
+    let mut bytes = [0u8; 32];
+    random(&mut bytes);
+    let plain: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let hash = hash_token(&plain);
+    (plain, hash)
+}
+
+pub fn hash_token(plain: &str) -> String {
+    Sha256::digest(plain.trim().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub struct Onboarding {
+    settings: Settings,
+    store: std::sync::Arc<Mutex<Store>>,
+    random: Random,
+    per_ip: Mutex<Limiter>,
+    per_email: Mutex<Limiter>,
+}
+
+impl Onboarding {
+    pub fn new(settings: Settings, store: std::sync::Arc<Mutex<Store>>, random: Random) -> Self {
+        Self {
+            settings,
+            store,
+            random,
+            // A household or a school shares an IP: be generous there, strict
+            // per address.
+            per_ip: Mutex::new(Limiter::new(10, 3600)),
+            per_email: Mutex::new(Limiter::new(3, 86_400)),
+        }
+    }
+
+    fn with_store<T>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError>,
+    ) -> Result<T, OnboardingError> {
+        let store = self
+            .store
+            .lock()
+            .map_err(|_| OnboardingError::Store(StoreError::Poisoned))?;
+        Ok(f(&store)?)
+    }
+
+    fn limit(
+        &self,
+        limiter: &Mutex<Limiter>,
+        what: &'static str,
+        key: &str,
+        now: i64,
+    ) -> Result<(), OnboardingError> {
+        let mut l = limiter
+            .lock()
+            .map_err(|_| OnboardingError::Store(StoreError::Poisoned))?;
+        l.prune(now);
+        l.hit(key, now)
+            .map_err(|retry_after_secs| OnboardingError::RateLimited {
+                what,
+                retry_after_secs,
+            })
+    }
+
+    fn link(&self, path: &str, token: &str) -> String {
+        format!(
+            "{}/{path}?token={token}",
+            self.settings.console_url.trim_end_matches('/')
+        )
+    }
+
+    /// A new request: validated, rate-limited, checked against pending
+    /// requests and the directory, stored with its verification token, and
+    /// its mail queued. Returns the request id.
+    pub async fn register(&self, form: &Form, ip: &str, now: i64) -> Result<i64, OnboardingError> {
+        self.limit(&self.per_ip, "this address", ip, now)?;
+        let r = validate::validate(form, &self.settings.collectives)
+            .map_err(OnboardingError::Invalid)?;
+        self.limit(&self.per_email, "this mail address", r.email.as_str(), now)?;
+        let taken_msg = |f: &'static str| match f {
+            "uid" => field(
+                "uid",
+                format!("`{}` is already taken: choose another user name", r.uid),
+            ),
+            _ => field(
+                "email",
+                "this mail address already has an account or a pending request",
+            ),
+        };
+        if let Some(f) = self.with_store(|s| s.pending_holder(r.uid.as_str(), r.email.as_str()))? {
+            return Err(taken_msg(f));
+        }
+        let mut root = ldap::connect_root(&self.settings.ldap).await?;
+        if let Some(f) = people::taken(
+            &mut root,
+            &self.settings.tree,
+            r.uid.as_str(),
+            r.email.as_str(),
+        )
+        .await?
+        {
+            return Err(taken_msg(f));
+        }
+        let t = machine::register(now);
+        let (plain, hash) = new_token(self.random);
+        let link = self.link("verify", &plain);
+        let id = self.with_store(|s| {
+            s.atomically(|s| {
+                let id = s.insert_registration(
+                    &NewRegistration {
+                        uid: r.uid.as_str(),
+                        email: r.email.as_str(),
+                        display_name: &r.display_name,
+                        collective: r.collective.as_str(),
+                        message: &r.message,
+                        language: r.language.as_str(),
+                        state: t.state.as_str(),
+                        expires_at: t.expires_at,
+                    },
+                    now,
+                )?;
+                s.insert_token(
+                    &hash,
+                    "verify",
+                    Some(id),
+                    r.uid.as_str(),
+                    t.expires_at.unwrap_or(now),
+                )?;
+                let params = json!({"name": r.display_name, "uid": r.uid.as_str(),
+                    "collective": self.settings.collective_name, "link": link});
+                s.enqueue_mail(
+                    r.email.as_str(),
+                    "verify",
+                    r.language.as_str(),
+                    &params.to_string(),
+                    now,
+                )?;
+                s.audit(
+                    now,
+                    r.uid.as_str(),
+                    "register",
+                    &format!("request {id} for {}", r.collective),
+                )?;
+                Ok(id)
+            })
+        });
+        // Two registrations racing for one uid: the partial unique index
+        // lets one through.
+        id.map_err(|e| match e {
+            OnboardingError::Store(StoreError::Sqlite {
+                source: rusqlite::Error::SqliteFailure(f, _),
+                ..
+            }) if f.code == rusqlite::ErrorCode::ConstraintViolation => taken_msg("uid"),
+            e => e,
+        })
+    }
+
+    fn request(&self, id: i64) -> Result<RegistrationRow, OnboardingError> {
+        self.with_store(|s| s.registration(id))?
+            .ok_or(OnboardingError::NotFound(id))
+    }
+
+    fn state_of(r: &RegistrationRow) -> Result<State, OnboardingError> {
+        State::parse(&r.state).ok_or_else(|| {
+            OnboardingError::Store(StoreError::Corrupt(format!(
+                "registration {} has state {}",
+                r.id, r.state
+            )))
+        })
+    }
+
+    /// The person opened the verification link: the request now waits for
+    /// the collective's admins, who are told.
+    pub async fn verify_email(&self, token: &str, now: i64) -> Result<i64, OnboardingError> {
+        let hash = hash_token(token);
+        let used = self
+            .with_store(|s| s.use_token(&hash, "verify", now))?
+            .ok_or(OnboardingError::BadLink)?;
+        let id = used.registration_id.ok_or(OnboardingError::BadLink)?;
+        let r = self.request(id)?;
+        let t = machine::apply(
+            Self::state_of(&r)?,
+            Clock {
+                expires_at: r.expires_at,
+            },
+            &Event::VerifyEmail,
+            now,
+        )?;
+        let mut admins = vec![self.settings.admin_email.clone()];
+        if let Ok(slug) = r.collective.parse::<CollectiveSlug>() {
+            let mut root = ldap::connect_root(&self.settings.ldap).await?;
+            let group = self.settings.tree.group(&slug, "admins");
+            admins.extend(people::member_mails(&mut root, &self.settings.tree, &group).await?);
+        }
+        admins.sort();
+        admins.dedup();
+        let console = format!(
+            "{}/console/requests/{id}",
+            self.settings.console_url.trim_end_matches('/')
+        );
+        self.with_store(|s| {
+            s.atomically(|s| {
+                if !s.transition(id, &r.state, t.state.as_str(), t.expires_at, "", "", now)? {
+                    return Err(StoreError::Conflict);
+                }
+                if t.effects.contains(&Effect::MailAdmins) {
+                    let params = json!({"name": r.display_name, "uid": r.uid, "email": r.email,
+                        "collective": self.settings.collective_name, "message": r.message, "link": console});
+                    for a in &admins {
+                        s.enqueue_mail(a, "admins_new_request", "en", &params.to_string(), now)?;
+                    }
+                }
+                s.audit(now, &r.uid, "verify-email", &format!("request {id}"))
+            })
+        })
+        .map_err(conflict)?;
+        Ok(id)
+    }
+
+    /// An admin approved: the entry is created (with membership of the
+    /// collective's members group), then the request moves on and the
+    /// set-password link is mailed.
+    pub async fn approve(&self, id: i64, by: &str, now: i64) -> Result<(), OnboardingError> {
+        let r = self.request(id)?;
+        let t = machine::apply(
+            Self::state_of(&r)?,
+            Clock {
+                expires_at: r.expires_at,
+            },
+            &Event::Approve { by: by.into() },
+            now,
+        )?;
+        let slug: CollectiveSlug = r.collective.parse().map_err(|_| {
+            OnboardingError::Store(StoreError::Corrupt(format!(
+                "registration {id}: collective {}",
+                r.collective
+            )))
+        })?;
+        let tree = &self.settings.tree;
+        let mut root = ldap::connect_root(&self.settings.ldap).await?;
+        let collective_dn = tree.collective(&slug);
+        let dn = people::create_person(
+            &mut root,
+            tree,
+            &NewPerson {
+                uid: &r.uid,
+                display_name: &r.display_name,
+                mail: &r.email,
+                language: &r.language,
+                collective_dn: &collective_dn,
+                home_node: &self.settings.home_node,
+            },
+        )
+        .await?;
+        people::add_member(&mut root, &tree.group(&slug, "members"), &dn).await?;
+        let (plain, hash) = new_token(self.random);
+        let link = self.link("set-password", &plain);
+        self.with_store(|s| {
+            s.atomically(|s| {
+                if !s.transition(id, &r.state, t.state.as_str(), t.expires_at, "", by, now)? {
+                    return Err(StoreError::Conflict);
+                }
+                s.insert_token(
+                    &hash,
+                    "set_password",
+                    Some(id),
+                    &r.uid,
+                    now + machine::LINK_TTL_SECS,
+                )?;
+                let params = json!({"name": r.display_name, "uid": r.uid,
+                    "collective": self.settings.collective_name, "link": link});
+                s.enqueue_mail(
+                    &r.email,
+                    "set_password",
+                    &r.language,
+                    &params.to_string(),
+                    now,
+                )?;
+                s.audit(now, by, "approve", &format!("request {id}: {}", r.uid))
+            })
+        })
+        .map_err(conflict)
+    }
+
+    /// An admin rejected, with a reason that is mailed to the person.
+    pub async fn reject(
+        &self,
+        id: i64,
+        by: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<(), OnboardingError> {
+        let r = self.request(id)?;
+        let ev = Event::Reject {
+            by: by.into(),
+            reason: reason.into(),
+        };
+        let t = machine::apply(
+            Self::state_of(&r)?,
+            Clock {
+                expires_at: r.expires_at,
+            },
+            &ev,
+            now,
+        )?;
+        let reason = reason.trim();
+        self.with_store(|s| {
+            s.atomically(|s| {
+                if !s.transition(id, &r.state, t.state.as_str(), t.expires_at, reason, by, now)? {
+                    return Err(StoreError::Conflict);
+                }
+                let params = json!({"name": r.display_name, "collective": self.settings.collective_name, "reason": reason});
+                s.enqueue_mail(&r.email, "rejected", &r.language, &params.to_string(), now)?;
+                s.audit(now, by, "reject", &format!("request {id}: {reason}"))
+            })
+        })
+        .map_err(conflict)
+    }
+
+    /// The person chose a password through the mailed link. slapd hashes it
+    /// (Password Modify); the token is spent only once that worked.
+    pub async fn set_password(
+        &self,
+        token: &str,
+        password: &str,
+        now: i64,
+    ) -> Result<String, OnboardingError> {
+        if password.chars().count() < MIN_PASSWORD {
+            return Err(field(
+                "password",
+                format!("use at least {MIN_PASSWORD} characters"),
+            ));
+        }
+        let hash = hash_token(token);
+        let peek = self
+            .with_store(|s| s.peek_token(&hash, "set_password", now))?
+            .ok_or(OnboardingError::BadLink)?;
+        let dn = self.settings.tree.person(&peek.uid);
+        let mut root = ldap::connect_root(&self.settings.ldap).await?;
+        ldap::set_password(&mut root, &dn, password).await?;
+        self.with_store(|s| {
+            s.atomically(|s| {
+                if s.use_token(&hash, "set_password", now)?.is_none() {
+                    return Err(StoreError::Conflict);
+                }
+                if let Some(id) = peek.registration_id
+                    && let Some(r) = s.registration(id)?
+                    && r.state == State::Approved.as_str()
+                {
+                    s.transition(id, &r.state, State::Active.as_str(), None, "", "", now)?;
+                }
+                s.audit(now, &peek.uid, "set-password", "")
+            })
+        })
+        .map_err(conflict)?;
+        Ok(peek.uid)
+    }
+
+    /// Expires what timed out, releasing uids. Returns how many.
+    pub fn expire_due(&self, now: i64) -> Result<usize, OnboardingError> {
+        let timed = self.with_store(|s| s.timed_registrations())?;
+        let input: Vec<(i64, State, Clock)> = timed
+            .iter()
+            .filter_map(|(id, st, exp)| Some((*id, State::parse(st)?, Clock { expires_at: *exp })))
+            .collect();
+        let due = machine::due_for_expiry(&input, now);
+        for id in &due {
+            if let Some((_, st, _)) = input.iter().find(|(i, _, _)| i == id) {
+                self.with_store(|s| {
+                    s.atomically(|s| {
+                        if s.transition(
+                            *id,
+                            st.as_str(),
+                            State::Expired.as_str(),
+                            None,
+                            "",
+                            "",
+                            now,
+                        )? {
+                            s.audit(now, "daemon", "expire", &format!("request {id}"))?;
+                        }
+                        Ok(())
+                    })
+                })?;
+            }
+        }
+        Ok(due.len())
+    }
+}
+
+fn conflict(e: OnboardingError) -> OnboardingError {
+    match e {
+        OnboardingError::Store(StoreError::Conflict) => OnboardingError::Conflict,
+        e => e,
+    }
+}
