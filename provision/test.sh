@@ -16,9 +16,9 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # systemd: systemd-analyze verify and sysusers/tmpfiles on the units;
 # gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, qemu-user-static: the ARM build
 # and running it; dpkg-dev: inspecting the .deb; shellcheck: the installer;
-# python3: the footprint benchmark's baseline.
+# python3: the footprint benchmark's baseline; python3-aiosmtpd: the SMTP sink.
 APT_PACKAGES=(
-  slapd ldap-utils systemd dpkg-dev shellcheck python3 curl
+  slapd ldap-utils systemd dpkg-dev shellcheck python3 python3-aiosmtpd curl
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
 )
 missing=()

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
@@ -25,8 +25,26 @@ pub enum ClientError {
 
 /// `GET path` on the socket; returns the status code and body.
 pub async fn get(socket: &Path, path: &str) -> Result<(u16, Bytes), ClientError> {
-    let timeout = Duration::from_secs(10);
-    tokio::time::timeout(timeout, get_inner(socket, path))
+    request(socket, "GET", path, None).await
+}
+
+/// `POST path` with a JSON body.
+pub async fn post(
+    socket: &Path,
+    path: &str,
+    body: &serde_json::Value,
+) -> Result<(u16, Bytes), ClientError> {
+    request(socket, "POST", path, Some(body.to_string().into_bytes())).await
+}
+
+async fn request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<(u16, Bytes), ClientError> {
+    let timeout = Duration::from_secs(30);
+    tokio::time::timeout(timeout, request_inner(socket, method, path, body))
         .await
         .map_err(|_| ClientError::Timeout {
             socket: socket.to_owned(),
@@ -34,7 +52,12 @@ pub async fn get(socket: &Path, path: &str) -> Result<(u16, Bytes), ClientError>
         })?
 }
 
-async fn get_inner(socket: &Path, path: &str) -> Result<(u16, Bytes), ClientError> {
+async fn request_inner(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<(u16, Bytes), ClientError> {
     let protocol = |e: &dyn std::fmt::Display| ClientError::Protocol {
         socket: socket.to_owned(),
         message: e.to_string(),
@@ -56,9 +79,12 @@ async fn get_inner(socket: &Path, path: &str) -> Result<(u16, Bytes), ClientErro
         .await
         .map_err(|e| protocol(&e))?;
     let driver = tokio::spawn(conn);
-    let req = hyper::Request::get(path)
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
         .header(hyper::header::HOST, "commonscloud")
-        .body(Empty::<Bytes>::new())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
         .map_err(|e| protocol(&e))?;
     let resp = sender.send_request(req).await.map_err(|e| protocol(&e))?;
     let status = resp.status().as_u16();

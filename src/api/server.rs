@@ -4,10 +4,15 @@
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{Path, Query};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use crate::onboarding::service::OnboardingError;
+use crate::onboarding::validate::Form;
 use axum::{Json, Router};
 
 use super::ApiError;
@@ -20,6 +25,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
         .route("/v1/directory/check", get(directory_check))
+        .route("/v1/registrations", get(list_registrations).post(register))
+        .route("/v1/registrations/verify", post(verify_email))
+        .route("/v1/registrations/{id}", get(show_registration))
+        .route("/v1/registrations/{id}/approve", post(approve))
+        .route("/v1/registrations/{id}/reject", post(reject))
+        .route("/v1/password", post(set_password))
         .route("/v1/directory/export", get(directory_export))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(shared.clone(), count))
@@ -74,6 +85,157 @@ async fn directory_export(State(shared): State<Arc<Shared>>) -> Response {
             "export_failed",
             e.to_string(),
         ),
+    }
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Onboarding errors as answers with stable codes; field errors list each
+/// field so a page can mark it.
+fn onboarding_error(e: OnboardingError) -> Response {
+    let (status, code) = match &e {
+        OnboardingError::Invalid(fields) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(serde_json::json!({"code": "invalid", "message": e.to_string(), "fields": fields})),
+            )
+                .into_response();
+        }
+        OnboardingError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        OnboardingError::BadLink => (StatusCode::GONE, "bad_link"),
+        OnboardingError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        OnboardingError::Conflict => (StatusCode::CONFLICT, "conflict"),
+        OnboardingError::Machine(_) => (StatusCode::CONFLICT, "not_allowed"),
+        OnboardingError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store"),
+        OnboardingError::Directory(_) => (StatusCode::SERVICE_UNAVAILABLE, "directory"),
+    };
+    error(status, code, e.to_string())
+}
+
+#[derive(Deserialize)]
+struct RegisterBody {
+    #[serde(flatten)]
+    form: Form,
+    /// The client's address, as the front door saw it (rate limits).
+    #[serde(default)]
+    ip: String,
+}
+
+async fn register(State(shared): State<Arc<Shared>>, Json(b): Json<RegisterBody>) -> Response {
+    let ip = if b.ip.is_empty() {
+        "local".to_owned()
+    } else {
+        b.ip
+    };
+    match shared.onboarding().register(&b.form, &ip, now()).await {
+        Ok(id) => {
+            shared.mail_wakeup.notify_one();
+            (StatusCode::CREATED, Json(serde_json::json!({"id": id}))).into_response()
+        }
+        Err(e) => onboarding_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenBody {
+    token: String,
+    #[serde(default)]
+    password: String,
+}
+
+async fn verify_email(State(shared): State<Arc<Shared>>, Json(b): Json<TokenBody>) -> Response {
+    match shared.onboarding().verify_email(&b.token, now()).await {
+        Ok(id) => {
+            shared.mail_wakeup.notify_one();
+            Json(serde_json::json!({"id": id})).into_response()
+        }
+        Err(e) => onboarding_error(e),
+    }
+}
+
+async fn set_password(State(shared): State<Arc<Shared>>, Json(b): Json<TokenBody>) -> Response {
+    match shared
+        .onboarding()
+        .set_password(&b.token, &b.password, now())
+        .await
+    {
+        Ok(uid) => Json(serde_json::json!({"uid": uid})).into_response(),
+        Err(e) => onboarding_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+}
+
+async fn list_registrations(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    if let Some(s) = &q.state
+        && crate::onboarding::machine::State::parse(s).is_none()
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!(
+                "state `{s}`: expected email_unverified, awaiting_validation, approved, active, rejected or expired"
+            ),
+        );
+    }
+    match shared.with_store(|s| s.registrations(q.state.as_deref())) {
+        Ok(rows) => Json(rows).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e),
+    }
+}
+
+async fn show_registration(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) -> Response {
+    match shared.with_store(|s| s.registration(id)) {
+        Ok(Some(r)) => Json(r).into_response(),
+        Ok(None) => onboarding_error(OnboardingError::NotFound(id)),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e),
+    }
+}
+
+#[derive(Deserialize)]
+struct Decision {
+    by: String,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn approve(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<i64>,
+    Json(d): Json<Decision>,
+) -> Response {
+    match shared.onboarding().approve(id, &d.by, now()).await {
+        Ok(()) => {
+            shared.mail_wakeup.notify_one();
+            Json(serde_json::json!({"id": id, "state": "approved"})).into_response()
+        }
+        Err(e) => onboarding_error(e),
+    }
+}
+
+async fn reject(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<i64>,
+    Json(d): Json<Decision>,
+) -> Response {
+    match shared
+        .onboarding()
+        .reject(id, &d.by, &d.reason, now())
+        .await
+    {
+        Ok(()) => {
+            shared.mail_wakeup.notify_one();
+            Json(serde_json::json!({"id": id, "state": "rejected"})).into_response()
+        }
+        Err(e) => onboarding_error(e),
     }
 }
 

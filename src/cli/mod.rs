@@ -6,6 +6,7 @@ mod directory;
 mod doctor;
 mod init;
 mod status;
+mod user;
 
 use std::path::PathBuf;
 
@@ -61,6 +62,9 @@ pub enum Command {
     /// Look after the local directory (slapd).
     #[command(subcommand)]
     Directory(directory::DirectoryCommand),
+    /// Registration requests and people: list, show, approve, reject.
+    #[command(subcommand)]
+    User(user::UserCommand),
     /// Write a first config file, asking questions or from flags.
     Init(init::InitArgs),
     /// Set up a demo appliance in a local directory and run it in the foreground.
@@ -115,6 +119,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Init(args) => init::run(&cli.config, args),
+        Command::User(cmd) => runtime()?.block_on(user::run(&cli.config, cmd)),
         Command::Directory(cmd) => runtime()?.block_on(directory::run(&cli.config, cmd)),
         Command::Demo { dir, no_serve } => {
             let path = init::write_demo(&dir, DEMO_LDAP_PORT)?;

@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 use crate::api::{ComponentState, ReloadOutcome, Status};
 use crate::config::{self, Config};
 use crate::metrics::{Metrics, ResultLabels};
+use crate::onboarding::service::{Onboarding, Settings};
 use crate::store::{Store, StoreError};
 use status::{DirectoryObservation, DockerObservation, Observed};
 
@@ -71,7 +72,11 @@ pub struct Shared {
     last_reload: Mutex<Option<ReloadOutcome>>,
     docker: RwLock<DockerObservation>,
     directory: RwLock<DirectoryObservation>,
-    store: Mutex<Store>,
+    store: Arc<Mutex<Store>>,
+    onboarding: RwLock<Arc<Onboarding>>,
+    mail: RwLock<status::MailObservation>,
+    /// Wakes the mail task: something was queued, or the config changed.
+    pub mail_wakeup: Notify,
     appliance_id: String,
     pub metrics: Metrics,
     docker_wakeup: Notify,
@@ -79,7 +84,33 @@ pub struct Shared {
     directory_reload: Notify,
 }
 
+/// The onboarding service for a config.
+fn onboarding_for(config: &Config, store: Arc<Mutex<Store>>) -> Onboarding {
+    let console = config.console_host().to_string();
+    Onboarding::new(
+        Settings {
+            tree: crate::directory::tree::Tree::new(config.suffix().as_str()),
+            ldap: crate::directory::slapd::Paths::new(config),
+            collectives: vec![config.collective.slug.clone()],
+            collective_name: config.collective.name.to_string(),
+            console_url: format!("https://{console}"),
+            admin_email: config.collective.admin_email.to_string(),
+            home_node: console,
+        },
+        store,
+        crate::onboarding::service::os_random,
+    )
+}
+
 impl Shared {
+    /// The onboarding service for the config in force.
+    pub fn onboarding(&self) -> Arc<Onboarding> {
+        self.onboarding
+            .read()
+            .map(|o| o.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
     pub fn config(&self) -> Arc<Config> {
         self.config
             .read()
@@ -87,7 +118,10 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
-    fn with_store<T>(&self, f: impl FnOnce(&Store) -> Result<T, StoreError>) -> Result<T, String> {
+    pub fn with_store<T>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError>,
+    ) -> Result<T, String> {
         let store = self
             .store
             .lock()
@@ -122,11 +156,17 @@ impl Shared {
             .read()
             .map(|d| d.clone())
             .unwrap_or(DirectoryObservation::Starting);
+        let mut mail = self.mail.read().map(|m| m.clone()).unwrap_or_default();
+        if let Ok((queued, oldest)) = self.with_store(|s| s.outbox_depth()) {
+            mail.queued = queued;
+            mail.oldest = oldest;
+        }
         components.extend(status::components(
             &config,
             Observed {
                 docker: &docker,
                 directory: &directory,
+                mail: &mail,
                 store: self.with_store(|s| s.schema_version()),
                 last_reload_refused: refused.as_deref(),
             },
@@ -264,6 +304,7 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
     let _lock = InstanceLock::acquire(&paths.state_dir)?;
     let store = Store::open(&paths.state_dir)?;
     let appliance_id = store.appliance_id()?;
+    let store = Arc::new(Mutex::new(store));
     let socket_path = config.api_socket();
     let listener = bind_api(&socket_path)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
@@ -274,11 +315,14 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
         started,
         started_at: OffsetDateTime::now_utc(),
         config_path: config_path.clone(),
+        onboarding: RwLock::new(Arc::new(onboarding_for(&config, store.clone()))),
         config: RwLock::new(Arc::new(config)),
         last_reload: Mutex::new(None),
         docker: RwLock::new(DockerObservation::NotYetProbed),
         directory: RwLock::new(DirectoryObservation::Starting),
-        store: Mutex::new(store),
+        store,
+        mail: RwLock::new(status::MailObservation::default()),
+        mail_wakeup: Notify::new(),
         appliance_id,
         metrics: Metrics::new(),
         docker_wakeup: Notify::new(),
@@ -336,6 +380,31 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
         let token = tasks.token();
         let shared = shared.clone();
         tasks.spawn("directory", run_directory(shared, token));
+    }
+    {
+        let token = tasks.token();
+        let shared = shared.clone();
+        tasks.spawn("mail", run_mail(shared, token));
+    }
+    {
+        let token = tasks.token();
+        let shared = shared.clone();
+        tasks.spawn("onboarding-sweep", async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tick.tick() => {
+                        let now = OffsetDateTime::now_utc().unix_timestamp();
+                        match shared.onboarding().expire_due(now) {
+                            Ok(0) => {}
+                            Ok(n) => log::info!(task = "onboarding-sweep"; "{n} registration request(s) expired; their user names are free again"),
+                            Err(e) => log::warn!(task = "onboarding-sweep"; "{e}"),
+                        }
+                    }
+                }
+            }
+        });
     }
     if let Some(period) = sd_notify::watchdog_enabled() {
         let token = tasks.token();
@@ -420,9 +489,17 @@ fn reload(shared: &Shared) {
                 log::warn!("{message}");
             }
             log::set_max_level(new.log.level.to_filter());
+            let now = OffsetDateTime::now_utc().unix_timestamp();
+            if let Err(e) = shared.with_store(|s| s.mail_retry_now(now)) {
+                log::warn!("cannot reschedule queued mail: {e}");
+            }
+            if let Ok(mut o) = shared.onboarding.write() {
+                *o = Arc::new(onboarding_for(&new, shared.store.clone()));
+            }
             if let Ok(mut c) = shared.config.write() {
                 *c = Arc::new(new);
             }
+            shared.mail_wakeup.notify_one();
             shared.docker_wakeup.notify_one();
             shared.directory_reload.notify_one();
             shared.audit("reload", &message);
@@ -564,6 +641,82 @@ async fn run_directory(shared: Arc<Shared>, token: tokio_util::sync::Cancellatio
                     _ = tokio::time::sleep(delay) => {}
                 }
             }
+        }
+    }
+}
+
+/// Sends queued mail whenever there is some and SMTP is configured; failed
+/// mails are retried with backoff (`mail::sender::retry_delay_secs`). Nothing
+/// is dropped: a mail leaves the outbox only once the server took it.
+async fn run_mail(shared: Arc<Shared>, token: tokio_util::sync::CancellationToken) {
+    use crate::mail::sender::{Sender, retry_delay_secs};
+    use crate::onboarding::validate::Language;
+    let set = |f: &dyn Fn(&mut status::MailObservation)| {
+        if let Ok(mut m) = shared.mail.write() {
+            f(&mut m);
+        }
+    };
+    loop {
+        let config = shared.config();
+        let sender = match &config.smtp {
+            None => {
+                set(&|m| m.configured = false);
+                None
+            }
+            Some(smtp) => match Sender::new(smtp) {
+                Ok(s) => {
+                    set(&|m| m.configured = true);
+                    Some(s)
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    set(&|m| {
+                        m.configured = true;
+                        m.last_error = Some(msg.clone());
+                    });
+                    None
+                }
+            },
+        };
+        if let Some(sender) = &sender {
+            let now = OffsetDateTime::now_utc().unix_timestamp();
+            let due = shared
+                .with_store(|s| s.due_mail(now, 50))
+                .unwrap_or_default();
+            for m in due {
+                let params: serde_json::Value = serde_json::from_str(&m.params).unwrap_or_default();
+                let lang = Language::parse(&m.language).unwrap_or_default();
+                let Some(rendered) = crate::mail::templates::render(&m.template, lang, &params)
+                else {
+                    log::error!(task = "mail"; "mail {} has unknown template {}; dropping it", m.id, m.template);
+                    let _ = shared.with_store(|s| s.mail_sent(m.id, now));
+                    continue;
+                };
+                match sender.send(&m.recipient, &rendered).await {
+                    Ok(()) => {
+                        let _ = shared.with_store(|s| s.mail_sent(m.id, now));
+                        set(&|o| {
+                            o.sent += 1;
+                            o.last_error = None;
+                        });
+                        log::info!(task = "mail"; "sent {} to {}", m.template, m.recipient);
+                    }
+                    Err(e) => {
+                        let retry = now + retry_delay_secs(m.attempts);
+                        let msg = e.to_string();
+                        let _ = shared.with_store(|s| s.mail_failed(m.id, &msg, retry));
+                        log::warn!(task = "mail"; "{msg}; retrying in {} s", retry - now);
+                        set(&|o| o.last_error = Some(msg.clone()));
+                        // The server is likely down for the rest too.
+                        break;
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = shared.mail_wakeup.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
     }
 }

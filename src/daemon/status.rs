@@ -46,11 +46,23 @@ pub fn restart_delay(failures: u32) -> std::time::Duration {
     std::time::Duration::from_millis(ms.min(30_000))
 }
 
+/// The mail sender and its queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailObservation {
+    pub configured: bool,
+    pub queued: i64,
+    /// Creation time of the oldest unsent mail.
+    pub oldest: Option<i64>,
+    pub sent: u64,
+    pub last_error: Option<String>,
+}
+
 /// What the daemon observed, for [`components`].
 #[derive(Debug)]
 pub struct Observed<'a> {
     pub docker: &'a DockerObservation,
     pub directory: &'a DirectoryObservation,
+    pub mail: &'a MailObservation,
     pub store: Result<usize, String>,
     pub last_reload_refused: Option<&'a str>,
 }
@@ -60,6 +72,7 @@ pub fn components(config: &Config, o: Observed<'_>) -> Vec<Component> {
     let Observed {
         docker,
         directory,
+        mail,
         store,
         last_reload_refused,
     } = o;
@@ -127,6 +140,26 @@ pub fn components(config: &Config, o: Observed<'_>) -> Vec<Component> {
             "directory",
             ComponentState::Down,
             format!("{error} (retrying in {retry_in_secs} s)"),
+        ),
+    });
+    out.push(match (mail.configured, &mail.last_error) {
+        (false, _) => c(
+            "mail",
+            ComponentState::Waiting,
+            format!(
+                "no [smtp] in the config: {} mail(s) queued until it is set",
+                mail.queued
+            ),
+        ),
+        (true, Some(e)) => c(
+            "mail",
+            ComponentState::Degraded,
+            format!("{e}; {} mail(s) queued, retrying", mail.queued),
+        ),
+        (true, None) => c(
+            "mail",
+            ComponentState::Ok,
+            format!("{} sent, {} queued", mail.sent, mail.queued),
         ),
     });
     let docker_ok;
@@ -198,6 +231,14 @@ mod tests {
         })
     }
 
+    const CONFIGURED: MailObservation = MailObservation {
+        configured: true,
+        queued: 0,
+        oldest: None,
+        sent: 0,
+        last_error: None,
+    };
+
     fn obs<'a>(
         docker: &'a DockerObservation,
         store: Result<usize, String>,
@@ -206,6 +247,7 @@ mod tests {
         Observed {
             docker,
             directory: &DirectoryObservation::Starting,
+            mail: &CONFIGURED,
             store,
             last_reload_refused: refused,
         }
@@ -224,7 +266,7 @@ mod tests {
         let names: Vec<_> = cs.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
             names,
-            ["config", "store", "directory", "docker", "app:nextcloud"]
+            ["config", "store", "directory", "mail", "docker", "app:nextcloud"]
         );
         assert_eq!(state(&cs, "docker").state, ComponentState::Ok);
         assert_eq!(state(&cs, "app:nextcloud").state, ComponentState::Waiting);

@@ -2,4 +2,5 @@
 //! SQLite outbox by whoever wants one sent, so nothing is lost while SMTP is
 //! down.
 
+pub mod sender;
 pub mod templates;

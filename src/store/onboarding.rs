@@ -331,6 +331,18 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Makes every unsent mail due at `now`: after the SMTP settings were
+    /// fixed, nobody should wait for the backoff.
+    pub fn mail_retry_now(&self, now: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE mail_outbox SET next_attempt_at = ?1 WHERE sent_at IS NULL AND next_attempt_at > ?1",
+                [now],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
     /// (unsent, oldest unsent's creation time): for status and metrics.
     pub fn outbox_depth(&self) -> Result<(i64, Option<i64>), StoreError> {
         self.conn

@@ -277,3 +277,102 @@ pub fn component<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_jso
         .find(|c| c["name"] == name)
         .unwrap_or_else(|| panic!("no component {name} in {status}"))
 }
+
+/// A real SMTP server on loopback (Python's aiosmtpd), storing what it gets
+/// in a maildir. Stopped on drop.
+pub struct SmtpSink {
+    pub port: u16,
+    maildir: PathBuf,
+    child: Option<Child>,
+}
+
+impl SmtpSink {
+    /// A sink that will listen on `port` once started.
+    pub fn new(dir: &Path) -> Self {
+        SmtpSink {
+            port: free_port(),
+            maildir: dir.join("maildir"),
+            child: None,
+        }
+    }
+
+    pub fn start(&mut self) {
+        // Debian's python3, which python3-aiosmtpd installs into; a python3
+        // earlier in PATH (pyenv) would not have it.
+        let child = Command::new("/usr/bin/python3")
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&self.maildir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 -m aiosmtpd (apt install python3-aiosmtpd)");
+        self.child = Some(child);
+        let until = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < until,
+                "aiosmtpd did not listen on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Raw mails received so far, quoted-printable soft breaks and `=3D`
+    /// undone (enough to read links).
+    pub fn mails(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(self.maildir.join("new")) {
+            for e in entries.flatten() {
+                if let Ok(raw) = std::fs::read_to_string(e.path()) {
+                    out.push(
+                        raw.replace("=\r\n", "")
+                            .replace("=\n", "")
+                            .replace("=3D", "="),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// Waits for a mail to `to` whose text contains `needle`; returns it.
+    pub fn wait_for(&self, to: &str, needle: &str) -> String {
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(m) = self
+                .mails()
+                .into_iter()
+                .find(|m| m.contains(&format!("To: {to}")) && m.contains(needle))
+            {
+                return m;
+            }
+            assert!(
+                Instant::now() < until,
+                "no mail to {to} with {needle:?}; got {:#?}",
+                self.mails()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The 64-hex token after `token=` in a mail.
+pub fn token_in(mail: &str) -> String {
+    let at = mail.find("token=").expect("a link with a token") + "token=".len();
+    mail[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit())
+        .collect()
+}
