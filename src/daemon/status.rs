@@ -266,7 +266,14 @@ mod tests {
         let names: Vec<_> = cs.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
             names,
-            ["config", "store", "directory", "mail", "docker", "app:nextcloud"]
+            [
+                "config",
+                "store",
+                "directory",
+                "mail",
+                "docker",
+                "app:nextcloud"
+            ]
         );
         assert_eq!(state(&cs, "docker").state, ComponentState::Ok);
         assert_eq!(state(&cs, "app:nextcloud").state, ComponentState::Waiting);
