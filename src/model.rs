@@ -68,6 +68,12 @@ string_newtype!(
     check_slug
 );
 string_newtype!(
+    /// A group's or a service's name inside a collective: the slug's rule, so
+    /// it is safe as an RDN value and in app group names.
+    Name,
+    check_name
+);
+string_newtype!(
     /// A DNS name (RFC 1123 labels), lowercase, at least two labels.
     Domain,
     check_domain
@@ -153,6 +159,14 @@ fn check_slug(s: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+fn check_name(s: &str) -> Result<(), String> {
+    check_slug(s).map_err(|_| {
+        format!(
+            "`{s}` is not a valid name: use 2 to 32 lowercase letters, digits and single '-', starting with a letter (e.g. \"editors\")"
+        )
+    })
 }
 
 fn check_domain(s: &str) -> Result<(), String> {

@@ -86,17 +86,8 @@ pub struct Shared {
 
 /// The onboarding service for a config.
 fn onboarding_for(config: &Config, store: Arc<Mutex<Store>>) -> Onboarding {
-    let console = config.console_host().to_string();
     Onboarding::new(
-        Settings {
-            tree: crate::directory::tree::Tree::new(config.suffix().as_str()),
-            ldap: crate::directory::slapd::Paths::new(config),
-            collectives: vec![config.collective.slug.clone()],
-            collective_name: config.collective.name.to_string(),
-            console_url: format!("https://{console}"),
-            admin_email: config.collective.admin_email.to_string(),
-            home_node: console,
-        },
+        Settings::from_config(config),
         store,
         crate::onboarding::service::os_random,
     )

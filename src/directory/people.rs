@@ -7,7 +7,8 @@ use std::collections::HashSet;
 use ldap3::{Ldap, Mod, Scope, SearchEntry, ldap_escape};
 
 use super::DirectoryError;
-use super::tree::Tree;
+use super::tree::{Entry, Tree, collective_entries};
+use crate::model::CollectiveSlug;
 
 fn ldap_err(what: &'static str) -> impl FnOnce(ldap3::LdapError) -> DirectoryError {
     move |source| DirectoryError::Ldap {
@@ -154,4 +155,484 @@ pub async fn member_mails(
         .map(SearchEntry::construct)
         .flat_map(|e| e.attrs.get("mail").cloned().unwrap_or_default())
         .collect())
+}
+
+fn rc_err(what: String, res: ldap3::LdapResult) -> DirectoryError {
+    DirectoryError::Ldap {
+        what,
+        source: Box::new(ldap3::LdapError::LdapResult { result: res }),
+    }
+}
+
+/// Adds an entry; `Ok(false)` when it already exists.
+pub async fn add_entry(ldap: &mut Ldap, e: &Entry) -> Result<bool, DirectoryError> {
+    let attrs: Vec<(String, HashSet<String>)> = e
+        .attrs
+        .iter()
+        .map(|(a, v)| ((*a).to_owned(), v.iter().cloned().collect()))
+        .collect();
+    let res = ldap
+        .add(&e.dn, attrs)
+        .await
+        .map_err(ldap_err("adding an entry"))?;
+    match res.rc {
+        0 => Ok(true),
+        68 => Ok(false),
+        _ => Err(rc_err(format!("adding {}", e.dn), res)),
+    }
+}
+
+/// A person as the directory has them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Person {
+    pub dn: String,
+    pub uid: String,
+    pub display_name: String,
+    pub mail: String,
+    pub language: String,
+    pub suspended: bool,
+    pub primary_collective: Option<CollectiveSlug>,
+    pub home_node: String,
+    /// `(collective, group)` for every group of this tree they are in.
+    pub groups: Vec<(CollectiveSlug, String)>,
+}
+
+impl Person {
+    pub fn is_member(&self, slug: &CollectiveSlug) -> bool {
+        self.in_group(slug, "members")
+    }
+
+    pub fn is_admin(&self, slug: &CollectiveSlug) -> bool {
+        self.in_group(slug, "admins")
+    }
+
+    pub fn in_group(&self, slug: &CollectiveSlug, cn: &str) -> bool {
+        self.groups.iter().any(|(s, g)| s == slug && g == cn)
+    }
+
+    /// Collectives they are a member of.
+    pub fn collectives(&self) -> Vec<CollectiveSlug> {
+        self.groups
+            .iter()
+            .filter(|(_, g)| g == "members")
+            .map(|(s, _)| s.clone())
+            .collect()
+    }
+}
+
+const PERSON_ATTRS: [&str; 9] = [
+    "uid",
+    "displayName",
+    "mail",
+    "preferredLanguage",
+    "commonsAccountState",
+    "pwdAccountLockedTime",
+    "commonsPrimaryCollective",
+    "commonsHomeNode",
+    "memberOf",
+];
+
+fn first(e: &SearchEntry, attr: &str) -> String {
+    e.attrs
+        .get(attr)
+        .and_then(|v| v.first())
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn to_person(tree: &Tree, e: SearchEntry) -> Person {
+    let primary = first(&e, "commonsPrimaryCollective");
+    // `ou=<slug>,ou=collectives,<suffix>`: the slug, if the rest is ours.
+    let primary_collective = primary
+        .split_once(',')
+        .and_then(|(rdn, _)| rdn.trim().strip_prefix("ou=").or_else(|| rdn.trim().strip_prefix("OU=")))
+        .and_then(|v| v.parse::<CollectiveSlug>().ok())
+        .filter(|s| {
+            let norm = |d: &str| d.split(',').map(|p| p.trim().to_ascii_lowercase()).collect::<Vec<_>>();
+            norm(&tree.collective(s)) == norm(&primary)
+        });
+    let mut groups: Vec<(CollectiveSlug, String)> = e
+        .attrs
+        .get("memberOf")
+        .into_iter()
+        .flatten()
+        .filter_map(|g| tree.group_of(g))
+        .collect();
+    groups.sort_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
+    groups.dedup();
+    Person {
+        uid: first(&e, "uid"),
+        display_name: first(&e, "displayName"),
+        mail: first(&e, "mail"),
+        language: first(&e, "preferredLanguage"),
+        suspended: first(&e, "commonsAccountState").eq_ignore_ascii_case("suspended")
+            || e.attrs.contains_key("pwdAccountLockedTime"),
+        primary_collective,
+        home_node: first(&e, "commonsHomeNode"),
+        groups,
+        dn: e.dn,
+    }
+}
+
+async fn search_people(
+    ldap: &mut Ldap,
+    tree: &Tree,
+    filter: &str,
+) -> Result<Vec<Person>, DirectoryError> {
+    let (entries, _) = ldap
+        .search(&tree.people(), Scope::OneLevel, filter, PERSON_ATTRS.to_vec())
+        .await
+        .and_then(|r| r.success())
+        .map_err(ldap_err("looking up people"))?;
+    let mut people: Vec<Person> = entries
+        .into_iter()
+        .map(|e| to_person(tree, SearchEntry::construct(e)))
+        .collect();
+    people.sort_by(|a, b| a.uid.cmp(&b.uid));
+    Ok(people)
+}
+
+/// The person with this uid, if any.
+pub async fn person(
+    ldap: &mut Ldap,
+    tree: &Tree,
+    uid: &str,
+) -> Result<Option<Person>, DirectoryError> {
+    let filter = format!("(&(objectClass=inetOrgPerson)(uid={}))", ldap_escape(uid));
+    Ok(search_people(ldap, tree, &filter)
+        .await?
+        .into_iter()
+        .find(|p| p.uid == uid))
+}
+
+/// The person with this mail address (case-insensitive), if any.
+pub async fn person_by_mail(
+    ldap: &mut Ldap,
+    tree: &Tree,
+    mail: &str,
+) -> Result<Option<Person>, DirectoryError> {
+    let filter = format!("(&(objectClass=inetOrgPerson)(mail={}))", ldap_escape(mail));
+    Ok(search_people(ldap, tree, &filter)
+        .await?
+        .into_iter()
+        .find(|p| p.mail.eq_ignore_ascii_case(mail)))
+}
+
+/// Everyone, or the members of one collective, by uid.
+pub async fn people(
+    ldap: &mut Ldap,
+    tree: &Tree,
+    collective: Option<&CollectiveSlug>,
+) -> Result<Vec<Person>, DirectoryError> {
+    let filter = match collective {
+        Some(slug) => format!(
+            "(&(objectClass=inetOrgPerson)(memberOf={}))",
+            ldap_escape(tree.group(slug, "members"))
+        ),
+        None => "(objectClass=inetOrgPerson)".to_owned(),
+    };
+    search_people(ldap, tree, &filter).await
+}
+
+/// Locks or unlocks an account in the directory itself: ppolicy's
+/// `pwdAccountLockedTime` stops every bind (a state attribute alone would
+/// not), and `commonsAccountState` tells the apps' filters.
+pub async fn set_suspended(
+    ldap: &mut Ldap,
+    dn: &str,
+    suspended: bool,
+) -> Result<(), DirectoryError> {
+    let mods = if suspended {
+        vec![
+            Mod::Replace(
+                "pwdAccountLockedTime",
+                HashSet::from([PERMANENT_LOCK]),
+            ),
+            Mod::Replace("commonsAccountState", HashSet::from(["suspended"])),
+        ]
+    } else {
+        vec![
+            Mod::Replace("pwdAccountLockedTime", HashSet::new()),
+            Mod::Replace("pwdFailureTime", HashSet::new()),
+            Mod::Replace("commonsAccountState", HashSet::from(["active"])),
+        ]
+    };
+    let res = ldap
+        .modify(dn, mods)
+        .await
+        .map_err(ldap_err("changing an account's lock"))?;
+    if res.rc == 0 {
+        Ok(())
+    } else {
+        Err(rc_err(format!("changing the lock of {dn}"), res))
+    }
+}
+
+/// ppolicy's value for a lock that only an admin lifts.
+pub const PERMANENT_LOCK: &str = "000001010000Z";
+
+/// Members of a group (DNs), without the placeholder.
+pub async fn group_members(
+    ldap: &mut Ldap,
+    tree: &Tree,
+    group: &str,
+) -> Result<Option<Vec<String>>, DirectoryError> {
+    let Some(e) = super::ldap::read(ldap, group, &["member"]).await? else {
+        return Ok(None);
+    };
+    let nobody = tree.nobody();
+    Ok(Some(
+        e.attrs
+            .get("member")
+            .into_iter()
+            .flatten()
+            .filter(|m| !m.eq_ignore_ascii_case(&nobody))
+            .cloned()
+            .collect(),
+    ))
+}
+
+/// Removes `member` from `group` if there; the last member is swapped for
+/// the placeholder in the same modify, so the group stays valid.
+pub async fn remove_member(
+    ldap: &mut Ldap,
+    tree: &Tree,
+    group: &str,
+    member: &str,
+) -> Result<(), DirectoryError> {
+    let Some(members) = group_members(ldap, tree, group).await? else {
+        return Ok(());
+    };
+    let Some(found) = members.iter().find(|m| m.eq_ignore_ascii_case(member)) else {
+        return Ok(());
+    };
+    let mut mods = vec![Mod::Delete("member", HashSet::from([found.as_str()]))];
+    let nobody = tree.nobody();
+    if members.len() == 1 {
+        mods.insert(0, Mod::Add("member", HashSet::from([nobody.as_str()])));
+    }
+    let res = ldap
+        .modify(group, mods)
+        .await
+        .map_err(ldap_err("removing a member"))?;
+    // attributeOrValueExists (the placeholder was still there) or
+    // noSuchAttribute (someone removed it meanwhile): try the plain delete.
+    match res.rc {
+        0 => Ok(()),
+        16 | 20 => {
+            let res = ldap
+                .modify(
+                    group,
+                    vec![Mod::Delete("member", HashSet::from([found.as_str()]))],
+                )
+                .await
+                .map_err(ldap_err("removing a member"))?;
+            if res.rc == 0 || res.rc == 16 {
+                Ok(())
+            } else {
+                Err(rc_err(format!("removing {member} from {group}"), res))
+            }
+        }
+        _ => Err(rc_err(format!("removing {member} from {group}"), res)),
+    }
+}
+
+/// Changes a person's primary collective.
+pub async fn set_primary(
+    ldap: &mut Ldap,
+    dn: &str,
+    collective_dn: &str,
+) -> Result<(), DirectoryError> {
+    let res = ldap
+        .modify(
+            dn,
+            vec![Mod::Replace(
+                "commonsPrimaryCollective",
+                HashSet::from([collective_dn]),
+            )],
+        )
+        .await
+        .map_err(ldap_err("changing a primary collective"))?;
+    if res.rc == 0 {
+        Ok(())
+    } else {
+        Err(rc_err(format!("changing the primary collective of {dn}"), res))
+    }
+}
+
+/// A collective as the directory has it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Collective {
+    pub slug: CollectiveSlug,
+    pub name: String,
+    pub description: String,
+    pub home_node: String,
+}
+
+/// Every collective in the tree, by slug.
+pub async fn collectives(ldap: &mut Ldap, tree: &Tree) -> Result<Vec<Collective>, DirectoryError> {
+    let (entries, _) = ldap
+        .search(
+            &tree.collectives(),
+            Scope::OneLevel,
+            "(objectClass=commonsCollective)",
+            vec!["ou", "displayName", "description", "commonsHomeNode"],
+        )
+        .await
+        .and_then(|r| r.success())
+        .map_err(ldap_err("listing collectives"))?;
+    let mut out: Vec<Collective> = entries
+        .into_iter()
+        .map(SearchEntry::construct)
+        .filter_map(|e| {
+            Some(Collective {
+                slug: first(&e, "ou").parse().ok()?,
+                name: first(&e, "displayName"),
+                description: first(&e, "description"),
+                home_node: first(&e, "commonsHomeNode"),
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.slug.as_str().cmp(b.slug.as_str()));
+    Ok(out)
+}
+
+/// Creates a collective with its built-in groups; `Ok(false)` when it
+/// already exists (each missing part is still added, so a creation cut
+/// short is completed by the next try).
+pub async fn create_collective(
+    ldap: &mut Ldap,
+    tree: &Tree,
+    slug: &CollectiveSlug,
+    name: &str,
+    home_node: &str,
+) -> Result<bool, DirectoryError> {
+    let mut created = false;
+    for (i, e) in collective_entries(tree, slug, name, home_node)
+        .iter()
+        .enumerate()
+    {
+        let added = add_entry(ldap, e).await?;
+        if i == 0 {
+            created = added;
+        }
+    }
+    Ok(created)
+}
+
+/// Names of a collective's groups.
+pub async fn groups(
+    ldap: &mut Ldap,
+    tree: &Tree,
+    slug: &CollectiveSlug,
+) -> Result<Vec<String>, DirectoryError> {
+    let (entries, _) = ldap
+        .search(
+            &tree.groups(slug),
+            Scope::OneLevel,
+            "(objectClass=groupOfNames)",
+            vec!["cn"],
+        )
+        .await
+        .and_then(|r| r.success())
+        .map_err(ldap_err("listing groups"))?;
+    let mut out: Vec<String> = entries
+        .into_iter()
+        .map(|e| first(&SearchEntry::construct(e), "cn"))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// A service of a collective and the groups that may use it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Service {
+    pub name: String,
+    pub url: String,
+    /// Group names (of this collective).
+    pub groups: Vec<String>,
+}
+
+/// A collective's services.
+pub async fn services(
+    ldap: &mut Ldap,
+    tree: &Tree,
+    slug: &CollectiveSlug,
+) -> Result<Vec<Service>, DirectoryError> {
+    let (entries, _) = ldap
+        .search(
+            &tree.collective_services(slug),
+            Scope::OneLevel,
+            "(objectClass=commonsService)",
+            vec!["cn", "labeledURI", "commonsAccessGroup"],
+        )
+        .await
+        .and_then(|r| r.success())
+        .map_err(ldap_err("listing services"))?;
+    let mut out: Vec<Service> = entries
+        .into_iter()
+        .map(SearchEntry::construct)
+        .map(|e| {
+            let mut groups: Vec<String> = e
+                .attrs
+                .get("commonsAccessGroup")
+                .into_iter()
+                .flatten()
+                .filter_map(|g| tree.group_of(g).map(|(_, cn)| cn))
+                .collect();
+            groups.sort();
+            Service {
+                name: first(&e, "cn"),
+                url: first(&e, "labeledURI"),
+                groups,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Lets a group use a service (creating the service's entry), or stops it.
+pub async fn grant_service(
+    ldap: &mut Ldap,
+    tree: &Tree,
+    slug: &CollectiveSlug,
+    service: &str,
+    group: &str,
+    grant: bool,
+) -> Result<(), DirectoryError> {
+    let dn = tree.service(slug, service);
+    let group_dn = tree.group(slug, group);
+    if grant {
+        let added = add_entry(
+            ldap,
+            &Entry {
+                dn: dn.clone(),
+                attrs: vec![
+                    ("objectClass", vec!["commonsService".into()]),
+                    ("cn", vec![service.to_owned()]),
+                    ("commonsAccessGroup", vec![group_dn.clone()]),
+                ],
+            },
+        )
+        .await?;
+        if added {
+            return Ok(());
+        }
+    }
+    let m = if grant {
+        Mod::Add("commonsAccessGroup", HashSet::from([group_dn.as_str()]))
+    } else {
+        Mod::Delete("commonsAccessGroup", HashSet::from([group_dn.as_str()]))
+    };
+    let res = ldap
+        .modify(&dn, vec![m])
+        .await
+        .map_err(ldap_err("changing a service's groups"))?;
+    // Already granted (20), not granted (16) or no such service (32).
+    match res.rc {
+        0 | 20 => Ok(()),
+        16 | 32 if !grant => Ok(()),
+        _ => Err(rc_err(format!("changing who may use {dn}"), res)),
+    }
 }

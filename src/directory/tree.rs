@@ -65,6 +65,33 @@ impl Tree {
         format!("ou=services,{}", self.collective(slug))
     }
 
+    /// A service of a collective (its entry lists the groups that may use it).
+    pub fn service(&self, slug: &CollectiveSlug, name: &str) -> String {
+        format!("cn={},{}", dn_escape(name), self.collective_services(slug))
+    }
+
+    /// The collective and group name of a group DN of this tree, if it is
+    /// one (DNs from slapd may differ in case and spacing after commas).
+    pub fn group_of(&self, dn: &str) -> Option<(CollectiveSlug, String)> {
+        let norm = |s: &str| {
+            s.split(',')
+                .map(|p| p.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        };
+        let parts = norm(dn);
+        let tail = norm(&self.collectives());
+        if parts.len() != tail.len() + 3 || parts[3..] != tail[..] {
+            return None;
+        }
+        let cn = parts[0].strip_prefix("cn=")?;
+        if parts[1] != "ou=groups" {
+            return None;
+        }
+        let slug = parts[2].strip_prefix("ou=")?.parse().ok()?;
+        // cn comes from slapd; ours are validated names with nothing to escape.
+        Some((slug, cn.to_owned()))
+    }
+
     /// Alliance-wide services, open to every active person.
     pub fn services(&self) -> String {
         format!("ou=services,{}", self.suffix)
@@ -359,6 +386,85 @@ olcLastMod: TRUE
     out
 }
 
+/// An entry to add: its DN and attributes, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub dn: String,
+    pub attrs: Vec<(&'static str, Vec<String>)>,
+}
+
+impl Entry {
+    /// LDIF for `slapadd`. Values here come from validated config and slugs;
+    /// anything else would need base64.
+    pub fn to_ldif(&self) -> String {
+        let mut out = format!("dn: {}\n", self.dn);
+        for (attr, values) in &self.attrs {
+            for v in values {
+                let _ = writeln!(out, "{attr}: {v}");
+            }
+        }
+        out.push('\n');
+        out
+    }
+}
+
+/// Groups every collective has; they cannot be created or removed by hand.
+pub const BUILTIN_GROUPS: [&str; 2] = ["members", "admins"];
+
+/// A collective's entries: its OU, `ou=groups` with the built-in groups
+/// (each holding [`Tree::nobody`] so that groupOfNames stays valid), and
+/// `ou=services`.
+pub fn collective_entries(
+    tree: &Tree,
+    slug: &CollectiveSlug,
+    name: &str,
+    home_node: &str,
+) -> Vec<Entry> {
+    let one = |v: &str| vec![v.to_owned()];
+    let mut out = vec![
+        Entry {
+            dn: tree.collective(slug),
+            attrs: vec![
+                (
+                    "objectClass",
+                    vec!["organizationalUnit".into(), "commonsCollective".into()],
+                ),
+                ("ou", one(slug.as_str())),
+                ("displayName", one(name)),
+                ("commonsHomeNode", one(home_node)),
+            ],
+        },
+        Entry {
+            dn: tree.groups(slug),
+            attrs: vec![
+                ("objectClass", one("organizationalUnit")),
+                ("ou", one("groups")),
+            ],
+        },
+        Entry {
+            dn: tree.collective_services(slug),
+            attrs: vec![
+                ("objectClass", one("organizationalUnit")),
+                ("ou", one("services")),
+            ],
+        },
+    ];
+    out.extend(BUILTIN_GROUPS.iter().map(|cn| group_entry(tree, slug, cn)));
+    out
+}
+
+/// An empty group (it holds [`Tree::nobody`]).
+pub fn group_entry(tree: &Tree, slug: &CollectiveSlug, cn: &str) -> Entry {
+    Entry {
+        dn: tree.group(slug, cn),
+        attrs: vec![
+            ("objectClass", vec!["groupOfNames".into()]),
+            ("cn", vec![cn.to_owned()]),
+            ("member", vec![tree.nobody()]),
+        ],
+    }
+}
+
 /// The base entries, for `slapadd -n1` at bootstrap: the OUs, the collective
 /// with its groups, the default password policy and the service accounts
 /// (without passwords: those are set over ldapi, so slapd hashes them).
@@ -391,24 +497,8 @@ pub fn base_ldif(
             "dn: {ou}\nobjectClass: organizationalUnit\nou: {what}\n\n"
         );
     }
-    let _ = write!(
-        out,
-        "dn: {}\nobjectClass: organizationalUnit\nobjectClass: commonsCollective\nou: {slug}\ndisplayName: {collective_name}\ncommonsHomeNode: {home_node}\n\n",
-        tree.collective(slug)
-    );
-    let _ = write!(
-        out,
-        "dn: {}\nobjectClass: organizationalUnit\nou: groups\n\ndn: {}\nobjectClass: organizationalUnit\nou: services\n\n",
-        tree.groups(slug),
-        tree.collective_services(slug)
-    );
-    for cn in ["members", "admins"] {
-        let _ = write!(
-            out,
-            "dn: {}\nobjectClass: groupOfNames\ncn: {cn}\nmember: {}\n\n",
-            tree.group(slug, cn),
-            tree.nobody()
-        );
+    for e in collective_entries(&tree, slug, collective_name, home_node) {
+        out.push_str(&e.to_ldif());
     }
     let _ = write!(
         out,
@@ -448,6 +538,40 @@ mod tests {
         assert_eq!(
             t.service_account("nextcloud"),
             "cn=nextcloud,ou=system,dc=q,dc=org"
+        );
+    }
+
+    #[test]
+    fn group_dns_parse_back_to_collective_and_name() {
+        let t = Tree::new("dc=q,dc=org");
+        let g = t.group(&slug(), "admins");
+        assert_eq!(t.group_of(&g), Some((slug(), "admins".into())));
+        assert_eq!(
+            t.group_of("CN=Members, ou=Groups,OU=quimper,ou=collectives,DC=q,dc=org"),
+            Some((slug(), "members".into()))
+        );
+        for not_a_group in [
+            t.person("ana"),
+            t.groups(&slug()),
+            t.service(&slug(), "cloud"),
+            "cn=members,ou=groups,ou=quimper,ou=collectives,dc=other,dc=org".into(),
+            "cn=x,ou=groups,ou=Not A Slug,ou=collectives,dc=q,dc=org".into(),
+        ] {
+            assert_eq!(t.group_of(&not_a_group), None, "{not_a_group}");
+        }
+    }
+
+    #[test]
+    fn collective_entries_hold_the_builtin_groups() {
+        let t = Tree::new("dc=q,dc=org");
+        let e = collective_entries(&t, &slug(), "Quimper", "box.q.org");
+        let dns: Vec<&str> = e.iter().map(|e| e.dn.as_str()).collect();
+        assert_eq!(dns[0], t.collective(&slug()));
+        assert!(dns.contains(&t.group(&slug(), "admins").as_str()));
+        assert!(dns.contains(&t.collective_services(&slug()).as_str()));
+        assert!(
+            e.iter()
+                .all(|e| e.to_ldif().starts_with(&format!("dn: {}\n", e.dn)))
         );
     }
 

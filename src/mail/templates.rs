@@ -12,7 +12,20 @@ pub struct Rendered {
 }
 
 /// Templates the appliance sends.
-pub const TEMPLATES: [&str; 4] = ["verify", "admins_new_request", "set_password", "rejected"];
+pub const TEMPLATES: [&str; 12] = [
+    "verify",
+    "admins_new_request",
+    "set_password",
+    "rejected",
+    "reset_password",
+    "invite_existing",
+    "invite_new",
+    "admins_join_request",
+    "join_approved",
+    "join_rejected",
+    "suspended",
+    "reactivated",
+];
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -129,6 +142,207 @@ fn texts(template: &str, lang: Language) -> Option<(&'static str, &'static [&'st
                 "{reason}",
             ],
         ),
+        ("reset_password", En) => (
+            "Reset your password for {collective}",
+            &[
+                "Hello {name},",
+                "Someone (hopefully you) asked to reset the password of \"{uid}\" at {collective}. Open this link within 2 hours to choose a new one:",
+                "{link}",
+                "If it was not you, ignore this mail: your password stays as it is.",
+            ],
+        ),
+        ("reset_password", Ca) => (
+            "Restableix la teva contrasenya de {collective}",
+            &[
+                "Hola {name},",
+                "Algú (esperem que tu) ha demanat restablir la contrasenya de \"{uid}\" a {collective}. Obre aquest enllaç en les properes 2 hores per triar-ne una de nova:",
+                "{link}",
+                "Si no has estat tu, ignora aquest correu: la teva contrasenya es manté igual.",
+            ],
+        ),
+        ("reset_password", Es) => (
+            "Restablece tu contraseña de {collective}",
+            &[
+                "Hola {name}:",
+                "Alguien (esperamos que tú) ha pedido restablecer la contraseña de \"{uid}\" en {collective}. Abre este enlace en las próximas 2 horas para elegir una nueva:",
+                "{link}",
+                "Si no has sido tú, ignora este correo: tu contraseña sigue igual.",
+            ],
+        ),
+        ("invite_existing", En) => (
+            "{by} invites you to join {collective}",
+            &[
+                "Hello {name},",
+                "{by}, an admin of {collective}, invites you to join the collective with the account you already have. Open this link within 14 days to accept:",
+                "{link}",
+                "If you do not want to join, ignore this mail.",
+            ],
+        ),
+        ("invite_existing", Ca) => (
+            "{by} et convida a unir-te a {collective}",
+            &[
+                "Hola {name},",
+                "{by}, de l'equip d'administració de {collective}, et convida a unir-te al col·lectiu amb el compte que ja tens. Obre aquest enllaç en els propers 14 dies per acceptar:",
+                "{link}",
+                "Si no t'hi vols unir, ignora aquest correu.",
+            ],
+        ),
+        ("invite_existing", Es) => (
+            "{by} te invita a unirte a {collective}",
+            &[
+                "Hola {name}:",
+                "{by}, del equipo de administración de {collective}, te invita a unirte al colectivo con la cuenta que ya tienes. Abre este enlace en los próximos 14 días para aceptar:",
+                "{link}",
+                "Si no quieres unirte, ignora este correo.",
+            ],
+        ),
+        ("invite_new", En) => (
+            "{by} invites you to {collective}",
+            &[
+                "Hello,",
+                "{by} invites you to join {collective}. Open this link within 14 days to create your account:",
+                "{link}",
+                "The collective is already selected for you. If you do not want to join, ignore this mail.",
+            ],
+        ),
+        ("invite_new", Ca) => (
+            "{by} et convida a {collective}",
+            &[
+                "Hola,",
+                "{by} et convida a unir-te a {collective}. Obre aquest enllaç en els propers 14 dies per crear el teu compte:",
+                "{link}",
+                "El col·lectiu ja hi estarà seleccionat. Si no t'hi vols unir, ignora aquest correu.",
+            ],
+        ),
+        ("invite_new", Es) => (
+            "{by} te invita a {collective}",
+            &[
+                "Hola:",
+                "{by} te invita a unirte a {collective}. Abre este enlace en los próximos 14 días para crear tu cuenta:",
+                "{link}",
+                "El colectivo ya estará seleccionado. Si no quieres unirte, ignora este correo.",
+            ],
+        ),
+        ("admins_join_request", En) => (
+            "{name} asks to join {collective}",
+            &[
+                "{name} ({email}) already has an account in the alliance as \"{uid}\" and asks to join {collective}.",
+                "Their message: {message}",
+                "Approve or reject the request in the console: {link}",
+            ],
+        ),
+        ("admins_join_request", Ca) => (
+            "{name} demana unir-se a {collective}",
+            &[
+                "{name} ({email}) ja té un compte a l'aliança com a \"{uid}\" i demana unir-se a {collective}.",
+                "El seu missatge: {message}",
+                "Aprova o rebutja la sol·licitud a la consola: {link}",
+            ],
+        ),
+        ("admins_join_request", Es) => (
+            "{name} pide unirse a {collective}",
+            &[
+                "{name} ({email}) ya tiene una cuenta en la alianza como \"{uid}\" y pide unirse a {collective}.",
+                "Su mensaje: {message}",
+                "Aprueba o rechaza la solicitud en la consola: {link}",
+            ],
+        ),
+        ("join_approved", En) => (
+            "You are now part of {collective}",
+            &[
+                "Hello {name},",
+                "The admins of {collective} accepted your request: you are now a member of the collective.",
+                "Your account opens its services from now on.",
+            ],
+        ),
+        ("join_approved", Ca) => (
+            "Ja formes part de {collective}",
+            &[
+                "Hola {name},",
+                "Les persones administradores de {collective} han acceptat la teva sol·licitud: ja formes part del col·lectiu.",
+                "A partir d'ara, el teu compte obre els seus serveis.",
+            ],
+        ),
+        ("join_approved", Es) => (
+            "Ya formas parte de {collective}",
+            &[
+                "Hola {name}:",
+                "Las personas administradoras de {collective} han aceptado tu solicitud: ya formas parte del colectivo.",
+                "A partir de ahora, tu cuenta abre sus servicios.",
+            ],
+        ),
+        ("join_rejected", En) => (
+            "Your request to join {collective}",
+            &[
+                "Hello {name},",
+                "The admins of {collective} declined your request to join. Their reason:",
+                "{reason}",
+            ],
+        ),
+        ("join_rejected", Ca) => (
+            "La teva sol·licitud per unir-te a {collective}",
+            &[
+                "Hola {name},",
+                "Les persones administradores de {collective} han declinat la teva sol·licitud per unir-t'hi. El motiu:",
+                "{reason}",
+            ],
+        ),
+        ("join_rejected", Es) => (
+            "Tu solicitud para unirte a {collective}",
+            &[
+                "Hola {name}:",
+                "Las personas administradoras de {collective} han declinado tu solicitud para unirte. El motivo:",
+                "{reason}",
+            ],
+        ),
+        ("suspended", En) => (
+            "Your account at {collective} is suspended",
+            &[
+                "Hello {name},",
+                "The admins of {collective} suspended your account. Their reason:",
+                "{reason}",
+                "While it is suspended you cannot log in. To talk about it, contact the admins of the collective.",
+            ],
+        ),
+        ("suspended", Ca) => (
+            "El teu compte a {collective} està suspès",
+            &[
+                "Hola {name},",
+                "Les persones administradores de {collective} han suspès el teu compte. El motiu:",
+                "{reason}",
+                "Mentre estigui suspès no podràs iniciar sessió. Per parlar-ne, contacta amb les persones administradores del col·lectiu.",
+            ],
+        ),
+        ("suspended", Es) => (
+            "Tu cuenta en {collective} está suspendida",
+            &[
+                "Hola {name}:",
+                "Las personas administradoras de {collective} han suspendido tu cuenta. El motivo:",
+                "{reason}",
+                "Mientras esté suspendida no podrás iniciar sesión. Para hablarlo, contacta con las personas administradoras del colectivo.",
+            ],
+        ),
+        ("reactivated", En) => (
+            "Your account at {collective} is active again",
+            &[
+                "Hello {name},",
+                "Your account at {collective} is active again: you can log in and use the collective's services as before.",
+            ],
+        ),
+        ("reactivated", Ca) => (
+            "El teu compte a {collective} torna a estar actiu",
+            &[
+                "Hola {name},",
+                "El teu compte a {collective} torna a estar actiu: pots iniciar sessió i fer servir els serveis del col·lectiu com abans.",
+            ],
+        ),
+        ("reactivated", Es) => (
+            "Tu cuenta en {collective} vuelve a estar activa",
+            &[
+                "Hola {name}:",
+                "Tu cuenta en {collective} vuelve a estar activa: puedes iniciar sesión y usar los servicios del colectivo como antes.",
+            ],
+        ),
         _ => return None,
     })
 }
@@ -192,7 +406,8 @@ mod tests {
     #[test]
     fn every_template_exists_in_every_language_and_uses_its_parameters() {
         let p = json!({"name": "Ana", "uid": "ana", "collective": "Quimper", "email": "a@x.org",
-                       "message": "hi", "link": "https://box.q.org/l?t=1", "reason": "no"});
+                       "message": "hi", "link": "https://box.q.org/l?t=1", "reason": "no",
+                       "by": "Bea"});
         for t in TEMPLATES {
             for lang in [Language::En, Language::Ca, Language::Es] {
                 let r = render(t, lang, &p).unwrap_or_else(|| panic!("{t} {lang:?}"));

@@ -69,6 +69,22 @@ pub struct Settings {
     pub home_node: String,
 }
 
+impl Settings {
+    /// The settings for an appliance's config.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        let console = config.console_host().to_string();
+        Settings {
+            tree: Tree::new(config.suffix().as_str()),
+            ldap: Paths::new(config),
+            collectives: vec![config.collective.slug.clone()],
+            collective_name: config.collective.name.to_string(),
+            console_url: format!("https://{console}"),
+            admin_email: config.collective.admin_email.to_string(),
+            home_node: console,
+        }
+    }
+}
+
 /// Random bytes for tokens; tests may pass a fixed source.
 pub type Random = fn(&mut [u8]);
 

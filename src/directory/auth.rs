@@ -1,0 +1,77 @@
+//! The daemon's authentication path: find the person by uid (escaped, over
+//! the root connection), then bind as them, so slapd checks the password
+//! and the ppolicy lock. Every login of the console and of SSO goes through
+//! here; `bench directory` measures it against raw binds.
+
+use ldap3::Ldap;
+use tokio::sync::Mutex;
+
+use super::DirectoryError;
+use super::people::{self, Person};
+use super::slapd::Paths;
+use super::tree::Tree;
+use crate::model::Uid;
+
+/// Why a login failed; what the person is told is the same for both.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("wrong user name or password, or the account is suspended")]
+    Refused,
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+}
+
+/// Checks passwords against the local slapd. Cheap to share: the look-up
+/// connection is multiplexed and re-opened when it breaks.
+pub struct Authenticator {
+    paths: Paths,
+    tree: Tree,
+    lookup: Mutex<Option<Ldap>>,
+}
+
+impl Authenticator {
+    pub fn new(paths: Paths, tree: Tree) -> Self {
+        Self {
+            paths,
+            tree,
+            lookup: Mutex::new(None),
+        }
+    }
+
+    async fn find(&self, uid: &str) -> Result<Option<Person>, DirectoryError> {
+        let mut guard = self.lookup.lock().await;
+        let mut ldap = match guard.as_ref() {
+            Some(l) => l.clone(),
+            None => {
+                let l = super::ldap::connect_root(&self.paths).await?;
+                *guard = Some(l.clone());
+                l
+            }
+        };
+        drop(guard);
+        let found = people::person(&mut ldap, &self.tree, uid).await;
+        if found.is_err() {
+            // Next login opens a fresh connection (slapd may have restarted).
+            *self.lookup.lock().await = None;
+        }
+        found
+    }
+
+    /// The person, if the password is theirs and the account is not locked.
+    pub async fn authenticate(&self, uid: &str, password: &str) -> Result<Person, AuthError> {
+        // Not a possible uid, or an empty password (an anonymous bind would
+        // "succeed"): refuse without asking slapd.
+        if uid.parse::<Uid>().is_err() || password.is_empty() {
+            return Err(AuthError::Refused);
+        }
+        let person = self.find(uid).await?.ok_or(AuthError::Refused)?;
+        if person.suspended {
+            return Err(AuthError::Refused);
+        }
+        if super::ldap::check_password(&self.paths.ldapi_url(), &person.dn, password).await? {
+            Ok(person)
+        } else {
+            Err(AuthError::Refused)
+        }
+    }
+}
