@@ -5,6 +5,7 @@
 //! name breaks `status --json` users, so fields are only ever added.
 
 pub mod client;
+mod members;
 pub mod server;
 
 use serde::{Deserialize, Serialize};

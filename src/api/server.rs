@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
+use crate::onboarding::membership::Refusal;
 use crate::onboarding::service::OnboardingError;
 use crate::onboarding::validate::Form;
 use axum::{Json, Router};
@@ -32,6 +33,53 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/registrations/{id}/reject", post(reject))
         .route("/v1/password", post(set_password))
         .route("/v1/directory/export", get(directory_export))
+        .route("/v1/password/forgot", post(super::members::forgot_password))
+        .route("/v1/people", get(super::members::list_people))
+        .route("/v1/people/{uid}", get(super::members::show_person))
+        .route("/v1/people/{uid}/suspend", post(super::members::suspend))
+        .route(
+            "/v1/people/{uid}/reactivate",
+            post(super::members::reactivate),
+        )
+        .route("/v1/people/{uid}/remove", post(super::members::remove))
+        .route(
+            "/v1/people/{uid}/groups",
+            post(super::members::group_member),
+        )
+        .route(
+            "/v1/collectives",
+            get(super::members::list_collectives).post(super::members::create_collective),
+        )
+        .route(
+            "/v1/collectives/{slug}",
+            get(super::members::show_collective),
+        )
+        .route(
+            "/v1/collectives/{slug}/groups",
+            post(super::members::create_group),
+        )
+        .route(
+            "/v1/collectives/{slug}/services",
+            post(super::members::grant_service),
+        )
+        .route(
+            "/v1/joins",
+            get(super::members::list_joins).post(super::members::ask_to_join),
+        )
+        .route("/v1/joins/{id}/approve", post(super::members::approve_join))
+        .route("/v1/joins/{id}/reject", post(super::members::reject_join))
+        .route(
+            "/v1/invitations",
+            get(super::members::list_invitations).post(super::members::invite),
+        )
+        .route(
+            "/v1/invitations/lookup",
+            post(super::members::invitation_info),
+        )
+        .route(
+            "/v1/invitations/accept",
+            post(super::members::accept_invitation),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(shared.clone(), count))
         .with_state(shared)
@@ -88,13 +136,13 @@ async fn directory_export(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-fn now() -> i64 {
+pub(super) fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// Onboarding errors as answers with stable codes; field errors list each
 /// field so a page can mark it.
-fn onboarding_error(e: OnboardingError) -> Response {
+pub(super) fn onboarding_error(e: OnboardingError) -> Response {
     let (status, code) = match &e {
         OnboardingError::Invalid(fields) => {
             return (
@@ -108,6 +156,12 @@ fn onboarding_error(e: OnboardingError) -> Response {
         OnboardingError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
         OnboardingError::Conflict => (StatusCode::CONFLICT, "conflict"),
         OnboardingError::Machine(_) => (StatusCode::CONFLICT, "not_allowed"),
+        OnboardingError::Refused(r) => match r {
+            Refusal::NoPerson(_) | Refusal::NoCollective(_) | Refusal::NoGroup { .. } => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
+            _ => (StatusCode::CONFLICT, "refused"),
+        },
         OnboardingError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store"),
         OnboardingError::Directory(_) => (StatusCode::SERVICE_UNAVAILABLE, "directory"),
     };

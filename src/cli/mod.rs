@@ -2,6 +2,8 @@
 //! `anyhow` is allowed here and in `main` only.
 
 mod bench;
+mod bench_directory;
+mod collective;
 mod directory;
 mod doctor;
 mod init;
@@ -62,9 +64,30 @@ pub enum Command {
     /// Look after the local directory (slapd).
     #[command(subcommand)]
     Directory(directory::DirectoryCommand),
-    /// Registration requests and people: list, show, approve, reject.
+    /// People and registration requests: list, show, approve, reject,
+    /// suspend, reactivate, remove, promote, demote, group membership.
     #[command(subcommand)]
     User(user::UserCommand),
+    /// Collectives: list, create, show, their groups and services, and
+    /// requests to join them.
+    #[command(subcommand)]
+    Collective(collective::CollectiveCommand),
+    /// Invite someone by mail to a collective (an existing person joins
+    /// through the link; anyone else registers with the collective chosen).
+    /// Without an address, or with --list, list the invitations.
+    Invite {
+        /// The address to invite.
+        email: Option<String>,
+        /// The collective (default: this appliance's).
+        #[arg(long)]
+        collective: Option<String>,
+        /// List invitations instead.
+        #[arg(long)]
+        list: bool,
+        /// Who invites (default: the Unix user running this).
+        #[arg(long = "as")]
+        by: Option<String>,
+    },
     /// Write a first config file, asking questions or from flags.
     Init(init::InitArgs),
     /// Set up a demo appliance in a local directory and run it in the foreground.
@@ -120,6 +143,13 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Init(args) => init::run(&cli.config, args),
         Command::User(cmd) => runtime()?.block_on(user::run(&cli.config, cmd)),
+        Command::Collective(cmd) => runtime()?.block_on(collective::run(&cli.config, cmd)),
+        Command::Invite {
+            email,
+            collective,
+            list,
+            by,
+        } => runtime()?.block_on(collective::invite(&cli.config, email, collective, list, by)),
         Command::Directory(cmd) => runtime()?.block_on(directory::run(&cli.config, cmd)),
         Command::Demo { dir, no_serve } => {
             let path = init::write_demo(&dir, DEMO_LDAP_PORT)?;

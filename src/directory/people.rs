@@ -245,10 +245,18 @@ fn to_person(tree: &Tree, e: SearchEntry) -> Person {
     // `ou=<slug>,ou=collectives,<suffix>`: the slug, if the rest is ours.
     let primary_collective = primary
         .split_once(',')
-        .and_then(|(rdn, _)| rdn.trim().strip_prefix("ou=").or_else(|| rdn.trim().strip_prefix("OU=")))
+        .and_then(|(rdn, _)| {
+            rdn.trim()
+                .strip_prefix("ou=")
+                .or_else(|| rdn.trim().strip_prefix("OU="))
+        })
         .and_then(|v| v.parse::<CollectiveSlug>().ok())
         .filter(|s| {
-            let norm = |d: &str| d.split(',').map(|p| p.trim().to_ascii_lowercase()).collect::<Vec<_>>();
+            let norm = |d: &str| {
+                d.split(',')
+                    .map(|p| p.trim().to_ascii_lowercase())
+                    .collect::<Vec<_>>()
+            };
             norm(&tree.collective(s)) == norm(&primary)
         });
     let mut groups: Vec<(CollectiveSlug, String)> = e
@@ -280,7 +288,12 @@ async fn search_people(
     filter: &str,
 ) -> Result<Vec<Person>, DirectoryError> {
     let (entries, _) = ldap
-        .search(&tree.people(), Scope::OneLevel, filter, PERSON_ATTRS.to_vec())
+        .search(
+            &tree.people(),
+            Scope::OneLevel,
+            filter,
+            PERSON_ATTRS.to_vec(),
+        )
         .await
         .and_then(|r| r.success())
         .map_err(ldap_err("looking up people"))?;
@@ -344,10 +357,7 @@ pub async fn set_suspended(
 ) -> Result<(), DirectoryError> {
     let mods = if suspended {
         vec![
-            Mod::Replace(
-                "pwdAccountLockedTime",
-                HashSet::from([PERMANENT_LOCK]),
-            ),
+            Mod::Replace("pwdAccountLockedTime", HashSet::from([PERMANENT_LOCK])),
             Mod::Replace("commonsAccountState", HashSet::from(["suspended"])),
         ]
     } else {
@@ -456,7 +466,10 @@ pub async fn set_primary(
     if res.rc == 0 {
         Ok(())
     } else {
-        Err(rc_err(format!("changing the primary collective of {dn}"), res))
+        Err(rc_err(
+            format!("changing the primary collective of {dn}"),
+            res,
+        ))
     }
 }
 

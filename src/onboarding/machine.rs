@@ -145,6 +145,17 @@ pub fn register(now: i64) -> Transition {
     }
 }
 
+/// A registration through an admin's invitation to the same address: the
+/// mailed invitation already proved the address, so the request goes
+/// straight to the collective's admins.
+pub fn register_invited(now: i64) -> Transition {
+    Transition {
+        state: State::AwaitingValidation,
+        expires_at: Some(now + VALIDATION_TTL_SECS),
+        effects: vec![Effect::MailAdmins],
+    }
+}
+
 /// Applies `event` at time `now` to a request in `state`.
 pub fn apply(
     state: State,
@@ -364,5 +375,18 @@ mod tests {
                 State::Approved
             ]
         );
+    }
+
+    #[test]
+    fn an_invited_registration_skips_the_address_check() {
+        let t = register_invited(1000);
+        assert_eq!(t.state, State::AwaitingValidation);
+        assert_eq!(t.expires_at, Some(1000 + VALIDATION_TTL_SECS));
+        assert_eq!(t.effects, vec![Effect::MailAdmins]);
+        let clock = Clock {
+            expires_at: t.expires_at,
+        };
+        let next = apply(t.state, clock, &Event::Approve { by: "bea".into() }, 2000).unwrap();
+        assert_eq!(next.state, State::Approved);
     }
 }

@@ -3,6 +3,8 @@
 //! [`validate`], [`ratelimit`]); the service around them is built on these.
 
 pub mod machine;
+pub mod members;
+pub mod membership;
 pub mod ratelimit;
 pub mod service;
 pub mod validate;

@@ -40,6 +40,8 @@ pub enum OnboardingError {
     #[error(transparent)]
     Machine(#[from] MachineError),
     #[error(transparent)]
+    Refused(#[from] super::membership::Refusal),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("directory: {0}")]
     Directory(#[from] DirectoryError),
@@ -57,9 +59,8 @@ fn field(field: &'static str, message: impl Into<String>) -> OnboardingError {
 pub struct Settings {
     pub tree: Tree,
     pub ldap: Paths,
-    /// Collectives people may register with.
-    pub collectives: Vec<CollectiveSlug>,
-    /// Human names of collectives, for mails.
+    /// The human name of this appliance's own collective, for mails when
+    /// the directory cannot say (other collectives' names come from there).
     pub collective_name: String,
     /// `https://box.<domain>`: where links point.
     pub console_url: String,
@@ -76,7 +77,6 @@ impl Settings {
         Settings {
             tree: Tree::new(config.suffix().as_str()),
             ldap: Paths::new(config),
-            collectives: vec![config.collective.slug.clone()],
             collective_name: config.collective.name.to_string(),
             console_url: format!("https://{console}"),
             admin_email: config.collective.admin_email.to_string(),
@@ -114,11 +114,15 @@ pub fn hash_token(plain: &str) -> String {
 }
 
 pub struct Onboarding {
-    settings: Settings,
+    pub(super) settings: Settings,
     store: std::sync::Arc<Mutex<Store>>,
-    random: Random,
+    pub(super) random: Random,
     per_ip: Mutex<Limiter>,
     per_email: Mutex<Limiter>,
+    pub(super) reset_per_ip: Mutex<Limiter>,
+    pub(super) reset_per_login: Mutex<Limiter>,
+    /// Collectives' human names as last read from the directory, for mails.
+    names: Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Onboarding {
@@ -131,10 +135,42 @@ impl Onboarding {
             // per address.
             per_ip: Mutex::new(Limiter::new(10, 3600)),
             per_email: Mutex::new(Limiter::new(3, 86_400)),
+            reset_per_ip: Mutex::new(Limiter::new(10, 3600)),
+            reset_per_login: Mutex::new(Limiter::new(3, 3600)),
+            names: Mutex::new(Default::default()),
         }
     }
 
-    fn with_store<T>(
+    /// The collectives people may register with or join, from the
+    /// directory (remembering their names for mails).
+    pub(super) async fn known_collectives(
+        &self,
+        root: &mut ldap3::Ldap,
+    ) -> Result<Vec<people::Collective>, OnboardingError> {
+        let all = people::collectives(root, &self.settings.tree).await?;
+        if let Ok(mut names) = self.names.lock() {
+            for c in &all {
+                let name = if c.name.is_empty() {
+                    c.slug.to_string()
+                } else {
+                    c.name.clone()
+                };
+                names.insert(c.slug.to_string(), name);
+            }
+        }
+        Ok(all)
+    }
+
+    /// A collective's human name for mails.
+    pub(super) fn name_of(&self, slug: &str) -> String {
+        self.names
+            .lock()
+            .ok()
+            .and_then(|n| n.get(slug).cloned())
+            .unwrap_or_else(|| self.settings.collective_name.clone())
+    }
+
+    pub(super) fn with_store<T>(
         &self,
         f: impl FnOnce(&Store) -> Result<T, StoreError>,
     ) -> Result<T, OnboardingError> {
@@ -145,7 +181,7 @@ impl Onboarding {
         Ok(f(&store)?)
     }
 
-    fn limit(
+    pub(super) fn limit(
         &self,
         limiter: &Mutex<Limiter>,
         what: &'static str,
@@ -163,7 +199,7 @@ impl Onboarding {
             })
     }
 
-    fn link(&self, path: &str, token: &str) -> String {
+    pub(super) fn link(&self, path: &str, token: &str) -> String {
         format!(
             "{}/{path}?token={token}",
             self.settings.console_url.trim_end_matches('/')
@@ -175,8 +211,23 @@ impl Onboarding {
     /// its mail queued. Returns the request id.
     pub async fn register(&self, form: &Form, ip: &str, now: i64) -> Result<i64, OnboardingError> {
         self.limit(&self.per_ip, "this address", ip, now)?;
-        let r = validate::validate(form, &self.settings.collectives)
-            .map_err(OnboardingError::Invalid)?;
+        let mut root = ldap::connect_root(&self.settings.ldap).await?;
+        // An invitation's link preselects its collective.
+        let invitation = match form.invite.trim() {
+            "" => None,
+            token => Some(self.invitation_for(token, now)?),
+        };
+        let mut form = form.clone();
+        if let Some(inv) = &invitation {
+            form.collective = inv.collective.clone();
+        }
+        let collectives: Vec<CollectiveSlug> = self
+            .known_collectives(&mut root)
+            .await?
+            .into_iter()
+            .map(|c| c.slug)
+            .collect();
+        let r = validate::validate(&form, &collectives).map_err(OnboardingError::Invalid)?;
         self.limit(&self.per_email, "this mail address", r.email.as_str(), now)?;
         let taken_msg = |f: &'static str| match f {
             "uid" => field(
@@ -191,7 +242,6 @@ impl Onboarding {
         if let Some(f) = self.with_store(|s| s.pending_holder(r.uid.as_str(), r.email.as_str()))? {
             return Err(taken_msg(f));
         }
-        let mut root = ldap::connect_root(&self.settings.ldap).await?;
         if let Some(f) = people::taken(
             &mut root,
             &self.settings.tree,
@@ -202,9 +252,22 @@ impl Onboarding {
         {
             return Err(taken_msg(f));
         }
-        let t = machine::register(now);
+        // Invited at this very address: the invitation proved it.
+        let invited = invitation
+            .as_ref()
+            .filter(|inv| inv.email.eq_ignore_ascii_case(r.email.as_str()));
+        let t = if invited.is_some() {
+            machine::register_invited(now)
+        } else {
+            machine::register(now)
+        };
+        let mut admins = Vec::new();
+        if invited.is_some() {
+            admins = self.admin_mails(&mut root, &r.collective).await?;
+        }
         let (plain, hash) = new_token(self.random);
         let link = self.link("verify", &plain);
+        let name = self.name_of(r.collective.as_str());
         let id = self.with_store(|s| {
             s.atomically(|s| {
                 let id = s.insert_registration(
@@ -220,27 +283,50 @@ impl Onboarding {
                     },
                     now,
                 )?;
-                s.insert_token(
-                    &hash,
-                    "verify",
-                    Some(id),
-                    r.uid.as_str(),
-                    t.expires_at.unwrap_or(now),
-                )?;
-                let params = json!({"name": r.display_name, "uid": r.uid.as_str(),
-                    "collective": self.settings.collective_name, "link": link});
-                s.enqueue_mail(
-                    r.email.as_str(),
-                    "verify",
-                    r.language.as_str(),
-                    &params.to_string(),
-                    now,
-                )?;
+                if let Some(inv) = invited {
+                    if !s.accept_invitation(inv.id, r.uid.as_str(), now)? {
+                        return Err(StoreError::Conflict);
+                    }
+                    s.set_registration_invitation(id, inv.id)?;
+                }
+                if t.effects.contains(&Effect::MailVerifyLink) {
+                    s.insert_token(
+                        &hash,
+                        "verify",
+                        Some(id),
+                        r.uid.as_str(),
+                        t.expires_at.unwrap_or(now),
+                    )?;
+                    let params = json!({"name": r.display_name, "uid": r.uid.as_str(),
+                        "collective": name, "link": link});
+                    s.enqueue_mail(
+                        r.email.as_str(),
+                        "verify",
+                        r.language.as_str(),
+                        &params.to_string(),
+                        now,
+                    )?;
+                }
+                if t.effects.contains(&Effect::MailAdmins) {
+                    let console = format!(
+                        "{}/console/requests/{id}",
+                        self.settings.console_url.trim_end_matches('/')
+                    );
+                    let params = json!({"name": r.display_name, "uid": r.uid.as_str(), "email": r.email.as_str(),
+                        "collective": name, "message": r.message, "link": console});
+                    for a in &admins {
+                        s.enqueue_mail(a, "admins_new_request", "en", &params.to_string(), now)?;
+                    }
+                }
+                let how = match invited {
+                    Some(inv) => format!(" (invited by {}, address proven)", inv.invited_by),
+                    None => String::new(),
+                };
                 s.audit(
                     now,
                     r.uid.as_str(),
                     "register",
-                    &format!("request {id} for {}", r.collective),
+                    &format!("request {id} for {}{how}", r.collective),
                 )?;
                 Ok(id)
             })
@@ -252,8 +338,23 @@ impl Onboarding {
                 source: rusqlite::Error::SqliteFailure(f, _),
                 ..
             }) if f.code == rusqlite::ErrorCode::ConstraintViolation => taken_msg("uid"),
+            OnboardingError::Store(StoreError::Conflict) => OnboardingError::BadLink,
             e => e,
         })
+    }
+
+    /// Mail addresses of a collective's admins, plus the appliance's.
+    pub(super) async fn admin_mails(
+        &self,
+        root: &mut ldap3::Ldap,
+        slug: &CollectiveSlug,
+    ) -> Result<Vec<String>, OnboardingError> {
+        let mut admins = vec![self.settings.admin_email.clone()];
+        let group = self.settings.tree.group(slug, "admins");
+        admins.extend(people::member_mails(root, &self.settings.tree, &group).await?);
+        admins.sort();
+        admins.dedup();
+        Ok(admins)
     }
 
     fn request(&self, id: i64) -> Result<RegistrationRow, OnboardingError> {
@@ -287,14 +388,14 @@ impl Onboarding {
             &Event::VerifyEmail,
             now,
         )?;
-        let mut admins = vec![self.settings.admin_email.clone()];
-        if let Ok(slug) = r.collective.parse::<CollectiveSlug>() {
-            let mut root = ldap::connect_root(&self.settings.ldap).await?;
-            let group = self.settings.tree.group(&slug, "admins");
-            admins.extend(people::member_mails(&mut root, &self.settings.tree, &group).await?);
-        }
-        admins.sort();
-        admins.dedup();
+        let admins = match r.collective.parse::<CollectiveSlug>() {
+            Ok(slug) => {
+                let mut root = ldap::connect_root(&self.settings.ldap).await?;
+                self.known_collectives(&mut root).await?;
+                self.admin_mails(&mut root, &slug).await?
+            }
+            Err(_) => vec![self.settings.admin_email.clone()],
+        };
         let console = format!(
             "{}/console/requests/{id}",
             self.settings.console_url.trim_end_matches('/')
@@ -306,7 +407,7 @@ impl Onboarding {
                 }
                 if t.effects.contains(&Effect::MailAdmins) {
                     let params = json!({"name": r.display_name, "uid": r.uid, "email": r.email,
-                        "collective": self.settings.collective_name, "message": r.message, "link": console});
+                        "collective": self.name_of(&r.collective), "message": r.message, "link": console});
                     for a in &admins {
                         s.enqueue_mail(a, "admins_new_request", "en", &params.to_string(), now)?;
                     }
@@ -369,7 +470,7 @@ impl Onboarding {
                     now + machine::LINK_TTL_SECS,
                 )?;
                 let params = json!({"name": r.display_name, "uid": r.uid,
-                    "collective": self.settings.collective_name, "link": link});
+                    "collective": self.name_of(&r.collective), "link": link});
                 s.enqueue_mail(
                     &r.email,
                     "set_password",
@@ -410,7 +511,7 @@ impl Onboarding {
                 if !s.transition(id, &r.state, t.state.as_str(), t.expires_at, reason, by, now)? {
                     return Err(StoreError::Conflict);
                 }
-                let params = json!({"name": r.display_name, "collective": self.settings.collective_name, "reason": reason});
+                let params = json!({"name": r.display_name, "collective": self.name_of(&r.collective), "reason": reason});
                 s.enqueue_mail(&r.email, "rejected", &r.language, &params.to_string(), now)?;
                 s.audit(now, by, "reject", &format!("request {id}: {reason}"))
             })
@@ -433,15 +534,26 @@ impl Onboarding {
             ));
         }
         let hash = hash_token(token);
-        let peek = self
-            .with_store(|s| s.peek_token(&hash, "set_password", now))?
-            .ok_or(OnboardingError::BadLink)?;
-        let dn = self.settings.tree.person(&peek.uid);
+        // The first password (after approval) or a reset.
+        let (purpose, peek) = match self.with_store(|s| s.peek_token(&hash, "set_password", now))? {
+            Some(p) => ("set_password", p),
+            None => (
+                "reset",
+                self.with_store(|s| s.peek_token(&hash, "reset", now))?
+                    .ok_or(OnboardingError::BadLink)?,
+            ),
+        };
         let mut root = ldap::connect_root(&self.settings.ldap).await?;
-        ldap::set_password(&mut root, &dn, password).await?;
+        let person = people::person(&mut root, &self.settings.tree, &peek.uid)
+            .await?
+            .ok_or(OnboardingError::BadLink)?;
+        if person.suspended {
+            return Err(super::membership::Refusal::Suspended { uid: person.uid }.into());
+        }
+        ldap::set_password(&mut root, &person.dn, password).await?;
         self.with_store(|s| {
             s.atomically(|s| {
-                if s.use_token(&hash, "set_password", now)?.is_none() {
+                if s.use_token(&hash, purpose, now)?.is_none() {
                     return Err(StoreError::Conflict);
                 }
                 if let Some(id) = peek.registration_id
@@ -450,7 +562,16 @@ impl Onboarding {
                 {
                     s.transition(id, &r.state, State::Active.as_str(), None, "", "", now)?;
                 }
-                s.audit(now, &peek.uid, "set-password", "")
+                s.audit(
+                    now,
+                    &peek.uid,
+                    if purpose == "reset" {
+                        "reset-password"
+                    } else {
+                        "set-password"
+                    },
+                    "",
+                )
             })
         })
         .map_err(conflict)?;
@@ -464,6 +585,7 @@ impl Onboarding {
             .iter()
             .filter_map(|(id, st, exp)| Some((*id, State::parse(st)?, Clock { expires_at: *exp })))
             .collect();
+        self.with_store(|s| s.expire_invitations(now))?;
         let due = machine::due_for_expiry(&input, now);
         for id in &due {
             if let Some((_, st, _)) = input.iter().find(|(i, _, _)| i == id) {

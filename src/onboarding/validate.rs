@@ -46,6 +46,10 @@ pub struct Form {
     pub language: String,
     /// Hidden from people by the page; only bots fill it in.
     pub website: String,
+    /// The token of an admin's invitation, when the person came through
+    /// one: it preselects the collective (and proves the address if it is
+    /// the invited one).
+    pub invite: String,
 }
 
 /// A form that passed every check.
@@ -156,6 +160,7 @@ mod tests {
             message: "Hello!".into(),
             language: "ca".into(),
             website: String::new(),
+            invite: String::new(),
         }
     }
 
@@ -177,6 +182,7 @@ mod tests {
             message: "x".repeat(MAX_MESSAGE + 1),
             language: "fr".into(),
             website: String::new(),
+            invite: String::new(),
         };
         let errors = validate(&form, &here()).unwrap_err();
         let fields: Vec<&str> = errors.iter().map(|e| e.field).collect();

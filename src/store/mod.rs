@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
 
+mod membership;
 mod onboarding;
+pub use membership::{InvitationRow, JoinRequestRow};
 pub use onboarding::{MailRow, NewRegistration, RegistrationRow, TokenRow};
 
 /// The migrations, in order. Append only: never edit or reorder a shipped one.
@@ -74,6 +76,38 @@ const MIGRATIONS: &[&str] = &[
          last_error      TEXT NOT NULL DEFAULT ''
      ) STRICT;
      CREATE INDEX mail_outbox_due ON mail_outbox (sent_at, next_attempt_at);",
+    // 4: membership beyond registration. A person asks to join another
+    // collective (join_requests); admins invite by mail (invitations, whose
+    // link is a token). One pending of each per person (or address) and
+    // collective.
+    "CREATE TABLE join_requests (
+         id         INTEGER PRIMARY KEY,
+         uid        TEXT NOT NULL,
+         collective TEXT NOT NULL,
+         message    TEXT NOT NULL DEFAULT '',
+         state      TEXT NOT NULL,
+         reason     TEXT NOT NULL DEFAULT '',
+         decided_by TEXT NOT NULL DEFAULT '',
+         created_at INTEGER NOT NULL,
+         updated_at INTEGER NOT NULL
+     ) STRICT;
+     CREATE UNIQUE INDEX join_requests_pending ON join_requests (uid, collective)
+         WHERE state = 'pending';
+     CREATE TABLE invitations (
+         id           INTEGER PRIMARY KEY,
+         email        TEXT NOT NULL,
+         collective   TEXT NOT NULL,
+         invited_by   TEXT NOT NULL,
+         state        TEXT NOT NULL,
+         accepted_uid TEXT NOT NULL DEFAULT '',
+         expires_at   INTEGER NOT NULL,
+         created_at   INTEGER NOT NULL,
+         updated_at   INTEGER NOT NULL
+     ) STRICT;
+     CREATE UNIQUE INDEX invitations_pending ON invitations (email, collective)
+         WHERE state = 'pending';
+     ALTER TABLE tokens ADD COLUMN invitation_id INTEGER REFERENCES invitations (id);
+     ALTER TABLE registrations ADD COLUMN invitation_id INTEGER REFERENCES invitations (id);",
 ];
 
 fn migrations(upto: usize) -> Migrations<'static> {

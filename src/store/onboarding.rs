@@ -42,6 +42,7 @@ pub struct TokenRow {
     pub purpose: String,
     pub registration_id: Option<i64>,
     pub uid: String,
+    pub invitation_id: Option<i64>,
 }
 
 /// A mail waiting in the outbox.
@@ -226,13 +227,14 @@ impl Store {
             .query_row(
                 "UPDATE tokens SET used_at = ?3
                  WHERE hash = ?1 AND purpose = ?2 AND used_at IS NULL AND expires_at > ?3
-                 RETURNING purpose, registration_id, uid",
+                 RETURNING purpose, registration_id, uid, invitation_id",
                 params![hash, purpose, now],
                 |r| {
                     Ok(TokenRow {
                         purpose: r.get(0)?,
                         registration_id: r.get(1)?,
                         uid: r.get(2)?,
+                        invitation_id: r.get(3)?,
                     })
                 },
             )
@@ -249,7 +251,7 @@ impl Store {
     ) -> Result<Option<TokenRow>, StoreError> {
         self.conn
             .query_row(
-                "SELECT purpose, registration_id, uid FROM tokens
+                "SELECT purpose, registration_id, uid, invitation_id FROM tokens
                  WHERE hash = ?1 AND purpose = ?2 AND used_at IS NULL AND expires_at > ?3",
                 params![hash, purpose, now],
                 |r| {
@@ -257,6 +259,7 @@ impl Store {
                         purpose: r.get(0)?,
                         registration_id: r.get(1)?,
                         uid: r.get(2)?,
+                        invitation_id: r.get(3)?,
                     })
                 },
             )

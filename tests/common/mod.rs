@@ -2,6 +2,7 @@
 //! driven through the real binary.
 #![allow(dead_code)]
 
+pub mod flow;
 pub mod slapd;
 
 use std::os::unix::net::UnixDatagram;
