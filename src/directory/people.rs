@@ -363,7 +363,6 @@ pub async fn set_suspended(
     } else {
         vec![
             Mod::Replace("pwdAccountLockedTime", HashSet::new()),
-            Mod::Replace("pwdFailureTime", HashSet::new()),
             Mod::Replace("commonsAccountState", HashSet::from(["active"])),
         ]
     };

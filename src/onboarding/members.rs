@@ -146,7 +146,7 @@ impl Onboarding {
         self.person(uid).await
     }
 
-    /// Lifts the lock (and any failed-login count) and tells the person.
+    /// Lifts the lock and tells the person.
     pub async fn reactivate(
         &self,
         uid: &str,
@@ -720,7 +720,6 @@ impl Onboarding {
             ));
         }
         self.limit(&self.reset_per_ip, "this address", ip, now)?;
-        self.limit(&self.reset_per_login, "this account", &login, now)?;
         let mut root = self.root().await?;
         let tree = &self.settings.tree;
         let found = if login.contains('@') {
@@ -728,6 +727,9 @@ impl Onboarding {
         } else {
             people::person(&mut root, tree, &login).await?
         };
+        // Per account, whichever way it was named.
+        let key = found.as_ref().map_or(login.as_str(), |p| p.uid.as_str());
+        self.limit(&self.reset_per_login, "this account", key, now)?;
         let Some(p) = found.filter(|p| !p.suspended) else {
             self.audit(
                 now,
