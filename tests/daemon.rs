@@ -5,7 +5,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use common::{Appliance, component, get};
+use common::{Appliance, component, directory_ok, get, wait_status};
 use nix::sys::signal::Signal;
 
 #[test]
@@ -355,27 +355,6 @@ fn journal_fields(mut d: &[u8]) -> Vec<(String, String)> {
         }
     }
     out
-}
-
-/// Waits until `status --json` satisfies `ok`, returning that status.
-fn wait_status(
-    app: &Appliance,
-    what: &str,
-    ok: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        let s = app.status();
-        if ok(&s) {
-            return s;
-        }
-        assert!(Instant::now() < until, "never {what}: {s:#}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn directory_ok(s: &serde_json::Value) -> bool {
-    s["running"] == true && component(s, "directory")["state"] == "ok"
 }
 
 /// Binds in a loop on its own thread until told to stop. Returns the stop

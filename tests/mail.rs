@@ -5,37 +5,8 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{Appliance, SmtpSink, component, token_in};
+use common::{Appliance, SmtpSink, component, post, token_in, wait_status};
 use nix::sys::signal::Signal;
-
-fn post(app: &Appliance, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (code, body) = rt
-        .block_on(commonscloud::api::client::post(&app.socket(), path, &body))
-        .unwrap();
-    (code, serde_json::from_slice(&body).unwrap_or_default())
-}
-
-fn wait_status(
-    app: &Appliance,
-    what: &str,
-    ok: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        let s = app.status();
-        if s["running"] == true && ok(&s) {
-            return s;
-        }
-        assert!(Instant::now() < until, "never {what}: {s:#}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[test]
 fn registration_to_first_bind_with_real_mail_surviving_an_smtp_outage() {

@@ -269,6 +269,40 @@ pub fn get(socket: &Path, path: &str) -> (u16, String) {
     (code, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// POST on the daemon's socket: the status code and the JSON answer.
+pub fn post(app: &Appliance, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (code, body) = rt
+        .block_on(commonscloud::api::client::post(&app.socket(), path, &body))
+        .unwrap();
+    (code, serde_json::from_slice(&body).unwrap_or_default())
+}
+
+/// Polls `status --json` until `ok` holds (for at most 30 s), and returns it.
+pub fn wait_status(
+    app: &Appliance,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = app.status();
+        if s["running"] == true && ok(&s) {
+            return s;
+        }
+        assert!(Instant::now() < until, "never {what}: {s:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether the daemon runs with its directory up.
+pub fn directory_ok(s: &serde_json::Value) -> bool {
+    s["running"] == true && component(s, "directory")["state"] == "ok"
+}
+
 /// One component of a parsed status.
 pub fn component<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     status["components"]
