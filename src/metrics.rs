@@ -26,6 +26,11 @@ pub struct Metrics {
     pub uptime_seconds: Gauge,
     pub docker_up: Gauge,
     pub store_schema_version: Gauge,
+    pub mail_sent: Counter,
+    pub mail_send_failures: Counter,
+    pub mail_queued: Gauge,
+    pub mail_oldest_queued_age_seconds: Gauge,
+    pub registrations_awaiting_validation: Gauge,
 }
 
 impl Metrics {
@@ -36,6 +41,11 @@ impl Metrics {
         let uptime_seconds = Gauge::default();
         let docker_up = Gauge::default();
         let store_schema_version = Gauge::default();
+        let mail_sent = Counter::default();
+        let mail_send_failures = Counter::default();
+        let mail_queued = Gauge::default();
+        let mail_oldest_queued_age_seconds = Gauge::default();
+        let registrations_awaiting_validation = Gauge::default();
         registry.register(
             "build",
             "Version of the running daemon",
@@ -66,8 +76,38 @@ impl Metrics {
             "Schema version of state.db",
             store_schema_version.clone(),
         );
+        registry.register(
+            "mail_sent",
+            "Mails handed to the SMTP server",
+            mail_sent.clone(),
+        );
+        registry.register(
+            "mail_send_failures",
+            "Attempts to send a mail that failed (it stays queued and is retried)",
+            mail_send_failures.clone(),
+        );
+        registry.register(
+            "mail_queued",
+            "Mails waiting in the outbox",
+            mail_queued.clone(),
+        );
+        registry.register(
+            "mail_oldest_queued_age_seconds",
+            "Age of the oldest mail waiting in the outbox (0 when empty)",
+            mail_oldest_queued_age_seconds.clone(),
+        );
+        registry.register(
+            "registrations_awaiting_validation",
+            "Registration requests waiting for a collective's admins",
+            registrations_awaiting_validation.clone(),
+        );
         Self {
             registry,
+            mail_sent,
+            mail_send_failures,
+            mail_queued,
+            mail_oldest_queued_age_seconds,
+            registrations_awaiting_validation,
             api_requests,
             config_reloads,
             uptime_seconds,

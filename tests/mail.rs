@@ -51,6 +51,16 @@ fn registration_to_first_bind_with_real_mail_surviving_an_smtp_outage() {
         "{s:#}"
     );
 
+    let (_, metrics) = common::get(&app.socket(), "/metrics");
+    assert!(
+        metrics.contains("commonscloud_mail_queued 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("commonscloud_mail_send_failures_total 0\n"),
+        "{metrics}"
+    );
+
     sink.start();
     daemon.signal(Signal::SIGHUP); // a reload also retries the outbox now
     let verify = sink.wait_for("ana@example.org", "/verify?token=");
@@ -109,6 +119,15 @@ fn registration_to_first_bind_with_real_mail_surviving_an_smtp_outage() {
             .starts_with("3 sent"),
         "{s:#}"
     );
+    let (_, metrics) = common::get(&app.socket(), "/metrics");
+    for line in [
+        "commonscloud_mail_sent_total 3\n",
+        "commonscloud_mail_queued 0\n",
+        "commonscloud_mail_oldest_queued_age_seconds 0\n",
+        "commonscloud_registrations_awaiting_validation 0\n",
+    ] {
+        assert!(metrics.contains(line), "{line}: {metrics}");
+    }
     let out = app.cli(&["user", "show", &id.to_string(), "--json"]);
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(

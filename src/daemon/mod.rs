@@ -188,6 +188,17 @@ impl Shared {
         if let Ok(v) = self.with_store(|s| s.schema_version()) {
             m.store_schema_version.set(i64::try_from(v).unwrap_or(0));
         }
+        if let Ok((queued, oldest)) = self.with_store(|s| s.outbox_depth()) {
+            m.mail_queued.set(queued);
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            m.mail_oldest_queued_age_seconds
+                .set(oldest.map_or(0, |t| (now - t).max(0)));
+        }
+        if let Ok(n) = self.with_store(|s| {
+            s.count_registrations(crate::onboarding::machine::State::AwaitingValidation.as_str())
+        }) {
+            m.registrations_awaiting_validation.set(n);
+        }
     }
 
     fn remember_directory_config(&self, text: &str) {
@@ -690,6 +701,7 @@ async fn run_mail(shared: Arc<Shared>, token: tokio_util::sync::CancellationToke
                             o.sent += 1;
                             o.last_error = None;
                         });
+                        shared.metrics.mail_sent.inc();
                         log::info!(task = "mail"; "sent {} to {}", m.template, m.recipient);
                     }
                     Err(e) => {
@@ -698,6 +710,7 @@ async fn run_mail(shared: Arc<Shared>, token: tokio_util::sync::CancellationToke
                         let _ = shared.with_store(|s| s.mail_failed(m.id, &msg, retry));
                         log::warn!(task = "mail"; "{msg}; retrying in {} s", retry - now);
                         set(&|o| o.last_error = Some(msg.clone()));
+                        shared.metrics.mail_send_failures.inc();
                         // The server is likely down for the rest too.
                         break;
                     }

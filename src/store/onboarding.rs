@@ -155,6 +155,17 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
+    /// How many requests are in `state`.
+    pub fn count_registrations(&self, state: &str) -> Result<i64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM registrations WHERE state = ?1",
+                [state],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// Moves a request from `from` to `to`; `false` if it was no longer in
     /// `from` (someone else decided first), and nothing changes.
     #[allow(clippy::too_many_arguments)]
