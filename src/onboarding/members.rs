@@ -124,26 +124,7 @@ impl Onboarding {
         reason: &str,
         now: i64,
     ) -> Result<Person, OnboardingError> {
-        let mut root = self.root().await?;
-        let p = self.existing_person(&mut root, uid).await?;
-        people::set_suspended(&mut root, &p.dn, true).await?;
-        let collective = p
-            .primary_collective
-            .as_ref()
-            .map(|c| self.name_of(c.as_str()))
-            .unwrap_or_else(|| self.settings.collective_name.clone());
-        let reason = reason.trim();
-        self.with_store(|s| {
-            s.atomically(|s| {
-                if !p.suspended {
-                    let params =
-                        json!({"name": p.display_name, "collective": collective, "reason": reason});
-                    s.enqueue_mail(&p.mail, "suspended", &p.language, &params.to_string(), now)?;
-                }
-                s.audit(now, by, "suspend", &format!("{}: {reason}", p.uid))
-            })
-        })?;
-        self.person(uid).await
+        self.set_suspension(uid, by, Some(reason.trim()), now).await
     }
 
     /// Lifts the lock and tells the person.
@@ -153,27 +134,42 @@ impl Onboarding {
         by: &str,
         now: i64,
     ) -> Result<Person, OnboardingError> {
-        let mut root = self.root().await?;
-        let p = self.existing_person(&mut root, uid).await?;
-        people::set_suspended(&mut root, &p.dn, false).await?;
-        let collective = p
-            .primary_collective
+        self.set_suspension(uid, by, None, now).await
+    }
+
+    /// The name of a person's primary collective, for mails.
+    fn home_name(&self, p: &Person) -> String {
+        p.primary_collective
             .as_ref()
             .map(|c| self.name_of(c.as_str()))
-            .unwrap_or_else(|| self.settings.collective_name.clone());
+            .unwrap_or_else(|| self.settings.collective_name.clone())
+    }
+
+    /// `Some(reason)` suspends, `None` reactivates; the person is mailed
+    /// only when their state changes.
+    async fn set_suspension(
+        &self,
+        uid: &str,
+        by: &str,
+        suspend: Option<&str>,
+        now: i64,
+    ) -> Result<Person, OnboardingError> {
+        let mut root = self.root().await?;
+        let p = self.existing_person(&mut root, uid).await?;
+        people::set_suspended(&mut root, &p.dn, suspend.is_some()).await?;
+        let collective = self.home_name(&p);
         self.with_store(|s| {
             s.atomically(|s| {
-                if p.suspended {
-                    let params = json!({"name": p.display_name, "collective": collective});
-                    s.enqueue_mail(
-                        &p.mail,
-                        "reactivated",
-                        &p.language,
-                        &params.to_string(),
-                        now,
-                    )?;
+                let (template, action, detail) = match suspend {
+                    Some(reason) => ("suspended", "suspend", format!("{}: {reason}", p.uid)),
+                    None => ("reactivated", "reactivate", p.uid.clone()),
+                };
+                if p.suspended != suspend.is_some() {
+                    let params = json!({"name": p.display_name, "collective": collective,
+                        "reason": suspend.unwrap_or_default()});
+                    s.enqueue_mail(&p.mail, template, &p.language, &params.to_string(), now)?;
                 }
-                s.audit(now, by, "reactivate", &p.uid)
+                s.audit(now, by, action, &detail)
             })
         })?;
         self.person(uid).await
@@ -741,11 +737,7 @@ impl Onboarding {
         };
         let (plain, hash) = new_token(self.random);
         let link = self.link("set-password", &plain);
-        let collective = p
-            .primary_collective
-            .as_ref()
-            .map(|c| self.name_of(c.as_str()))
-            .unwrap_or_else(|| self.settings.collective_name.clone());
+        let collective = self.home_name(&p);
         self.with_store(|s| {
             s.atomically(|s| {
                 s.insert_token(&hash, "reset", None, &p.uid, now + membership::RESET_TTL_SECS)?;
