@@ -62,5 +62,8 @@ cargo deb --no-build --no-strip --target aarch64-unknown-linux-gnu
 log "benchmark: footprint"
 "$CARGO_TARGET_DIR/release/commonscloud" bench footprint --requests 1000
 
+log "benchmark: directory"
+"$CARGO_TARGET_DIR/release/commonscloud" bench directory
+
 log "tests"
 cargo nextest run --locked --no-fail-fast

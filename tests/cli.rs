@@ -301,7 +301,17 @@ fn help_explains_each_command() {
     let out = run(&["--help"]);
     let text = String::from_utf8(out.stdout).unwrap();
     for cmd in [
-        "serve", "status", "doctor", "config", "init", "demo", "bench",
+        "serve",
+        "status",
+        "doctor",
+        "config",
+        "init",
+        "demo",
+        "bench",
+        "user",
+        "collective",
+        "invite",
+        "directory",
     ] {
         assert!(text.contains(cmd), "{cmd}: {text}");
     }
@@ -310,4 +320,37 @@ fn help_explains_each_command() {
         String::from_utf8(out.stdout).unwrap().trim(),
         format!("commonscloud {}", env!("CARGO_PKG_VERSION"))
     );
+}
+
+#[test]
+fn bench_directory_measures_both_paths_and_onboards_people() {
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "directory",
+            "--seconds",
+            "1",
+            "--people",
+            "25",
+            "--people-for-logins",
+            "3",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let l = &v["logins"];
+    assert_eq!(l["baseline_runs_per_sec"].as_array().unwrap().len(), 6);
+    assert!(l["baseline_per_sec"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(l["daemon_per_sec"].as_f64().unwrap() > 0.0, "{v}");
+    let ratio = l["ratio"].as_f64().unwrap();
+    let expected = l["daemon_per_sec"].as_f64().unwrap() / l["baseline_per_sec"].as_f64().unwrap();
+    assert!((ratio - expected).abs() < 1e-9, "{v}");
+    assert_eq!(v["onboarding"]["people"], 25);
+    assert!(v["onboarding"]["seconds"].as_f64().unwrap() > 0.0);
 }

@@ -35,6 +35,16 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Logins per second through the daemon's authentication path against
+    /// raw LDAP binds, and the time to create people through onboarding.
+    ///
+    /// Starts a slapd of its own on a free loopback port in a temporary
+    /// directory. Measures raw ldap3 simple binds, then the daemon's
+    /// authentication path, then raw binds again (the baseline is the mean of
+    /// the two), and prints both and their ratio (target ≥ 0.80). Then
+    /// creates --people people through the onboarding service (register,
+    /// verify the mail, approve) and prints how long that took.
+    Directory(super::bench_directory::DirectoryArgs),
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<i32> {
@@ -45,6 +55,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<i32> {
             aarch64_binary,
             json,
         } => footprint(requests, x86_64_binary, aarch64_binary, json),
+        BenchCommand::Directory(args) => super::bench_directory::run(args),
     }
 }
 
