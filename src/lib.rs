@@ -3,6 +3,7 @@
 //! See `docs/ARCHITECTURE.md` for the code map.
 
 pub mod api;
+pub mod apps;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -14,5 +15,6 @@ pub mod mail;
 pub mod metrics;
 pub mod model;
 pub mod onboarding;
+pub mod reconcile;
 pub mod store;
 pub mod sys;

@@ -354,3 +354,61 @@ fn bench_directory_measures_both_paths_and_onboards_people() {
     assert_eq!(v["onboarding"]["people"], 25);
     assert!(v["onboarding"]["seconds"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn plan_lists_every_step_with_secrets_redacted_and_refuses_what_does_not_fit() {
+    let app = Appliance::new();
+    let prefix = format!("cc-plan-{}", std::process::id());
+    let text = std::fs::read_to_string(&app.config).unwrap();
+    std::fs::write(
+        &app.config,
+        text.replace("[apps]\n", &format!("[apps]\nprefix = \"{prefix}\"\n")),
+    )
+    .unwrap();
+    let out = app.cli(&["plan"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("create network {prefix} 172.30.64.0/24")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("occ ldap:set-config s01 ldapAgentPassword '<secret ldap-nextcloud>'"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ldapConfigurationActive 1"), "{stdout}");
+    let out = app.cli(&["plan", "--json"]);
+    let steps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        steps
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["step"].is_string())
+    );
+
+    // Every app on a 4 GB board does not fit: refused, saying how to go on.
+    let text: String = std::fs::read_to_string(&app.config)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.starts_with("enabled = ") {
+                "enabled = [\"nextcloud\", \"collabora\", \"discourse\"]\n".to_owned()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&app.config, text).unwrap();
+    let out = app.cli(&["plan"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("force = true") && err.contains("rpi4-4gb"),
+        "{err}"
+    );
+}

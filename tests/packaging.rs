@@ -1428,18 +1428,20 @@ fn deb_package_ships_the_appliance() {
         // The binary in the package is the release build, not this one.
         if file.dest == "/usr/bin/commonscloud" {
             let release = target_dir().join("release/commonscloud");
-            assert_eq!(
-                fs::read(under(unpacked.path(), &file.dest)).unwrap(),
-                fs::read(&release).unwrap_or_else(|e| panic!("{}: {e}", release.display())),
+            // Compared without printing megabytes of bytes on a mismatch.
+            assert!(
+                fs::read(under(unpacked.path(), &file.dest)).unwrap()
+                    == fs::read(&release).unwrap_or_else(|e| panic!("{}: {e}", release.display())),
                 "/usr/bin/commonscloud is not {}: {stale}",
                 release.display()
             );
         } else {
-            assert_eq!(
-                fs::read(under(unpacked.path(), &file.dest)).unwrap(),
-                fs::read(&file.src).unwrap(),
-                "{}: {stale}",
-                file.dest
+            assert!(
+                fs::read(under(unpacked.path(), &file.dest)).unwrap()
+                    == fs::read(&file.src).unwrap(),
+                "{} differs from {}: {stale}",
+                file.dest,
+                file.src.display()
             );
         }
     }

@@ -7,6 +7,7 @@ mod collective;
 mod directory;
 mod doctor;
 mod init;
+mod plan;
 mod status;
 mod user;
 
@@ -88,6 +89,14 @@ pub enum Command {
         #[arg(long = "as")]
         by: Option<String>,
     },
+    /// Show what a reconcile would do to the apps now, in order, without
+    /// doing it: every container, network and volume, and each wiring
+    /// command with its arguments (secrets redacted).
+    Plan {
+        /// Print the steps as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a first config file, asking questions or from flags.
     Init(init::InitArgs),
     /// Set up a demo appliance in a local directory and run it in the foreground.
@@ -142,6 +151,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Init(args) => init::run(&cli.config, args),
+        Command::Plan { json } => runtime()?.block_on(plan::run(&cli.config, json)),
         Command::User(cmd) => runtime()?.block_on(user::run(&cli.config, cmd)),
         Command::Collective(cmd) => runtime()?.block_on(collective::run(&cli.config, cmd)),
         Command::Invite {

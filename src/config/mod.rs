@@ -6,6 +6,7 @@
 
 pub mod hardware;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -155,12 +156,84 @@ fn default_ldap_listen() -> Vec<LdapUrl> {
 pub struct Apps {
     #[serde(default = "all_apps")]
     pub enabled: Vec<AppName>,
+    /// Run the enabled apps even when the hardware profile says they do not
+    /// fit (memory) on this board.
+    #[serde(default)]
+    pub force: bool,
+    /// Image overrides, by container role; the release's pins otherwise.
+    #[serde(default)]
+    pub images: BTreeMap<ImageRole, ImageRef>,
+    /// The apps' private bridge. Its first address is the host's side, where
+    /// slapd listens for the apps.
+    #[serde(default = "default_subnet")]
+    pub subnet: Subnet,
+    /// The apps' web containers publish on 127.0.0.1 from this port up
+    /// (nextcloud, collabora, discourse), for the front door.
+    #[serde(default = "default_port_base")]
+    pub port_base: u16,
+    /// Spell-check dictionaries for Collabora.
+    #[serde(default = "default_dictionaries")]
+    pub dictionaries: Vec<String>,
+    /// Names of this appliance's Docker objects start with it (and its
+    /// label says it): `commonscloud` unless several appliances (or test
+    /// runs) share one engine.
+    #[serde(default = "default_prefix")]
+    pub prefix: CollectiveSlug,
 }
 
 impl Default for Apps {
     fn default() -> Self {
         Self {
             enabled: all_apps(),
+            force: false,
+            images: BTreeMap::new(),
+            subnet: default_subnet(),
+            port_base: default_port_base(),
+            dictionaries: default_dictionaries(),
+            prefix: default_prefix(),
+        }
+    }
+}
+
+fn default_subnet() -> Subnet {
+    Subnet("172.30.64.0/24".into())
+}
+
+fn default_prefix() -> CollectiveSlug {
+    "commonscloud".parse().expect("a valid slug")
+}
+
+fn default_port_base() -> u16 {
+    18080
+}
+
+fn default_dictionaries() -> Vec<String> {
+    vec!["en_US".into(), "ca".into(), "es_ES".into()]
+}
+
+/// A container whose image can be overridden in `[apps.images]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageRole {
+    Nextcloud,
+    NextcloudDb,
+    NextcloudRedis,
+    Collabora,
+    Discourse,
+    DiscourseDb,
+    DiscourseRedis,
+}
+
+impl ImageRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageRole::Nextcloud => "nextcloud",
+            ImageRole::NextcloudDb => "nextcloud-db",
+            ImageRole::NextcloudRedis => "nextcloud-redis",
+            ImageRole::Collabora => "collabora",
+            ImageRole::Discourse => "discourse",
+            ImageRole::DiscourseDb => "discourse-db",
+            ImageRole::DiscourseRedis => "discourse-redis",
         }
     }
 }
@@ -357,6 +430,54 @@ string_newtype!(
         }
     }
 );
+string_newtype!(
+    /// An image reference: `name:tag`, `name@sha256:…` or both.
+    ImageRef,
+    |s| {
+        let ok = !s.is_empty()
+            && s.len() <= 255
+            && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+            && (s.contains(':') || s.contains('@'));
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{s}` is not an image reference: expected name:tag or name@sha256:digest, e.g. \"nextcloud:31-apache\""
+            ))
+        }
+    }
+);
+string_newtype!(
+    /// An IPv4 subnet `a.b.c.d/n` with n from 16 to 28.
+    Subnet,
+    |s| {
+        let ok = s.split_once('/').is_some_and(|(ip, n)| {
+            ip.parse::<std::net::Ipv4Addr>().is_ok_and(|a| a.is_private())
+                && n.parse::<u8>().is_ok_and(|n| (16..=28).contains(&n))
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{s}` is not a private IPv4 subnet: expected a.b.c.d/n with n from 16 to 28, e.g. \"172.30.64.0/24\""
+            ))
+        }
+    }
+);
+
+impl Subnet {
+    /// The first host address: the bridge's gateway, the host's side.
+    pub fn gateway(&self) -> std::net::Ipv4Addr {
+        let (ip, n) = self.0.split_once('/').unwrap_or(("172.30.64.0", "24"));
+        let ip: std::net::Ipv4Addr = ip
+            .parse()
+            .unwrap_or(std::net::Ipv4Addr::new(172, 30, 64, 0));
+        let bits: u32 = n.parse().unwrap_or(24);
+        let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+        std::net::Ipv4Addr::from((u32::from(ip) & mask) + 1)
+    }
+}
+
 string_newtype!(
     /// An `http://` or `https://` URL.
     HttpUrl,

@@ -33,6 +33,126 @@ pub enum DockerError {
     },
     #[error("Docker at {socket} did not answer within {secs} s")]
     Timeout { socket: String, secs: u64 },
+    #[error("Docker: {what}: {source}")]
+    Api {
+        what: String,
+        source: bollard::errors::Error,
+    },
+}
+
+fn api(what: &str) -> impl FnOnce(bollard::errors::Error) -> DockerError + '_ {
+    move |source| DockerError::Api {
+        what: what.to_owned(),
+        source,
+    }
+}
+
+/// A connection with the API version negotiated.
+pub async fn connect(socket: &str, timeout: Duration) -> Result<Docker, DockerError> {
+    if !std::path::Path::new(socket).exists() {
+        return Err(DockerError::NoSocket {
+            socket: socket.to_owned(),
+        });
+    }
+    let unreachable = |source| DockerError::Unreachable {
+        socket: socket.to_owned(),
+        source,
+    };
+    Docker::connect_with_unix(
+        socket,
+        timeout.as_secs().max(1),
+        bollard::API_DEFAULT_VERSION,
+    )
+    .map_err(unreachable)?
+    .negotiate_version()
+    .await
+    .map_err(unreachable)
+}
+
+/// What Docker has under this instance's names (`<prefix>…`) or labels,
+/// labels included, and which images are present: `reconcile` decides what
+/// is ours.
+pub async fn observe(
+    docker: &Docker,
+    prefix: &str,
+) -> Result<crate::reconcile::Observed, DockerError> {
+    use crate::reconcile::{Observed, ObservedContainer, ObservedObject};
+    use bollard::query_parameters::{
+        ListContainersOptions, ListImagesOptions, ListNetworksOptions, ListVolumesOptions,
+    };
+    let ours = |name: &str| name.starts_with(prefix);
+    let managed = |labels: Option<&std::collections::HashMap<String, String>>| {
+        labels.is_some_and(|l| {
+            l.get(crate::apps::LABEL_MANAGED)
+                .is_some_and(|v| v == "true")
+                && l.get(crate::apps::LABEL_INSTANCE)
+                    .is_some_and(|v| v == prefix)
+        })
+    };
+    let mut o = Observed::default();
+    let containers = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            ..Default::default()
+        }))
+        .await
+        .map_err(api("listing containers"))?;
+    for c in containers {
+        let Some(name) = c
+            .names
+            .as_ref()
+            .and_then(|n| n.first())
+            .map(|n| n.trim_start_matches('/').to_owned())
+        else {
+            continue;
+        };
+        let labels = c.labels.unwrap_or_default();
+        if !ours(&name) && !managed(Some(&labels)) {
+            continue;
+        }
+        o.containers.push(ObservedContainer {
+            name,
+            id: c.id.unwrap_or_default(),
+            labels: labels.into_iter().collect(),
+            running: c
+                .state
+                .is_some_and(|s| s == bollard::models::ContainerSummaryStateEnum::RUNNING),
+        });
+    }
+    let networks = docker
+        .list_networks(None::<ListNetworksOptions>)
+        .await
+        .map_err(api("listing networks"))?;
+    for n in networks {
+        let name = n.name.unwrap_or_default();
+        if ours(&name) {
+            o.networks.push(ObservedObject {
+                managed: managed(n.labels.as_ref()),
+                name,
+            });
+        }
+    }
+    let volumes = docker
+        .list_volumes(None::<ListVolumesOptions>)
+        .await
+        .map_err(api("listing volumes"))?;
+    for v in volumes.volumes.unwrap_or_default() {
+        if ours(&v.name) {
+            o.volumes.push(ObservedObject {
+                managed: managed(Some(&v.labels)),
+                name: v.name,
+            });
+        }
+    }
+    let images = docker
+        .list_images(None::<ListImagesOptions>)
+        .await
+        .map_err(api("listing images"))?;
+    for i in images {
+        o.images.extend(i.repo_tags);
+        o.images.extend(i.repo_digests);
+    }
+    Ok(o)
 }
 
 /// The unix socket to use: `DOCKER_HOST=unix://…` or the default.

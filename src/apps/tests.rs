@@ -1,0 +1,242 @@
+use std::path::Path;
+
+use super::*;
+use crate::config::parse;
+
+pub(crate) fn config(profile: &str, extra: &str) -> Config {
+    let text = format!(
+        "[collective]\nname = \"Les Communs de Quimper\"\nslug = \"quimper\"\ndomain = \"quimper.example.org\"\nadmin_email = \"admin@quimper.example.org\"\n\
+         [hardware]\nprofile = \"{profile}\"\n[paths]\nstate_dir = \"/var/lib/cc\"\nruntime_dir = \"/run/cc\"\nsecrets_dir = \"/etc/cc/secrets\"\n{extra}"
+    );
+    parse(&text, Path::new("test.toml")).unwrap()
+}
+
+fn names(d: &Desired) -> Vec<&str> {
+    d.containers.iter().map(|c| c.name.as_str()).collect()
+}
+
+#[test]
+fn a_big_board_runs_everything_databases_first() {
+    let d = desired(&config("rpi5-8gb", "")).unwrap();
+    assert_eq!(
+        names(&d),
+        [
+            "commonscloud-nextcloud-db",
+            "commonscloud-nextcloud-redis",
+            "commonscloud-nextcloud",
+            "commonscloud-nextcloud-cron",
+            "commonscloud-collabora",
+            "commonscloud-discourse-db",
+            "commonscloud-discourse-redis",
+            "commonscloud-discourse",
+        ]
+    );
+    for c in &d.containers {
+        let labels = c.labels();
+        assert_eq!(labels[LABEL_MANAGED], "true");
+        assert_eq!(labels[LABEL_APP], c.app.as_str());
+        assert_eq!(labels[LABEL_SPEC], c.spec_hash());
+        assert_eq!(c.restart, "unless-stopped");
+        assert!(c.memory_mb >= 64, "{}", c.name);
+        // Databases live on the internal network only.
+        if c.role.ends_with("-db") || c.role.ends_with("-redis") {
+            assert_eq!(c.networks, ["commonscloud-db"], "{}", c.name);
+        }
+    }
+    let vols: Vec<&str> = d.volumes.iter().map(|v| v.name.as_str()).collect();
+    assert!(vols.contains(&"commonscloud-nextcloud-html"));
+    assert!(vols.iter().all(|v| v.starts_with("commonscloud-")));
+    assert!(
+        d.networks
+            .iter()
+            .any(|n| n.name == "commonscloud-db" && n.internal)
+    );
+}
+
+#[test]
+fn memory_limits_stay_within_each_apps_share() {
+    let c = config("rpi5-8gb", "");
+    let d = desired(&c).unwrap();
+    let profile = c.profile();
+    for app in AppName::ALL {
+        let used: u64 = d
+            .containers
+            .iter()
+            .filter(|x| x.app == app)
+            .map(|x| x.memory_mb)
+            .sum();
+        assert!(used <= profile.app_memory_mb[&app], "{app}: {used}");
+    }
+}
+
+#[test]
+fn what_does_not_fit_is_refused_unless_forced() {
+    let e = desired(&config("rpi4-4gb", "")).unwrap_err();
+    assert!(
+        e.to_string().contains("force = true") && e.to_string().contains("rpi4-4gb"),
+        "{e}"
+    );
+    let d = desired(&config("rpi4-4gb", "[apps]\nforce = true\n")).unwrap();
+    assert_eq!(d.containers.len(), 8);
+    let d = desired(&config("rpi4-4gb", "[apps]\nenabled = [\"nextcloud\"]\n")).unwrap();
+    assert!(d.containers.iter().all(|c| c.app == AppName::Nextcloud));
+    // No richdocuments without Collabora.
+    assert!(
+        !d.wiring
+            .iter()
+            .any(|(_, w)| w.describe().contains("richdocuments"))
+    );
+}
+
+#[test]
+fn images_follow_pins_and_overrides() {
+    let d = desired(&config(
+        "rpi5-8gb",
+        "[apps.images]\nnextcloud = \"cc-test/nextcloud:31\"\n",
+    ))
+    .unwrap();
+    let nc: Vec<&str> = d
+        .containers
+        .iter()
+        .filter(|c| {
+            c.role.starts_with("nextcloud")
+                && !c.role.ends_with("-db")
+                && !c.role.ends_with("-redis")
+        })
+        .map(|c| c.image.as_str())
+        .collect();
+    assert_eq!(nc, ["cc-test/nextcloud:31", "cc-test/nextcloud:31"]);
+    let e = parse(
+        "[collective]\nname = \"Q\"\nslug = \"quimper\"\ndomain = \"q.example.org\"\nadmin_email = \"a@q.example.org\"\n[hardware]\nprofile = \"rpi5-8gb\"\n[apps.images]\nnextclod = \"x:1\"\n",
+        Path::new("t.toml"),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("nextclod"), "{e}");
+}
+
+#[test]
+fn nextcloud_wiring_uses_the_contract_keys_and_activates_last() {
+    let d = desired(&config("rpi5-8gb", "")).unwrap();
+    let lines: Vec<String> = d
+        .wiring
+        .iter()
+        .filter(|(a, _)| *a == AppName::Nextcloud)
+        .map(|(_, w)| w.describe())
+        .collect();
+    let ldap: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("ldap:set-config"))
+        .collect();
+    assert!(ldap.last().unwrap().ends_with("ldapConfigurationActive 1"));
+    let allowed = [
+        "ldapHost",
+        "ldapPort",
+        "ldapTLS",
+        "ldapAgentName",
+        "ldapAgentPassword",
+        "ldapBase",
+        "ldapBaseUsers",
+        "ldapBaseGroups",
+        "ldapUserFilterMode",
+        "ldapUserFilter",
+        "ldapLoginFilterMode",
+        "ldapLoginFilter",
+        "ldapGroupFilterMode",
+        "ldapGroupFilter",
+        "ldapGroupMemberAssocAttr",
+        "ldapGroupDisplayName",
+        "ldapUserDisplayName",
+        "ldapEmailAttribute",
+        "ldapAttributesForUserSearch",
+        "ldapExpertUsernameAttr",
+        "ldapExpertUUIDUserAttr",
+        "ldapExpertUUIDGroupAttr",
+        "hasMemberOfFilterSupport",
+        "useMemberOfToDetectMembership",
+        "ldapNestedGroups",
+        "ldapCacheTTL",
+        "ldapConfigurationActive",
+    ];
+    for l in &ldap {
+        let key = l.split_whitespace().nth(4).unwrap();
+        assert!(allowed.contains(&key), "{key}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("ldapHost ldap://172.30.64.1")),
+        "{lines:#?}"
+    );
+    assert!(lines.iter().any(|l| l == "commonscloud-nextcloud: occ ldap:set-config s01 ldapAgentPassword '<secret ldap-nextcloud>'"), "{lines:#?}");
+    let office: Vec<String> = d
+        .wiring
+        .iter()
+        .filter(|(a, _)| *a == AppName::Collabora)
+        .map(|(_, w)| w.describe())
+        .collect();
+    assert!(
+        office
+            .last()
+            .unwrap()
+            .starts_with("commonscloud-nextcloud: occ richdocuments:activate-config")
+    );
+}
+
+#[test]
+fn discourse_connect_is_set_in_the_order_url_secret_enable() {
+    let d = desired(&config("rpi5-8gb", "")).unwrap();
+    let order: Vec<String> = d
+        .wiring
+        .iter()
+        .filter_map(|(_, w)| match w {
+            Wiring::DiscourseSetting { name, .. } => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    let pos = |n: &str| order.iter().position(|x| x == n).unwrap();
+    assert!(pos("discourse_connect_url") < pos("discourse_connect_secret"));
+    assert!(pos("discourse_connect_secret") < pos("enable_discourse_connect"));
+    assert!(pos("enforce_second_factor") < pos("enable_discourse_connect"));
+    let all = d
+        .wiring
+        .iter()
+        .map(|(_, w)| w.describe())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(all.contains("discourse_connect_url https://box.quimper.example.org/sso/discourse"));
+    assert!(all.contains("'<secret discourse-connect-secret>'"));
+}
+
+#[test]
+fn a_changed_setting_changes_the_spec_hash() {
+    let a = desired(&config("rpi5-8gb", "")).unwrap();
+    let b = desired(&config("rpi5-8gb", "[apps]\ndictionaries = [\"en_US\"]\n")).unwrap();
+    let hash = |d: &Desired, n: &str| {
+        d.containers
+            .iter()
+            .find(|c| c.name == n)
+            .unwrap()
+            .spec_hash()
+    };
+    assert_ne!(
+        hash(&a, "commonscloud-collabora"),
+        hash(&b, "commonscloud-collabora")
+    );
+    assert_eq!(
+        hash(&a, "commonscloud-nextcloud"),
+        hash(&b, "commonscloud-nextcloud")
+    );
+}
+
+#[test]
+fn a_prefix_names_every_object_and_labels_the_instance() {
+    let d = desired(&config("rpi5-8gb", "[apps]\nprefix = \"cc-t1\"\n")).unwrap();
+    assert_eq!(d.instance, "cc-t1");
+    assert!(d.containers.iter().all(|c| c.name.starts_with("cc-t1-")
+        && c.labels()[LABEL_INSTANCE] == "cc-t1"
+        && c.networks.iter().all(|n| n.starts_with("cc-t1"))));
+    assert!(d.volumes.iter().all(|v| v.name.starts_with("cc-t1-")));
+    assert_eq!(d.networks[0].name, "cc-t1");
+    let all: String = d.wiring.iter().map(|(_, w)| w.describe()).collect();
+    assert!(!all.contains("commonscloud-"), "{all}");
+}
