@@ -33,6 +33,8 @@ pub enum DockerError {
     },
     #[error("Docker at {socket} did not answer within {secs} s")]
     Timeout { socket: String, secs: u64 },
+    #[error("building image {tag}: {message}")]
+    Build { tag: String, message: String },
     #[error("Docker: {what}: {source}")]
     Api {
         what: String,
@@ -67,6 +69,42 @@ pub async fn connect(socket: &str, timeout: Duration) -> Result<Docker, DockerEr
     .negotiate_version()
     .await
     .map_err(unreachable)
+}
+
+/// Builds an image from a tar build context (classic builder: no
+/// registry is contacted for `FROM scratch`), tagged `tag`.
+pub async fn build_image(
+    docker: &Docker,
+    context: Vec<u8>,
+    tag: &str,
+    build_args: &std::collections::HashMap<String, String>,
+    labels: &std::collections::HashMap<String, String>,
+) -> Result<(), DockerError> {
+    use futures_util::StreamExt;
+    let options = bollard::query_parameters::BuildImageOptions {
+        t: Some(tag.to_owned()),
+        rm: true,
+        forcerm: true,
+        buildargs: Some(build_args.clone()),
+        labels: Some(labels.clone()),
+        ..Default::default()
+    };
+    let what = format!("building {tag}");
+    let mut stream = docker.build_image(
+        options,
+        None,
+        Some(bollard::body_full(context.into())),
+    );
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(api(&what))?;
+        if let Some(detail) = info.error_detail {
+            return Err(DockerError::Build {
+                tag: tag.to_owned(),
+                message: detail.message.unwrap_or_default(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What Docker has under this instance's names (`<prefix>…`) or labels,
