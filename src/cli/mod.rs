@@ -8,6 +8,7 @@ mod directory;
 mod doctor;
 mod init;
 mod plan;
+mod reconcile;
 mod status;
 mod user;
 
@@ -97,6 +98,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Apply the plan now: create, update or remove the apps' containers,
+    /// networks and volumes, and wire them to the directory, showing
+    /// progress. Each step is journaled; a step that fails stops the run and
+    /// is reported with its app and cause, and the next run goes on from
+    /// there.
+    Reconcile {
+        /// How long a container may take to become ready, in seconds.
+        #[arg(long, default_value_t = 900)]
+        ready_timeout: u64,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a first config file, asking questions or from flags.
     Init(init::InitArgs),
     /// Set up a demo appliance in a local directory and run it in the foreground.
@@ -152,6 +166,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Init(args) => init::run(&cli.config, args),
         Command::Plan { json } => runtime()?.block_on(plan::run(&cli.config, json)),
+        Command::Reconcile {
+            ready_timeout,
+            json,
+        } => runtime()?.block_on(reconcile::run(&cli.config, ready_timeout, json)),
         Command::User(cmd) => runtime()?.block_on(user::run(&cli.config, cmd)),
         Command::Collective(cmd) => runtime()?.block_on(collective::run(&cli.config, cmd)),
         Command::Invite {

@@ -14,19 +14,21 @@ pub async fn run(config_path: &Path, json: bool) -> anyhow::Result<i32> {
             return Ok(2);
         }
     };
+    let store = std::sync::Mutex::new(crate::store::Store::open(&config.paths.state_dir)?);
     let socket = crate::docker::socket_path();
-    let mut observed = match crate::docker::connect(&socket, Duration::from_secs(10)).await {
-        Ok(docker) => crate::docker::observe(&docker, config.apps.prefix.as_str()).await?,
+    let observed = match crate::docker::connect(&socket, Duration::from_secs(10)).await {
+        Ok(docker) => crate::reconcile::apply::observe(&docker, &config, &desired, &store).await?,
         Err(e) => {
-            eprintln!("! {e}\n  showing the plan for a box where nothing exists yet");
-            Observed::default()
+            eprintln!("! {e}\n  showing the plan for a box where no app exists yet");
+            let mut o = Observed::default();
+            for s in &desired.secrets {
+                if config.paths.secrets_dir.join(&s.name).exists() {
+                    o.secrets.insert(s.name.clone());
+                }
+            }
+            o
         }
     };
-    for s in &desired.secrets {
-        if config.paths.secrets_dir.join(&s.name).exists() {
-            observed.secrets.insert(s.name.clone());
-        }
-    }
     let steps = reconcile::plan(&desired, &observed);
     if json {
         println!("{}", serde_json::to_string_pretty(&steps)?);

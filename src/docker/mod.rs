@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use bollard::Docker;
 
+pub mod objects;
+
 /// Where to find the engine unless `DOCKER_HOST` names a unix socket.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 
@@ -33,6 +35,10 @@ pub enum DockerError {
     },
     #[error("Docker at {socket} did not answer within {secs} s")]
     Timeout { socket: String, secs: u64 },
+    #[error(
+        "image {image} cannot be pulled: {message}. With no registry reachable (offline), load the image with `docker load` or wait for the link to return"
+    )]
+    Pull { image: String, message: String },
     #[error("building image {tag}: {message}")]
     Build { tag: String, message: String },
     #[error("Docker: {what}: {source}")]
@@ -42,7 +48,7 @@ pub enum DockerError {
     },
 }
 
-fn api(what: &str) -> impl FnOnce(bollard::errors::Error) -> DockerError + '_ {
+pub(crate) fn api(what: &str) -> impl FnOnce(bollard::errors::Error) -> DockerError + '_ {
     move |source| DockerError::Api {
         what: what.to_owned(),
         source,
@@ -90,11 +96,7 @@ pub async fn build_image(
         ..Default::default()
     };
     let what = format!("building {tag}");
-    let mut stream = docker.build_image(
-        options,
-        None,
-        Some(bollard::body_full(context.into())),
-    );
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
     while let Some(item) = stream.next().await {
         let info = item.map_err(api(&what))?;
         if let Some(detail) = info.error_detail {

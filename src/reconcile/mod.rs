@@ -1,7 +1,11 @@
 //! Reconcile as plan-then-apply. [`plan`] is pure: from the desired state
 //! (`apps::desired`) and what Docker and the journal say exists, it lists
 //! the steps that make them meet, in order. A converged system plans
-//! nothing. Boot, config reload and upgrades all take this path.
+//! nothing. [`apply`] is the executor, the only part that does IO (through
+//! `docker` and the store). Boot, config reload and upgrades all take this
+//! path.
+
+pub mod apply;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
 
+mod journal;
 mod membership;
 mod onboarding;
+pub use journal::{RunRow, StepRow};
 pub use membership::{InvitationRow, JoinRequestRow};
 pub use onboarding::{MailRow, NewRegistration, RegistrationRow, TokenRow};
 
@@ -108,6 +110,36 @@ const MIGRATIONS: &[&str] = &[
          WHERE state = 'pending';
      ALTER TABLE tokens ADD COLUMN invitation_id INTEGER REFERENCES invitations (id);
      ALTER TABLE registrations ADD COLUMN invitation_id INTEGER REFERENCES invitations (id);",
+    // 5: the reconcile journal. Each run and each of its steps, with its
+    // outcome; wiring steps done (by content id) so that a converged
+    // system plans nothing and a crash resumes where it stopped.
+    "CREATE TABLE reconcile_runs (
+         id          INTEGER PRIMARY KEY,
+         trigger     TEXT NOT NULL,
+         started_at  INTEGER NOT NULL,
+         finished_at INTEGER,
+         outcome     TEXT NOT NULL DEFAULT 'running',
+         steps       INTEGER NOT NULL DEFAULT 0
+     ) STRICT;
+     CREATE TABLE reconcile_steps (
+         id          INTEGER PRIMARY KEY,
+         run_id      INTEGER NOT NULL REFERENCES reconcile_runs (id),
+         seq         INTEGER NOT NULL,
+         app         TEXT NOT NULL DEFAULT '',
+         kind        TEXT NOT NULL,
+         description TEXT NOT NULL,
+         state       TEXT NOT NULL,
+         error       TEXT NOT NULL DEFAULT '',
+         started_at  INTEGER NOT NULL,
+         finished_at INTEGER
+     ) STRICT;
+     CREATE INDEX reconcile_steps_run ON reconcile_steps (run_id, seq);
+     CREATE TABLE wiring_done (
+         id          TEXT PRIMARY KEY NOT NULL,
+         app         TEXT NOT NULL,
+         description TEXT NOT NULL,
+         done_at     INTEGER NOT NULL
+     ) STRICT;",
 ];
 
 fn migrations(upto: usize) -> Migrations<'static> {

@@ -1,0 +1,655 @@
+//! The executor: applies a plan's steps one by one through the `docker`
+//! module (the only code that talks to Docker), journaling each step in
+//! SQLite. After a crash, the next run plans again from what exists and
+//! from the journal of wiring done, so it resumes where the last stopped
+//! and never makes an object twice. It decides nothing the plan did not.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+
+use super::{Observed, Step, plan};
+use crate::apps::{self, ContainerSpec, Desired, MountSource, Value, Wiring};
+use crate::config::Config;
+use crate::docker::{self, DockerError, objects};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Apps(#[from] apps::AppsError),
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("secret {name}: {message}")]
+    Secret { name: String, message: String },
+    #[error("{container} is not ready after {secs} s: {why}")]
+    NotReady {
+        container: String,
+        secs: u64,
+        why: String,
+    },
+    #[error("{container} stopped (exit code {code}): {logs}")]
+    Stopped {
+        container: String,
+        code: i64,
+        logs: String,
+    },
+    #[error("{what} failed: {output}")]
+    Wiring { what: String, output: String },
+    #[error("{0}")]
+    NameTaken(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+/// How a run went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub run_id: Option<i64>,
+    pub steps: usize,
+    /// The first failure: `(app, step, cause)`; later steps were not run.
+    pub failed: Option<(String, String, String)>,
+}
+
+/// What the executor needs, besides Docker and the store.
+pub struct Settings<'a> {
+    pub config: &'a Config,
+    /// How long a container may take to become ready.
+    pub ready_timeout: Duration,
+    /// Told of each step as it starts, and of pull progress.
+    pub progress: &'a (dyn Fn(Progress<'_>) + Sync),
+}
+
+/// Events for whoever shows progress (the CLI's bars, the daemon's log).
+#[derive(Debug, Clone, Copy)]
+pub enum Progress<'a> {
+    Step {
+        seq: usize,
+        of: usize,
+        description: &'a str,
+    },
+    Pull {
+        image: &'a str,
+        layer: &'a str,
+        current: i64,
+        total: i64,
+    },
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn with_store<T>(
+    store: &Mutex<Store>,
+    f: impl FnOnce(&Store) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let s = store.lock().map_err(|_| StoreError::Poisoned)?;
+    f(&s)
+}
+
+/// Everything that exists: Docker, the secrets dir and the journal.
+pub async fn observe(
+    docker: &Docker,
+    config: &Config,
+    desired: &Desired,
+    store: &Mutex<Store>,
+) -> Result<Observed, ApplyError> {
+    let mut o = docker::observe(docker, config.apps.prefix.as_str()).await?;
+    for s in &desired.secrets {
+        if config.paths.secrets_dir.join(&s.name).exists() {
+            o.secrets.insert(s.name.clone());
+        }
+    }
+    o.wired = with_store(store, |s| s.wired())?;
+    Ok(o)
+}
+
+/// One reconcile: plan, then apply each step, journaled. Stops at the first
+/// failure (later steps may need it) and reports it. One at a time per
+/// state dir (`reconcile.lock`), whether the daemon or the CLI runs it.
+pub async fn reconcile(
+    docker: &Docker,
+    store: &Mutex<Store>,
+    settings: &Settings<'_>,
+    trigger: &str,
+) -> Result<Report, ApplyError> {
+    let _lock = lock(&settings.config.paths.state_dir).await?;
+    if let Ok(runs) = with_store(store, |s| s.interrupted_runs(now()))
+        && !runs.is_empty()
+    {
+        log::warn!(
+            "reconcile run(s) {runs:?} were cut short (a crash or a kill); planning again from what exists"
+        );
+    }
+    let desired = apps::desired(settings.config)?;
+    let observed = observe(docker, settings.config, &desired, store).await?;
+    let steps = plan(&desired, &observed);
+    if steps.is_empty() {
+        return Ok(Report {
+            run_id: None,
+            steps: 0,
+            failed: None,
+        });
+    }
+    let run_id = with_store(store, |s| s.begin_run(trigger, steps.len(), now()))?;
+    for (seq, step) in steps.iter().enumerate() {
+        let description = step.describe();
+        let app = step_app(step, &desired);
+        let kind = step_kind(step);
+        (settings.progress)(Progress::Step {
+            seq: seq + 1,
+            of: steps.len(),
+            description: &description,
+        });
+        with_store(store, |s| {
+            s.step_started(run_id, seq, &app, kind, &description, now())
+        })?;
+        let result = apply_step(docker, store, settings, &desired, step).await;
+        match result {
+            Ok(()) => with_store(store, |s| s.step_finished(run_id, seq, None, now()))?,
+            Err(e) => {
+                let cause = e.to_string();
+                log::warn!(app = app.as_str(), step = description.as_str(); "reconcile step failed: {cause}");
+                with_store(store, |s| {
+                    s.step_finished(run_id, seq, Some(&cause), now())?;
+                    s.finish_run(run_id, "failed", now())
+                })?;
+                return Ok(Report {
+                    run_id: Some(run_id),
+                    steps: steps.len(),
+                    failed: Some((app, description, cause)),
+                });
+            }
+        }
+    }
+    with_store(store, |s| s.finish_run(run_id, "done", now()))?;
+    Ok(Report {
+        run_id: Some(run_id),
+        steps: steps.len(),
+        failed: None,
+    })
+}
+
+/// Waits for the reconcile lock of this state dir.
+async fn lock(state_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, ApplyError> {
+    let path = state_dir.join("reconcile.lock");
+    let io = |source: std::io::Error| ApplyError::Io {
+        what: format!("opening {}", path.display()),
+        source,
+    };
+    std::fs::create_dir_all(state_dir).map_err(io)?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    loop {
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(l) => return Ok(l),
+            Err((f, _)) => {
+                file = f;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+fn step_kind(step: &Step) -> &'static str {
+    match step {
+        Step::CreateSecret(_) => "create_secret",
+        Step::CreateNetwork(_) => "create_network",
+        Step::CreateVolume(_) => "create_volume",
+        Step::PullImage { .. } => "pull_image",
+        Step::NameTaken { .. } => "name_taken",
+        Step::RemoveContainer { .. } => "remove_container",
+        Step::CreateContainer { .. } => "create_container",
+        Step::RecreateContainer { .. } => "recreate_container",
+        Step::StartContainer { .. } => "start_container",
+        Step::WaitReady { .. } => "wait_ready",
+        Step::Wire { .. } => "wire",
+    }
+}
+
+fn step_app(step: &Step, desired: &Desired) -> String {
+    let of = |name: &str| {
+        desired
+            .containers
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.app.to_string())
+            .unwrap_or_default()
+    };
+    match step {
+        Step::CreateVolume(v) => v.app.to_string(),
+        Step::CreateContainer { spec } | Step::RecreateContainer { spec, .. } => {
+            spec.app.to_string()
+        }
+        Step::StartContainer { name, .. } | Step::RemoveContainer { name, .. } => of(name),
+        Step::WaitReady { app, .. } | Step::Wire { app, .. } => app.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn read_secret(secrets_dir: &Path, name: &str) -> Result<String, ApplyError> {
+    std::fs::read_to_string(secrets_dir.join(name))
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| ApplyError::Secret {
+            name: name.to_owned(),
+            message: e.to_string(),
+        })
+}
+
+fn resolve(secrets_dir: &Path, v: &Value) -> Result<String, ApplyError> {
+    match v {
+        Value::Plain(s) => Ok(s.clone()),
+        Value::Secret(name) => read_secret(secrets_dir, name),
+    }
+}
+
+/// The container as Docker must create it: secrets read, paths made.
+fn new_container(
+    spec: &ContainerSpec,
+    secrets_dir: &Path,
+) -> Result<objects::NewContainer, ApplyError> {
+    let mut env = Vec::new();
+    for (k, v) in &spec.env {
+        env.push(format!("{k}={}", resolve(secrets_dir, v)?));
+    }
+    let mut volumes = Vec::new();
+    let mut binds = Vec::new();
+    for m in &spec.mounts {
+        match &m.source {
+            MountSource::Volume(v) => volumes.push((v.clone(), m.target.clone(), m.read_only)),
+            MountSource::Secret(name) => binds.push((
+                secrets_dir.join(name).display().to_string(),
+                m.target.clone(),
+                m.read_only,
+            )),
+        }
+    }
+    Ok(objects::NewContainer {
+        name: spec.name.clone(),
+        image: spec.image.clone(),
+        env,
+        labels: spec.labels().into_iter().collect(),
+        entrypoint: spec.entrypoint.clone(),
+        cmd: spec.cmd.clone(),
+        user: spec.user.clone(),
+        volumes,
+        binds,
+        networks: spec
+            .networks
+            .iter()
+            .map(|n| (n.clone(), spec.role.clone()))
+            .collect(),
+        health: spec.health.as_ref().map(|h| {
+            (
+                h.test.clone(),
+                h.interval_s,
+                h.timeout_s,
+                h.retries,
+                h.start_period_s,
+            )
+        }),
+        memory_bytes: i64::try_from(spec.memory_mb).unwrap_or(i64::MAX / 2) * 1024 * 1024,
+        restart_unless_stopped: spec.restart == "unless-stopped",
+        cap_add: spec.cap_add.clone(),
+        publish: spec.publish,
+    })
+}
+
+async fn create_and_start(
+    docker: &Docker,
+    spec: &ContainerSpec,
+    secrets_dir: &Path,
+) -> Result<(), ApplyError> {
+    let c = new_container(spec, secrets_dir)?;
+    let id = objects::create_container(docker, &c).await?;
+    objects::start_container(docker, &id).await?;
+    Ok(())
+}
+
+async fn apply_step(
+    docker: &Docker,
+    store: &Mutex<Store>,
+    settings: &Settings<'_>,
+    desired: &Desired,
+    step: &Step,
+) -> Result<(), ApplyError> {
+    let config = settings.config;
+    let secrets_dir: &Path = &config.paths.secrets_dir;
+    let instance = &desired.instance;
+    match step {
+        Step::CreateSecret(s) => {
+            crate::directory::secret::load_or_create(&secrets_dir.join(&s.name)).map_err(|e| {
+                ApplyError::Secret {
+                    name: s.name.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+        }
+        Step::CreateNetwork(n) => {
+            objects::create_network(
+                docker,
+                &n.name,
+                n.internal,
+                n.subnet.as_deref(),
+                apps::object_labels(instance, None).into_iter().collect(),
+            )
+            .await?;
+        }
+        Step::CreateVolume(v) => {
+            objects::create_volume(
+                docker,
+                &v.name,
+                apps::object_labels(instance, Some(v.app))
+                    .into_iter()
+                    .collect(),
+            )
+            .await?;
+        }
+        Step::PullImage { image } => {
+            objects::pull_image(docker, image, |layer, current, total| {
+                (settings.progress)(Progress::Pull {
+                    image,
+                    layer,
+                    current,
+                    total,
+                });
+            })
+            .await?;
+        }
+        Step::NameTaken { .. } => return Err(ApplyError::NameTaken(step.describe())),
+        Step::RemoveContainer { id, .. } => objects::remove_container(docker, id).await?,
+        Step::CreateContainer { spec } => create_and_start(docker, spec, secrets_dir).await?,
+        Step::RecreateContainer { spec, id, .. } => {
+            objects::remove_container(docker, id).await?;
+            create_and_start(docker, spec, secrets_dir).await?;
+        }
+        Step::StartContainer { id, .. } => objects::start_container(docker, id).await?,
+        Step::WaitReady { container, .. } => {
+            let spec = desired.containers.iter().find(|c| &c.name == container);
+            wait_ready(docker, container, spec, settings.ready_timeout).await?;
+        }
+        Step::Wire { app, wiring, id } => {
+            wire(docker, config, desired, wiring).await?;
+            with_store(store, |s| {
+                s.wiring_done(id, app.as_str(), &wiring.describe(), now())
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Polls until the container runs and is healthy (or has no health check);
+/// Nextcloud must also say installed, not in maintenance and no database
+/// upgrade pending.
+async fn wait_ready(
+    docker: &Docker,
+    container: &str,
+    spec: Option<&ContainerSpec>,
+    timeout: Duration,
+) -> Result<(), ApplyError> {
+    let started = Instant::now();
+    let mut why: String;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match objects::inspect(docker, container).await? {
+            None => why = "it does not exist".into(),
+            Some(s) if !s.running && !s.restarting => {
+                return Err(ApplyError::Stopped {
+                    container: container.to_owned(),
+                    code: s.exit_code,
+                    logs: objects::logs_tail(docker, container, 20).await,
+                });
+            }
+            Some(s) if s.health == "healthy" || (s.running && s.health == "none") => match spec {
+                Some(c) if c.role == "nextcloud" => match nextcloud_ready(c).await {
+                    Ok(()) => return Ok(()),
+                    Err(w) => why = w,
+                },
+                _ => return Ok(()),
+            },
+            Some(s) => why = format!("health is {}", s.health),
+        }
+        if started.elapsed() >= timeout {
+            return Err(ApplyError::NotReady {
+                container: container.to_owned(),
+                secs: timeout.as_secs(),
+                why,
+            });
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+fn published(c: &ContainerSpec) -> Option<SocketAddr> {
+    c.publish
+        .map(|(port, _)| SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+async fn nextcloud_ready(c: &ContainerSpec) -> Result<(), String> {
+    let addr = published(c).ok_or("no published port")?;
+    let host = match c.env.get("OVERWRITEHOST") {
+        Some(Value::Plain(h)) => h.clone(),
+        _ => "localhost".into(),
+    };
+    let (code, body) = crate::http::request(
+        addr,
+        "GET",
+        &host,
+        "/status.php",
+        &[],
+        None,
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let s: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|_| format!("status.php answered {code} without JSON"))?;
+    if s["installed"] != true {
+        return Err("status.php says not installed yet".into());
+    }
+    if s["maintenance"] != false {
+        return Err("status.php says in maintenance".into());
+    }
+    if s["needsDbUpgrade"] != false {
+        return Err("status.php says a database upgrade is pending".into());
+    }
+    Ok(())
+}
+
+async fn occ(
+    docker: &Docker,
+    container: &str,
+    args: &[String],
+) -> Result<objects::ExecOutput, ApplyError> {
+    let mut cmd = vec!["php".to_owned(), "occ".to_owned()];
+    cmd.extend(args.iter().cloned());
+    Ok(objects::exec(docker, container, "www-data", Some("/var/www/html"), cmd).await?)
+}
+
+fn failed(what: String, out: &objects::ExecOutput) -> ApplyError {
+    ApplyError::Wiring {
+        what,
+        output: format!(
+            "exit code {}: {}{}",
+            out.exit_code,
+            out.stdout.trim(),
+            out.stderr.trim()
+        ),
+    }
+}
+
+/// Runs one wiring step, checking first where running it twice would not
+/// be harmless.
+async fn wire(
+    docker: &Docker,
+    config: &Config,
+    desired: &Desired,
+    wiring: &Wiring,
+) -> Result<(), ApplyError> {
+    let secrets_dir: &Path = &config.paths.secrets_dir;
+    let what = wiring.describe();
+    match wiring {
+        Wiring::Occ { container, args } => {
+            let args: Vec<String> = args
+                .iter()
+                .map(|a| resolve(secrets_dir, a))
+                .collect::<Result<_, _>>()?;
+            // A second configuration would be created otherwise.
+            if args.first().map(String::as_str) == Some("ldap:create-empty-config") {
+                let shown = occ(
+                    docker,
+                    container,
+                    &["ldap:show-config".into(), "s01".into()],
+                )
+                .await?;
+                if shown.exit_code == 0 {
+                    return Ok(());
+                }
+            }
+            let out = occ(docker, container, &args).await?;
+            if out.exit_code != 0 {
+                return Err(failed(what, &out));
+            }
+        }
+        Wiring::GroupFolder {
+            container,
+            folder,
+            group,
+        } => {
+            let list = occ(
+                docker,
+                container,
+                &["groupfolders:list".into(), "--output=json".into()],
+            )
+            .await?;
+            if list.exit_code != 0 {
+                return Err(failed(what, &list));
+            }
+            let listed: serde_json::Value =
+                serde_json::from_str(list.stdout.trim()).unwrap_or_default();
+            let existing = listed
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(listed.as_object().into_iter().flat_map(|m| m.values()))
+                .find(|f| f["mount_point"] == folder.as_str())
+                .and_then(|f| {
+                    f["id"]
+                        .as_i64()
+                        .map(|i| i.to_string())
+                        .or_else(|| f["id"].as_str().map(str::to_owned))
+                });
+            let id = match existing {
+                Some(id) => id,
+                None => {
+                    let out = occ(
+                        docker,
+                        container,
+                        &["groupfolders:create".into(), folder.clone()],
+                    )
+                    .await?;
+                    if out.exit_code != 0 {
+                        return Err(failed(what, &out));
+                    }
+                    out.stdout.trim().to_owned()
+                }
+            };
+            let out = occ(
+                docker,
+                container,
+                &[
+                    "groupfolders:group".into(),
+                    id,
+                    group.clone(),
+                    "write".into(),
+                    "share".into(),
+                    "delete".into(),
+                ],
+            )
+            .await?;
+            if out.exit_code != 0 {
+                return Err(failed(what, &out));
+            }
+        }
+        Wiring::Exec {
+            container,
+            user,
+            cmd,
+        } => {
+            let cmd: Vec<String> = cmd
+                .iter()
+                .map(|a| resolve(secrets_dir, a))
+                .collect::<Result<_, _>>()?;
+            let out = objects::exec(docker, container, user, None, cmd).await?;
+            if out.exit_code != 0 {
+                return Err(failed(what, &out));
+            }
+        }
+        Wiring::DiscourseSetting {
+            container,
+            name,
+            value,
+        } => {
+            let spec = desired
+                .containers
+                .iter()
+                .find(|c| &c.name == container)
+                .ok_or_else(|| ApplyError::Wiring {
+                    what: what.clone(),
+                    output: "no such container in the plan".into(),
+                })?;
+            let addr = published(spec).ok_or_else(|| ApplyError::Wiring {
+                what: what.clone(),
+                output: "Discourse publishes no port".into(),
+            })?;
+            let key = read_secret(secrets_dir, "discourse-api-key")?;
+            let body = serde_json::json!({ name.as_str(): resolve(secrets_dir, value)? });
+            let host = match spec.env.get("DISCOURSE_HOSTNAME") {
+                Some(Value::Plain(h)) => h.clone(),
+                _ => "localhost".into(),
+            };
+            let headers: HashMap<&str, String> = HashMap::from([
+                ("Api-Key", key),
+                ("Api-Username", "system".to_owned()),
+                ("Content-Type", "application/json".to_owned()),
+            ]);
+            let headers: Vec<(&str, String)> = headers.into_iter().collect();
+            let (code, resp) = crate::http::request(
+                addr,
+                "PUT",
+                &host,
+                &format!("/admin/site_settings/{name}"),
+                &headers,
+                Some(body.to_string().into_bytes()),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|e| ApplyError::Wiring {
+                what: what.clone(),
+                output: e.to_string(),
+            })?;
+            if code != 200 {
+                return Err(ApplyError::Wiring {
+                    what,
+                    output: format!("HTTP {code}: {}", String::from_utf8_lossy(&resp)),
+                });
+            }
+        }
+    }
+    Ok(())
+}
