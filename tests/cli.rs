@@ -358,13 +358,8 @@ fn bench_directory_measures_both_paths_and_onboards_people() {
 #[test]
 fn plan_lists_every_step_with_secrets_redacted_and_refuses_what_does_not_fit() {
     let app = Appliance::new();
-    let prefix = format!("cc-plan-{}", std::process::id());
-    let text = std::fs::read_to_string(&app.config).unwrap();
-    std::fs::write(
-        &app.config,
-        text.replace("[apps]\n", &format!("[apps]\nprefix = \"{prefix}\"\n")),
-    )
-    .unwrap();
+    let prefix = app.prefix();
+    app.set_apps(&["nextcloud", "collabora"], "");
     let out = app.cli(&["plan"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -390,20 +385,16 @@ fn plan_lists_every_step_with_secrets_redacted_and_refuses_what_does_not_fit() {
             .iter()
             .all(|s| s["step"].is_string())
     );
-
+    // Without apps there is nothing to do, and Docker is left alone.
+    app.set_apps(&[], "");
+    let out = app.cli(&["plan"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("nothing to do"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // Every app on a 4 GB board does not fit: refused, saying how to go on.
-    let text: String = std::fs::read_to_string(&app.config)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            if l.starts_with("enabled = ") {
-                "enabled = [\"nextcloud\", \"collabora\", \"discourse\"]\n".to_owned()
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    std::fs::write(&app.config, text).unwrap();
+    app.set_apps(&["nextcloud", "collabora", "discourse"], "");
     let out = app.cli(&["plan"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);

@@ -456,18 +456,23 @@ pub fn desired(config: &Config) -> Result<Desired, AppsError> {
     };
     let mut d = Desired {
         instance: config.apps.prefix.to_string(),
-        networks: vec![
-            NetworkSpec {
-                name: names.net_apps(),
-                internal: false,
-                subnet: Some(config.apps.subnet.to_string()),
-            },
-            NetworkSpec {
-                name: names.net_db(),
-                internal: true,
-                subnet: None,
-            },
-        ],
+        // No app, no networks: an appliance without apps leaves Docker alone.
+        networks: if enabled.is_empty() {
+            Vec::new()
+        } else {
+            vec![
+                NetworkSpec {
+                    name: names.net_apps(),
+                    internal: false,
+                    subnet: Some(config.apps.subnet.to_string()),
+                },
+                NetworkSpec {
+                    name: names.net_db(),
+                    internal: true,
+                    subnet: None,
+                },
+            ]
+        },
         volumes: Vec::new(),
         secrets: Vec::new(),
         containers: Vec::new(),

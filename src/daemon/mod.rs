@@ -34,6 +34,8 @@ pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(3);
 const DIRECTORY_CONFIG_KEY: &str = "directory_config";
 /// How often Docker is probed when nothing else asks.
 const DOCKER_PROBE_EVERY: Duration = Duration::from_secs(30);
+/// How often the apps are reconciled when nothing else asks.
+const RECONCILE_EVERY: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -82,6 +84,9 @@ pub struct Shared {
     docker_wakeup: Notify,
     /// Tells the directory task the config was reloaded.
     directory_reload: Notify,
+    apps: RwLock<status::AppsObservation>,
+    /// Wakes the reconcile task: a reload, or a Docker event about ours.
+    reconcile_wakeup: Notify,
 }
 
 /// The onboarding service for a config.
@@ -147,6 +152,7 @@ impl Shared {
             .read()
             .map(|d| d.clone())
             .unwrap_or(DirectoryObservation::Starting);
+        let apps = self.apps.read().map(|a| a.clone()).unwrap_or_default();
         let mut mail = self.mail.read().map(|m| m.clone()).unwrap_or_default();
         if let Ok((queued, oldest)) = self.with_store(|s| s.outbox_depth()) {
             mail.queued = queued;
@@ -158,6 +164,7 @@ impl Shared {
                 docker: &docker,
                 directory: &directory,
                 mail: &mail,
+                apps: &apps,
                 store: self.with_store(|s| s.schema_version()),
                 last_reload_refused: refused.as_deref(),
             },
@@ -329,6 +336,8 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
         metrics: Metrics::new(),
         docker_wakeup: Notify::new(),
         directory_reload: Notify::new(),
+        apps: RwLock::new(status::AppsObservation::Pending),
+        reconcile_wakeup: Notify::new(),
     });
 
     let mut tasks = tasks::Tasks::new();
@@ -387,6 +396,42 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
         let token = tasks.token();
         let shared = shared.clone();
         tasks.spawn("mail", run_mail(shared, token));
+    }
+    {
+        let token = tasks.token();
+        let shared = shared.clone();
+        tasks.spawn("reconcile", run_reconcile(shared, token));
+    }
+    {
+        let token = tasks.token();
+        let shared = shared.clone();
+        tasks.spawn("docker-events", async move {
+            loop {
+                let prefix = shared.config().apps.prefix.to_string();
+                let wait = async {
+                    // A long request timeout: the event stream stays open.
+                    let docker = crate::docker::connect(
+                        &crate::docker::socket_path(),
+                        Duration::from_secs(86_400),
+                    )
+                    .await?;
+                    crate::docker::next_container_event(&docker, &prefix).await
+                };
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    r = wait => match r {
+                        Ok(action) => {
+                            log::info!(task = "docker-events"; "a container of ours had `{action}`: reconciling");
+                            shared.reconcile_wakeup.notify_one();
+                        }
+                        Err(_) => tokio::select! {
+                            _ = token.cancelled() => break,
+                            _ = tokio::time::sleep(DOCKER_PROBE_EVERY) => {}
+                        },
+                    },
+                }
+            }
+        });
     }
     {
         let token = tasks.token();
@@ -461,6 +506,101 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
 }
 
 /// SIGHUP: read the config again; keep the old one if the new one is invalid.
+/// Reconciles the apps on start, every [`RECONCILE_EVERY`], on a reload and
+/// when Docker reports one of ours dying or going away. A failure is a
+/// state in `status`, retried with backoff, never a crash loop.
+async fn run_reconcile(shared: Arc<Shared>, token: tokio_util::sync::CancellationToken) {
+    let set = |o: status::AppsObservation| {
+        if let Ok(mut a) = shared.apps.write() {
+            *a = o;
+        }
+    };
+    let mut failures: u32 = 0;
+    let mut trigger = "start";
+    loop {
+        let config = shared.config();
+        let delay = match crate::apps::desired(&config) {
+            Err(e) => {
+                set(status::AppsObservation::Refused(e.to_string()));
+                RECONCILE_EVERY
+            }
+            Ok(_) => {
+                match crate::docker::connect(&crate::docker::socket_path(), Duration::from_secs(10))
+                    .await
+                {
+                    Err(e) => {
+                        log::debug!(task = "reconcile"; "Docker unreachable: {e}");
+                        status::restart_delay(failures.saturating_add(1))
+                            .max(Duration::from_secs(5))
+                    }
+                    Ok(docker) => {
+                        let progress = |p: crate::reconcile::apply::Progress<'_>| {
+                            if let crate::reconcile::apply::Progress::Step {
+                                seq,
+                                of,
+                                description,
+                            } = p
+                            {
+                                log::info!(task = "reconcile"; "step {seq}/{of}: {description}");
+                                set(status::AppsObservation::Reconciling {
+                                    step: description.to_owned(),
+                                });
+                            }
+                        };
+                        let settings = crate::reconcile::apply::Settings {
+                            config: &config,
+                            ready_timeout: Duration::from_secs(900),
+                            progress: &progress,
+                        };
+                        let run = crate::reconcile::apply::reconcile(
+                            &docker,
+                            &shared.store,
+                            &settings,
+                            trigger,
+                        );
+                        let outcome = tokio::select! {
+                            _ = token.cancelled() => break,
+                            r = run => r,
+                        };
+                        match outcome {
+                            Ok(report) => match report.failed {
+                                None => {
+                                    failures = 0;
+                                    if report.steps > 0 {
+                                        log::info!(task = "reconcile"; "{} step(s) applied; the apps are as the config wants them", report.steps);
+                                    }
+                                    set(status::AppsObservation::Converged);
+                                    RECONCILE_EVERY
+                                }
+                                Some((app, step, cause)) => {
+                                    failures = failures.saturating_add(1);
+                                    set(status::AppsObservation::Failed { app, step, cause });
+                                    status::restart_delay(failures + 4)
+                                }
+                            },
+                            Err(e) => {
+                                failures = failures.saturating_add(1);
+                                log::warn!(task = "reconcile"; "{e}");
+                                set(status::AppsObservation::Failed {
+                                    app: String::new(),
+                                    step: "observe".into(),
+                                    cause: e.to_string(),
+                                });
+                                status::restart_delay(failures + 4)
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            _ = token.cancelled() => break,
+            _ = shared.reconcile_wakeup.notified() => trigger = "event",
+            _ = tokio::time::sleep(delay) => trigger = "timer",
+        }
+    }
+}
+
 fn reload(shared: &Shared) {
     notify(&[
         NotifyState::Reloading,
@@ -495,6 +635,7 @@ fn reload(shared: &Shared) {
             if let Err(e) = shared.with_store(|s| s.mail_retry_now(now)) {
                 log::warn!("cannot reschedule queued mail: {e}");
             }
+            shared.reconcile_wakeup.notify_one();
             if let Ok(mut o) = shared.onboarding.write() {
                 *o = Arc::new(onboarding_for(&new, shared.store.clone()));
             }

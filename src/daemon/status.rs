@@ -12,6 +12,26 @@ pub enum DockerObservation {
     Unreachable(String),
 }
 
+/// What the reconcile task last saw or did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AppsObservation {
+    /// No reconcile has run yet.
+    #[default]
+    Pending,
+    /// A run is going on; the step it is at.
+    Reconciling { step: String },
+    /// The last run left everything as the config wants it.
+    Converged,
+    /// The last run stopped at a step.
+    Failed {
+        app: String,
+        step: String,
+        cause: String,
+    },
+    /// The config asks for what cannot run (does not fit, no image).
+    Refused(String),
+}
+
 /// Oldest Docker API this appliance supports (Debian's docker.io 20.10).
 pub const MIN_DOCKER_API: (u32, u32) = (1, 41);
 
@@ -63,6 +83,7 @@ pub struct Observed<'a> {
     pub docker: &'a DockerObservation,
     pub directory: &'a DirectoryObservation,
     pub mail: &'a MailObservation,
+    pub apps: &'a AppsObservation,
     pub store: Result<usize, String>,
     pub last_reload_refused: Option<&'a str>,
 }
@@ -73,6 +94,7 @@ pub fn components(config: &Config, o: Observed<'_>) -> Vec<Component> {
         docker,
         directory,
         mail,
+        apps,
         store,
         last_reload_refused,
     } = o;
@@ -193,17 +215,42 @@ pub fn components(config: &Config, o: Observed<'_>) -> Vec<Component> {
             c("docker", ComponentState::Down, why.clone())
         }
     });
-    let profile = config.profile();
-    let fits = profile.fit(&config.apps.enabled);
     for app in &config.apps.enabled {
-        let detail = if !docker_ok {
-            "waiting for Docker (see the docker line above)".to_owned()
-        } else if let Err(why) = &fits {
-            format!("does not fit this board: {why}")
+        let name = app.as_str();
+        let (state, detail) = if !docker_ok {
+            (
+                ComponentState::Waiting,
+                "waiting for Docker (see the docker line above)".to_owned(),
+            )
         } else {
-            "this release does not run apps yet: the app reconciler is not built".to_owned()
+            match apps {
+                AppsObservation::Pending => (
+                    ComponentState::Waiting,
+                    "the first reconcile has not run yet".to_owned(),
+                ),
+                AppsObservation::Reconciling { step } => {
+                    (ComponentState::Waiting, format!("reconciling: {step}"))
+                }
+                AppsObservation::Converged => (
+                    ComponentState::Ok,
+                    "running as the config wants it".to_owned(),
+                ),
+                AppsObservation::Failed {
+                    app: failed,
+                    step,
+                    cause,
+                } if failed == name => (
+                    ComponentState::Down,
+                    format!("step `{step}` failed: {cause}"),
+                ),
+                AppsObservation::Failed { app: failed, .. } => (
+                    ComponentState::Waiting,
+                    format!("waiting: the last reconcile stopped at a step of {failed}"),
+                ),
+                AppsObservation::Refused(why) => (ComponentState::Down, why.clone()),
+            }
         };
-        out.push(c(&format!("app:{app}"), ComponentState::Waiting, detail));
+        out.push(c(&format!("app:{app}"), state, detail));
     }
     out
 }
@@ -248,6 +295,7 @@ mod tests {
             docker,
             directory: &DirectoryObservation::Starting,
             mail: &CONFIGURED,
+            apps: &AppsObservation::Pending,
             store,
             last_reload_refused: refused,
         }
@@ -277,7 +325,41 @@ mod tests {
         );
         assert_eq!(state(&cs, "docker").state, ComponentState::Ok);
         assert_eq!(state(&cs, "app:nextcloud").state, ComponentState::Waiting);
-        assert!(state(&cs, "app:nextcloud").detail.contains("not built"));
+        assert!(
+            state(&cs, "app:nextcloud")
+                .detail
+                .contains("has not run yet")
+        );
+    }
+
+    #[test]
+    fn each_app_says_how_its_last_reconcile_went() {
+        let docker = info("1.47");
+        let c = config("'nextcloud','collabora'", "rpi5-8gb");
+        let failed = AppsObservation::Failed {
+            app: "collabora".into(),
+            step: "pull image collabora/code:25.04".into(),
+            cause: "image collabora/code:25.04 cannot be pulled: no registry".into(),
+        };
+        let cs = components(
+            &c,
+            Observed {
+                apps: &failed,
+                ..obs(&docker, Ok(5), None)
+            },
+        );
+        let office = state(&cs, "app:collabora");
+        assert_eq!(office.state, ComponentState::Down);
+        assert!(office.detail.contains("pull image") && office.detail.contains("cannot be pulled"));
+        assert_eq!(state(&cs, "app:nextcloud").state, ComponentState::Waiting);
+        let cs = components(
+            &c,
+            Observed {
+                apps: &AppsObservation::Converged,
+                ..obs(&docker, Ok(5), None)
+            },
+        );
+        assert_eq!(state(&cs, "app:nextcloud").state, ComponentState::Ok);
     }
 
     #[test]
@@ -302,11 +384,17 @@ mod tests {
 
     #[test]
     fn apps_that_do_not_fit_say_why() {
+        let refused =
+            AppsObservation::Refused("nextcloud + collabora need 2000 MB together".into());
         let cs = components(
             &config("'nextcloud','collabora'", "arm64-2gb"),
-            obs(&info("1.47"), Ok(2), None),
+            Observed {
+                apps: &refused,
+                ..obs(&info("1.47"), Ok(2), None)
+            },
         );
-        assert!(state(&cs, "app:collabora").detail.contains("does not fit"));
+        assert_eq!(state(&cs, "app:collabora").state, ComponentState::Down);
+        assert!(state(&cs, "app:collabora").detail.contains("need 2000 MB"));
     }
 
     #[test]

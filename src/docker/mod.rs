@@ -77,6 +77,35 @@ pub async fn connect(socket: &str, timeout: Duration) -> Result<Docker, DockerEr
     .map_err(unreachable)
 }
 
+/// Waits until Docker reports a container of this instance dying or being
+/// removed (someone killed or deleted it by hand); returns the action.
+pub async fn next_container_event(docker: &Docker, instance: &str) -> Result<String, DockerError> {
+    use futures_util::StreamExt;
+    let filters = std::collections::HashMap::from([
+        ("type".to_owned(), vec!["container".to_owned()]),
+        (
+            "event".to_owned(),
+            vec!["die".to_owned(), "destroy".to_owned()],
+        ),
+        (
+            "label".to_owned(),
+            vec![format!("{}={instance}", crate::apps::LABEL_INSTANCE)],
+        ),
+    ]);
+    let mut stream = docker.events(Some(bollard::query_parameters::EventsOptions {
+        filters: Some(filters),
+        ..Default::default()
+    }));
+    match stream.next().await {
+        Some(Ok(e)) => Ok(e.action.unwrap_or_default()),
+        Some(Err(e)) => Err(api("watching events")(e)),
+        None => Err(DockerError::Api {
+            what: "watching events".into(),
+            source: bollard::errors::Error::RequestTimeoutError,
+        }),
+    }
+}
+
 /// Builds an image from a tar build context (classic builder: no
 /// registry is contacted for `FROM scratch`), tagged `tag`.
 pub async fn build_image(

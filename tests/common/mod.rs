@@ -68,14 +68,56 @@ impl Appliance {
             "init failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        // Each appliance's slapd gets a port of its own, so tests run in parallel.
-        let mut text = std::fs::read_to_string(&config).unwrap();
-        text.push_str(&format!(
-            "\n[directory]\nlisten = [\"ldap://127.0.0.1:{}\"]\n",
+        // Each appliance's slapd gets a port of its own, so tests run in
+        // parallel. No app runs unless a test asks (`set_apps`), and Docker
+        // objects carry a prefix of their own.
+        let text: String = std::fs::read_to_string(&config)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                if l.starts_with("enabled = ") {
+                    format!(
+                        "enabled = []\nprefix = \"cc-{}-{}\"\n",
+                        std::process::id(),
+                        unique()
+                    )
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        let text = format!(
+            "{text}\n[directory]\nlisten = [\"ldap://127.0.0.1:{}\"]\n",
             free_port()
-        ));
+        );
         std::fs::write(&config, text).unwrap();
         Appliance { dir, config }
+    }
+
+    /// The Docker name prefix (and instance label) of this appliance.
+    pub fn prefix(&self) -> String {
+        commonscloud::config::load(&self.config)
+            .unwrap()
+            .apps
+            .prefix
+            .to_string()
+    }
+
+    /// Sets `[apps] enabled` (and any extra `[apps]` keys, one per line).
+    pub fn set_apps(&self, apps: &[&str], extra: &str) {
+        let list: Vec<String> = apps.iter().map(|a| format!("\"{a}\"")).collect();
+        let text: String = std::fs::read_to_string(&self.config)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                if l.starts_with("enabled = ") {
+                    format!("enabled = [{}]\n{extra}", list.join(", "))
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(&self.config, text).unwrap();
     }
 
     /// The LDAP URL the apps would use.
