@@ -17,5 +17,6 @@ pub mod metrics;
 pub mod model;
 pub mod onboarding;
 pub mod reconcile;
+pub mod sso;
 pub mod store;
 pub mod sys;

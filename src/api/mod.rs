@@ -7,6 +7,7 @@
 pub mod client;
 mod members;
 pub mod server;
+mod sso;
 
 use serde::{Deserialize, Serialize};
 

@@ -34,6 +34,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/password", post(set_password))
         .route("/v1/directory/export", get(directory_export))
         .route("/v1/password/forgot", post(super::members::forgot_password))
+        .route("/v1/sso/discourse", post(super::sso::discourse))
         .route("/v1/people", get(super::members::list_people))
         .route("/v1/people/{uid}", get(super::members::show_person))
         .route("/v1/people/{uid}/suspend", post(super::members::suspend))

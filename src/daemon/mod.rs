@@ -74,7 +74,7 @@ pub struct Shared {
     last_reload: Mutex<Option<ReloadOutcome>>,
     docker: RwLock<DockerObservation>,
     directory: RwLock<DirectoryObservation>,
-    store: Arc<Mutex<Store>>,
+    pub(crate) store: Arc<Mutex<Store>>,
     onboarding: RwLock<Arc<Onboarding>>,
     mail: RwLock<status::MailObservation>,
     /// Wakes the mail task: something was queued, or the config changed.

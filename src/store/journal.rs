@@ -176,6 +176,44 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
+    /// Records a DiscourseConnect nonce the first time it is seen; returns
+    /// when it was first seen and whether it was answered.
+    pub fn sso_nonce_seen(&self, nonce: &str, now: i64) -> Result<(i64, bool), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO sso_nonces (nonce, first_seen) VALUES (?1, ?2)",
+                params![nonce, now],
+            )
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .query_row(
+                "SELECT first_seen, answered_at IS NOT NULL FROM sso_nonces WHERE nonce = ?1",
+                [nonce],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Marks a nonce answered; `false` if it already was (a race lost).
+    pub fn sso_nonce_answered(&self, nonce: &str, now: i64) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE sso_nonces SET answered_at = ?2 WHERE nonce = ?1 AND answered_at IS NULL",
+                params![nonce, now],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n == 1)
+    }
+
+    /// Forgets nonces first seen before `before`.
+    pub fn sso_nonces_prune(&self, before: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM sso_nonces WHERE first_seen < ?1", [before])
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
     /// Forgets an app's wiring (its data was purged: wire it again).
     pub fn forget_wiring(&self, app: &str) -> Result<(), StoreError> {
         self.conn

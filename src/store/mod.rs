@@ -140,6 +140,14 @@ const MIGRATIONS: &[&str] = &[
          description TEXT NOT NULL,
          done_at     INTEGER NOT NULL
      ) STRICT;",
+    // 6: DiscourseConnect nonces: when first seen and when answered, so a
+    // request is answered once and not after it went stale.
+    "CREATE TABLE sso_nonces (
+         nonce       TEXT PRIMARY KEY NOT NULL,
+         first_seen  INTEGER NOT NULL,
+         answered_at INTEGER
+     ) STRICT;
+     CREATE INDEX sso_nonces_seen ON sso_nonces (first_seen);",
 ];
 
 fn migrations(upto: usize) -> Migrations<'static> {
