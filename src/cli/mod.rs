@@ -8,6 +8,7 @@ mod directory;
 mod doctor;
 mod init;
 mod plan;
+mod purge;
 mod reconcile;
 mod status;
 mod user;
@@ -111,6 +112,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Delete a disabled app's data (its Docker volumes), after you confirm.
+    ///
+    /// Disabling an app (removing it from [apps] enabled) removes its
+    /// containers and keeps its data; this is the step that deletes it.
+    Purge {
+        /// nextcloud, collabora or discourse.
+        app: crate::model::AppName,
+        /// Do not ask (for scripts).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Write a first config file, asking questions or from flags.
     Init(init::InitArgs),
     /// Set up a demo appliance in a local directory and run it in the foreground.
@@ -166,6 +178,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Init(args) => init::run(&cli.config, args),
         Command::Plan { json } => runtime()?.block_on(plan::run(&cli.config, json)),
+        Command::Purge { app, yes } => runtime()?.block_on(purge::run(&cli.config, app, yes)),
         Command::Reconcile {
             ready_timeout,
             json,

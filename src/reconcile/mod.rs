@@ -274,5 +274,43 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Step> {
     steps
 }
 
+/// Why an app's data cannot be purged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PurgeError {
+    #[error(
+        "{0} is enabled: remove it from [apps] enabled and reconcile first, so its containers are gone"
+    )]
+    Enabled(AppName),
+    #[error("{0} still has containers: run `commonscloud reconcile` first")]
+    Running(AppName),
+}
+
+/// The volumes that purging a disabled app deletes: ours, of this
+/// instance, named for the app.
+pub fn purge_plan(
+    desired: &Desired,
+    enabled: &[AppName],
+    observed: &Observed,
+    app: AppName,
+) -> Result<Vec<String>, PurgeError> {
+    if enabled.contains(&app) {
+        return Err(PurgeError::Enabled(app));
+    }
+    let stem = format!("{}-{app}-", desired.instance);
+    if observed
+        .containers
+        .iter()
+        .any(|c| c.managed(&desired.instance) && c.name.starts_with(&stem))
+    {
+        return Err(PurgeError::Running(app));
+    }
+    Ok(observed
+        .volumes
+        .iter()
+        .filter(|v| v.managed && v.name.starts_with(&stem))
+        .map(|v| v.name.clone())
+        .collect())
+}
+
 #[cfg(test)]
 mod tests;

@@ -174,3 +174,35 @@ fn objects_without_our_labels_are_never_touched() {
     );
     let _ = LABEL_ROLE;
 }
+
+#[test]
+fn purge_deletes_only_a_disabled_apps_own_volumes() {
+    let before = desired("");
+    let after = desired("[apps]\nenabled = [\"nextcloud\", \"collabora\"]\n");
+    let enabled = [AppName::Nextcloud, AppName::Collabora];
+    let mut o = converged(&before);
+    assert_eq!(
+        purge_plan(&after, &enabled, &o, AppName::Nextcloud),
+        Err(PurgeError::Enabled(AppName::Nextcloud))
+    );
+    assert_eq!(
+        purge_plan(&after, &enabled, &o, AppName::Discourse),
+        Err(PurgeError::Running(AppName::Discourse))
+    );
+    o.containers
+        .retain(|c| !c.name.starts_with("commonscloud-discourse"));
+    o.volumes.push(ObservedObject {
+        name: "commonscloud-discourse-notours".into(),
+        managed: false,
+    });
+    let purged = purge_plan(&after, &enabled, &o, AppName::Discourse).unwrap();
+    assert_eq!(
+        purged,
+        [
+            "commonscloud-discourse-shared",
+            "commonscloud-discourse-log",
+            "commonscloud-discourse-db",
+            "commonscloud-discourse-redis"
+        ]
+    );
+}
