@@ -16,10 +16,11 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # systemd: systemd-analyze verify and sysusers/tmpfiles on the units;
 # gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, qemu-user-static: the ARM build
 # and running it; dpkg-dev: inspecting the .deb; shellcheck: the installer;
-# python3: the footprint benchmark's baseline; python3-aiosmtpd: the SMTP sink.
+# python3: the footprint benchmark's baseline; python3-aiosmtpd: the SMTP sink;
+# busybox-static: the shell and tools inside the stand-in images (images/testing).
 APT_PACKAGES=(
   slapd ldap-utils systemd dpkg-dev shellcheck python3 python3-aiosmtpd curl
-  gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static busybox-static
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -64,6 +65,15 @@ log "benchmark: footprint"
 
 log "benchmark: directory"
 "$CARGO_TARGET_DIR/release/commonscloud" bench directory
+
+log "stand-in images: the static standin binary"
+# The image tests build it on demand with exactly this command; building it
+# here keeps that out of the tests' time.
+RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/standin" \
+  cargo build --locked --release --target "$(uname -m)-unknown-linux-gnu" \
+  --manifest-path images/testing/standin/Cargo.toml
+CARGO_TARGET_DIR="$CARGO_TARGET_DIR/standin-tests" \
+  cargo test --locked --quiet --manifest-path images/testing/standin/Cargo.toml
 
 log "tests"
 cargo nextest run --locked --no-fail-fast

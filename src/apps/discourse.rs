@@ -129,10 +129,12 @@ pub fn app(ctx: &Ctx<'_>) -> Part {
             ],
         })
         .collect();
-    // The admin API's key, from the secret mounted in the container.
+    // The admin API's key, from the secret mounted in the container. As
+    // root: the secret file is the daemon's (0600), which only root reads
+    // inside the container.
     wiring.push(Wiring::Exec {
         container: ctx.name("discourse"),
-        user: "discourse".into(),
+        user: "root".into(),
         cmd: vec![
             p("rails"),
             p("runner"),

@@ -517,6 +517,21 @@ async fn run_reconcile(shared: Arc<Shared>, token: tokio_util::sync::Cancellatio
     };
     let mut failures: u32 = 0;
     let mut trigger = "start";
+    // The apps are wired to the directory: let it come up first (its
+    // service account secrets are made then), for a minute at most.
+    for _ in 0..240 {
+        let up = matches!(
+            shared.directory.read().as_deref(),
+            Ok(DirectoryObservation::Running { .. })
+        );
+        if up {
+            break;
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
     loop {
         let config = shared.config();
         let delay = match crate::apps::desired(&config) {

@@ -328,7 +328,8 @@ pub async fn exec(
             bollard::models::ExecConfig {
                 attach_stdout: Some(true),
                 attach_stderr: Some(true),
-                user: Some(user.to_owned()),
+                // Empty: the image's own user.
+                user: (!user.is_empty()).then(|| user.to_owned()),
                 working_dir: workdir.map(str::to_owned),
                 cmd: Some(cmd),
                 ..Default::default()

@@ -40,7 +40,8 @@ pub enum ApplyError {
         code: i64,
         logs: String,
     },
-    #[error("{what} failed: {output}")]
+    /// `what` is the step, which the report names already.
+    #[error("{output}")]
     Wiring { what: String, output: String },
     #[error("{0}")]
     NameTaken(String),
@@ -236,7 +237,9 @@ fn step_app(step: &Step, desired: &Desired) -> String {
             spec.app.to_string()
         }
         Step::StartContainer { name, .. } | Step::RemoveContainer { name, .. } => of(name),
-        Step::WaitReady { app, .. } | Step::Wire { app, .. } => app.to_string(),
+        Step::WaitReady { app, .. } | Step::Wire { app, .. } | Step::PullImage { app, .. } => {
+            app.to_string()
+        }
         _ => String::new(),
     }
 }
@@ -359,7 +362,7 @@ async fn apply_step(
             )
             .await?;
         }
-        Step::PullImage { image } => {
+        Step::PullImage { image, .. } => {
             objects::pull_image(docker, image, |layer, current, total| {
                 (settings.progress)(Progress::Pull {
                     image,
@@ -421,6 +424,34 @@ async fn wait_ready(
                 },
                 _ => return Ok(()),
             },
+            // Docker checks health only every interval (no start interval
+            // before API 1.44): run the check now rather than wait for it.
+            Some(s) if s.running && s.health == "starting" => {
+                match spec.and_then(|c| c.health.as_ref()) {
+                    Some(h) if h.test.first().map(String::as_str) == Some("CMD") => {
+                        let out = objects::exec(docker, container, "", None, h.test[1..].to_vec())
+                            .await?;
+                        if out.exit_code == 0 {
+                            match spec {
+                                Some(c) if c.role == "nextcloud" => {
+                                    match nextcloud_ready(c).await {
+                                        Ok(()) => return Ok(()),
+                                        Err(w) => why = w,
+                                    }
+                                }
+                                _ => return Ok(()),
+                            }
+                        } else {
+                            why = format!(
+                                "its health check fails: {}{}",
+                                out.stdout.trim(),
+                                out.stderr.trim()
+                            );
+                        }
+                    }
+                    _ => why = "health is starting".into(),
+                }
+            }
             Some(s) => why = format!("health is {}", s.health),
         }
         if started.elapsed() >= timeout {

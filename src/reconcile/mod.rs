@@ -67,6 +67,7 @@ pub enum Step {
     CreateNetwork(NetworkSpec),
     CreateVolume(VolumeSpec),
     PullImage {
+        app: AppName,
         image: String,
     },
     /// Someone else's object holds our name: we do not touch it.
@@ -121,7 +122,7 @@ impl Step {
                     .unwrap_or_default()
             ),
             Step::CreateVolume(v) => format!("create volume {}", v.name),
-            Step::PullImage { image } => format!("pull image {image}"),
+            Step::PullImage { image, .. } => format!("pull image {image}"),
             Step::NameTaken { kind, name } => format!(
                 "cannot manage {kind} {name}: one of that name exists without our labels; rename or remove it"
             ),
@@ -221,6 +222,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Step> {
                 && pulls.insert(c.image.clone())
             {
                 steps.push(Step::PullImage {
+                    app: c.app,
                     image: c.image.clone(),
                 });
             }

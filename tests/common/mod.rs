@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod flow;
+pub mod images;
 pub mod slapd;
 
 use std::os::unix::net::UnixDatagram;

@@ -1,0 +1,752 @@
+//! The Discourse stand-in (web-only image): boots only with its database
+//! and redis reachable, takes its first API key from `rails runner`, serves
+//! the admin API's site settings (refusing DiscourseConnect settings out of
+//! order) and DiscourseConnect itself (`/session/sso`, `/session/sso_login`,
+//! `/admin/users/sync_sso`), strictly as Discourse parses it.
+//!
+//! State lives in `/shared/standin-state.json`; `GET /standin/users.json`
+//! dumps the users DiscourseConnect created.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use crate::codec;
+use crate::net::{self, Request, Response};
+use crate::state::{self, StateFile};
+use crate::{Ctx, R, fail};
+
+const SHARED: &str = "/shared";
+/// Nonces expire after 10 minutes, as `discourse_connect_nonce_expiry`.
+const NONCE_TTL: u64 = 600;
+
+fn state_file() -> StateFile {
+    StateFile::new(
+        Path::new(SHARED).join("standin-state.json"),
+        crate::user_ids("discourse").ok(),
+    )
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Bool,
+    Str,
+    Url,
+    Email,
+    Enum(&'static [&'static str]),
+}
+
+/// The site settings the stand-in knows, with their defaults.
+const SETTINGS: &[(&str, Kind, &str)] = &[
+    ("title", Kind::Str, "Discourse"),
+    ("contact_email", Kind::Email, ""),
+    (
+        "enforce_second_factor",
+        Kind::Enum(&["no", "staff", "all"]),
+        "no",
+    ),
+    ("discourse_connect_url", Kind::Url, ""),
+    ("discourse_connect_secret", Kind::Str, ""),
+    ("enable_discourse_connect", Kind::Bool, "false"),
+    ("auth_overrides_email", Kind::Bool, "false"),
+    ("auth_overrides_username", Kind::Bool, "false"),
+    ("auth_overrides_name", Kind::Bool, "false"),
+    ("auth_overrides_avatar", Kind::Bool, "false"),
+    ("discourse_connect_overrides_groups", Kind::Bool, "false"),
+    ("discourse_connect_overrides_avatar", Kind::Bool, "false"),
+    (
+        "discourse_connect_allows_all_return_paths",
+        Kind::Bool,
+        "false",
+    ),
+    ("logout_redirect", Kind::Str, ""),
+    ("login_required", Kind::Bool, "false"),
+    ("enable_local_logins", Kind::Bool, "true"),
+    ("invite_only", Kind::Bool, "false"),
+    ("must_approve_users", Kind::Bool, "false"),
+    ("force_https", Kind::Bool, "false"),
+];
+
+fn required_env() -> R<Map<String, Value>> {
+    let mut missing = Vec::new();
+    let mut env = Map::new();
+    for k in [
+        "DISCOURSE_HOSTNAME",
+        "DISCOURSE_DEVELOPER_EMAILS",
+        "DISCOURSE_DB_HOST",
+        "DISCOURSE_DB_NAME",
+        "DISCOURSE_DB_USERNAME",
+        "DISCOURSE_DB_PASSWORD",
+        "DISCOURSE_REDIS_HOST",
+    ] {
+        match crate::env(k).filter(|v| !v.is_empty()) {
+            Some(v) => {
+                env.insert(k.into(), json!(v));
+            }
+            None => missing.push(k),
+        }
+    }
+    if !missing.is_empty() {
+        return fail(format!(
+            "stand-in discourse: missing environment: {}",
+            missing.join(", ")
+        ));
+    }
+    Ok(env)
+}
+
+fn db_login() -> Result<(), String> {
+    if crate::env("DISCOURSE_DB_SOCKET").is_some_and(|s| !s.is_empty()) {
+        return Err(format!(
+            "PG::ConnectionBad: connection to server on socket \"{}/.s.PGSQL.5432\" failed: No such file or directory (set DISCOURSE_DB_SOCKET='' for TCP)",
+            crate::env("DISCOURSE_DB_SOCKET").unwrap_or_default()
+        ));
+    }
+    let port = crate::env("DISCOURSE_DB_PORT")
+        .filter(|p| !p.is_empty())
+        .map_or(Ok(5432), |p| p.parse::<u16>())
+        .map_err(|_| "DISCOURSE_DB_PORT is not a port".to_owned())?;
+    crate::postgres::login(
+        &crate::env("DISCOURSE_DB_HOST").unwrap_or_default(),
+        port,
+        &crate::env("DISCOURSE_DB_USERNAME").unwrap_or_default(),
+        &crate::env("DISCOURSE_DB_NAME").unwrap_or_default(),
+        &crate::env("DISCOURSE_DB_PASSWORD").unwrap_or_default(),
+    )
+    .map_err(|e| format!("PG::ConnectionBad: {e}"))
+}
+
+fn redis_ping() -> Result<(), String> {
+    let port = crate::env("DISCOURSE_REDIS_PORT")
+        .filter(|p| !p.is_empty())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(6379);
+    crate::redis::ping(
+        &crate::env("DISCOURSE_REDIS_HOST").unwrap_or_default(),
+        port,
+        crate::env("DISCOURSE_REDIS_PASSWORD").as_deref(),
+    )
+    .map_err(|e| format!("Redis::CannotConnectError: {e}"))
+}
+
+fn retry(what: &str, mut f: impl FnMut() -> Result<(), String>) -> R<()> {
+    let mut last = String::new();
+    for _ in 0..30 {
+        match f() {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                eprintln!("{what}: {e}; retrying");
+                last = e;
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    fail(last)
+}
+
+/// `/sbin/boot`: checks, migrates, serves on port 80.
+pub fn boot(_args: &[String]) -> R<i32> {
+    let env = required_env()?;
+    if let Some(w) = crate::env("UNICORN_WORKERS")
+        && w.parse::<u32>().is_err()
+    {
+        return fail(format!("UNICORN_WORKERS must be a number, not {w:?}"));
+    }
+    retry("database", db_login)?;
+    retry("redis", redis_ping)?;
+    let migrate = crate::env("MIGRATE_ON_BOOT").is_some_and(|m| m == "1");
+    let ids = crate::user_ids("discourse")?;
+    if crate::euid() == 0 {
+        std::os::unix::fs::chown(SHARED, Some(ids.0), Some(ids.1)).ctx("chown /shared")?;
+    }
+    state_file().update(|st| {
+        if st["migrated"] != true {
+            if !migrate {
+                return fail("ActiveRecord::PendingMigrationError: migrations are pending; set MIGRATE_ON_BOOT=1");
+            }
+            println!("== Migrating database (stand-in)");
+            st["migrated"] = json!(true);
+        }
+        let settings = state::obj(st, "settings");
+        for (name, _, default) in SETTINGS {
+            settings.entry(*name).or_insert_with(|| json!(default));
+        }
+        st["env"] = Value::Object(env.clone());
+        state::arr(st, "api_keys");
+        state::arr(st, "users");
+        state::obj(st, "nonces");
+        Ok(())
+    })?;
+    let handler = Arc::new(|req: &Request| -> Response {
+        match handle(req) {
+            Ok(r) | Err(r) => r,
+        }
+    });
+    println!("discourse (stand-in): unicorn listening on port 80");
+    net::serve(80, handler).ctx("cannot listen on port 80")?;
+    Ok(1)
+}
+
+fn errors(status: u16, msg: impl Into<String>) -> Response {
+    Response::json(status, &json!({"errors": [msg.into()]}))
+}
+
+fn not_found() -> Response {
+    Response::json(
+        404,
+        &json!({"errors": ["The requested URL or resource could not be found."], "error_type": "not_found"}),
+    )
+}
+
+fn server_error(e: crate::Fail) -> Response {
+    Response::text(500, e.msg)
+}
+
+type Resp = Result<Response, Response>;
+
+fn handle(req: &Request) -> Resp {
+    let path = req.path.as_str();
+    match (req.method.as_str(), path) {
+        ("GET", "/srv/status") => Ok(Response::text(200, "ok")),
+        ("GET", "/standin/users.json") => {
+            let st = state_file().read().map_err(server_error)?;
+            Ok(Response::json(200, &json!({"users": st["users"]})))
+        }
+        ("GET", "/admin/site_settings.json") => {
+            let st = authorize(req)?;
+            let list: Vec<Value> = SETTINGS
+                .iter()
+                .map(|(n, _, _)| json!({"setting": n, "value": st["settings"][*n]}))
+                .collect();
+            Ok(Response::json(200, &json!({"site_settings": list})))
+        }
+        ("PUT", p) if p.starts_with("/admin/site_settings/") => {
+            authorize(req)?;
+            put_setting(req, p.trim_start_matches("/admin/site_settings/"))
+        }
+        ("GET", "/session/sso") => sso_start(req),
+        ("GET", "/session/sso_login") => sso_login(req),
+        ("POST", "/admin/users/sync_sso") => {
+            authorize(req)?;
+            sync_sso(req)
+        }
+        _ => Err(not_found()),
+    }
+}
+
+/// The admin API's headers: a key created by `rails runner`, and the
+/// system user (or an admin).
+fn authorize(req: &Request) -> Result<Value, Response> {
+    let denied = |why: &str| {
+        Response::json(
+            403,
+            &json!({"errors": [format!("You are not permitted to view the requested resource. The API username or key is invalid. ({why})")], "error_type": "invalid_access"}),
+        )
+    };
+    if req.query("api_key").is_some() || req.query("api_username").is_some() {
+        return Err(denied(
+            "API credentials in the query string are not accepted; use the Api-Key and Api-Username headers",
+        ));
+    }
+    let st = state_file().read().map_err(server_error)?;
+    let key = req.header("api-key").unwrap_or("");
+    let known = st["api_keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|k| codec::ct_eq(state::s(k, "key").as_bytes(), key.as_bytes()));
+    if key.is_empty() || !known {
+        return Err(denied("no such Api-Key"));
+    }
+    let user = req.header("api-username").unwrap_or("");
+    let admin = user == "system"
+        || st["users"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|u| u["username"] == user && u["admin"] == true);
+    if !admin {
+        return Err(denied("Api-Username must be system or an admin"));
+    }
+    Ok(st)
+}
+
+/// The value of `name` from a form or JSON body.
+fn body_value(req: &Request, name: &str) -> Result<String, Response> {
+    let missing = || {
+        errors(
+            400,
+            format!("param is missing or the value is empty: {name}"),
+        )
+    };
+    let ct = req.header("content-type").unwrap_or("");
+    if ct.starts_with("application/json") {
+        let v: Value = serde_json::from_slice(&req.body)
+            .map_err(|e| errors(400, format!("invalid JSON body: {e}")))?;
+        return match v.get(name) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(Value::Null) => Ok(String::new()),
+            Some(Value::Bool(b)) => Ok(b.to_string()),
+            Some(Value::Number(n)) => Ok(n.to_string()),
+            Some(_) => Err(errors(422, format!("{name}: value must be a string"))),
+            None => Err(missing()),
+        };
+    }
+    let form = codec::parse_query(&String::from_utf8_lossy(&req.body));
+    codec::query_get(&form, name)
+        .map(str::to_owned)
+        .ok_or_else(missing)
+}
+
+fn validate(name: &str, kind: Kind, value: &str, settings: &Value) -> Result<String, String> {
+    let cur = |n: &str| state::s(settings, n).to_owned();
+    let v = match kind {
+        Kind::Bool => match value {
+            "true" | "t" => "true".to_owned(),
+            "false" | "f" => "false".to_owned(),
+            _ => {
+                return Err(format!(
+                    "Invalid value {value:?} for {name}: must be true or false"
+                ));
+            }
+        },
+        Kind::Enum(opts) if opts.contains(&value) => value.to_owned(),
+        Kind::Enum(opts) => {
+            return Err(format!(
+                "Invalid value {value:?} for {name}: one of {}",
+                opts.join(", ")
+            ));
+        }
+        Kind::Url
+            if value.is_empty()
+                || value.starts_with("https://")
+                || value.starts_with("http://") =>
+        {
+            value.to_owned()
+        }
+        Kind::Url => {
+            return Err(format!(
+                "Invalid value for {name}: must be a URL (http:// or https://)"
+            ));
+        }
+        Kind::Email if value.is_empty() || (value.contains('@') && !value.contains(' ')) => {
+            value.to_owned()
+        }
+        Kind::Email => {
+            return Err(format!(
+                "Invalid value for {name}: must be an email address"
+            ));
+        }
+        Kind::Str => value.to_owned(),
+    };
+    match name {
+        "discourse_connect_url" | "discourse_connect_secret"
+            if v.is_empty() && cur("enable_discourse_connect") == "true" =>
+        {
+            return Err("You cannot clear this while DiscourseConnect is enabled.".into());
+        }
+        "discourse_connect_url" | "discourse_connect_secret" if v.is_empty() => {}
+        "discourse_connect_secret" => {
+            if cur("discourse_connect_url").is_empty() {
+                return Err("You must set 'discourse connect url' before setting 'discourse connect secret'.".into());
+            }
+            if v.chars().count() < 10 || v.contains(char::is_whitespace) {
+                return Err(
+                    "The discourse connect secret must be at least 10 characters, without spaces."
+                        .into(),
+                );
+            }
+        }
+        "enable_discourse_connect" if v == "true" => {
+            if cur("discourse_connect_url").is_empty() {
+                return Err(
+                    "You must set 'discourse connect url' before enabling this setting.".into(),
+                );
+            }
+            if cur("discourse_connect_secret").is_empty() {
+                return Err(
+                    "You must set 'discourse connect secret' before enabling this setting.".into(),
+                );
+            }
+            if cur("enforce_second_factor") != "no" {
+                return Err("You cannot enable DiscourseConnect while 2FA is enforced (enforce_second_factor must be 'no').".into());
+            }
+        }
+        "enforce_second_factor" if v != "no" && cur("enable_discourse_connect") == "true" => {
+            return Err("You cannot enforce 2FA while DiscourseConnect is enabled.".into());
+        }
+        _ => {}
+    }
+    Ok(v)
+}
+
+fn put_setting(req: &Request, name: &str) -> Resp {
+    let Some((_, kind, _)) = SETTINGS.iter().find(|(n, _, _)| *n == name) else {
+        return Err(not_found());
+    };
+    let value = body_value(req, name)?;
+    state_file()
+        .update(|st| match validate(name, *kind, &value, &st["settings"]) {
+            Ok(v) => {
+                st["settings"][name] = json!(v);
+                Ok(Response::empty(200))
+            }
+            Err(e) => Ok(errors(422, e)),
+        })
+        .map_err(server_error)
+}
+
+fn base_url(st: &Value) -> String {
+    let host = state::s(&st["env"], "DISCOURSE_HOSTNAME");
+    let scheme = if st["settings"]["force_https"] == "true" {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{host}")
+}
+
+fn sso_start(req: &Request) -> Resp {
+    let return_path = req.query("return_path").unwrap_or("/").to_owned();
+    state_file()
+        .update(|st| {
+            let s = &st["settings"];
+            if s["enable_discourse_connect"] != "true" {
+                return Ok(errors(404, "DiscourseConnect is not enabled"));
+            }
+            let url = state::s(s, "discourse_connect_url").to_owned();
+            let secret = state::s(s, "discourse_connect_secret").to_owned();
+            let nonce = codec::random_hex(16);
+            let payload = codec::build_query(&[
+                ("nonce", &nonce),
+                (
+                    "return_sso_url",
+                    &format!("{}/session/sso_login", base_url(st)),
+                ),
+            ]);
+            let b64 = codec::b64_encode(payload.as_bytes());
+            let sig = codec::hex(&codec::hmac_sha256(secret.as_bytes(), b64.as_bytes()));
+            state::obj(st, "nonces").insert(
+                nonce,
+                json!({"issued": codec::now(), "used": false, "return_path": return_path}),
+            );
+            let sep = if url.contains('?') { '&' } else { '?' };
+            Ok(Response::redirect(&format!(
+                "{url}{sep}sso={}&sig={sig}",
+                codec::url_encode(&b64)
+            )))
+        })
+        .map_err(server_error)
+}
+
+/// Verifies a signed payload (as `DiscourseConnectBase.parse`) and returns
+/// its fields.
+fn verify(
+    st: &Value,
+    sso: Option<&str>,
+    sig: Option<&str>,
+) -> Result<Vec<(String, String)>, Response> {
+    let (Some(sso), Some(sig)) = (sso, sig) else {
+        return Err(errors(422, "sso and sig are required"));
+    };
+    let raw = codec::b64_decode(sso).map_err(|e| errors(422, e))?;
+    let secret = state::s(&st["settings"], "discourse_connect_secret");
+    let expected = codec::hex(&codec::hmac_sha256(secret.as_bytes(), sso.as_bytes()));
+    if !codec::ct_eq(expected.as_bytes(), sig.as_bytes()) {
+        return Err(errors(
+            422,
+            "Bad signature for payload (sig must be the lowercase hex HMAC-SHA256 of the Base64 text with discourse_connect_secret)",
+        ));
+    }
+    let text = String::from_utf8(raw).map_err(|_| errors(422, "payload is not UTF-8"))?;
+    Ok(codec::parse_query(&text))
+}
+
+/// Creates or updates the user a payload describes.
+fn upsert_user(st: &mut Value, f: &[(String, String)]) -> Result<Value, Response> {
+    let get = |k: &str| codec::query_get(f, k).unwrap_or("").trim().to_owned();
+    let (external_id, email, username) = (get("external_id"), get("email"), get("username"));
+    for (k, v) in [
+        ("external_id", &external_id),
+        ("email", &email),
+        ("username", &username),
+    ] {
+        if v.is_empty() {
+            return Err(errors(
+                422,
+                format!("{k} is blank in the DiscourseConnect payload"),
+            ));
+        }
+    }
+    if !email.contains('@') || email.contains(char::is_whitespace) {
+        return Err(errors(422, format!("email {email:?} is not valid")));
+    }
+    if !username
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        return Err(errors(
+            422,
+            format!("username {username:?} has characters Discourse does not allow"),
+        ));
+    }
+    for k in [
+        "admin",
+        "moderator",
+        "suppress_welcome_message",
+        "require_activation",
+    ] {
+        let v = get(k);
+        if !v.is_empty() && v != "true" && v != "false" {
+            return Err(errors(
+                422,
+                format!("{k} must be the string true or false, not {v:?}"),
+            ));
+        }
+    }
+    let settings = st["settings"].clone();
+    let on = |n: &str| settings[n] == "true";
+    let developers: Vec<String> = state::s(&st["env"], "DISCOURSE_DEVELOPER_EMAILS")
+        .split(',')
+        .map(|e| e.trim().to_ascii_lowercase())
+        .collect();
+    let users = state::arr(st, "users");
+    let next_id = users
+        .iter()
+        .filter_map(|u| u["id"].as_u64())
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let idx = users
+        .iter()
+        .position(|u| u["external_id"] == external_id.as_str())
+        .or_else(|| {
+            users
+                .iter()
+                .position(|u| state::s(u, "email").eq_ignore_ascii_case(&email))
+        });
+    let taken = |users: &Vec<Value>, name: &str, except: Option<usize>| {
+        users
+            .iter()
+            .enumerate()
+            .any(|(i, u)| Some(i) != except && state::s(u, "username").eq_ignore_ascii_case(name))
+    };
+    let idx = match idx {
+        Some(i) => {
+            let u = &mut users[i];
+            u["external_id"] = json!(external_id);
+            if on("auth_overrides_email") {
+                u["email"] = json!(email);
+            }
+            if on("auth_overrides_name") && !get("name").is_empty() {
+                u["name"] = json!(get("name"));
+            }
+            if on("auth_overrides_username") && !taken(users, &username, Some(i)) {
+                users[i]["username"] = json!(username);
+            }
+            i
+        }
+        None => {
+            let mut name = username.clone();
+            let mut n = 1;
+            while taken(users, &name, None) {
+                name = format!("{username}{n}");
+                n += 1;
+            }
+            users.push(json!({
+                "id": next_id,
+                "external_id": external_id,
+                "username": name,
+                "email": email,
+                "name": get("name"),
+                "groups": [],
+                "admin": developers.contains(&email.to_ascii_lowercase()),
+                "moderator": false,
+            }));
+            users.len() - 1
+        }
+    };
+    let u = &mut users[idx];
+    let list = |k: &str| -> Vec<String> {
+        get(k)
+            .split(',')
+            .map(|g| g.trim().to_owned())
+            .filter(|g| !g.is_empty())
+            .collect()
+    };
+    let mut groups: Vec<String> = u["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g.as_str().map(str::to_owned))
+        .collect();
+    if on("discourse_connect_overrides_groups") && codec::query_get(f, "groups").is_some() {
+        groups = list("groups");
+    }
+    for g in list("add_groups") {
+        if !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    let remove = list("remove_groups");
+    groups.retain(|g| !remove.contains(g));
+    u["groups"] = json!(groups);
+    for k in ["admin", "moderator"] {
+        match get(k).as_str() {
+            "true" => u[k] = json!(true),
+            "false" => u[k] = json!(false),
+            _ => {}
+        }
+    }
+    Ok(u.clone())
+}
+
+fn sso_login(req: &Request) -> Resp {
+    state_file()
+        .update(|st| {
+            if st["settings"]["enable_discourse_connect"] != "true" {
+                return Ok(errors(404, "DiscourseConnect is not enabled"));
+            }
+            let fields = match verify(st, req.query("sso"), req.query("sig")) {
+                Ok(f) => f,
+                Err(r) => return Ok(r),
+            };
+            let nonce = codec::query_get(&fields, "nonce").unwrap_or("").to_owned();
+            let entry = st["nonces"].get(&nonce).cloned();
+            let problem = match &entry {
+                None => Some("the nonce was never issued (or is blank)"),
+                Some(n) if n["used"] == true => Some("the nonce was already used (replay)"),
+                Some(n) if codec::now() > n["issued"].as_u64().unwrap_or(0) + NONCE_TTL => {
+                    Some("the nonce expired (10 minutes)")
+                }
+                Some(_) => None,
+            };
+            if let Some(p) = problem {
+                return Ok(errors(
+                    403,
+                    format!("Account login timed out, please try logging in again: {p}"),
+                ));
+            }
+            st["nonces"][nonce.as_str()]["used"] = json!(true);
+            let user = match upsert_user(st, &fields) {
+                Ok(u) => u,
+                Err(r) => return Ok(r),
+            };
+            let return_path = entry
+                .map(|e| e["return_path"].clone())
+                .unwrap_or(json!("/"));
+            Ok(Response::json(
+                200,
+                &json!({"user": user, "return_path": return_path}),
+            ))
+        })
+        .map_err(server_error)
+}
+
+fn sync_sso(req: &Request) -> Resp {
+    let ct = req.header("content-type").unwrap_or("");
+    let (sso, sig) = if ct.starts_with("application/json") {
+        let v: Value = serde_json::from_slice(&req.body).map_err(|e| errors(400, e.to_string()))?;
+        (
+            v["sso"].as_str().map(str::to_owned),
+            v["sig"].as_str().map(str::to_owned),
+        )
+    } else {
+        let form = codec::parse_query(&String::from_utf8_lossy(&req.body));
+        (
+            codec::query_get(&form, "sso").map(str::to_owned),
+            codec::query_get(&form, "sig").map(str::to_owned),
+        )
+    };
+    state_file()
+        .update(|st| {
+            if st["settings"]["enable_discourse_connect"] != "true" {
+                return Ok(errors(403, "DiscourseConnect is not enabled"));
+            }
+            let fields = match verify(st, sso.as_deref(), sig.as_deref()) {
+                Ok(f) => f,
+                Err(r) => return Ok(r),
+            };
+            Ok(match upsert_user(st, &fields) {
+                Ok(u) => Response::json(200, &u),
+                Err(r) => r,
+            })
+        })
+        .map_err(server_error)
+}
+
+/// `rails runner '<script>'`: only the catalog's script, which creates the
+/// first API key from a key file unless one with that description exists.
+pub fn rails(args: &[String]) -> R<i32> {
+    let mut args: Vec<&String> = args.iter().collect();
+    if args.first().is_none_or(|a| *a != "runner" && *a != "r") {
+        return fail("stand-in rails: only `rails runner '<script>'` is supported");
+    }
+    args.remove(0);
+    if args.first().is_some_and(|a| *a == "-e") {
+        args.drain(..2.min(args.len()));
+    }
+    let [script] = args.as_slice() else {
+        return fail("stand-in rails runner: give exactly one script");
+    };
+    let quoted = |after: &str| -> Option<String> {
+        let rest = script.split(after).nth(1)?;
+        let q = rest.chars().next()?;
+        if q != '\'' && q != '"' {
+            return None;
+        }
+        rest[1..].split(q).next().map(str::to_owned)
+    };
+    let (Some(path), true) = (quoted("File.read("), script.contains("ApiKey.create!(")) else {
+        return fail(format!(
+            "stand-in rails runner understands only `k = File.read('<key file>').strip; ApiKey.exists?(description: '…') || ApiKey.create!(description: '…', created_by_id: Discourse::SYSTEM_USER_ID, key: k)`, not: {script}"
+        ));
+    };
+    if !script.contains("key: k") && !script.contains("key:k") {
+        return fail(
+            "stand-in rails runner: ApiKey.create! must be given key: k (the key read from the file)",
+        );
+    }
+    let description = quoted("description: ").unwrap_or_default();
+    required_env()?;
+    db_login().map_err(|e| crate::Fail { code: 1, msg: e })?;
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        let kind = match e.kind() {
+            std::io::ErrorKind::PermissionDenied => "Errno::EACCES: Permission denied",
+            std::io::ErrorKind::NotFound => "Errno::ENOENT: No such file or directory",
+            _ => "Errno::EIO",
+        };
+        crate::Fail {
+            code: 1,
+            msg: format!(
+                "{kind} @ rb_sysopen - {path} (running as uid {})",
+                crate::euid()
+            ),
+        }
+    })?;
+    let key = if script.contains(".strip") {
+        text.trim()
+    } else {
+        text.as_str()
+    }
+    .to_owned();
+    if key.is_empty() {
+        return fail("ActiveRecord::RecordInvalid: Validation failed: Key can't be blank");
+    }
+    let guarded = script.contains("ApiKey.exists?(");
+    state_file().update(|st| {
+        let keys = state::arr(st, "api_keys");
+        if guarded
+            && keys
+                .iter()
+                .any(|k| k["description"] == description.as_str())
+        {
+            return Ok(());
+        }
+        keys.push(json!({"description": description, "key": key, "created_at": codec::now()}));
+        Ok(())
+    })?;
+    Ok(0)
+}

@@ -1,0 +1,540 @@
+//! The apps on the real Docker Engine, with the stand-in images: the
+//! daemon's reconcile installs and wires everything and then changes
+//! nothing; a container removed by hand comes back; a daemon killed in the
+//! middle converges without duplicates; the Nextcloud stand-in's recorded
+//! LDAP settings find active people only; DiscourseConnect round trip;
+//! disabling keeps data and `purge` deletes it; an image that cannot be
+//! pulled is a clear state.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use bollard::query_parameters::{
+    ListContainersOptions, ListNetworksOptions, ListVolumesOptions, RemoveContainerOptions,
+    RemoveVolumeOptions,
+};
+use common::images;
+use common::{Appliance, component, post, wait_status};
+use commonscloud::apps::LABEL_INSTANCE;
+
+/// Removes every container, network and volume of an instance, also when
+/// the test fails.
+struct Cleanup {
+    prefix: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let prefix = self.prefix.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let docker = docker().await;
+            let f = || {
+                HashMap::from([(
+                    "label".to_owned(),
+                    vec![format!("{LABEL_INSTANCE}={prefix}")],
+                )])
+            };
+            for c in docker
+                .list_containers(Some(ListContainersOptions {
+                    all: true,
+                    filters: Some(f()),
+                    ..Default::default()
+                }))
+                .await
+                .unwrap_or_default()
+            {
+                let _ = docker
+                    .remove_container(
+                        c.id.as_deref().unwrap_or_default(),
+                        Some(RemoveContainerOptions {
+                            force: true,
+                            v: true,
+                            ..Default::default()
+                        }),
+                    )
+                    .await;
+            }
+            for n in docker
+                .list_networks(Some(ListNetworksOptions { filters: Some(f()) }))
+                .await
+                .unwrap_or_default()
+            {
+                let _ = docker
+                    .remove_network(n.id.as_deref().unwrap_or_default())
+                    .await;
+            }
+            for v in docker
+                .list_volumes(Some(ListVolumesOptions { filters: Some(f()) }))
+                .await
+                .ok()
+                .and_then(|r| r.volumes)
+                .unwrap_or_default()
+            {
+                let _ = docker
+                    .remove_volume(&v.name, None::<RemoveVolumeOptions>)
+                    .await;
+            }
+        });
+    }
+}
+
+async fn docker() -> bollard::Docker {
+    commonscloud::docker::connect(
+        &commonscloud::docker::socket_path(),
+        Duration::from_secs(120),
+    )
+    .await
+    .unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Three free consecutive loopback ports.
+fn port_base() -> u16 {
+    for _ in 0..200 {
+        let base = common::free_port();
+        if base < 65_000
+            && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
+        {
+            return base;
+        }
+    }
+    panic!("no three free consecutive ports");
+}
+
+/// A private /24 of its own for each appliance in this process.
+fn subnet() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "10.{}.{}.0/24",
+        40 + std::process::id() % 200,
+        N.fetch_add(1, Ordering::Relaxed) % 250
+    )
+}
+
+/// An appliance running the given apps on the stand-ins.
+fn appliance(apps: &[&str]) -> (Appliance, Cleanup) {
+    let app = Appliance::new();
+    let cleanup = Cleanup {
+        prefix: app.prefix(),
+    };
+    let tags: Vec<(&str, String)> = rt().block_on(async {
+        let d = docker().await;
+        let mut out = Vec::new();
+        for (role, name, args) in [
+            (
+                "nextcloud",
+                "nextcloud",
+                vec![("NEXTCLOUD_VERSION", "31.0.0")],
+            ),
+            ("nextcloud-db", "postgres", vec![]),
+            ("nextcloud-redis", "redis", vec![]),
+            ("collabora", "collabora", vec![]),
+            ("discourse", "discourse", vec![]),
+            (
+                "discourse-db",
+                "postgres",
+                vec![("PG_EXTENSIONS", "plpgsql hstore pg_trgm vector")],
+            ),
+            ("discourse-redis", "redis", vec![]),
+        ] {
+            out.push((role, images::image(&d, name, &args).await));
+        }
+        out
+    });
+    let images: String = tags
+        .iter()
+        .map(|(role, tag)| format!("{role} = \"{tag}\"\n"))
+        .collect();
+    app.set_apps(
+        apps,
+        &format!(
+            "force = true\nsubnet = \"{}\"\nport_base = {}\n",
+            subnet(),
+            port_base()
+        ),
+    );
+    let mut text = std::fs::read_to_string(&app.config).unwrap();
+    text.push_str(&format!("\n[apps.images]\n{images}"));
+    std::fs::write(&app.config, text).unwrap();
+    (app, cleanup)
+}
+
+fn converged(s: &serde_json::Value, apps: &[&str]) -> bool {
+    apps.iter()
+        .all(|a| component(s, &format!("app:{a}"))["state"] == "ok")
+}
+
+fn wait_converged(app: &Appliance, apps: &[&str]) -> serde_json::Value {
+    let until = Instant::now() + Duration::from_secs(240);
+    loop {
+        let s = app.status();
+        if s["running"] == true && converged(&s, apps) {
+            return s;
+        }
+        if let Some(bad) = s["components"].as_array().and_then(|cs| {
+            cs.iter().find(|c| {
+                c["name"].as_str().is_some_and(|n| n.starts_with("app:")) && c["state"] == "down"
+            })
+        }) {
+            panic!("reconcile failed: {bad}");
+        }
+        assert!(Instant::now() < until, "never converged: {s:#}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Our objects, by kind: `(containers, networks, volumes)` names.
+fn objects(prefix: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
+    rt().block_on(async {
+        let d = docker().await;
+        let o = commonscloud::docker::observe(&d, prefix).await.unwrap();
+        let mut c: Vec<String> = o.containers.into_iter().map(|c| c.name).collect();
+        let mut n: Vec<String> = o.networks.into_iter().map(|n| n.name).collect();
+        let mut v: Vec<String> = o.volumes.into_iter().map(|v| v.name).collect();
+        c.sort();
+        n.sort();
+        v.sort();
+        (c, n, v)
+    })
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_fresh_install_converges_then_nothing_changes_and_a_removed_container_returns() {
+    let apps = ["nextcloud", "collabora", "discourse"];
+    let (app, _cleanup) = appliance(&apps);
+    let prefix = app.prefix();
+    let _daemon = app.serve();
+    wait_converged(&app, &apps);
+    let plan = stdout(&app.cli(&["plan"]));
+    assert!(plan.contains("nothing to do"), "{plan}");
+    let again = stdout(&app.cli(&["reconcile", "--json"]));
+    let again: serde_json::Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(again["steps"], 0, "{again}");
+    let (containers, networks, volumes) = objects(&prefix);
+    assert_eq!(containers.len(), 8, "{containers:?}");
+    assert_eq!(networks, [prefix.clone(), format!("{prefix}-db")]);
+    assert_eq!(volumes.len(), 7, "{volumes:?}");
+
+    // Someone removes a container by hand: Docker tells the daemon, which
+    // puts it back.
+    let victim = format!("{prefix}-collabora");
+    rt().block_on(async {
+        docker()
+            .await
+            .remove_container(
+                &victim,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .unwrap();
+    });
+    let until = Instant::now() + Duration::from_secs(120);
+    while !objects(&prefix).0.contains(&victim) {
+        assert!(Instant::now() < until, "{victim} never came back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_converged(&app, &apps);
+    let store = commonscloud::store::Store::open(&app.dir.path().join("state")).unwrap();
+    let last = store.last_run().unwrap().unwrap();
+    assert_eq!(last.outcome, "done");
+    assert!(store.run_steps(last.id).unwrap().iter().any(|s| {
+        s.description
+            .contains(&format!("create and start container {victim}"))
+    }),);
+}
+
+#[test]
+fn the_nextcloud_standin_records_settings_that_find_active_people_only() {
+    let (app, _cleanup) = appliance(&["nextcloud"]);
+    let prefix = app.prefix();
+    let _daemon = app.serve();
+    wait_converged(&app, &["nextcloud"]);
+    let state = rt().block_on(async {
+        let d = docker().await;
+        commonscloud::docker::objects::exec(
+            &d,
+            &format!("{prefix}-nextcloud"),
+            "www-data",
+            None,
+            vec!["cat".into(), "/var/www/html/standin-state.json".into()],
+        )
+        .await
+        .unwrap()
+    });
+    assert_eq!(state.exit_code, 0, "{state:?}");
+    let state: serde_json::Value = serde_json::from_str(&state.stdout).unwrap();
+    let s01 = state["ldap"]["s01"].clone();
+    let s01 = if s01.is_null() {
+        state["ldap_configs"]["s01"].clone()
+    } else {
+        s01
+    };
+    assert!(s01.is_object(), "no s01 in {state:#}");
+    let config = commonscloud::config::load(&app.config).unwrap();
+    let gateway = config.apps.subnet.gateway();
+    assert_eq!(s01["ldapHost"], format!("ldap://{gateway}"));
+    let port = app.ldap_url().rsplit(':').next().unwrap().to_owned();
+    assert_eq!(s01["ldapPort"], port);
+    assert_eq!(s01["ldapConfigurationActive"], "1");
+
+    // Two people; one suspended.
+    for uid in ["ana", "bob"] {
+        let form = serde_json::json!({"uid": uid, "display_name": uid, "email": format!("{uid}@example.org"),
+            "collective": "quimper", "language": "en", "ip": format!("192.0.2.{}", uid.len() + uid.as_bytes()[0] as usize % 100)});
+        let (code, v) = post(&app, "/v1/registrations", form);
+        assert_eq!(code, 201, "{v}");
+        let store = commonscloud::store::Store::open(&app.dir.path().join("state")).unwrap();
+        let mail = store
+            .due_mail(i64::MAX, 100)
+            .unwrap()
+            .into_iter()
+            .rev()
+            .find(|m| m.recipient == format!("{uid}@example.org"))
+            .unwrap();
+        let p: serde_json::Value = serde_json::from_str(&mail.params).unwrap();
+        let token = p["link"].as_str().unwrap().split("token=").nth(1).unwrap();
+        let (code, _) = post(
+            &app,
+            "/v1/registrations/verify",
+            serde_json::json!({"token": token}),
+        );
+        assert_eq!(code, 200);
+        let (code, _) = post(
+            &app,
+            &format!("/v1/registrations/{}/approve", v["id"]),
+            serde_json::json!({"by": "admin"}),
+        );
+        assert_eq!(code, 200);
+    }
+    let (code, _) = post(
+        &app,
+        "/v1/people/bob/suspend",
+        serde_json::json!({"by": "admin", "reason": "test"}),
+    );
+    assert_eq!(code, 200);
+
+    // Bind as Nextcloud would, with what it recorded, on the loopback URL.
+    let found = |uid: &str| {
+        let filter = s01["ldapLoginFilter"]
+            .as_str()
+            .unwrap()
+            .replace("%uid", &ldap3::ldap_escape(uid));
+        rt().block_on(async {
+            let (conn, mut l) = ldap3::LdapConnAsync::new(&app.ldap_url()).await.unwrap();
+            ldap3::drive!(conn);
+            l.simple_bind(
+                s01["ldapAgentName"].as_str().unwrap(),
+                s01["ldapAgentPassword"].as_str().unwrap(),
+            )
+            .await
+            .unwrap()
+            .success()
+            .unwrap();
+            let (entries, _) = l
+                .search(
+                    s01["ldapBaseUsers"].as_str().unwrap(),
+                    ldap3::Scope::Subtree,
+                    &filter,
+                    vec!["uid"],
+                )
+                .await
+                .unwrap()
+                .success()
+                .unwrap();
+            entries.len()
+        })
+    };
+    assert_eq!(found("ana"), 1);
+    assert_eq!(found("ana@example.org"), 1);
+    assert_eq!(found("bob"), 0, "a suspended person is not found");
+}
+
+#[test]
+fn discourse_connect_round_trip_with_groups_and_refusals() {
+    let (app, _cleanup) = appliance(&["discourse"]);
+    let _daemon = app.serve();
+    wait_converged(&app, &["discourse"]);
+    let config = commonscloud::config::load(&app.config).unwrap();
+    let port = config.apps.port_base + 2;
+    // A person to sign in.
+    let rt = rt();
+    rt.block_on(async {
+        let paths = commonscloud::directory::slapd::Paths::new(&config);
+        let tree = commonscloud::directory::tree::Tree::new(config.suffix().as_str());
+        let mut root = commonscloud::directory::ldap::connect_root(&paths)
+            .await
+            .unwrap();
+        let dn = commonscloud::directory::people::create_person(
+            &mut root,
+            &tree,
+            &commonscloud::directory::people::NewPerson {
+                uid: "ana",
+                display_name: "Ana Ros",
+                mail: "ana@example.org",
+                language: "en",
+                collective_dn: &tree.collective(&config.collective.slug),
+                home_node: "box",
+            },
+        )
+        .await
+        .unwrap();
+        commonscloud::directory::people::add_member(
+            &mut root,
+            &tree.group(&config.collective.slug, "members"),
+            &dn,
+        )
+        .await
+        .unwrap();
+        commonscloud::directory::ldap::set_password(&mut root, &dn, "correct horse battery")
+            .await
+            .unwrap();
+    });
+    // Discourse sends the browser to the daemon.
+    let (code, headers, _) = images::http("GET", port, "/session/sso?return_path=/", &[], b"");
+    assert_eq!(code, 302);
+    let location = headers
+        .iter()
+        .find(|(k, _)| k == "location")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    assert!(location.contains("/sso/discourse?"), "{location}");
+    let q: HashMap<String, String> =
+        form_urlencoded::parse(location.split_once('?').unwrap().1.as_bytes())
+            .into_owned()
+            .collect();
+    let ask = |sig: &str| {
+        post(
+            &app,
+            "/v1/sso/discourse",
+            serde_json::json!({"sso": q["sso"], "sig": sig, "uid": "ana", "password": "correct horse battery"}),
+        )
+    };
+    let mut bad = q["sig"].clone();
+    bad.replace_range(0..1, if bad.starts_with('0') { "1" } else { "0" });
+    assert_eq!(ask(&bad).0, 403, "a bad signature is refused");
+    let (code, v) = ask(&q["sig"]);
+    assert_eq!(code, 200, "{v}");
+    let back = v["redirect"].as_str().unwrap();
+    let path = &back[back.find("/session/sso_login").unwrap()..];
+    let (code, _, body) = images::http("GET", port, path, &[], b"");
+    assert_eq!(code, 200, "{body}");
+    let got: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let user = &got["user"];
+    assert_eq!(user["username"], "ana", "{got}");
+    assert_eq!(user["email"], "ana@example.org", "{got}");
+    assert_eq!(user["groups"], serde_json::json!(["quimper"]), "{got}");
+    assert!(!user["external_id"].as_str().unwrap().is_empty());
+    // Replays: the daemon and Discourse both refuse.
+    assert_eq!(ask(&q["sig"]).0, 409);
+    let (code, _, _) = images::http("GET", port, path, &[], b"");
+    assert_ne!(code, 200, "Discourse refuses a used nonce");
+}
+
+#[test]
+fn disabling_keeps_the_data_and_purge_deletes_it() {
+    let (app, _cleanup) = appliance(&["nextcloud", "collabora"]);
+    let prefix = app.prefix();
+    {
+        let _daemon = app.serve();
+        wait_converged(&app, &["nextcloud", "collabora"]);
+    }
+    let extra = std::fs::read_to_string(&app.config).unwrap();
+    let extra = extra.replace(
+        "enabled = [\"nextcloud\", \"collabora\"]",
+        "enabled = [\"collabora\"]",
+    );
+    std::fs::write(&app.config, extra).unwrap();
+    let out = stdout(&app.cli(&["reconcile"]));
+    assert!(out.contains("applied"), "{out}");
+    let (containers, _, volumes) = objects(&prefix);
+    assert!(
+        !containers.iter().any(|c| c.contains("-nextcloud")),
+        "{containers:?}"
+    );
+    assert!(
+        volumes.contains(&format!("{prefix}-nextcloud-html")),
+        "data kept: {volumes:?}"
+    );
+    // Without a terminal, purge wants --yes.
+    let out = app.cli(&["purge", "nextcloud"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
+    let out = app.cli(&["purge", "collabora"]);
+    assert_eq!(out.status.code(), Some(2), "an enabled app is refused");
+    let out = stdout(&app.cli(&["purge", "nextcloud", "--yes"]));
+    assert!(
+        out.contains(&format!("deleted volume {prefix}-nextcloud-html")),
+        "{out}"
+    );
+    let (_, _, volumes) = objects(&prefix);
+    assert!(
+        !volumes.iter().any(|v| v.contains("-nextcloud-")),
+        "{volumes:?}"
+    );
+}
+
+#[test]
+fn an_image_that_cannot_be_pulled_is_a_clear_state() {
+    let (app, _cleanup) = appliance(&["collabora"]);
+    let text = std::fs::read_to_string(&app.config).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("collabora = ") {
+                "collabora = \"commonscloud-missing/collabora:0\"\n".to_owned()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&app.config, text).unwrap();
+    let mut daemon = app.serve();
+    let s = wait_status(&app, "collabora down", |s| {
+        component(s, "app:collabora")["state"] == "down"
+    });
+    let detail = component(&s, "app:collabora")["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        detail.contains("commonscloud-missing/collabora:0") && detail.contains("cannot be pulled"),
+        "{detail}"
+    );
+    // Not a crash loop: the daemon keeps serving, the run is failed once.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(daemon.wait_exit(Duration::from_millis(10)).is_none());
+    let store = commonscloud::store::Store::open(&app.dir.path().join("state")).unwrap();
+    let last = store.last_run().unwrap().unwrap();
+    assert_eq!(last.outcome, "failed");
+    assert!(
+        last.id <= 2,
+        "retried with backoff, not in a loop: run {}",
+        last.id
+    );
+}

@@ -1,0 +1,825 @@
+//! The stand-in images of `images/testing/` and a small Docker lab for the
+//! tests that run them.
+//!
+//! Images: each `images/testing/<name>/` holds a `Dockerfile` (`FROM
+//! scratch`), a `rootfs/` and a `layout` file. The build context is put
+//! together here, in memory: the Dockerfile, `rootfs/` plus the host's
+//! static busybox (`apt install busybox-static`) with its applet links in
+//! `/bin`, the static `standin` binary (built on demand from
+//! `images/testing/standin/`) and the links and directories `layout` lists.
+//! Images are tagged by the hash of their context and build arguments, so
+//! an unchanged image is built once, across test processes too.
+//!
+//! Lab: everything a test creates carries `org.commonscloud.test=<run id>`
+//! and a unique name; dropping the [`Lab`] removes it all, also when the
+//! test fails.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HealthConfig, HealthStatusEnum, HostConfig,
+    NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding,
+    VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, ListContainersOptions, ListImagesOptions, ListNetworksOptions,
+    ListVolumesOptions, LogsOptions, RemoveContainerOptions, RemoveImageOptions,
+    RemoveVolumeOptions, WaitContainerOptions,
+};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+
+/// On every container, network and volume a test creates: its run id.
+pub const LABEL_TEST: &str = "org.commonscloud.test";
+/// On the stand-in images: the image's name, and the hash of its context
+/// (without build arguments), so stale builds can be pruned.
+pub const LABEL_STANDIN: &str = "org.commonscloud.standin";
+pub const LABEL_STANDIN_SOURCE: &str = "org.commonscloud.standin.source";
+
+pub fn images_dir() -> PathBuf {
+    super::repo().join("images/testing")
+}
+
+fn triple() -> String {
+    format!("{}-unknown-linux-gnu", std::env::consts::ARCH)
+}
+
+/// The static `standin` binary, built once per test process with cargo
+/// (which serializes concurrent builds in the same target dir itself).
+pub fn standin_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let target = super::target_dir().join("standin");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = std::process::Command::new(cargo)
+            .args(["build", "--release", "--locked", "--target", &triple()])
+            .arg("--manifest-path")
+            .arg(images_dir().join("standin/Cargo.toml"))
+            .env("CARGO_TARGET_DIR", &target)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("CARGO_BUILD_TARGET")
+            .output()
+            .expect("run cargo to build the stand-in binary");
+        assert!(
+            out.status.success(),
+            "building images/testing/standin failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        target.join(triple()).join("release/standin")
+    })
+}
+
+/// The host's static busybox.
+fn busybox() -> &'static (Vec<u8>, Vec<String>) {
+    static BB: OnceLock<(Vec<u8>, Vec<String>)> = OnceLock::new();
+    BB.get_or_init(|| {
+        let path = Path::new("/bin/busybox");
+        let bytes = std::fs::read(path)
+            .expect("/bin/busybox: install Debian's busybox-static (apt install busybox-static)");
+        let list = std::process::Command::new(path)
+            .arg("--list")
+            .output()
+            .expect("busybox --list");
+        let applets = String::from_utf8_lossy(&list.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|a| !a.is_empty() && *a != "busybox")
+            .map(str::to_owned)
+            .collect();
+        (bytes, applets)
+    })
+}
+
+/// A deterministic tar (mtime 0, root-owned) of an image's build context.
+struct Context {
+    tar: tar::Builder<Vec<u8>>,
+    dirs: BTreeSet<String>,
+}
+
+impl Context {
+    fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h
+    }
+
+    fn dir(&mut self, path: &str, mode: u32) {
+        let path = path.trim_end_matches('/');
+        if path.is_empty() || self.dirs.contains(path) {
+            return;
+        }
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            self.dir(parent, 0o755);
+        }
+        self.dirs.insert(path.to_owned());
+        let mut h = Self::header(tar::EntryType::Directory, mode, 0);
+        self.tar
+            .append_data(&mut h, format!("{path}/"), std::io::empty())
+            .expect("tar dir");
+    }
+
+    fn file(&mut self, path: &str, mode: u32, data: &[u8]) {
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            self.dir(parent, 0o755);
+        }
+        let mut h = Self::header(tar::EntryType::Regular, mode, data.len() as u64);
+        self.tar.append_data(&mut h, path, data).expect("tar file");
+    }
+
+    fn link(&mut self, path: &str, target: &str) {
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            self.dir(parent, 0o755);
+        }
+        let mut h = Self::header(tar::EntryType::Symlink, 0o777, 0);
+        self.tar
+            .append_link(&mut h, path, target)
+            .expect("tar link");
+    }
+
+    fn tree(&mut self, src: &Path, dst: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let mut entries: Vec<_> = std::fs::read_dir(src)
+            .unwrap_or_else(|e| panic!("{}: {e}", src.display()))
+            .flatten()
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = format!("{dst}/{}", e.file_name().to_string_lossy());
+            let meta = e.metadata().expect("metadata");
+            if meta.is_dir() {
+                self.dir(&name, meta.permissions().mode() & 0o7777);
+                self.tree(&e.path(), &name);
+            } else {
+                let data = std::fs::read(e.path()).expect("read rootfs file");
+                self.file(&name, meta.permissions().mode() & 0o7777, &data);
+            }
+        }
+    }
+}
+
+/// The build context of `images/testing/<name>`.
+pub fn context(name: &str) -> Vec<u8> {
+    let dir = images_dir().join(name);
+    let mut c = Context {
+        tar: tar::Builder::new(Vec::new()),
+        dirs: BTreeSet::new(),
+    };
+    let dockerfile = std::fs::read(dir.join("Dockerfile"))
+        .unwrap_or_else(|e| panic!("{}/Dockerfile: {e}", dir.display()));
+    c.file("Dockerfile", 0o644, &dockerfile);
+    c.dir("rootfs", 0o755);
+    let layout = std::fs::read_to_string(dir.join("layout")).unwrap_or_default();
+    let mut links = Vec::new();
+    for line in layout
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["link", path] => links.push(format!("rootfs{path}")),
+            ["dir", path, mode] => {
+                let mode = u32::from_str_radix(mode, 8).expect("octal mode in layout");
+                c.dir(&format!("rootfs{path}"), mode);
+            }
+            _ => panic!("{}/layout: cannot read {line:?}", dir.display()),
+        }
+    }
+    if dir.join("rootfs").is_dir() {
+        c.tree(&dir.join("rootfs"), "rootfs");
+    }
+    let (bb, applets) = busybox();
+    c.file("rootfs/bin/busybox", 0o755, bb);
+    for a in applets {
+        c.link(&format!("rootfs/bin/{a}"), "busybox");
+    }
+    let standin = std::fs::read(standin_binary()).expect("read the standin binary");
+    c.file("rootfs/usr/local/bin/standin", 0o755, &standin);
+    for l in links {
+        c.link(&l, "/usr/local/bin/standin");
+    }
+    c.tar.into_inner().expect("tar")
+}
+
+fn short_hash(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize()
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The tag of stand-in image `name` built with `args`, built unless an
+/// image with that tag exists. Concurrent test processes wait for each
+/// other on a lock file per tag.
+pub async fn image(docker: &Docker, name: &str, args: &[(&str, &str)]) -> String {
+    let ctx = context(name);
+    let source = short_hash(&[&ctx]);
+    let mut sorted: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    sorted.sort();
+    let tag = format!(
+        "commonscloud-standin/{name}:{}",
+        short_hash(&[&ctx, sorted.join("\n").as_bytes()])
+    );
+    if docker.inspect_image(&tag).await.is_ok() {
+        return tag;
+    }
+    let locks = super::target_dir().join("standin/image-locks");
+    std::fs::create_dir_all(&locks).expect("lock dir");
+    let file = std::fs::File::create(locks.join(tag.replace(['/', ':'], "_"))).expect("lock file");
+    let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("lock the image build");
+    if docker.inspect_image(&tag).await.is_ok() {
+        return tag;
+    }
+    let build_args: HashMap<String, String> = args
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let labels = HashMap::from([
+        (LABEL_STANDIN.to_owned(), name.to_owned()),
+        (LABEL_STANDIN_SOURCE.to_owned(), source.clone()),
+    ]);
+    commonscloud::docker::build_image(docker, ctx, &tag, &build_args, &labels)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    prune_stale(docker, name, &source).await;
+    tag
+}
+
+/// Removes images of `name` built from other sources more than an hour ago
+/// (best effort: one in use stays; another checkout's fresh build too).
+async fn prune_stale(docker: &Docker, name: &str, source: &str) {
+    let hour_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64 - 3600);
+    let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_STANDIN}={name}")])]);
+    let Ok(images) = docker
+        .list_images(Some(ListImagesOptions {
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+    else {
+        return;
+    };
+    for i in images {
+        if i.labels.get(LABEL_STANDIN_SOURCE).map(String::as_str) != Some(source)
+            && i.created < hour_ago
+        {
+            let _ = docker
+                .remove_image(&i.id, None::<RemoveImageOptions>, None)
+                .await;
+        }
+    }
+}
+
+/// A container to run.
+#[derive(Debug, Clone, Default)]
+pub struct Run {
+    /// Part of its name.
+    pub what: String,
+    pub image: String,
+    pub env: Vec<(String, String)>,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub user: Option<String>,
+    /// (volume, target)
+    pub volumes: Vec<(String, String)>,
+    /// (host path, target), read-only.
+    pub binds: Vec<(PathBuf, String)>,
+    /// (network, aliases); the first is joined at creation. None: the
+    /// lab's own network (never Docker's default bridge).
+    pub networks: Vec<(String, Vec<String>)>,
+    /// A container port to publish on 127.0.0.1.
+    pub publish: Option<u16>,
+    /// A `CMD` health check, run every second.
+    pub health: Option<Vec<String>>,
+    pub cap_add: Vec<String>,
+    pub memory_mb: Option<u64>,
+}
+
+impl Run {
+    pub fn new(what: &str, image: &str) -> Self {
+        Run {
+            what: what.into(),
+            image: image.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+}
+
+/// A started container: its name, and the host port when published.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub name: String,
+    pub port: Option<u16>,
+}
+
+/// What `docker exec` gave.
+#[derive(Debug, Clone)]
+pub struct Exec {
+    pub code: i64,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Exec {
+    /// The output, for assertion messages.
+    pub fn show(&self) -> String {
+        format!(
+            "exit {}\nstdout: {}\nstderr: {}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// One test's Docker objects; all removed on drop.
+pub struct Lab {
+    pub docker: Docker,
+    pub run: String,
+    n: AtomicU32,
+    pub dir: tempfile::TempDir,
+    default_net: tokio::sync::OnceCell<String>,
+}
+
+impl Lab {
+    pub async fn new() -> Lab {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let docker = commonscloud::docker::connect(
+            &commonscloud::docker::socket_path(),
+            Duration::from_secs(120),
+        )
+        .await
+        .expect("the Docker Engine");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        Lab {
+            docker,
+            run: format!(
+                "cct-{}-{}-{:05x}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed),
+                nanos & 0xfffff
+            ),
+            n: AtomicU32::new(0),
+            dir: tempfile::Builder::new()
+                .prefix("cct-")
+                .tempdir()
+                .expect("tempdir"),
+            default_net: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// A unique name: `<run>-<n>-<what>`.
+    pub fn name(&self, what: &str) -> String {
+        format!(
+            "{}-{}-{what}",
+            self.run,
+            self.n.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    pub fn labels(&self) -> HashMap<String, String> {
+        HashMap::from([(LABEL_TEST.to_owned(), self.run.clone())])
+    }
+
+    /// A file in the lab's temp dir (a secret to bind), with `mode`.
+    pub fn secret(&self, name: &str, content: &str, mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.dir.path().join("secrets");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    pub async fn network(&self, internal: bool) -> String {
+        let name = self.name(if internal { "db" } else { "net" });
+        self.docker
+            .create_network(NetworkCreateRequest {
+                name: name.clone(),
+                internal: Some(internal),
+                labels: Some(self.labels()),
+                ..Default::default()
+            })
+            .await
+            .expect("create network");
+        name
+    }
+
+    pub async fn volume(&self) -> String {
+        let name = self.name("vol");
+        self.docker
+            .create_volume(VolumeCreateRequest {
+                name: Some(name.clone()),
+                labels: Some(self.labels()),
+                ..Default::default()
+            })
+            .await
+            .expect("create volume");
+        name
+    }
+
+    /// Creates and starts a container.
+    pub async fn start(&self, run: &Run) -> Started {
+        let name = self.name(&run.what);
+        let host_port = run.publish.map(|_| super::free_port());
+        let mut endpoints = HashMap::new();
+        let mut networks = run.networks.clone();
+        if networks.is_empty() {
+            let net = self
+                .default_net
+                .get_or_init(|| self.network(false))
+                .await
+                .clone();
+            networks.push((net, vec![run.what.clone()]));
+        }
+        if let Some((net, aliases)) = networks.first() {
+            endpoints.insert(
+                net.clone(),
+                EndpointSettings {
+                    aliases: Some(aliases.clone()),
+                    ..Default::default()
+                },
+            );
+        }
+        let mut binds: Vec<String> = run
+            .volumes
+            .iter()
+            .map(|(v, t)| format!("{v}:{t}"))
+            .collect();
+        binds.extend(
+            run.binds
+                .iter()
+                .map(|(h, t)| format!("{}:{t}:ro", h.display())),
+        );
+        let port_bindings = run.publish.zip(host_port).map(|(c, h)| {
+            HashMap::from([(
+                format!("{c}/tcp"),
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(h.to_string()),
+                }]),
+            )])
+        });
+        let body = ContainerCreateBody {
+            image: Some(run.image.clone()),
+            env: Some(run.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            entrypoint: run.entrypoint.clone(),
+            cmd: run.cmd.clone(),
+            user: run.user.clone(),
+            labels: Some(self.labels()),
+            exposed_ports: run.publish.map(|p| vec![format!("{p}/tcp")]),
+            healthcheck: run.health.as_ref().map(|test| HealthConfig {
+                test: Some(test.clone()),
+                interval: Some(1_000_000_000),
+                timeout: Some(5_000_000_000),
+                retries: Some(3),
+                start_period: Some(60_000_000_000),
+                ..Default::default()
+            }),
+            host_config: Some(HostConfig {
+                binds: Some(binds),
+                port_bindings,
+                cap_add: (!run.cap_add.is_empty()).then(|| run.cap_add.clone()),
+                memory: run.memory_mb.map(|m| (m * 1024 * 1024) as i64),
+                ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(endpoints),
+            }),
+            ..Default::default()
+        };
+        self.docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("create {name} from {}: {e}", run.image));
+        for (net, aliases) in networks.iter().skip(1) {
+            self.docker
+                .connect_network(
+                    net,
+                    NetworkConnectRequest {
+                        container: name.clone(),
+                        endpoint_config: Some(EndpointSettings {
+                            aliases: Some(aliases.clone()),
+                            ..Default::default()
+                        }),
+                    },
+                )
+                .await
+                .expect("connect network");
+        }
+        self.docker
+            .start_container(
+                &name,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        Started {
+            name,
+            port: host_port,
+        }
+    }
+
+    /// `docker exec -u <user> <container> <cmd…>` in the image's workdir.
+    pub async fn exec(&self, container: &str, user: &str, cmd: &[&str]) -> Exec {
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        let created = self
+            .docker
+            .create_exec(
+                container,
+                CreateExecOptions {
+                    cmd: Some(cmd.iter().map(|c| (*c).to_owned()).collect()),
+                    user: Some(user.to_owned()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("exec {cmd:?} in {container}: {e}"));
+        let mut stdout = String::new();
+        let mut stderr = String::new();
+        if let StartExecResults::Attached { mut output, .. } = self
+            .docker
+            .start_exec(&created.id, None)
+            .await
+            .expect("start exec")
+        {
+            while let Some(Ok(chunk)) = output.next().await {
+                match chunk {
+                    bollard::container::LogOutput::StdErr { message } => {
+                        stderr.push_str(&String::from_utf8_lossy(&message));
+                    }
+                    other => stdout.push_str(&String::from_utf8_lossy(&other.into_bytes())),
+                }
+            }
+        }
+        let code = self
+            .docker
+            .inspect_exec(&created.id)
+            .await
+            .expect("inspect exec")
+            .exit_code
+            .unwrap_or(-1);
+        Exec {
+            code,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// `cat` of a file in the container (as root), which must exist.
+    pub async fn cat(&self, container: &str, path: &str) -> String {
+        let e = self.exec(container, "root", &["cat", path]).await;
+        assert_eq!(e.code, 0, "cat {path} in {container}: {}", e.show());
+        e.stdout
+    }
+
+    /// The container's output so far.
+    pub async fn logs(&self, container: &str) -> String {
+        let mut s = self.docker.logs(
+            container,
+            Some(LogsOptions {
+                stdout: true,
+                stderr: true,
+                tail: "all".into(),
+                ..Default::default()
+            }),
+        );
+        let mut out = String::new();
+        while let Some(Ok(chunk)) = s.next().await {
+            out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+        out
+    }
+
+    /// Waits for the container to exit; its exit code (panics after
+    /// `timeout`).
+    pub async fn wait_exit(&self, container: &str, timeout: Duration) -> i64 {
+        let mut s = self
+            .docker
+            .wait_container(container, None::<WaitContainerOptions>);
+        let r = tokio::time::timeout(timeout, s.next()).await;
+        match r {
+            Ok(Some(Ok(w))) => w.status_code,
+            // bollard reports a non-zero exit as an error.
+            Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => code,
+            other => panic!(
+                "{container} did not exit within {timeout:?}: {other:?}\nlogs:\n{}",
+                self.logs(container).await
+            ),
+        }
+    }
+
+    /// Waits until Docker says the container is healthy; panics with its
+    /// logs if it exits or stays unhealthy.
+    pub async fn wait_healthy(&self, container: &str, timeout: Duration) {
+        let until = Instant::now() + timeout;
+        loop {
+            let state = self
+                .docker
+                .inspect_container(container, None)
+                .await
+                .expect("inspect")
+                .state
+                .unwrap_or_default();
+            let health = state.health.as_ref().and_then(|h| h.status);
+            if health == Some(HealthStatusEnum::HEALTHY) {
+                return;
+            }
+            if state.running != Some(true) || Instant::now() > until {
+                panic!(
+                    "{container} is not healthy (running: {:?}, health: {:?}, exit: {:?})\nhealth log: {:?}\nlogs:\n{}",
+                    state.running,
+                    health,
+                    state.exit_code,
+                    state.health.and_then(|h| h.log),
+                    self.logs(container).await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Lab {
+    /// Removes every container, network and volume labelled with this run.
+    fn drop(&mut self) {
+        let run = self.run.clone();
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(remove_run(&run));
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// Removes what carries `org.commonscloud.test=<run>`.
+pub async fn remove_run(run: &str) {
+    let Ok(docker) = commonscloud::docker::connect(
+        &commonscloud::docker::socket_path(),
+        Duration::from_secs(60),
+    )
+    .await
+    else {
+        return;
+    };
+    let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_TEST}={run}")])]);
+    if let Ok(cs) = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters.clone()),
+            ..Default::default()
+        }))
+        .await
+    {
+        for c in cs {
+            if let Some(id) = c.id {
+                let _ = docker
+                    .remove_container(
+                        &id,
+                        Some(RemoveContainerOptions {
+                            force: true,
+                            v: true,
+                            ..Default::default()
+                        }),
+                    )
+                    .await;
+            }
+        }
+    }
+    if let Ok(ns) = docker
+        .list_networks(Some(ListNetworksOptions {
+            filters: Some(filters.clone()),
+        }))
+        .await
+    {
+        for n in ns {
+            if let Some(id) = n.id {
+                let _ = docker.remove_network(&id).await;
+            }
+        }
+    }
+    if let Ok(vs) = docker
+        .list_volumes(Some(ListVolumesOptions {
+            filters: Some(filters),
+        }))
+        .await
+    {
+        for v in vs.volumes.unwrap_or_default() {
+            let _ = docker
+                .remove_volume(&v.name, None::<RemoveVolumeOptions>)
+                .await;
+        }
+    }
+}
+
+/// What an HTTP request gave: status, headers (lower-cased names), body.
+pub type HttpAnswer = (u16, Vec<(String, String)>, String);
+
+/// A plain HTTP/1.1 request to 127.0.0.1:`port`.
+pub fn try_http(
+    method: &str,
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<HttpAnswer, String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
+        .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())
+        .and_then(|()| s.write_all(body))
+        .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no HTTP status from port {port}: {text:?}"))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok((status, headers, body.to_owned()))
+}
+
+/// [`try_http`] that must get an answer.
+pub fn http(
+    method: &str,
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpAnswer {
+    try_http(method, port, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// Polls `GET path` until it answers `want`, up to `timeout`; the body.
+pub async fn wait_http(port: u16, path: &str, want: u16, timeout: Duration) -> String {
+    let until = Instant::now() + timeout;
+    loop {
+        let got = try_http("GET", port, path, &[], b"");
+        if let Ok((status, _, body)) = &got
+            && *status == want
+        {
+            return body.clone();
+        }
+        assert!(
+            Instant::now() < until,
+            "GET {path} on {port} never answered {want}: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
