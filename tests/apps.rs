@@ -538,3 +538,68 @@ fn an_image_that_cannot_be_pulled_is_a_clear_state() {
         last.id
     );
 }
+
+#[test]
+fn a_daemon_killed_mid_plan_converges_on_restart_without_duplicates() {
+    let apps = ["nextcloud", "collabora"];
+    let (app, _cleanup) = appliance(&apps);
+    let prefix = app.prefix();
+    let state = app.dir.path().join("state");
+    let daemon = app.serve();
+    // Wait until the first run is under way with some steps done, then kill
+    // the daemon without warning.
+    let until = Instant::now() + Duration::from_secs(120);
+    loop {
+        let store = commonscloud::store::Store::open(&state).unwrap();
+        if let Some(run) = store.last_run().unwrap() {
+            let done = store
+                .run_steps(run.id)
+                .unwrap()
+                .iter()
+                .filter(|s| s.state == "done")
+                .count();
+            if run.outcome == "running" && done >= 12 {
+                break;
+            }
+            assert!(
+                run.outcome == "running",
+                "the run ended before the kill: {run:?}"
+            );
+        }
+        assert!(Instant::now() < until, "the first run never got going");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    daemon.signal(nix::sys::signal::Signal::SIGKILL);
+    drop(daemon);
+    let _daemon = app.serve();
+    wait_converged(&app, &apps);
+    let store = commonscloud::store::Store::open(&state).unwrap();
+    assert_eq!(
+        store.last_run().unwrap().unwrap().outcome,
+        "done",
+        "the restart finished the work"
+    );
+    let interrupted: i64 = store
+        .connection()
+        .query_row(
+            "SELECT count(*) FROM reconcile_runs WHERE outcome = 'interrupted'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(interrupted, 1, "the killed run is journaled as interrupted");
+    let (containers, networks, volumes) = objects(&prefix);
+    assert_eq!(containers.len(), 5, "{containers:?}");
+    let mut unique = containers.clone();
+    unique.dedup();
+    assert_eq!(unique, containers);
+    // Docker allows two networks of one name: there must be one each.
+    assert_eq!(
+        networks,
+        [prefix.clone(), format!("{prefix}-db")],
+        "{networks:?}"
+    );
+    assert_eq!(volumes.len(), 3, "{volumes:?}");
+    let plan = stdout(&app.cli(&["plan"]));
+    assert!(plan.contains("nothing to do"), "{plan}");
+}
