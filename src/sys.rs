@@ -62,6 +62,12 @@ pub fn clock_synced() -> Option<bool> {
 }
 
 /// TCP ports something listens on, from /proc/net/tcp and tcp6.
+/// Whether `ip` is an address of this host (a bridge's gateway once Docker
+/// made the bridge): binding a socket to it works only then.
+pub fn address_exists(ip: std::net::IpAddr) -> bool {
+    std::net::TcpListener::bind((ip, 0)).is_ok()
+}
+
 pub fn listening_ports() -> Vec<u16> {
     let mut ports = Vec::new();
     for file in ["/proc/net/tcp", "/proc/net/tcp6"] {

@@ -302,6 +302,23 @@ fn the_nextcloud_standin_records_settings_that_find_active_people_only() {
     let port = app.ldap_url().rsplit(':').next().unwrap().to_owned();
     assert_eq!(s01["ldapPort"], port);
     assert_eq!(s01["ldapConfigurationActive"], "1");
+    // slapd listens on the bridge's gateway for the apps (and Nextcloud's
+    // `ldap:test-config`, a real bind from inside its container, passed).
+    let urls = commonscloud::directory::slapd::listen_urls(app.slapd_pid().unwrap());
+    assert!(
+        urls.contains(&format!("ldap://{gateway}:{port}")),
+        "{urls:?}"
+    );
+    let store = commonscloud::store::Store::open(&app.dir.path().join("state")).unwrap();
+    let tested: i64 = store
+        .connection()
+        .query_row(
+            "SELECT count(*) FROM wiring_done WHERE description LIKE '%ldap:test-config s01'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tested, 1);
 
     // Two people; one suspended.
     for uid in ["ana", "bob"] {

@@ -355,13 +355,9 @@ impl Ctx<'_> {
     /// Where the apps reach slapd: the bridge's gateway, on the port of the
     /// first `directory.listen` URL.
     pub fn ldap_url(&self) -> String {
-        let port = self
-            .config
-            .ports()
-            .into_iter()
-            .find(|(k, _)| *k == "directory.listen")
-            .map_or(389, |(_, p)| p);
-        format!("ldap://{}:{port}", self.config.apps.subnet.gateway())
+        self.config
+            .apps_ldap_url()
+            .unwrap_or_else(|| format!("ldap://{}:389", self.config.apps.subnet.gateway()))
     }
 
     /// `<prefix>-<role>`: a container's name.

@@ -203,6 +203,9 @@ fn wiring(ctx: &Ctx<'_>) -> Vec<Wiring> {
     ] {
         w.push(set_ldap(ctx, key, value));
     }
+    // Nextcloud binds as its account and searches: the proof that the
+    // whole chain (bridge, slapd's listener, ACLs, secret) works.
+    w.push(occ(ctx, &["ldap:test-config", "s01"]));
     w.push(occ(ctx, &["app:enable", "groupfolders"]));
     let slug = &config.collective.slug;
     w.push(Wiring::GroupFolder {

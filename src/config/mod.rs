@@ -613,6 +613,21 @@ impl Config {
         hardware::profile(self.hardware.profile.as_str()).expect("checked by ProfileName")
     }
 
+    /// Where slapd listens for the apps inside Docker: the apps' bridge
+    /// gateway, on the port of the first `directory.listen` URL. `None`
+    /// without apps.
+    pub fn apps_ldap_url(&self) -> Option<String> {
+        if self.apps.enabled.is_empty() {
+            return None;
+        }
+        let port = self
+            .ports()
+            .into_iter()
+            .find(|(k, _)| *k == "directory.listen")
+            .map_or(389, |(_, p)| p);
+        Some(format!("ldap://{}:{port}", self.apps.subnet.gateway()))
+    }
+
     /// Local ports the appliance needs free, with the key that sets each.
     pub fn ports(&self) -> Vec<(&'static str, u16)> {
         let mut ports = vec![

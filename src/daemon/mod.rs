@@ -34,6 +34,9 @@ pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(3);
 const DIRECTORY_CONFIG_KEY: &str = "directory_config";
 /// How often Docker is probed when nothing else asks.
 const DOCKER_PROBE_EVERY: Duration = Duration::from_secs(30);
+/// How often the directory task checks slapd's listen addresses against
+/// what they should be (the apps' bridge may have appeared).
+const LISTEN_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// How often the apps are reconciled when nothing else asks.
 const RECONCILE_EVERY: Duration = Duration::from_secs(300);
 
@@ -750,6 +753,8 @@ async fn run_directory(shared: Arc<Shared>, token: tokio_util::sync::Cancellatio
                     restarts,
                 });
                 let up_since = tokio::time::Instant::now();
+                let mut listen_check = tokio::time::interval(LISTEN_CHECK_EVERY);
+                listen_check.tick().await;
                 loop {
                     tokio::select! {
                         _ = token.cancelled() => {
@@ -770,9 +775,24 @@ async fn run_directory(shared: Arc<Shared>, token: tokio_util::sync::Cancellatio
                             }
                             break;
                         }
+                        _ = listen_check.tick() => {
+                            // The apps' bridge appears (or goes) with the
+                            // apps: slapd then listens on its gateway too.
+                            let now = shared.config();
+                            let mut have = slapd::listen_urls(pid);
+                            have.retain(|u| !u.starts_with("ldapi://"));
+                            if slapd::wanted_urls(&now) == have {
+                                continue;
+                            }
+                            log::info!(task = "directory"; "slapd should listen on {:?} (it listens on {have:?}); restarting it", slapd::wanted_urls(&now));
+                            if let Err(e) = slapd::stop(&paths, Duration::from_secs(10)).await {
+                                log::warn!(task = "directory"; "stopping slapd: {e}");
+                            }
+                            break;
+                        }
                         _ = shared.directory_reload.notified() => {
                             let now = shared.config();
-                            if slapd::Paths::new(&now) == paths && now.directory.listen == config.directory.listen {
+                            if slapd::Paths::new(&now) == paths && slapd::wanted_urls(&now) == slapd::wanted_urls(&config) {
                                 continue;
                             }
                             // Listen addresses are slapd's command line: a change needs a restart.

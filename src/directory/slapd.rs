@@ -177,6 +177,40 @@ pub fn running_pid(paths: &Paths) -> Option<i32> {
     ours.then_some(pid)
 }
 
+/// The URLs a running slapd was started with (its `-h`), from /proc.
+pub fn listen_urls(pid: i32) -> Vec<String> {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return Vec::new();
+    };
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    args.iter()
+        .position(|a| a == "-h")
+        .and_then(|i| args.get(i + 1))
+        .map(|h| h.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// The TCP URLs slapd should listen on: `directory.listen`, plus the apps'
+/// bridge gateway once that address exists on this host.
+pub fn wanted_urls(config: &Config) -> Vec<String> {
+    let mut urls: Vec<String> = config
+        .directory
+        .listen
+        .iter()
+        .map(|u| u.to_string())
+        .collect();
+    if let Some(url) = config.apps_ldap_url()
+        && crate::sys::address_exists(std::net::IpAddr::V4(config.apps.subnet.gateway()))
+        && !urls.contains(&url)
+    {
+        urls.push(url);
+    }
+    urls
+}
+
 /// Starts slapd unless ours already runs (then it is adopted). Returns its pid
 /// once it answers on ldapi.
 pub async fn start_or_adopt(config: &Config, paths: &Paths) -> Result<(i32, bool), DirectoryError> {
@@ -201,7 +235,7 @@ pub async fn start_or_adopt(config: &Config, paths: &Paths) -> Result<(i32, bool
     }
     let _ = std::fs::remove_file(&paths.ldapi);
     let mut urls = vec![paths.ldapi_url()];
-    urls.extend(config.directory.listen.iter().map(|u| u.to_string()));
+    urls.extend(wanted_urls(config));
     let log = std::fs::File::create(&paths.log_file).map_err(|source| DirectoryError::Io {
         what: format!("creating {}", paths.log_file.display()),
         source,
