@@ -288,6 +288,17 @@ async fn the_catalog_runs_and_wires_on_the_standins() {
                 let mut cmd = vec!["php", "occ"];
                 cmd.extend(args.iter().map(String::as_str));
                 let e = lab.exec(&c(container), "www-data", &cmd).await;
+                if args.first().map(String::as_str) == Some("ldap:test-config") {
+                    // No directory listens on this lab's network (tests/apps.rs
+                    // runs it with the daemon's slapd): the real command, a
+                    // real bind attempt, and an honest verdict.
+                    assert!(
+                        e.stdout.contains("The configuration is invalid") && e.code != 0,
+                        "{app_name}: occ {args:?}: {}",
+                        e.show()
+                    );
+                    continue;
+                }
                 assert_eq!(e.code, 0, "{app_name}: occ {args:?}: {}", e.show());
             }
             Wiring::GroupFolder {

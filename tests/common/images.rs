@@ -14,7 +14,7 @@
 //! and a unique name; dropping the [`Lab`] removes it all, also when the
 //! test fails.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -76,141 +76,14 @@ pub fn standin_binary() -> &'static Path {
     })
 }
 
-/// The host's static busybox.
-fn busybox() -> &'static (Vec<u8>, Vec<String>) {
-    static BB: OnceLock<(Vec<u8>, Vec<String>)> = OnceLock::new();
-    BB.get_or_init(|| {
-        let path = Path::new("/bin/busybox");
-        let bytes = std::fs::read(path)
-            .expect("/bin/busybox: install Debian's busybox-static (apt install busybox-static)");
-        let list = std::process::Command::new(path)
-            .arg("--list")
-            .output()
-            .expect("busybox --list");
-        let applets = String::from_utf8_lossy(&list.stdout)
-            .lines()
-            .map(str::trim)
-            .filter(|a| !a.is_empty() && *a != "busybox")
-            .map(str::to_owned)
-            .collect();
-        (bytes, applets)
-    })
-}
-
-/// A deterministic tar (mtime 0, root-owned) of an image's build context.
-struct Context {
-    tar: tar::Builder<Vec<u8>>,
-    dirs: BTreeSet<String>,
-}
-
-impl Context {
-    fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_size(size);
-        h.set_mtime(0);
-        h.set_uid(0);
-        h.set_gid(0);
-        h
-    }
-
-    fn dir(&mut self, path: &str, mode: u32) {
-        let path = path.trim_end_matches('/');
-        if path.is_empty() || self.dirs.contains(path) {
-            return;
-        }
-        if let Some((parent, _)) = path.rsplit_once('/') {
-            self.dir(parent, 0o755);
-        }
-        self.dirs.insert(path.to_owned());
-        let mut h = Self::header(tar::EntryType::Directory, mode, 0);
-        self.tar
-            .append_data(&mut h, format!("{path}/"), std::io::empty())
-            .expect("tar dir");
-    }
-
-    fn file(&mut self, path: &str, mode: u32, data: &[u8]) {
-        if let Some((parent, _)) = path.rsplit_once('/') {
-            self.dir(parent, 0o755);
-        }
-        let mut h = Self::header(tar::EntryType::Regular, mode, data.len() as u64);
-        self.tar.append_data(&mut h, path, data).expect("tar file");
-    }
-
-    fn link(&mut self, path: &str, target: &str) {
-        if let Some((parent, _)) = path.rsplit_once('/') {
-            self.dir(parent, 0o755);
-        }
-        let mut h = Self::header(tar::EntryType::Symlink, 0o777, 0);
-        self.tar
-            .append_link(&mut h, path, target)
-            .expect("tar link");
-    }
-
-    fn tree(&mut self, src: &Path, dst: &str) {
-        use std::os::unix::fs::PermissionsExt;
-        let mut entries: Vec<_> = std::fs::read_dir(src)
-            .unwrap_or_else(|e| panic!("{}: {e}", src.display()))
-            .flatten()
-            .collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let name = format!("{dst}/{}", e.file_name().to_string_lossy());
-            let meta = e.metadata().expect("metadata");
-            if meta.is_dir() {
-                self.dir(&name, meta.permissions().mode() & 0o7777);
-                self.tree(&e.path(), &name);
-            } else {
-                let data = std::fs::read(e.path()).expect("read rootfs file");
-                self.file(&name, meta.permissions().mode() & 0o7777, &data);
-            }
-        }
-    }
-}
-
 /// The build context of `images/testing/<name>`.
 pub fn context(name: &str) -> Vec<u8> {
-    let dir = images_dir().join(name);
-    let mut c = Context {
-        tar: tar::Builder::new(Vec::new()),
-        dirs: BTreeSet::new(),
-    };
-    let dockerfile = std::fs::read(dir.join("Dockerfile"))
-        .unwrap_or_else(|e| panic!("{}/Dockerfile: {e}", dir.display()));
-    c.file("Dockerfile", 0o644, &dockerfile);
-    c.dir("rootfs", 0o755);
-    let layout = std::fs::read_to_string(dir.join("layout")).unwrap_or_default();
-    let mut links = Vec::new();
-    for line in layout
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["link", path] => links.push(format!("rootfs{path}")),
-            ["dir", path, mode] => {
-                let mode = u32::from_str_radix(mode, 8).expect("octal mode in layout");
-                c.dir(&format!("rootfs{path}"), mode);
-            }
-            _ => panic!("{}/layout: cannot read {line:?}", dir.display()),
-        }
-    }
-    if dir.join("rootfs").is_dir() {
-        c.tree(&dir.join("rootfs"), "rootfs");
-    }
-    let (bb, applets) = busybox();
-    c.file("rootfs/bin/busybox", 0o755, bb);
-    for a in applets {
-        c.link(&format!("rootfs/bin/{a}"), "busybox");
-    }
-    let standin = std::fs::read(standin_binary()).expect("read the standin binary");
-    c.file("rootfs/usr/local/bin/standin", 0o755, &standin);
-    for l in links {
-        c.link(&l, "/usr/local/bin/standin");
-    }
-    c.tar.into_inner().expect("tar")
+    commonscloud::docker::context::standin_context(
+        &images_dir().join(name),
+        Path::new("/bin/busybox"),
+        standin_binary(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn short_hash(parts: &[&[u8]]) -> String {
