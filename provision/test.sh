@@ -75,5 +75,9 @@ RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/st
 CARGO_TARGET_DIR="$CARGO_TARGET_DIR/standin-tests" \
   cargo test --locked --quiet --manifest-path images/testing/standin/Cargo.toml
 
+log "benchmark: reconcile"
+"$CARGO_TARGET_DIR/release/commonscloud" bench reconcile \
+  --standin "$CARGO_TARGET_DIR/standin/$(uname -m)-unknown-linux-gnu/release/standin"
+
 log "tests"
 cargo nextest run --locked --no-fail-fast

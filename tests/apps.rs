@@ -620,3 +620,22 @@ fn a_daemon_killed_mid_plan_converges_on_restart_without_duplicates() {
     let plan = stdout(&app.cli(&["plan"]));
     assert!(plan.contains("nothing to do"), "{plan}");
 }
+
+#[test]
+fn bench_reconcile_reports_a_noop_without_mutating_calls() {
+    let out = std::process::Command::new(common::BIN)
+        .args(["bench", "reconcile", "--json", "--runs", "1", "--standin"])
+        .arg(images::standin_binary())
+        .arg("--images-dir")
+        .arg(images::images_dir())
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["containers"], 8, "{v}");
+    assert_eq!(v["noop_mutating_calls"], 0, "{v}");
+    assert!(v["noop_calls"].as_u64().unwrap() >= v["baseline_calls"].as_u64().unwrap());
+    assert!(v["cold_install_s"].as_f64().unwrap() > 0.0);
+    let ratio = v["noop_ms"].as_f64().unwrap() / v["baseline_observe_ms"].as_f64().unwrap();
+    assert!((ratio - v["ratio_noop_to_observe"].as_f64().unwrap()).abs() < 1e-6);
+}

@@ -45,6 +45,11 @@ pub enum BenchCommand {
     /// creates --people people through the onboarding service (register,
     /// verify the mail, approve) and prints how long that took.
     Directory(super::bench_directory::DirectoryArgs),
+    /// Reconcile with every app on the stand-in images (images/testing):
+    /// the cold install time, then the wall time and Docker API calls of a
+    /// no-op reconcile (target: zero mutating calls), against the time of
+    /// just observing Docker, measured in the same run.
+    Reconcile(super::bench_reconcile::ReconcileArgs),
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<i32> {
@@ -56,6 +61,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<i32> {
             json,
         } => footprint(requests, x86_64_binary, aarch64_binary, json),
         BenchCommand::Directory(args) => super::bench_directory::run(args),
+        BenchCommand::Reconcile(args) => super::bench_reconcile::run(args),
     }
 }
 
@@ -83,9 +89,9 @@ struct Footprint {
 }
 
 /// Removes the bench's temp dir and kills leftover children, even on error.
-struct Scratch {
-    dir: PathBuf,
-    children: Vec<Child>,
+pub(super) struct Scratch {
+    pub(super) dir: PathBuf,
+    pub(super) children: Vec<Child>,
 }
 
 impl Drop for Scratch {
@@ -140,6 +146,19 @@ fn footprint(
         .map(|a| a.port())
         .context("finding a free port")?;
     let config_path = super::init::write_demo(&scratch.dir, ldap_port)?;
+    // The daemon alone: no app, so the machine's Docker is left alone.
+    let text = std::fs::read_to_string(&config_path)?;
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("enabled = ") {
+                "enabled = []\n".to_owned()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&config_path, text)?;
     let config = crate::config::load(&config_path)?;
     let log = std::fs::File::create(scratch.dir.join("serve.log"))?;
     let child = Command::new(&exe)

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_directory;
+mod bench_reconcile;
 mod collective;
 mod directory;
 mod doctor;
