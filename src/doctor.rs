@@ -64,6 +64,7 @@ pub struct Facts {
     pub slapadd: Option<String>,
     pub disk: Result<Disk, String>,
     pub mem_total_mb: Option<u64>,
+    pub swap_total_mb: Option<u64>,
     /// `x86_64` or `aarch64`.
     pub arch: &'static str,
     pub now_unix: i64,
@@ -188,6 +189,29 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
             }
         }
     });
+    if let (Some(have), Some(p)) = (f.swap_total_mb, &profile) {
+        out.push(if have + 64 < p.swap_mb {
+            check(
+                "swap",
+                Warn,
+                format!(
+                    "{have} MB swap; profile {} advises {} MB. Storage: {}",
+                    p.name, p.swap_mb, p.storage
+                ),
+                &format!(
+                    "add a swap file: fallocate -l {}M /swapfile && chmod 600 /swapfile && mkswap /swapfile && swapon /swapfile, and list it in /etc/fstab",
+                    p.swap_mb
+                ),
+            )
+        } else {
+            check(
+                "swap",
+                Ok,
+                format!("{have} MB swap. Storage: {}", p.storage),
+                "",
+            )
+        });
+    }
     out.push(match (f.mem_total_mb, &profile) {
         (None, _) => check("memory", Warn, "cannot read /proc/meminfo".into(), ""),
         (Some(have), None) => check(
@@ -327,6 +351,7 @@ mod tests {
                 total_bytes: 200 << 30,
             }),
             mem_total_mb: Some(7800),
+            swap_total_mb: Some(1024),
             arch: "x86_64",
             now_unix: RELEASE_UNIX + 86_400,
             clock_synced: Some(true),
@@ -351,9 +376,27 @@ mod tests {
         assert_eq!(
             names,
             [
-                "config", "docker", "slapd", "disk", "memory", "clock", "ports", "daemon"
+                "config", "docker", "slapd", "disk", "swap", "memory", "clock", "ports", "daemon"
             ]
         );
+    }
+
+    #[test]
+    fn too_little_swap_is_a_warning_with_the_commands() {
+        let mut f = good();
+        f.config = crate::config::parse(
+            "[collective]\nname='Q'\nslug='quimper'\ndomain='q.example.org'\nadmin_email='a@q.example.org'\n[hardware]\nprofile='rpi4-4gb'\n",
+            std::path::Path::new("t.toml"),
+        )
+        .map_err(|e| e.to_string());
+        f.swap_total_mb = Some(100);
+        let checks = evaluate(&f);
+        let swap = checks.iter().find(|c| c.name == "swap").unwrap();
+        assert_eq!(swap.level, Level::Warn);
+        assert!(swap.message.contains("advises 2048 MB") && swap.message.contains("SSD"));
+        assert!(swap.fix.contains("mkswap"));
+        f.swap_total_mb = Some(2048);
+        assert_eq!(level_of(&f, "swap"), Level::Ok);
     }
 
     #[test]

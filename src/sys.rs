@@ -50,6 +50,16 @@ pub fn mem_total_mb() -> Option<u64> {
 }
 
 /// `adjtimex` in read-only mode: TIME_ERROR means the kernel has no sync source.
+/// Swap configured, from /proc/meminfo.
+pub fn swap_total_mb() -> Option<u64> {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("SwapTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb / 1024)
+}
+
 pub fn clock_synced() -> Option<bool> {
     // SAFETY: a zeroed timex with modes = 0 only reads the kernel's state.
     let mut tx: libc::timex = unsafe { std::mem::zeroed() };

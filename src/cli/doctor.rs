@@ -48,6 +48,7 @@ pub async fn run(config_path: &Path, json: bool) -> anyhow::Result<i32> {
         slapadd: sys::find_program("slapadd").map(|p| p.display().to_string()),
         disk: sys::disk(&paths.state_dir),
         mem_total_mb: sys::mem_total_mb(),
+        swap_total_mb: sys::swap_total_mb(),
         arch: std::env::consts::ARCH,
         now_unix: time::OffsetDateTime::now_utc().unix_timestamp(),
         clock_synced: sys::clock_synced(),

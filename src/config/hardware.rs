@@ -36,6 +36,10 @@ pub struct Profile {
     pub arch: String,
     pub ram_mb: u64,
     pub min_disk_gb: u64,
+    /// Where Docker's data and the state dir should live on this board.
+    pub storage: String,
+    /// Swap to set up (Discourse wants 2 GB on boards of 4 GB or less).
+    pub swap_mb: u64,
     /// Memory all enabled apps may use together.
     pub app_budget_mb: u64,
     /// Memory limit of each app with its databases and sidecars.
