@@ -693,3 +693,103 @@ fn a_busy_directory_port_is_reported_and_retried() {
     drop(squatter);
     wait_status(&app, "directory ok", directory_ok);
 }
+
+#[test]
+fn data_of_an_older_release_is_migrated_and_kept() {
+    let app = Appliance::new();
+    let mut daemon = app.serve();
+    wait_status(&app, "directory ok", directory_ok);
+    daemon.signal(Signal::SIGTERM);
+    daemon.wait_exit(Duration::from_secs(5)).expect("stopped");
+
+    // An older release's groups had no description, and it kept no tree
+    // version; a person it made must survive the upgrade.
+    let config = commonscloud::config::load(&app.config).unwrap();
+    let paths = commonscloud::directory::slapd::Paths::new(&config);
+    let tree = commonscloud::directory::tree::Tree::new(config.suffix().as_str());
+    let slug = config.collective.slug.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let description = |cn: &str| {
+        rt.block_on(async {
+            let mut root = commonscloud::directory::ldap::connect_root(&paths)
+                .await
+                .unwrap();
+            commonscloud::directory::ldap::read(&mut root, &tree.group(&slug, cn), &["description"])
+                .await
+                .unwrap()
+                .unwrap()
+                .attrs
+                .get("description")
+                .cloned()
+        })
+    };
+    rt.block_on(async {
+        let mut root = commonscloud::directory::ldap::connect_root(&paths)
+            .await
+            .unwrap();
+        for cn in ["members", "admins"] {
+            root.modify(
+                &tree.group(&slug, cn),
+                vec![ldap3::Mod::Delete("description", Default::default())],
+            )
+            .await
+            .unwrap()
+            .success()
+            .unwrap();
+        }
+        commonscloud::directory::people::create_person(
+            &mut root,
+            &tree,
+            &commonscloud::directory::people::NewPerson {
+                uid: "ana",
+                display_name: "Ana",
+                mail: "ana@example.org",
+                language: "en",
+                collective_dn: &tree.collective(&slug),
+                home_node: "box",
+            },
+        )
+        .await
+        .unwrap();
+    });
+    assert_eq!(description("members"), None);
+    let store = commonscloud::store::Store::open(&app.dir.path().join("state")).unwrap();
+    store
+        .connection()
+        .execute("DELETE FROM meta WHERE key = 'directory_tree_version'", [])
+        .unwrap();
+    drop(store);
+
+    let _daemon = app.serve();
+    wait_status(&app, "directory ok", directory_ok);
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while description("admins").is_none() {
+        assert!(std::time::Instant::now() < until, "never migrated");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        description("members"),
+        Some(vec!["quimper-members".to_owned()])
+    );
+    assert_eq!(
+        description("admins"),
+        Some(vec!["quimper-admins".to_owned()])
+    );
+    let person = rt.block_on(async {
+        let mut root = commonscloud::directory::ldap::connect_root(&paths)
+            .await
+            .unwrap();
+        commonscloud::directory::people::person(&mut root, &tree, "ana")
+            .await
+            .unwrap()
+    });
+    assert_eq!(person.map(|p| p.mail), Some("ana@example.org".to_owned()));
+    let store = commonscloud::store::Store::open(&app.dir.path().join("state")).unwrap();
+    assert_eq!(
+        store.meta("directory_tree_version").unwrap().as_deref(),
+        Some("1")
+    );
+}

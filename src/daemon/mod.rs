@@ -32,6 +32,8 @@ use status::{DirectoryObservation, DockerObservation, Observed};
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(3);
 /// `meta` key holding the managed slapd settings last applied.
 const DIRECTORY_CONFIG_KEY: &str = "directory_config";
+/// The directory data's version (see `directory::tree::TREE_VERSION`).
+const TREE_VERSION_KEY: &str = "directory_tree_version";
 /// How often Docker is probed when nothing else asks.
 const DOCKER_PROBE_EVERY: Duration = Duration::from_secs(30);
 /// How often the directory task checks slapd's listen addresses against
@@ -735,6 +737,28 @@ async fn run_directory(shared: Arc<Shared>, token: tokio_util::sync::Cancellatio
             }
             let tree = Tree::new(suffix);
             ldap::ensure_service_accounts(&paths, &tree, &config.paths.secrets_dir).await?;
+            // Data an older release wrote is brought up to this one's tree.
+            let at: u32 = shared
+                .with_store(|s| s.meta(TREE_VERSION_KEY))
+                .ok()
+                .flatten()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(if made == slapd::Bootstrap::Created {
+                    tree::TREE_VERSION
+                } else {
+                    0
+                });
+            if at < tree::TREE_VERSION {
+                let mut root = ldap::connect_root(&paths).await?;
+                let now = crate::directory::people::migrate_tree(&mut root, &tree, at).await?;
+                log::info!(task = "directory"; "directory data migrated from tree version {at} to {now}");
+                shared.audit("directory-migrate", &format!("tree version {at} to {now}"));
+            }
+            if let Err(e) =
+                shared.with_store(|s| s.set_meta(TREE_VERSION_KEY, &tree::TREE_VERSION.to_string()))
+            {
+                log::warn!(task = "directory"; "cannot record the tree version: {e}");
+            }
             Ok::<_, crate::directory::DirectoryError>((pid, adopted))
         };
         // Startup must not hold up a shutdown; bootstrap is crash-safe and a

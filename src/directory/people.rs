@@ -648,3 +648,38 @@ pub async fn grant_service(
         _ => Err(rc_err(format!("changing who may use {dn}"), res)),
     }
 }
+
+/// Brings an existing directory's data from tree version `from` to
+/// [`super::tree::TREE_VERSION`]; each step only adds what is missing, so
+/// running it again changes nothing. Returns the version reached.
+pub async fn migrate_tree(ldap: &mut Ldap, tree: &Tree, from: u32) -> Result<u32, DirectoryError> {
+    if from < 1 {
+        let (entries, _) = ldap
+            .search(
+                &tree.collectives(),
+                Scope::Subtree,
+                "(&(objectClass=groupOfNames)(!(description=*)))",
+                vec!["cn"],
+            )
+            .await
+            .and_then(|r| r.success())
+            .map_err(ldap_err("finding groups without a description"))?;
+        for e in entries.into_iter().map(SearchEntry::construct) {
+            let Some((slug, cn)) = tree.group_of(&e.dn) else {
+                continue;
+            };
+            let name = super::tree::group_display_name(&slug, &cn);
+            let res = ldap
+                .modify(
+                    &e.dn,
+                    vec![Mod::Add("description", HashSet::from([name.as_str()]))],
+                )
+                .await
+                .map_err(ldap_err("describing a group"))?;
+            if res.rc != 0 && res.rc != 20 {
+                return Err(rc_err(format!("describing {}", e.dn), res));
+            }
+        }
+    }
+    Ok(super::tree::TREE_VERSION)
+}

@@ -453,6 +453,17 @@ pub fn collective_entries(
     out
 }
 
+/// A group's name in the apps (Nextcloud shows `description`): unique
+/// across collectives, where `cn` (members, admins) is not.
+pub fn group_display_name(slug: &CollectiveSlug, cn: &str) -> String {
+    format!("{slug}-{cn}")
+}
+
+/// Changes to the data of existing directories, in order; the version
+/// reached is kept in the store. Append only. 1: groups get the
+/// `description` the apps show as their name.
+pub const TREE_VERSION: u32 = 1;
+
 /// An empty group (it holds [`Tree::nobody`]).
 pub fn group_entry(tree: &Tree, slug: &CollectiveSlug, cn: &str) -> Entry {
     Entry {
@@ -460,6 +471,7 @@ pub fn group_entry(tree: &Tree, slug: &CollectiveSlug, cn: &str) -> Entry {
         attrs: vec![
             ("objectClass", vec!["groupOfNames".into()]),
             ("cn", vec![cn.to_owned()]),
+            ("description", vec![group_display_name(slug, cn)]),
             ("member", vec![tree.nobody()]),
         ],
     }
