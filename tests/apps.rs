@@ -133,24 +133,8 @@ fn appliance(apps: &[&str]) -> (Appliance, Cleanup) {
     let tags: Vec<(&str, String)> = rt().block_on(async {
         let d = docker().await;
         let mut out = Vec::new();
-        for (role, name, args) in [
-            (
-                "nextcloud",
-                "nextcloud",
-                vec![("NEXTCLOUD_VERSION", "31.0.0")],
-            ),
-            ("nextcloud-db", "postgres", vec![]),
-            ("nextcloud-redis", "redis", vec![]),
-            ("collabora", "collabora", vec![]),
-            ("discourse", "discourse", vec![]),
-            (
-                "discourse-db",
-                "postgres",
-                vec![("PG_EXTENSIONS", "plpgsql hstore pg_trgm vector")],
-            ),
-            ("discourse-redis", "redis", vec![]),
-        ] {
-            out.push((role, images::image(&d, name, &args).await));
+        for (role, name, args) in commonscloud::docker::context::STANDINS {
+            out.push((role, images::image(&d, name, args).await));
         }
         out
     });

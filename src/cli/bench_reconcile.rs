@@ -162,30 +162,14 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<i32> {
     // The images.
     let t = Instant::now();
     let mut tags = HashMap::new();
-    for (role, name, build_args) in [
-        (
-            "nextcloud",
-            "nextcloud",
-            vec![("NEXTCLOUD_VERSION", "31.0.0")],
-        ),
-        ("nextcloud-db", "postgres", vec![]),
-        ("nextcloud-redis", "redis", vec![]),
-        ("collabora", "collabora", vec![]),
-        ("discourse", "discourse", vec![]),
-        (
-            "discourse-db",
-            "postgres",
-            vec![("PG_EXTENSIONS", "plpgsql hstore pg_trgm vector")],
-        ),
-        ("discourse-redis", "redis", vec![]),
-    ] {
+    for (role, name, build_args) in crate::docker::context::STANDINS {
         let ctx = crate::docker::context::standin_context(
             &args.images_dir.join(name),
             &args.busybox,
             &standin,
         )
         .map_err(|e| anyhow::anyhow!(e))?;
-        let tag = format!("commonscloud-bench/{name}:{}", hash(&ctx, &build_args));
+        let tag = format!("commonscloud-bench/{name}:{}", hash(&ctx, build_args));
         let have = rt.block_on(docker.inspect_image(&tag)).is_ok();
         if !have {
             let ba: HashMap<String, String> = build_args

@@ -589,6 +589,10 @@ async fn run_reconcile(shared: Arc<Shared>, token: tokio_util::sync::Cancellatio
                                     if report.steps > 0 {
                                         log::info!(task = "reconcile"; "{} step(s) applied; the apps are as the config wants them", report.steps);
                                     }
+                                    // A new bridge means slapd must listen on its
+                                    // gateway too: not converged until it does.
+                                    shared.directory_reload.notify_one();
+                                    wait_for_listeners(&shared, &config).await;
                                     set(status::AppsObservation::Converged);
                                     RECONCILE_EVERY
                                 }
@@ -618,6 +622,27 @@ async fn run_reconcile(shared: Arc<Shared>, token: tokio_util::sync::Cancellatio
             _ = shared.reconcile_wakeup.notified() => trigger = "event",
             _ = tokio::time::sleep(delay) => trigger = "timer",
         }
+    }
+}
+
+/// Waits (15 s at most) until slapd listens where the config and the
+/// apps' bridge want it.
+async fn wait_for_listeners(shared: &Shared, config: &Config) {
+    let wanted = crate::directory::slapd::wanted_urls(config);
+    let paths = crate::directory::slapd::Paths::new(config);
+    for _ in 0..150 {
+        if let Some(pid) = crate::directory::slapd::running_pid(&paths) {
+            let mut have = crate::directory::slapd::listen_urls(pid);
+            have.retain(|u| !u.starts_with("ldapi://"));
+            let up = matches!(
+                shared.directory.read().as_deref(),
+                Ok(DirectoryObservation::Running { pid: p, .. }) if *p == pid
+            );
+            if have == wanted && up {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -816,7 +841,9 @@ async fn run_directory(shared: Arc<Shared>, token: tokio_util::sync::Cancellatio
                         }
                         _ = shared.directory_reload.notified() => {
                             let now = shared.config();
-                            if slapd::Paths::new(&now) == paths && slapd::wanted_urls(&now) == slapd::wanted_urls(&config) {
+                            let mut have = slapd::listen_urls(pid);
+                            have.retain(|u| !u.starts_with("ldapi://"));
+                            if slapd::Paths::new(&now) == paths && slapd::wanted_urls(&now) == have {
                                 continue;
                             }
                             // Listen addresses are slapd's command line: a change needs a restart.

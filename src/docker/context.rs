@@ -7,6 +7,25 @@
 //! hashes the same.
 
 use std::collections::BTreeSet;
+
+/// `(name, value)` build arguments.
+pub type BuildArgs = &'static [(&'static str, &'static str)];
+
+/// The stand-in for each image role of the catalog: `(role, image dir in
+/// images/testing, build arguments)`.
+pub const STANDINS: [(&str, &str, BuildArgs); 7] = [
+    ("nextcloud", "nextcloud", &[("NEXTCLOUD_VERSION", "31.0.0")]),
+    ("nextcloud-db", "postgres", &[]),
+    ("nextcloud-redis", "redis", &[]),
+    ("collabora", "collabora", &[]),
+    ("discourse", "discourse", &[]),
+    (
+        "discourse-db",
+        "postgres",
+        &[("PG_EXTENSIONS", "plpgsql hstore pg_trgm vector")],
+    ),
+    ("discourse-redis", "redis", &[]),
+];
 use std::path::Path;
 
 /// The tar of a context, or what went wrong, naming the file.

@@ -235,26 +235,15 @@ pub fn socket_path() -> String {
 
 /// Connects, negotiates the API version and asks the engine for its versions.
 pub async fn probe(socket: &str, timeout: Duration) -> Result<EngineInfo, DockerError> {
-    if !std::path::Path::new(socket).exists() {
-        return Err(DockerError::NoSocket {
-            socket: socket.to_owned(),
-        });
-    }
-    let unreachable = |source| DockerError::Unreachable {
-        socket: socket.to_owned(),
-        source,
-    };
     let work = async {
-        let docker = Docker::connect_with_unix(
-            socket,
-            timeout.as_secs().max(1),
-            bollard::API_DEFAULT_VERSION,
-        )
-        .map_err(unreachable)?
-        .negotiate_version()
-        .await
-        .map_err(unreachable)?;
-        let v = docker.version().await.map_err(unreachable)?;
+        let docker = connect(socket, timeout).await?;
+        let v = docker
+            .version()
+            .await
+            .map_err(|source| DockerError::Unreachable {
+                socket: socket.to_owned(),
+                source,
+            })?;
         Ok(EngineInfo {
             socket: socket.to_owned(),
             engine_version: v.version.unwrap_or_default(),
