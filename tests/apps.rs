@@ -303,6 +303,35 @@ fn the_nextcloud_standin_records_settings_that_find_active_people_only() {
         )
         .unwrap();
     assert_eq!(tested, 1);
+    // A new collective gets its group folder at the next reconcile.
+    let (code, v) = post(
+        &app,
+        "/v1/collectives",
+        serde_json::json!({"slug": "brest", "name": "Brest en Commun", "by": "admin"}),
+    );
+    assert_eq!(code, 201, "{v}");
+    let out = stdout(&app.cli(&["reconcile", "--json"]));
+    let folders = rt().block_on(async {
+        let d = docker().await;
+        commonscloud::docker::objects::exec(
+            &d,
+            &format!("{prefix}-nextcloud"),
+            "www-data",
+            Some("/var/www/html"),
+            vec![
+                "php".into(),
+                "occ".into(),
+                "groupfolders:list".into(),
+                "--output=json".into(),
+            ],
+        )
+        .await
+        .unwrap()
+    });
+    assert!(
+        folders.stdout.contains("Brest en Commun") && folders.stdout.contains("brest-members"),
+        "{out}: {folders:?}"
+    );
 
     // Two people; one suspended.
     for uid in ["ana", "bob"] {

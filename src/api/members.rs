@@ -138,6 +138,8 @@ pub async fn create_collective(
         .onboarding()
         .create_collective(&c.slug, &c.name, &c.by, now())
         .await;
+    // Its group folder and forum group come with the next reconcile: now.
+    shared.reconcile_now();
     created(&shared, r)
 }
 

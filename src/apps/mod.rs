@@ -317,6 +317,8 @@ pub fn release_image(role: ImageRole) -> &'static str {
 #[derive(Debug, Clone)]
 pub struct Ctx<'a> {
     pub config: &'a Config,
+    /// The collectives in the directory: `(slug, human name)`.
+    pub collectives: &'a [(crate::model::CollectiveSlug, String)],
     pub enabled: &'a [AppName],
     /// Memory for this app and its databases and sidecars (MB).
     pub memory_mb: u64,
@@ -441,12 +443,29 @@ fn image_exists_for(app: AppName, arch: &str) -> bool {
     }
 }
 
-/// The whole desired state for a config.
+/// The whole desired state for a config, with the appliance's own
+/// collective only (see [`desired_with`]).
 pub fn desired(config: &Config) -> Result<Desired, AppsError> {
+    desired_with(
+        config,
+        &[(
+            config.collective.slug.clone(),
+            config.collective.name.to_string(),
+        )],
+    )
+}
+
+/// The whole desired state for a config and the collectives the directory
+/// holds (`(slug, name)`): each gets its Nextcloud group folder.
+pub fn desired_with(
+    config: &Config,
+    collectives: &[(crate::model::CollectiveSlug, String)],
+) -> Result<Desired, AppsError> {
     let enabled = enabled_apps(config)?;
     let profile = config.profile();
     let names = Ctx {
         config,
+        collectives,
         enabled: &enabled,
         memory_mb: 0,
     };
@@ -480,6 +499,7 @@ pub fn desired(config: &Config) -> Result<Desired, AppsError> {
         }
         let ctx = Ctx {
             config,
+            collectives,
             enabled: &enabled,
             memory_mb: profile.app_memory_mb.get(&app).copied().unwrap_or(512),
         };

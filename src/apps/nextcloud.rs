@@ -207,11 +207,13 @@ fn wiring(ctx: &Ctx<'_>) -> Vec<Wiring> {
     // whole chain (bridge, slapd's listener, ACLs, secret) works.
     w.push(occ(ctx, &["ldap:test-config", "s01"]));
     w.push(occ(ctx, &["app:enable", "groupfolders"]));
-    let slug = &config.collective.slug;
-    w.push(Wiring::GroupFolder {
-        container: ctx.name("nextcloud"),
-        folder: config.collective.name.to_string(),
-        group: format!("{slug}-members"),
-    });
+    // One group folder per collective, shared with its members.
+    for (slug, name) in ctx.collectives {
+        w.push(Wiring::GroupFolder {
+            container: ctx.name("nextcloud"),
+            folder: name.clone(),
+            group: crate::directory::tree::group_display_name(slug, "members"),
+        });
+    }
     w
 }

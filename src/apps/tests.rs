@@ -240,3 +240,32 @@ fn a_prefix_names_every_object_and_labels_the_instance() {
     let all: String = d.wiring.iter().map(|(_, w)| w.describe()).collect();
     assert!(!all.contains("commonscloud-"), "{all}");
 }
+
+#[test]
+fn every_collective_gets_its_group_folder() {
+    let c = config("rpi5-8gb", "");
+    let brest: crate::model::CollectiveSlug = "brest".parse().unwrap();
+    let d = desired_with(
+        &c,
+        &[
+            (c.collective.slug.clone(), "Les Communs de Quimper".into()),
+            (brest, "Brest en Commun".into()),
+        ],
+    )
+    .unwrap();
+    let folders: Vec<(String, String)> = d
+        .wiring
+        .iter()
+        .filter_map(|(_, w)| match w {
+            Wiring::GroupFolder { folder, group, .. } => Some((folder.clone(), group.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        folders,
+        [
+            ("Les Communs de Quimper".into(), "quimper-members".into()),
+            ("Brest en Commun".into(), "brest-members".into())
+        ]
+    );
+}

@@ -7,7 +7,7 @@ use crate::reconcile::{self, Observed};
 
 pub async fn run(config_path: &Path, json: bool) -> anyhow::Result<i32> {
     let config = crate::config::load(config_path)?;
-    let desired = match crate::apps::desired(&config) {
+    let desired = match crate::reconcile::apply::desired(&config).await {
         Ok(d) => d,
         Err(e) => {
             eprintln!("{}: {e}", config_path.display());

@@ -188,6 +188,11 @@ impl Shared {
     }
 
     /// Gauges that are read rather than counted.
+    /// Asks the reconcile task to run now.
+    pub fn reconcile_now(&self) {
+        self.reconcile_wakeup.notify_one();
+    }
+
     pub fn refresh_gauges(&self) {
         let m = &self.metrics;
         m.uptime_seconds

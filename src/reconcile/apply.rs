@@ -98,6 +98,34 @@ fn with_store<T>(
     f(&s)
 }
 
+/// The desired state with the collectives the directory holds (each gets a
+/// group folder); the config's own when the directory cannot be read.
+pub async fn desired(config: &Config) -> Result<Desired, apps::AppsError> {
+    let paths = crate::directory::slapd::Paths::new(config);
+    let tree = crate::directory::tree::Tree::new(config.suffix().as_str());
+    let found = async {
+        let mut root = crate::directory::ldap::connect_root(&paths).await?;
+        crate::directory::people::collectives(&mut root, &tree).await
+    };
+    match tokio::time::timeout(Duration::from_secs(5), found).await {
+        Ok(Ok(list)) if !list.is_empty() => {
+            let pairs: Vec<_> = list
+                .into_iter()
+                .map(|c| {
+                    let name = if c.name.is_empty() {
+                        c.slug.to_string()
+                    } else {
+                        c.name
+                    };
+                    (c.slug, name)
+                })
+                .collect();
+            apps::desired_with(config, &pairs)
+        }
+        _ => apps::desired(config),
+    }
+}
+
 /// Everything that exists: Docker, the secrets dir and the journal.
 pub async fn observe(
     docker: &Docker,
@@ -132,7 +160,7 @@ pub async fn reconcile(
             "reconcile run(s) {runs:?} were cut short (a crash or a kill); planning again from what exists"
         );
     }
-    let desired = apps::desired(settings.config)?;
+    let desired = desired(settings.config).await?;
     let observed = observe(docker, settings.config, &desired, store).await?;
     let steps = plan(&desired, &observed);
     if steps.is_empty() {
