@@ -194,13 +194,7 @@ impl Wiring {
     /// The step as an admin reads it, secrets redacted.
     pub fn describe(&self) -> String {
         match self {
-            Wiring::Occ { container, args } => format!(
-                "{container}: occ {}",
-                args.iter()
-                    .map(|a| shell_word(&a.shown()))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ),
+            Wiring::Occ { container, args } => format!("{container}: occ {}", words(args)),
             Wiring::GroupFolder {
                 container,
                 folder,
@@ -214,13 +208,7 @@ impl Wiring {
                 container,
                 user,
                 cmd,
-            } => format!(
-                "{container}: exec as {user}: {}",
-                cmd.iter()
-                    .map(|a| shell_word(&a.shown()))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ),
+            } => format!("{container}: exec as {user}: {}", words(cmd)),
             Wiring::DiscourseSetting {
                 container,
                 name,
@@ -251,6 +239,14 @@ impl Wiring {
             .map(|b| format!("{b:02x}"))
             .collect()
     }
+}
+
+/// A command line for display, secrets redacted.
+fn words(args: &[Value]) -> String {
+    args.iter()
+        .map(|a| shell_word(&a.shown()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Quotes a word the way a shell would need it, for display only.

@@ -637,8 +637,7 @@ async fn wait_for_listeners(shared: &Shared, config: &Config) {
     let paths = crate::directory::slapd::Paths::new(config);
     for _ in 0..150 {
         if let Some(pid) = crate::directory::slapd::running_pid(&paths) {
-            let mut have = crate::directory::slapd::listen_urls(pid);
-            have.retain(|u| !u.starts_with("ldapi://"));
+            let have = crate::directory::slapd::listen_urls(pid);
             let up = matches!(
                 shared.directory.read().as_deref(),
                 Ok(DirectoryObservation::Running { pid: p, .. }) if *p == pid
@@ -833,8 +832,7 @@ async fn run_directory(shared: Arc<Shared>, token: tokio_util::sync::Cancellatio
                             // The apps' bridge appears (or goes) with the
                             // apps: slapd then listens on its gateway too.
                             let now = shared.config();
-                            let mut have = slapd::listen_urls(pid);
-                            have.retain(|u| !u.starts_with("ldapi://"));
+                            let have = slapd::listen_urls(pid);
                             if slapd::wanted_urls(&now) == have {
                                 continue;
                             }
@@ -846,8 +844,7 @@ async fn run_directory(shared: Arc<Shared>, token: tokio_util::sync::Cancellatio
                         }
                         _ = shared.directory_reload.notified() => {
                             let now = shared.config();
-                            let mut have = slapd::listen_urls(pid);
-                            have.retain(|u| !u.starts_with("ldapi://"));
+                            let have = slapd::listen_urls(pid);
                             if slapd::Paths::new(&now) == paths && slapd::wanted_urls(&now) == have {
                                 continue;
                             }

@@ -241,24 +241,7 @@ fn first(e: &SearchEntry, attr: &str) -> String {
 }
 
 fn to_person(tree: &Tree, e: SearchEntry) -> Person {
-    let primary = first(&e, "commonsPrimaryCollective");
-    // `ou=<slug>,ou=collectives,<suffix>`: the slug, if the rest is ours.
-    let primary_collective = primary
-        .split_once(',')
-        .and_then(|(rdn, _)| {
-            rdn.trim()
-                .strip_prefix("ou=")
-                .or_else(|| rdn.trim().strip_prefix("OU="))
-        })
-        .and_then(|v| v.parse::<CollectiveSlug>().ok())
-        .filter(|s| {
-            let norm = |d: &str| {
-                d.split(',')
-                    .map(|p| p.trim().to_ascii_lowercase())
-                    .collect::<Vec<_>>()
-            };
-            norm(&tree.collective(s)) == norm(&primary)
-        });
+    let primary_collective = tree.collective_of(&first(&e, "commonsPrimaryCollective"));
     let mut groups: Vec<(CollectiveSlug, String)> = e
         .attrs
         .get("memberOf")

@@ -177,7 +177,8 @@ pub fn running_pid(paths: &Paths) -> Option<i32> {
     ours.then_some(pid)
 }
 
-/// The URLs a running slapd was started with (its `-h`), from /proc.
+/// The TCP URLs a running slapd was started with (its `-h` without the
+/// ldapi socket), from /proc: compared with [`wanted_urls`].
 pub fn listen_urls(pid: i32) -> Vec<String> {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return Vec::new();
@@ -189,7 +190,12 @@ pub fn listen_urls(pid: i32) -> Vec<String> {
     args.iter()
         .position(|a| a == "-h")
         .and_then(|i| args.get(i + 1))
-        .map(|h| h.split_whitespace().map(str::to_owned).collect())
+        .map(|h| {
+            h.split_whitespace()
+                .filter(|u| !u.starts_with("ldapi://"))
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
 

@@ -73,16 +73,7 @@ impl Tree {
     /// The collective and group name of a group DN of this tree, if it is
     /// one (DNs from slapd may differ in case and spacing after commas).
     pub fn group_of(&self, dn: &str) -> Option<(CollectiveSlug, String)> {
-        let norm = |s: &str| {
-            s.split(',')
-                .map(|p| p.trim().to_ascii_lowercase())
-                .collect::<Vec<_>>()
-        };
-        let parts = norm(dn);
-        let tail = norm(&self.collectives());
-        if parts.len() != tail.len() + 3 || parts[3..] != tail[..] {
-            return None;
-        }
+        let parts = self.under(dn, &self.collectives(), 3)?;
         let cn = parts[0].strip_prefix("cn=")?;
         if parts[1] != "ou=groups" {
             return None;
@@ -90,6 +81,31 @@ impl Tree {
         let slug = parts[2].strip_prefix("ou=")?.parse().ok()?;
         // cn comes from slapd; ours are validated names with nothing to escape.
         Some((slug, cn.to_owned()))
+    }
+
+    /// The slug of a collective's DN of this tree, if it is one.
+    pub fn collective_of(&self, dn: &str) -> Option<CollectiveSlug> {
+        let parts = self.under(dn, &self.collectives(), 1)?;
+        parts[0].strip_prefix("ou=")?.parse().ok()
+    }
+
+    /// The uid of a person's DN of this tree, if it is one.
+    pub fn uid_of(&self, dn: &str) -> Option<String> {
+        let parts = self.under(dn, &self.people(), 1)?;
+        // Ours are validated uids with nothing to escape.
+        Some(parts[0].strip_prefix("uid=")?.to_owned())
+    }
+
+    /// The `depth` leading RDNs of `dn` (lowercased, trimmed) when the rest
+    /// is `base`: DNs from slapd may differ in case and spacing after commas.
+    fn under(&self, dn: &str, base: &str, depth: usize) -> Option<Vec<String>> {
+        let rdns = |s: &str| {
+            s.split(',')
+                .map(|p| p.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        };
+        let (parts, tail) = (rdns(dn), rdns(base));
+        (parts.len() == tail.len() + depth && parts[depth..] == tail[..]).then_some(parts)
     }
 
     /// Alliance-wide services, open to every active person.
@@ -571,6 +587,21 @@ mod tests {
         ] {
             assert_eq!(t.group_of(&not_a_group), None, "{not_a_group}");
         }
+    }
+
+    #[test]
+    fn person_and_collective_dns_parse_back() {
+        let t = Tree::new("dc=q,dc=org");
+        assert_eq!(t.uid_of(&t.person("ana")).as_deref(), Some("ana"));
+        assert_eq!(
+            t.uid_of("uid=ana, ou=People,DC=q,dc=org").as_deref(),
+            Some("ana")
+        );
+        assert_eq!(t.uid_of("uid=ana,ou=people,dc=other,dc=org"), None);
+        assert_eq!(t.uid_of(&t.group(&slug(), "members")), None);
+        assert_eq!(t.collective_of(&t.collective(&slug())), Some(slug()));
+        assert_eq!(t.collective_of(&t.groups(&slug())), None);
+        assert_eq!(t.collective_of("ou=x y,ou=collectives,dc=q,dc=org"), None);
     }
 
     #[test]

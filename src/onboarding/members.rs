@@ -55,17 +55,7 @@ fn invalid(field: &'static str, message: String) -> OnboardingError {
 }
 
 fn uids(tree: &crate::directory::tree::Tree, dns: &[String]) -> Vec<String> {
-    let people = tree.people().to_ascii_lowercase();
-    let mut out: Vec<String> = dns
-        .iter()
-        .filter_map(|dn| {
-            let (rdn, rest) = dn.split_once(',')?;
-            if rest.replace(", ", ",").to_ascii_lowercase() != people {
-                return None;
-            }
-            Some(rdn.trim().strip_prefix("uid=")?.to_owned())
-        })
-        .collect();
+    let mut out: Vec<String> = dns.iter().filter_map(|dn| tree.uid_of(dn)).collect();
     out.sort();
     out
 }

@@ -4,7 +4,6 @@
 //! from the journal of wiring done, so it resumes where the last stopped
 //! and never makes an object twice. It decides nothing the plan did not.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Mutex;
@@ -433,11 +432,11 @@ async fn wait_ready(
     timeout: Duration,
 ) -> Result<(), ApplyError> {
     let started = Instant::now();
-    let mut why: String;
     let mut delay = Duration::from_millis(100);
     loop {
-        match objects::inspect(docker, container).await? {
-            None => why = "it does not exist".into(),
+        // Docker's verdict first, then the app's own (status.php).
+        let healthy: Result<(), String> = match objects::inspect(docker, container).await? {
+            None => Err("it does not exist".into()),
             Some(s) if !s.running && !s.restarting => {
                 return Err(ApplyError::Stopped {
                     container: container.to_owned(),
@@ -445,13 +444,7 @@ async fn wait_ready(
                     logs: objects::logs_tail(docker, container, 20).await,
                 });
             }
-            Some(s) if s.health == "healthy" || (s.running && s.health == "none") => match spec {
-                Some(c) if c.role == "nextcloud" => match nextcloud_ready(c).await {
-                    Ok(()) => return Ok(()),
-                    Err(w) => why = w,
-                },
-                _ => return Ok(()),
-            },
+            Some(s) if s.health == "healthy" || (s.running && s.health == "none") => Ok(()),
             // Docker checks health only every interval (no start interval
             // before API 1.44): run the check now rather than wait for it.
             Some(s) if s.running && s.health == "starting" => {
@@ -460,28 +453,28 @@ async fn wait_ready(
                         let out = objects::exec(docker, container, "", None, h.test[1..].to_vec())
                             .await?;
                         if out.exit_code == 0 {
-                            match spec {
-                                Some(c) if c.role == "nextcloud" => {
-                                    match nextcloud_ready(c).await {
-                                        Ok(()) => return Ok(()),
-                                        Err(w) => why = w,
-                                    }
-                                }
-                                _ => return Ok(()),
-                            }
+                            Ok(())
                         } else {
-                            why = format!(
+                            Err(format!(
                                 "its health check fails: {}{}",
                                 out.stdout.trim(),
                                 out.stderr.trim()
-                            );
+                            ))
                         }
                     }
-                    _ => why = "health is starting".into(),
+                    _ => Err("health is starting".into()),
                 }
             }
-            Some(s) => why = format!("health is {}", s.health),
-        }
+            Some(s) => Err(format!("health is {}", s.health)),
+        };
+        let ready = match (healthy, spec) {
+            (Ok(()), Some(c)) if c.role == "nextcloud" => nextcloud_ready(c).await,
+            (r, _) => r,
+        };
+        let why = match ready {
+            Ok(()) => return Ok(()),
+            Err(why) => why,
+        };
         if started.elapsed() >= timeout {
             return Err(ApplyError::NotReady {
                 container: container.to_owned(),
@@ -688,12 +681,11 @@ async fn wire(
                 Some(Value::Plain(h)) => h.clone(),
                 _ => "localhost".into(),
             };
-            let headers: HashMap<&str, String> = HashMap::from([
+            let headers = [
                 ("Api-Key", key),
                 ("Api-Username", "system".to_owned()),
                 ("Content-Type", "application/json".to_owned()),
-            ]);
-            let headers: Vec<(&str, String)> = headers.into_iter().collect();
+            ];
             let (code, resp) = crate::http::request(
                 addr,
                 "PUT",
