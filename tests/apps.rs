@@ -288,7 +288,7 @@ fn the_nextcloud_standin_records_settings_that_find_active_people_only() {
     assert_eq!(s01["ldapConfigurationActive"], "1");
     // slapd listens on the bridge's gateway for the apps (and Nextcloud's
     // `ldap:test-config`, a real bind from inside its container, passed).
-    let urls = commonscloud::directory::slapd::listen_urls(app.slapd_pid().unwrap());
+    let urls = commonscloud::directory::slapd::listen_urls(app.slapd_pid().unwrap()).unwrap();
     assert!(
         urls.contains(&format!("ldap://{gateway}:{port}")),
         "{urls:?}"

@@ -637,7 +637,7 @@ async fn wait_for_listeners(shared: &Shared, config: &Config) {
     let paths = crate::directory::slapd::Paths::new(config);
     for _ in 0..150 {
         if let Some(pid) = crate::directory::slapd::running_pid(&paths) {
-            let have = crate::directory::slapd::listen_urls(pid);
+            let have = crate::directory::slapd::listen_urls(pid).unwrap_or_default();
             let up = matches!(
                 shared.directory.read().as_deref(),
                 Ok(DirectoryObservation::Running { pid: p, .. }) if *p == pid
@@ -808,54 +808,51 @@ async fn run_directory(shared: Arc<Shared>, token: tokio_util::sync::Cancellatio
                 let up_since = tokio::time::Instant::now();
                 let mut listen_check = tokio::time::interval(LISTEN_CHECK_EVERY);
                 listen_check.tick().await;
-                loop {
-                    tokio::select! {
+                // Listeners are slapd's command line: a change needs a
+                // restart, which is planned and not counted. A slapd found
+                // gone while checking died, whichever branch saw it first.
+                let replan = |reason: &str| -> Option<bool> {
+                    let now = shared.config();
+                    let have = slapd::listen_urls(pid)?;
+                    let wanted = slapd::wanted_urls(&now);
+                    if slapd::Paths::new(&now) == paths && wanted == have {
+                        return Some(false);
+                    }
+                    log::info!(task = "directory"; "{reason}: slapd should listen on {wanted:?} (it listens on {have:?}); restarting it");
+                    Some(true)
+                };
+                let died = loop {
+                    let planned = tokio::select! {
+                        biased;
                         _ = token.cancelled() => {
                             log::info!(task = "directory"; "slapd (pid {pid}) keeps serving while the daemon is down");
                             return;
                         }
-                        _ = slapd::wait_exit(pid) => {
-                            restarts += 1;
-                            log::warn!(task = "directory", pid = pid; "slapd (pid {pid}) exited; starting it again");
-                            // A slapd that dies right after starting is a
-                            // crash loop: back off as for a failed start.
-                            if up_since.elapsed() < Duration::from_secs(10) {
-                                failures += 1;
-                                tokio::select! {
-                                    _ = token.cancelled() => return,
-                                    _ = tokio::time::sleep(status::restart_delay(failures)) => {}
-                                }
-                            }
-                            break;
-                        }
-                        _ = listen_check.tick() => {
-                            // The apps' bridge appears (or goes) with the
-                            // apps: slapd then listens on its gateway too.
-                            let now = shared.config();
-                            let have = slapd::listen_urls(pid);
-                            if slapd::wanted_urls(&now) == have {
-                                continue;
-                            }
-                            log::info!(task = "directory"; "slapd should listen on {:?} (it listens on {have:?}); restarting it", slapd::wanted_urls(&now));
-                            if let Err(e) = slapd::stop(&paths, Duration::from_secs(10)).await {
-                                log::warn!(task = "directory"; "stopping slapd: {e}");
-                            }
-                            break;
-                        }
-                        _ = shared.directory_reload.notified() => {
-                            let now = shared.config();
-                            let have = slapd::listen_urls(pid);
-                            if slapd::Paths::new(&now) == paths && slapd::wanted_urls(&now) == have {
-                                continue;
-                            }
-                            // Listen addresses are slapd's command line: a change needs a restart.
-                            log::info!(task = "directory"; "directory.listen changed; restarting slapd");
-                            if let Err(e) = slapd::stop(&paths, Duration::from_secs(10)).await {
-                                log::warn!(task = "directory"; "stopping slapd: {e}");
-                            }
-                            break;
+                        _ = slapd::wait_exit(pid) => None,
+                        // The apps' bridge appears (or goes) with the apps.
+                        _ = listen_check.tick() => replan("the apps' bridge changed"),
+                        _ = shared.directory_reload.notified() => replan("directory.listen changed"),
+                    };
+                    match planned {
+                        None => break true,
+                        Some(false) => continue,
+                        Some(true) => break false,
+                    }
+                };
+                if died {
+                    restarts += 1;
+                    log::warn!(task = "directory", pid = pid; "slapd (pid {pid}) exited; starting it again");
+                    // A slapd that dies right after starting is a crash
+                    // loop: back off as for a failed start.
+                    if up_since.elapsed() < Duration::from_secs(10) {
+                        failures += 1;
+                        tokio::select! {
+                            _ = token.cancelled() => return,
+                            _ = tokio::time::sleep(status::restart_delay(failures)) => {}
                         }
                     }
+                } else if let Err(e) = slapd::stop(&paths, Duration::from_secs(10)).await {
+                    log::warn!(task = "directory"; "stopping slapd: {e}");
                 }
             }
             Err(e) => {

@@ -178,25 +178,30 @@ pub fn running_pid(paths: &Paths) -> Option<i32> {
 }
 
 /// The TCP URLs a running slapd was started with (its `-h` without the
-/// ldapi socket), from /proc: compared with [`wanted_urls`].
-pub fn listen_urls(pid: i32) -> Vec<String> {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return Vec::new();
-    };
+/// ldapi socket), from /proc: compared with [`wanted_urls`]. `None` once the
+/// process is gone (a zombie has an empty command line), so a death is never
+/// mistaken for a listener change.
+pub fn listen_urls(pid: i32) -> Option<Vec<String>> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    if cmdline.is_empty() {
+        return None;
+    }
     let args: Vec<String> = cmdline
         .split(|b| *b == 0)
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
-    args.iter()
-        .position(|a| a == "-h")
-        .and_then(|i| args.get(i + 1))
-        .map(|h| {
-            h.split_whitespace()
-                .filter(|u| !u.starts_with("ldapi://"))
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
+    Some(
+        args.iter()
+            .position(|a| a == "-h")
+            .and_then(|i| args.get(i + 1))
+            .map(|h| {
+                h.split_whitespace()
+                    .filter(|u| !u.starts_with("ldapi://"))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    )
 }
 
 /// The TCP URLs slapd should listen on: `directory.listen`, plus the apps'
@@ -374,6 +379,43 @@ pub async fn stop(paths: &Paths, deadline: Duration) -> Result<bool, DirectoryEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A dead slapd (here a zombie, not yet reaped) has no listeners rather
+    /// than "none": the directory task must count it as a death, not plan a
+    /// listener restart (a race CI once hit).
+    #[test]
+    fn a_dead_process_has_no_listen_urls() {
+        // `read` is a builtin, so the shell stays (no exec) with these
+        // arguments on its command line until it is killed.
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "read x",
+                "sh",
+                "-h",
+                "ldapi://%2Fx ldap://127.0.0.1:1389",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let wanted = Some(vec!["ldap://127.0.0.1:1389".to_owned()]);
+        // Between fork and exec the command line is the test's own.
+        let seen = (0..500).any(|_| {
+            std::thread::sleep(Duration::from_millis(2));
+            listen_urls(pid) == wanted
+        });
+        assert!(seen, "{:?}", listen_urls(pid));
+        child.kill().unwrap();
+        // Not reaped yet: a zombie until `wait`.
+        let gone = (0..500).any(|_| {
+            std::thread::sleep(Duration::from_millis(2));
+            listen_urls(pid).is_none()
+        });
+        assert!(gone, "a zombie still shows listeners");
+        child.wait().unwrap();
+        assert_eq!(listen_urls(pid), None);
+    }
 
     #[test]
     fn ldapi_url_escapes_the_path() {
