@@ -17,10 +17,12 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, qemu-user-static: the ARM build
 # and running it; dpkg-dev: inspecting the .deb; shellcheck: the installer;
 # python3: the footprint benchmark's baseline; python3-aiosmtpd: the SMTP sink;
-# busybox-static: the shell and tools inside the stand-in images (images/testing).
+# busybox-static: the shell and tools inside the stand-in images (images/testing);
+# docker-registry: a registry on loopback for the image-pull tests.
 APT_PACKAGES=(
   slapd ldap-utils systemd dpkg-dev shellcheck python3 python3-aiosmtpd curl
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static busybox-static
+  docker-registry
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

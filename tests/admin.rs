@@ -186,6 +186,12 @@ fn the_cli_manages_people_collectives_and_invitations() {
     let out = app.cli(&["collective", "create", "Not A Slug", "--name", "x"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid slug"));
+    // A collective is a forum group, and the forum keeps groups and users
+    // in one namespace: a slug that is someone's login is refused.
+    let out = app.cli(&["collective", "create", "ana", "--name", "Ana's"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`ana` is a person's user name"), "{err}");
     // Every change is in the audit log, with who did it.
     let store = Store::open(&app.dir.path().join("state")).unwrap();
     let audit: Vec<(String, String)> = store

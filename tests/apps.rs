@@ -445,6 +445,37 @@ fn discourse_connect_round_trip_with_groups_and_refusals() {
             .await
             .unwrap();
     });
+    // A second collective: the reconcile it triggers gives it its forum
+    // group too (DiscourseConnect's add_groups only fills groups that exist).
+    let (code, v) = post(
+        &app,
+        "/v1/collectives",
+        serde_json::json!({"slug": "brest", "name": "Brest en Commun", "by": "admin"}),
+    );
+    assert_eq!(code, 201, "{v}");
+    let out = stdout(&app.cli(&["reconcile", "--json"]));
+    let (_, _, listed) = images::http("GET", port, "/standin/users.json", &[], b"");
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let groups: Vec<(&str, &str)> = listed["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["name"].as_str().unwrap(),
+                g["full_name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            ("quimper", "Les Communs de Quimper"),
+            ("brest", "Brest en Commun")
+        ],
+        "{out}"
+    );
+
     // Discourse sends the browser to the daemon.
     let (code, headers, _) = images::http("GET", port, "/session/sso?return_path=/", &[], b"");
     assert_eq!(code, 302);
@@ -651,4 +682,221 @@ fn bench_reconcile_reports_a_noop_without_mutating_calls() {
     assert!(v["cold_install_s"].as_f64().unwrap() > 0.0);
     let ratio = v["noop_ms"].as_f64().unwrap() / v["baseline_observe_ms"].as_f64().unwrap();
     assert!((ratio - v["ratio_noop_to_observe"].as_f64().unwrap()).abs() < 1e-6);
+}
+
+/// A registry of the test's own (Debian's `docker-registry`) on a loopback
+/// port, which Docker trusts without TLS. Killed on drop.
+struct Registry {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl Registry {
+    fn new() -> Self {
+        Registry {
+            port: common::free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        }
+    }
+
+    fn start(&mut self) {
+        let config = self.dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{}\n",
+                self.dir.path().join("data").display(),
+                self.port
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join("log")).unwrap())
+            .spawn()
+            .expect("docker-registry (apt: docker-registry)");
+        self.child = Some(child);
+        let until = Instant::now() + Duration::from_secs(20);
+        let up = |port| {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && images::http("GET", port, "/v2/", &[], b"").0 == 200
+        };
+        while !up(self.port) {
+            assert!(Instant::now() < until, "the registry never answered");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Removes an image on drop, also when the test fails.
+struct ImageGone(Vec<String>);
+
+impl Drop for ImageGone {
+    fn drop(&mut self) {
+        let names = std::mem::take(&mut self.0);
+        rt().block_on(async {
+            let d = docker().await;
+            for n in names {
+                let _ = d
+                    .remove_image(
+                        &n,
+                        Some(bollard::query_parameters::RemoveImageOptions {
+                            force: true,
+                            ..Default::default()
+                        }),
+                        None,
+                    )
+                    .await;
+            }
+        });
+    }
+}
+
+/// The whole pull path on a flaky link: while the registry is down the app
+/// is a clear failed state; once it is up the image is pulled (the CLI
+/// reports it) by the digest the config pins, and the next plan is empty.
+#[test]
+fn an_image_pinned_by_digest_is_pulled_once_the_registry_answers() {
+    let mut registry = Registry::new();
+    registry.start();
+    let (app, _cleanup) = appliance(&["collabora"]);
+    let repo = format!("127.0.0.1:{}/{}/collabora", registry.port, app.prefix());
+    let mut gone = ImageGone(vec![format!("{repo}:1")]);
+    // An image no one has here: the stand-in plus a 3 MB layer of its own.
+    let digest = rt().block_on(async {
+        use futures_util::StreamExt;
+        let d = docker().await;
+        let base = images::image(&d, "collabora", &[]).await;
+        // Incompressible (xorshift), so the layer costs its 3 MB.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
+        let blob: Vec<u8> = (0..3_000_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let mut tar = tar::Builder::new(Vec::new());
+        for (name, data) in [
+            (
+                "Dockerfile",
+                format!("FROM {base}\nCOPY blob /blob\n").into_bytes(),
+            ),
+            ("blob", blob),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            tar.append_data(&mut h, name, data.as_slice()).unwrap();
+        }
+        let labels = HashMap::from([(images::LABEL_TEST.to_owned(), app.prefix())]);
+        commonscloud::docker::build_image(
+            &d,
+            tar.into_inner().unwrap(),
+            &format!("{repo}:1"),
+            &HashMap::new(),
+            &labels,
+        )
+        .await
+        .unwrap();
+        let mut push = d.push_image(
+            &repo,
+            Some(bollard::query_parameters::PushImageOptions {
+                tag: Some("1".into()),
+                ..Default::default()
+            }),
+            None,
+        );
+        while let Some(item) = push.next().await {
+            item.unwrap();
+        }
+        let digest = d
+            .inspect_image(&format!("{repo}:1"))
+            .await
+            .unwrap()
+            .repo_digests
+            .unwrap_or_default()
+            .into_iter()
+            .find(|r| r.starts_with(&repo))
+            .expect("a digest after the push");
+        d.remove_image(
+            &format!("{repo}:1"),
+            None::<bollard::query_parameters::RemoveImageOptions>,
+            None,
+        )
+        .await
+        .unwrap();
+        assert!(d.inspect_image(&digest).await.is_err(), "gone locally");
+        digest
+    });
+    gone.0.push(digest.clone());
+    let text: String = std::fs::read_to_string(&app.config)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.starts_with("collabora = ") {
+                format!("collabora = \"{digest}\"\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&app.config, text).unwrap();
+
+    // The link is down: a clear failure naming the image, nothing created.
+    if let Some(mut c) = registry.child.take() {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    let out = app.cli(&["reconcile"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot be pulled") && err.contains(&digest),
+        "{err}"
+    );
+    assert!(objects(&app.prefix()).0.is_empty());
+
+    // The link is back: pulled, with what it cost, then everything runs.
+    registry.start();
+    let out = app.cli(&["reconcile"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with(&format!("pulled {digest} (")))
+        .unwrap_or_else(|| panic!("no pull reported: {err}"));
+    let mb: f64 = line
+        .rsplit('(')
+        .next()
+        .unwrap()
+        .trim_end_matches(" MB)")
+        .parse()
+        .unwrap();
+    assert!(
+        (3.0..4.0).contains(&mb),
+        "the 3 MB layer, not the layers already here: {line}"
+    );
+    let (containers, _, _) = objects(&app.prefix());
+    assert_eq!(containers, [format!("{}-collabora", app.prefix())]);
+    // The pinned digest is the image that runs, and a converged plan pulls
+    // nothing again.
+    let plan: serde_json::Value =
+        serde_json::from_str(&stdout(&app.cli(&["plan", "--json"]))).unwrap();
+    assert_eq!(plan, serde_json::json!([]), "{plan}");
 }

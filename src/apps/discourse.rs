@@ -8,6 +8,10 @@ use crate::config::ImageRole;
 use crate::model::AppName;
 
 const APP: AppName = AppName::Discourse;
+/// The shortest and longest login or collective slug (`model::Uid`,
+/// `model::CollectiveSlug`): Discourse's username length settings.
+const MIN_NAME: usize = 2;
+const MAX_NAME: usize = 32;
 
 /// Where the daemon answers DiscourseConnect, on the console's host.
 pub fn connect_url(console_host: &str) -> String {
@@ -146,6 +150,11 @@ pub fn app(ctx: &Ctx<'_>) -> Part {
     });
     let console = config.console_host().to_string();
     wiring.extend([
+        // Logins and collective slugs are 2 to 32 characters; Discourse's
+        // defaults (3 to 20) would mangle some logins and refuse some
+        // groups. The maximum goes first: the minimum may not exceed it.
+        setting(ctx, "max_username_length", p(MAX_NAME.to_string())),
+        setting(ctx, "min_username_length", p(MIN_NAME.to_string())),
         setting(ctx, "enforce_second_factor", p("no")),
         setting(ctx, "discourse_connect_url", p(connect_url(&console))),
         setting(
@@ -159,6 +168,15 @@ pub fn app(ctx: &Ctx<'_>) -> Part {
         setting(ctx, "logout_redirect", p(format!("https://{console}/"))),
         setting(ctx, "enable_discourse_connect", p("true")),
     ]);
+    // One group per collective, named by its slug: the names the provider
+    // sends in `add_groups` and `remove_groups`.
+    for (slug, name) in ctx.collectives {
+        wiring.push(Wiring::DiscourseGroup {
+            container: ctx.name("discourse"),
+            name: slug.to_string(),
+            full_name: name.clone(),
+        });
+    }
     Part {
         volumes: vec![
             ctx.volume(APP, "shared"),

@@ -188,6 +188,14 @@ pub enum Wiring {
         name: String,
         value: Value,
     },
+    /// A Discourse group for a collective, created through the admin API
+    /// unless one of that name exists: DiscourseConnect's `add_groups` only
+    /// fills groups that exist.
+    DiscourseGroup {
+        container: String,
+        name: String,
+        full_name: String,
+    },
 }
 
 impl Wiring {
@@ -217,6 +225,15 @@ impl Wiring {
                 "{container}: PUT /admin/site_settings/{name} {}",
                 shell_word(&value.shown())
             ),
+            Wiring::DiscourseGroup {
+                container,
+                name,
+                full_name,
+            } => format!(
+                "{container}: POST /admin/groups name={} full_name={} (unless GET /groups/{name}.json finds it)",
+                shell_word(name),
+                shell_word(full_name)
+            ),
         }
     }
 
@@ -226,7 +243,8 @@ impl Wiring {
             Wiring::Occ { container, .. }
             | Wiring::GroupFolder { container, .. }
             | Wiring::Exec { container, .. }
-            | Wiring::DiscourseSetting { container, .. } => container,
+            | Wiring::DiscourseSetting { container, .. }
+            | Wiring::DiscourseGroup { container, .. } => container,
         }
     }
 

@@ -197,6 +197,8 @@ fn discourse_connect_is_set_in_the_order_url_secret_enable() {
     assert!(pos("discourse_connect_url") < pos("discourse_connect_secret"));
     assert!(pos("discourse_connect_secret") < pos("enable_discourse_connect"));
     assert!(pos("enforce_second_factor") < pos("enable_discourse_connect"));
+    // Discourse refuses a minimum above the maximum: raise the maximum first.
+    assert!(pos("max_username_length") < pos("min_username_length"));
     let all = d
         .wiring
         .iter()
@@ -241,18 +243,72 @@ fn a_prefix_names_every_object_and_labels_the_instance() {
     assert!(!all.contains("commonscloud-"), "{all}");
 }
 
-#[test]
-fn every_collective_gets_its_group_folder() {
-    let c = config("rpi5-8gb", "");
+fn two_collectives(c: &Config) -> Desired {
     let brest: crate::model::CollectiveSlug = "brest".parse().unwrap();
-    let d = desired_with(
-        &c,
+    desired_with(
+        c,
         &[
             (c.collective.slug.clone(), "Les Communs de Quimper".into()),
             (brest, "Brest en Commun".into()),
         ],
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn every_collective_gets_its_forum_group_once_the_lengths_allow_it() {
+    let d = two_collectives(&config("rpi5-8gb", ""));
+    let steps: Vec<&Wiring> = d.wiring.iter().map(|(_, w)| w).collect();
+    let groups: Vec<(usize, &str, &str)> = steps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| match w {
+            Wiring::DiscourseGroup {
+                name, full_name, ..
+            } => Some((i, name.as_str(), full_name.as_str())),
+            _ => None,
+        })
+        .collect();
+    let names: Vec<(&str, &str)> = groups.iter().map(|(_, n, f)| (*n, *f)).collect();
+    assert_eq!(
+        names,
+        [
+            ("quimper", "Les Communs de Quimper"),
+            ("brest", "Brest en Commun")
+        ]
+    );
+    // After the API key exists and the 32-character maximum is set (a
+    // 21-character slug is a valid collective but not a default Discourse
+    // name).
+    let at = |f: &dyn Fn(&Wiring) -> bool| steps.iter().position(|w| f(w)).unwrap();
+    let key = at(
+        &|w| matches!(w, Wiring::Exec { cmd, .. } if cmd.first().is_some_and(|c| c.shown() == "rails")),
+    );
+    let max = at(
+        &|w| matches!(w, Wiring::DiscourseSetting { name, value, .. } if name == "max_username_length" && value.shown() == "32"),
+    );
+    assert!(groups.iter().all(|(i, _, _)| *i > key && *i > max));
+    // The provider's names, and no Discourse without them.
+    assert!(
+        steps[groups[0].0]
+            .describe()
+            .contains("POST /admin/groups name=quimper")
+    );
+    let nc_only = two_collectives(&config(
+        "rpi5-8gb",
+        "[apps]\nenabled = [\"nextcloud\"]\nforce = true\n",
+    ));
+    assert!(
+        !nc_only
+            .wiring
+            .iter()
+            .any(|(_, w)| matches!(w, Wiring::DiscourseGroup { .. }))
+    );
+}
+
+#[test]
+fn every_collective_gets_its_group_folder() {
+    let d = two_collectives(&config("rpi5-8gb", ""));
     let folders: Vec<(String, String)> = d
         .wiring
         .iter()

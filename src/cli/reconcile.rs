@@ -1,12 +1,13 @@
 //! `commonscloud reconcile`: apply the plan now, with progress.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::reconcile::apply::{self, Progress, Settings};
+use crate::reconcile::apply::{self, Progress, Settings, megabytes};
 
 pub async fn run(config_path: &Path, ready_timeout: u64, json: bool) -> anyhow::Result<i32> {
     let config = crate::config::load(config_path)?;
@@ -27,6 +28,9 @@ pub async fn run(config_path: &Path, ready_timeout: u64, json: bool) -> anyhow::
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
+    // Per layer of the image being pulled: (bytes so far, size).
+    let layers: Mutex<HashMap<String, (i64, i64)>> = Mutex::new(HashMap::new());
+    let pulled: Mutex<Vec<(String, i64)>> = Mutex::new(Vec::new());
     let progress = |p: Progress<'_>| match p {
         Progress::Step {
             seq,
@@ -43,12 +47,26 @@ pub async fn run(config_path: &Path, ready_timeout: u64, json: bool) -> anyhow::
             current,
             total,
         } => {
-            if total > 0 {
+            if let Ok(mut l) = layers.lock() {
+                l.insert(layer.to_owned(), (current, total));
+                let (done, size) = l.values().fold((0, 0), |(d, s), (c, t)| (d + c, s + t));
                 bar.set_message(format!(
-                    "pull {image}: layer {layer} {} / {} MB",
-                    current / 1_000_000,
-                    total / 1_000_000
+                    "pull {image}: {} of {} ({} layer(s))",
+                    megabytes(done),
+                    megabytes(size),
+                    l.len()
                 ));
+            }
+        }
+        Progress::Pulled { image, bytes } => {
+            if let Ok(mut l) = layers.lock() {
+                l.clear();
+            }
+            if !json {
+                bar.suspend(|| eprintln!("pulled {image} ({})", megabytes(bytes)));
+            }
+            if let Ok(mut p) = pulled.lock() {
+                p.push((image.to_owned(), bytes));
             }
         }
     };
@@ -65,6 +83,7 @@ pub async fn run(config_path: &Path, ready_timeout: u64, json: bool) -> anyhow::
             serde_json::json!({
                 "run": report.run_id,
                 "steps": report.steps,
+                "pulled": pulled.lock().map(|p| p.iter().map(|(image, bytes)| serde_json::json!({"image": image, "bytes": bytes})).collect::<Vec<_>>()).unwrap_or_default(),
                 "failed": report.failed.as_ref().map(|(app, step, cause)| serde_json::json!({"app": app, "step": step, "cause": cause})),
             })
         );

@@ -559,18 +559,21 @@ async fn run_reconcile(shared: Arc<Shared>, token: tokio_util::sync::Cancellatio
                             .max(Duration::from_secs(5))
                     }
                     Ok(docker) => {
-                        let progress = |p: crate::reconcile::apply::Progress<'_>| {
-                            if let crate::reconcile::apply::Progress::Step {
+                        let progress = |p: crate::reconcile::apply::Progress<'_>| match p {
+                            crate::reconcile::apply::Progress::Step {
                                 seq,
                                 of,
                                 description,
-                            } = p
-                            {
+                            } => {
                                 log::info!(task = "reconcile"; "step {seq}/{of}: {description}");
                                 set(status::AppsObservation::Reconciling {
                                     step: description.to_owned(),
                                 });
                             }
+                            crate::reconcile::apply::Progress::Pulled { image, bytes } => {
+                                log::info!(task = "reconcile"; "pulled {image} ({})", crate::reconcile::apply::megabytes(bytes));
+                            }
+                            crate::reconcile::apply::Progress::Pull { .. } => {}
                         };
                         let settings = crate::reconcile::apply::Settings {
                             config: &config,

@@ -33,6 +33,18 @@ pub fn load_or_create(path: &Path) -> Result<String, DirectoryError> {
         source: std::io::Error::other(e.to_string()),
     })?;
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    // A command run before the daemon ever started (`commonscloud
+    // reconcile`) may be the first to need the directory: private too.
+    if let Some(dir) = path.parent()
+        && !dir.exists()
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io("creating the directory of"))?;
+    }
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -70,5 +82,19 @@ mod tests {
                 .to_string()
                 .contains("empty")
         );
+    }
+
+    #[test]
+    fn a_missing_directory_is_made_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("secrets/nested/api-key");
+        load_or_create(&p).unwrap();
+        for d in ["secrets", "secrets/nested"] {
+            let mode = std::fs::metadata(dir.path().join(d))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o700, "{d}");
+        }
     }
 }

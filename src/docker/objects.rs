@@ -114,13 +114,14 @@ pub async fn remove_volume(docker: &Docker, name: &str) -> Result<(), DockerErro
         .map_err(api(&format!("removing volume {name}")))
 }
 
-/// Pulls an image, reporting `(layer, current bytes, total bytes)` as it
-/// goes. Without a registry (offline) this fails with Docker's reason.
+/// Pulls an image, reporting `(layer, downloaded bytes, layer size)` while
+/// layers download. Returns the bytes downloaded (layers already here cost
+/// nothing). Without a registry (offline) this fails with Docker's reason.
 pub async fn pull_image(
     docker: &Docker,
     image: &str,
     mut progress: impl FnMut(&str, i64, i64),
-) -> Result<(), DockerError> {
+) -> Result<i64, DockerError> {
     let mut stream = docker.create_image(
         Some(CreateImageOptions {
             from_image: Some(image.to_owned()),
@@ -129,6 +130,7 @@ pub async fn pull_image(
         None,
         None,
     );
+    let mut sizes: HashMap<String, i64> = HashMap::new();
     while let Some(item) = stream.next().await {
         let info = item.map_err(|source| DockerError::Pull {
             image: image.to_owned(),
@@ -140,15 +142,23 @@ pub async fn pull_image(
                 message: e.message.unwrap_or_default(),
             });
         }
-        if let Some(d) = info.progress_detail {
-            progress(
-                info.id.as_deref().unwrap_or(""),
-                d.current.unwrap_or(0),
-                d.total.unwrap_or(0),
-            );
+        // Both report the layer's compressed size; a small layer may come in
+        // one read and skip "Downloading". Layers already here report
+        // neither.
+        let status = info.status.as_deref().unwrap_or("");
+        if let (Some(d), Some(layer), "Downloading" | "Extracting") =
+            (info.progress_detail, info.id.as_deref(), status)
+        {
+            let total = d.total.unwrap_or(0);
+            if total > 0 {
+                sizes.insert(layer.to_owned(), total);
+            }
+            if status == "Downloading" {
+                progress(layer, d.current.unwrap_or(0), total);
+            }
         }
     }
-    Ok(())
+    Ok(sizes.values().sum())
 }
 
 /// Creates the container (not started) and joins its other networks.

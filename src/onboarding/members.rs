@@ -276,6 +276,13 @@ impl Onboarding {
             ));
         }
         let mut root = self.root().await?;
+        let login = people::person(&mut root, &self.settings.tree, slug.as_str())
+            .await?
+            .is_some()
+            || self.with_store(|s| s.pending_holder(slug.as_str(), ""))? == Some("uid");
+        if login {
+            return Err(Refusal::SlugIsLogin(slug.to_string()).into());
+        }
         let created = people::create_collective(
             &mut root,
             &self.settings.tree,

@@ -35,6 +35,10 @@ pub enum Refusal {
     BuiltinGroup(String),
     #[error("`{0}` already exists")]
     Exists(String),
+    #[error(
+        "`{0}` is a person's user name here (the forum keeps users and groups in one namespace): choose another slug"
+    )]
+    SlugIsLogin(String),
     #[error("{what} {id} was already {state}")]
     Decided {
         what: &'static str,

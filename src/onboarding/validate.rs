@@ -85,12 +85,22 @@ pub fn validate(
         // Say nothing useful to a bot.
         err("form", "the form could not be accepted".into());
     }
-    let uid = form
-        .uid
-        .trim()
-        .parse::<Uid>()
-        .map_err(|e| err("uid", e.0))
-        .ok();
+    // A login may not be a collective's slug: the forum keeps users and
+    // groups in one namespace, and each collective is a group there.
+    let uid = match form.uid.trim().parse::<Uid>() {
+        Ok(u) if collectives.iter().any(|c| c.as_str() == u.as_str()) => {
+            err(
+                "uid",
+                format!("`{u}` is the name of a collective here: choose another user name"),
+            );
+            None
+        }
+        Ok(u) => Some(u),
+        Err(e) => {
+            err("uid", e.0);
+            None
+        }
+    };
     let name = form.display_name.trim();
     if name.is_empty() {
         err("display_name", "say how you want to be called".into());
@@ -209,6 +219,18 @@ mod tests {
         let errors = validate(&form, &here()).unwrap_err();
         assert_eq!(errors.len(), 1);
         assert!(errors[0].message.contains("reserved"));
+    }
+
+    #[test]
+    fn a_collectives_slug_is_not_a_login() {
+        let form = Form {
+            uid: "quimper".into(),
+            ..good()
+        };
+        let errors = validate(&form, &here()).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "uid");
+        assert!(errors[0].message.contains("name of a collective"));
     }
 
     #[test]

@@ -77,12 +77,20 @@ pub enum Progress<'a> {
         of: usize,
         description: &'a str,
     },
+    /// A layer downloading: bytes so far of its size.
     Pull {
         image: &'a str,
         layer: &'a str,
         current: i64,
         total: i64,
     },
+    /// An image is here, after downloading `bytes`.
+    Pulled { image: &'a str, bytes: i64 },
+}
+
+/// Bytes as an admin reads them: `12.3 MB`.
+pub fn megabytes(bytes: i64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1_000_000.0)
 }
 
 fn now() -> i64 {
@@ -390,7 +398,7 @@ async fn apply_step(
             .await?;
         }
         Step::PullImage { image, .. } => {
-            objects::pull_image(docker, image, |layer, current, total| {
+            let bytes = objects::pull_image(docker, image, |layer, current, total| {
                 (settings.progress)(Progress::Pull {
                     image,
                     layer,
@@ -399,6 +407,7 @@ async fn apply_step(
                 });
             })
             .await?;
+            (settings.progress)(Progress::Pulled { image, bytes });
         }
         Step::NameTaken { .. } => return Err(ApplyError::NameTaken(step.describe())),
         Step::RemoveContainer { id, .. } => objects::remove_container(docker, id).await?,
@@ -545,6 +554,56 @@ fn failed(what: String, out: &objects::ExecOutput) -> ApplyError {
     }
 }
 
+fn http_failed(what: String, code: u16, body: &[u8]) -> ApplyError {
+    ApplyError::Wiring {
+        what,
+        output: format!("HTTP {code}: {}", String::from_utf8_lossy(body)),
+    }
+}
+
+/// One call to Discourse's admin API on its published port, as the system
+/// user with the appliance's key.
+async fn discourse_api(
+    desired: &Desired,
+    secrets_dir: &Path,
+    container: &str,
+    what: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<(u16, hyper::body::Bytes), ApplyError> {
+    let wiring_err = |output: String| ApplyError::Wiring {
+        what: what.to_owned(),
+        output,
+    };
+    let spec = desired
+        .containers
+        .iter()
+        .find(|c| c.name == container)
+        .ok_or_else(|| wiring_err("no such container in the plan".into()))?;
+    let addr = published(spec).ok_or_else(|| wiring_err("Discourse publishes no port".into()))?;
+    let key = read_secret(secrets_dir, "discourse-api-key")?;
+    let host = match spec.env.get("DISCOURSE_HOSTNAME") {
+        Some(Value::Plain(h)) => h.clone(),
+        _ => "localhost".into(),
+    };
+    let mut headers = vec![("Api-Key", key), ("Api-Username", "system".to_owned())];
+    if body.is_some() {
+        headers.push(("Content-Type", "application/json".to_owned()));
+    }
+    crate::http::request(
+        addr,
+        method,
+        &host,
+        path,
+        &headers,
+        body.map(|b| b.to_string().into_bytes()),
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|e| wiring_err(e.to_string()))
+}
+
 /// Runs one wiring step, checking first where running it twice would not
 /// be harmless.
 async fn wire(
@@ -663,48 +722,55 @@ async fn wire(
             name,
             value,
         } => {
-            let spec = desired
-                .containers
-                .iter()
-                .find(|c| &c.name == container)
-                .ok_or_else(|| ApplyError::Wiring {
-                    what: what.clone(),
-                    output: "no such container in the plan".into(),
-                })?;
-            let addr = published(spec).ok_or_else(|| ApplyError::Wiring {
-                what: what.clone(),
-                output: "Discourse publishes no port".into(),
-            })?;
-            let key = read_secret(secrets_dir, "discourse-api-key")?;
             let body = serde_json::json!({ name.as_str(): resolve(secrets_dir, value)? });
-            let host = match spec.env.get("DISCOURSE_HOSTNAME") {
-                Some(Value::Plain(h)) => h.clone(),
-                _ => "localhost".into(),
-            };
-            let headers = [
-                ("Api-Key", key),
-                ("Api-Username", "system".to_owned()),
-                ("Content-Type", "application/json".to_owned()),
-            ];
-            let (code, resp) = crate::http::request(
-                addr,
+            let path = format!("/admin/site_settings/{name}");
+            let (code, resp) = discourse_api(
+                desired,
+                secrets_dir,
+                container,
+                &what,
                 "PUT",
-                &host,
-                &format!("/admin/site_settings/{name}"),
-                &headers,
-                Some(body.to_string().into_bytes()),
-                Duration::from_secs(30),
+                &path,
+                Some(body),
             )
-            .await
-            .map_err(|e| ApplyError::Wiring {
-                what: what.clone(),
-                output: e.to_string(),
-            })?;
+            .await?;
             if code != 200 {
-                return Err(ApplyError::Wiring {
-                    what,
-                    output: format!("HTTP {code}: {}", String::from_utf8_lossy(&resp)),
-                });
+                return Err(http_failed(what, code, &resp));
+            }
+        }
+        Wiring::DiscourseGroup {
+            container,
+            name,
+            full_name,
+        } => {
+            let path = format!("/groups/{name}.json");
+            let (code, resp) =
+                discourse_api(desired, secrets_dir, container, &what, "GET", &path, None).await?;
+            match code {
+                200 => return Ok(()),
+                404 => {}
+                _ => return Err(http_failed(what, code, &resp)),
+            }
+            let body = serde_json::json!({"group": {
+                "name": name,
+                "full_name": full_name,
+                // Visible to signed-in people only; anyone may mention it.
+                "visibility_level": 1,
+                "mentionable_level": 3,
+                "messageable_level": 3,
+            }});
+            let (code, resp) = discourse_api(
+                desired,
+                secrets_dir,
+                container,
+                &what,
+                "POST",
+                "/admin/groups.json",
+                Some(body),
+            )
+            .await?;
+            if code != 200 {
+                return Err(http_failed(what, code, &resp));
             }
         }
     }

@@ -41,6 +41,8 @@ pub const LABEL_TEST: &str = "org.commonscloud.test";
 /// (without build arguments), so stale builds can be pruned.
 pub const LABEL_STANDIN: &str = "org.commonscloud.standin";
 pub const LABEL_STANDIN_SOURCE: &str = "org.commonscloud.standin.source";
+/// The owner of test secret files: a system uid no image has a user for.
+pub const DAEMON_UID: u32 = 64123;
 
 pub fn images_dir() -> PathBuf {
     super::repo().join("images/testing")
@@ -283,6 +285,7 @@ impl Lab {
     }
 
     /// A file in the lab's temp dir (a secret to bind), with `mode`.
+    /// A secret file for a bind mount, `mode` and owned like the daemon's.
     pub fn secret(&self, name: &str, content: &str, mode: u32) -> PathBuf {
         use std::os::unix::fs::PermissionsExt;
         let dir = self.dir.path().join("secrets");
@@ -290,6 +293,9 @@ impl Lab {
         let path = dir.join(name);
         std::fs::write(&path, content).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        // Owned as on an appliance: by the daemon's system user, which is
+        // neither root nor any user inside the images.
+        std::os::unix::fs::chown(&path, Some(DAEMON_UID), Some(DAEMON_UID)).unwrap();
         path
     }
 

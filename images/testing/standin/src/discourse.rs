@@ -36,6 +36,7 @@ enum Kind {
     Url,
     Email,
     Enum(&'static [&'static str]),
+    Int(u32, u32),
 }
 
 /// The site settings the stand-in knows, with their defaults.
@@ -67,6 +68,8 @@ const SETTINGS: &[(&str, Kind, &str)] = &[
     ("invite_only", Kind::Bool, "false"),
     ("must_approve_users", Kind::Bool, "false"),
     ("force_https", Kind::Bool, "false"),
+    ("min_username_length", Kind::Int(1, 60), "3"),
+    ("max_username_length", Kind::Int(8, 60), "20"),
 ];
 
 fn required_env() -> R<Map<String, Value>> {
@@ -176,6 +179,7 @@ pub fn boot(_args: &[String]) -> R<i32> {
         st["env"] = Value::Object(env.clone());
         state::arr(st, "api_keys");
         state::arr(st, "users");
+        state::arr(st, "groups");
         state::obj(st, "nonces");
         Ok(())
     })?;
@@ -212,7 +216,10 @@ fn handle(req: &Request) -> Resp {
         ("GET", "/srv/status") => Ok(Response::text(200, "ok")),
         ("GET", "/standin/users.json") => {
             let st = state_file().read().map_err(server_error)?;
-            Ok(Response::json(200, &json!({"users": st["users"]})))
+            Ok(Response::json(
+                200,
+                &json!({"users": st["users"], "groups": st["groups"]}),
+            ))
         }
         ("GET", "/admin/site_settings.json") => {
             let st = authorize(req)?;
@@ -225,6 +232,19 @@ fn handle(req: &Request) -> Resp {
         ("PUT", p) if p.starts_with("/admin/site_settings/") => {
             authorize(req)?;
             put_setting(req, p.trim_start_matches("/admin/site_settings/"))
+        }
+        ("POST", "/admin/groups" | "/admin/groups.json") => {
+            authorize(req)?;
+            create_group(req)
+        }
+        ("GET", p) if p.starts_with("/groups/") && p.ends_with(".json") => {
+            authorize(req)?;
+            let name = &p["/groups/".len()..p.len() - ".json".len()];
+            let st = state_file().read().map_err(server_error)?;
+            match find_group(&st, name) {
+                Some(g) => Ok(Response::json(200, &json!({"group": g}))),
+                None => Err(not_found()),
+            }
         }
         ("GET", "/session/sso") => sso_start(req),
         ("GET", "/session/sso_login") => sso_login(req),
@@ -339,8 +359,17 @@ fn validate(name: &str, kind: Kind, value: &str, settings: &Value) -> Result<Str
                 "Invalid value for {name}: must be an email address"
             ));
         }
+        Kind::Int(lo, hi) => match value.parse::<u32>() {
+            Ok(n) if (lo..=hi).contains(&n) => n.to_string(),
+            _ => {
+                return Err(format!(
+                    "Invalid value {value:?} for {name}: a number from {lo} to {hi}"
+                ));
+            }
+        },
         Kind::Str => value.to_owned(),
     };
+    let num = |n: &str| cur(n).parse::<u32>().unwrap_or(0);
     match name {
         "discourse_connect_url" | "discourse_connect_secret"
             if v.is_empty() && cur("enable_discourse_connect") == "true" =>
@@ -374,6 +403,12 @@ fn validate(name: &str, kind: Kind, value: &str, settings: &Value) -> Result<Str
                 return Err("You cannot enable DiscourseConnect while 2FA is enforced (enforce_second_factor must be 'no').".into());
             }
         }
+        "min_username_length" if v.parse::<u32>().unwrap_or(0) > num("max_username_length") => {
+            return Err("The minimum username length cannot be more than the maximum.".into());
+        }
+        "max_username_length" if v.parse::<u32>().unwrap_or(0) < num("min_username_length") => {
+            return Err("The maximum username length cannot be less than the minimum.".into());
+        }
         "enforce_second_factor" if v != "no" && cur("enable_discourse_connect") == "true" => {
             return Err("You cannot enforce 2FA while DiscourseConnect is enabled.".into());
         }
@@ -394,6 +429,105 @@ fn put_setting(req: &Request, name: &str) -> Resp {
                 Ok(Response::empty(200))
             }
             Err(e) => Ok(errors(422, e)),
+        })
+        .map_err(server_error)
+}
+
+fn find_group<'a>(st: &'a Value, name: &str) -> Option<&'a Value> {
+    st["groups"]
+        .as_array()?
+        .iter()
+        .find(|g| state::s(g, "name").eq_ignore_ascii_case(name))
+}
+
+/// `UsernameValidator`, which Discourse applies to group names too, with
+/// the lengths from the site settings.
+fn name_problem(name: &str, settings: &Value) -> Option<String> {
+    let len = |n: &str| state::s(settings, n).parse::<usize>().unwrap_or(0);
+    let (min, max) = (len("min_username_length"), len("max_username_length"));
+    let n = name.chars().count();
+    if n < min {
+        return Some(format!("Name must be at least {min} characters"));
+    }
+    if n > max {
+        return Some(format!("Name must be no more than {max} characters"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        return Some(
+            "Name must only include numbers, letters, dashes, dots, and underscores".into(),
+        );
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+        return Some("Name must begin with a letter, a number or an underscore".into());
+    }
+    if !name.ends_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Some("Name must end with a letter or a number".into());
+    }
+    if ["--", "__", "..", "-_", "_-", ".-", "-.", "._", "_."]
+        .iter()
+        .any(|d| name.contains(d))
+    {
+        return Some("Name must not contain a sequence of 2 or more special chars (.-_)".into());
+    }
+    None
+}
+
+/// `POST /admin/groups`: `{"group": {...}}` as JSON, or `group[name]=` as a
+/// form. Names are unique among groups and users, case-insensitively.
+fn create_group(req: &Request) -> Resp {
+    let ct = req.header("content-type").unwrap_or("");
+    let fields: Map<String, Value> = if ct.starts_with("application/json") {
+        let v: Value = serde_json::from_slice(&req.body)
+            .map_err(|e| errors(400, format!("invalid JSON body: {e}")))?;
+        match v.get("group") {
+            Some(Value::Object(m)) => m.clone(),
+            _ => return Err(errors(400, "param is missing or the value is empty: group")),
+        }
+    } else {
+        codec::parse_query(&String::from_utf8_lossy(&req.body))
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let k = k.strip_prefix("group[")?.strip_suffix(']')?.to_owned();
+                Some((k, json!(v)))
+            })
+            .collect()
+    };
+    let name = fields
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    if name.is_empty() {
+        return Err(errors(422, "Name can't be blank"));
+    }
+    state_file()
+        .update(|st| {
+            if let Some(p) = name_problem(&name, &st["settings"]) {
+                return Ok(errors(422, p));
+            }
+            let user_has_it = st["users"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|u| state::s(u, "username").eq_ignore_ascii_case(&name));
+            if find_group(st, &name).is_some() || user_has_it {
+                return Ok(errors(422, "Name has already been taken"));
+            }
+            let groups = state::arr(st, "groups");
+            let id = 40 + groups.len() as u64;
+            let group = json!({
+                "id": id,
+                "name": name,
+                "full_name": fields.get("full_name").cloned().unwrap_or(Value::Null),
+                "visibility_level": fields.get("visibility_level").cloned().unwrap_or(json!(0)),
+                "automatic": false,
+            });
+            groups.push(group.clone());
+            Ok(Response::json(200, &json!({"basic_group": group})))
         })
         .map_err(server_error)
 }
@@ -507,6 +641,17 @@ fn upsert_user(st: &mut Value, f: &[(String, String)]) -> Result<Value, Response
         }
     }
     let settings = st["settings"].clone();
+    // `UserNameSuggester.fix_username`: cut to the maximum length, pad a
+    // short one with digits.
+    let username = {
+        let len = |n: &str| state::s(&settings, n).parse::<usize>().unwrap_or(0);
+        let mut u: String = username.chars().take(len("max_username_length")).collect();
+        while u.chars().count() < len("min_username_length") {
+            u.push('1');
+        }
+        u
+    };
+    let st_groups: Vec<Value> = st["groups"].as_array().cloned().unwrap_or_default();
     let on = |n: &str| settings[n] == "true";
     let developers: Vec<String> = state::s(&st["env"], "DISCOURSE_DEVELOPER_EMAILS")
         .split(',')
@@ -582,15 +727,25 @@ fn upsert_user(st: &mut Value, f: &[(String, String)]) -> Result<Value, Response
         .flatten()
         .filter_map(|g| g.as_str().map(str::to_owned))
         .collect();
+    // As `apply_group_rules`: names are matched case-insensitively against
+    // groups that exist; any other name is ignored.
+    let existing: Vec<String> = st_groups
+        .iter()
+        .filter_map(|g| g["name"].as_str().map(str::to_owned))
+        .collect();
+    let known = |g: &str| existing.iter().find(|e| e.eq_ignore_ascii_case(g)).cloned();
     if on("discourse_connect_overrides_groups") && codec::query_get(f, "groups").is_some() {
-        groups = list("groups");
+        groups = list("groups").iter().filter_map(|g| known(g)).collect();
     }
-    for g in list("add_groups") {
+    for g in list("add_groups").iter().filter_map(|g| known(g)) {
         if !groups.contains(&g) {
             groups.push(g);
         }
     }
-    let remove = list("remove_groups");
+    let remove: Vec<String> = list("remove_groups")
+        .iter()
+        .filter_map(|g| known(g))
+        .collect();
     groups.retain(|g| !remove.contains(g));
     u["groups"] = json!(groups);
     for k in ["admin", "moderator"] {
@@ -749,4 +904,32 @@ pub fn rails(args: &[String]) -> R<i32> {
         Ok(())
     })?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_names_follow_the_username_rules_and_lengths() {
+        let defaults = json!({"min_username_length": "3", "max_username_length": "20"});
+        assert_eq!(name_problem("quimper", &defaults), None);
+        assert!(
+            name_problem("ab", &defaults)
+                .unwrap()
+                .contains("at least 3")
+        );
+        let long = "a-very-long-collective-name";
+        assert!(
+            name_problem(long, &defaults)
+                .unwrap()
+                .contains("no more than 20")
+        );
+        let wide = json!({"min_username_length": "2", "max_username_length": "32"});
+        assert_eq!(name_problem("ab", &wide), None);
+        assert_eq!(name_problem(long, &wide), None);
+        assert!(name_problem("a b", &wide).is_some());
+        assert!(name_problem("ab-", &wide).is_some());
+        assert!(name_problem("a--b", &wide).is_some());
+    }
 }
