@@ -352,20 +352,12 @@ impl Ctx<'_> {
     }
 
     pub fn host(&self, app: AppName) -> String {
-        let h = &self.config.hostnames;
-        match app {
-            AppName::Nextcloud => h.cloud.as_ref(),
-            AppName::Collabora => h.office.as_ref(),
-            AppName::Discourse => h.forum.as_ref(),
-        }
-        .map(ToString::to_string)
-        .unwrap_or_default()
+        hostname(self.config, app)
     }
 
     /// The loopback port an app's web container publishes on.
     pub fn port(&self, app: AppName) -> u16 {
-        let offset = AppName::ALL.iter().position(|a| *a == app).unwrap_or(0) as u16;
-        self.config.apps.port_base.saturating_add(offset)
+        published_port(self.config, app)
     }
 
     /// Where the apps reach slapd: the bridge's gateway, on the port of the
@@ -467,6 +459,25 @@ pub fn desired(config: &Config) -> Result<Desired, AppsError> {
             config.collective.name.to_string(),
         )],
     )
+}
+
+/// The public hostname of an app (`cloud.`, `office.`, `forum.`).
+pub fn hostname(config: &Config, app: AppName) -> String {
+    let h = &config.hostnames;
+    match app {
+        AppName::Nextcloud => h.cloud.as_ref(),
+        AppName::Collabora => h.office.as_ref(),
+        AppName::Discourse => h.forum.as_ref(),
+    }
+    .map(ToString::to_string)
+    .unwrap_or_default()
+}
+
+/// The loopback port an app's web container publishes on, where the front
+/// door sends its traffic.
+pub fn published_port(config: &Config, app: AppName) -> u16 {
+    let offset = AppName::ALL.iter().position(|a| *a == app).unwrap_or(0) as u16;
+    config.apps.port_base.saturating_add(offset)
 }
 
 /// The whole desired state for a config and the collectives the directory

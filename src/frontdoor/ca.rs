@@ -1,0 +1,405 @@
+//! The appliance's own certificate authority, for a box with no public
+//! certificate: made once with rcgen, limited by a name constraint to the
+//! collective's domain (an admin who installs it in a browser trusts it for
+//! nothing else), and a leaf certificate for every configured hostname,
+//! renewed well before it expires.
+//!
+//! Files: the CA key is a secret (0600, only the supervisor signs); the CA
+//! certificate and its record are public (the console offers the
+//! certificate for download); the leaf's key is a secret the front door
+//! reads. Writes are atomic (temporary file, then rename), so a reader sees
+//! the old pair or the new one.
+//!
+//! Decisions (`needs_new_ca`, `needs_new_leaf`) are pure and take the time.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+    GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose, NameConstraints,
+};
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+/// The CA lives ten years; an admin installs it once.
+pub const CA_DAYS: i64 = 3650;
+/// Browsers refuse leaves valid for more than 398 days.
+pub const LEAF_DAYS: i64 = 397;
+/// A leaf is renewed when fewer days than this remain.
+pub const RENEW_DAYS: i64 = 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("making a certificate: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error(
+        "{path} is not a record this release can read ({message}): delete it and the CA files to have a new CA made"
+    )]
+    Record { path: PathBuf, message: String },
+}
+
+/// Where the certificate files live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Files {
+    pub ca_key: PathBuf,
+    pub ca_cert: PathBuf,
+    pub ca_record: PathBuf,
+    pub leaf_cert: PathBuf,
+    pub leaf_key: PathBuf,
+}
+
+impl Files {
+    /// Secrets in `secrets_dir`, the rest in `<state_dir>/tls`.
+    pub fn new(state_dir: &Path, secrets_dir: &Path) -> Self {
+        let tls = state_dir.join("tls");
+        Files {
+            ca_key: secrets_dir.join("front-door-ca.key"),
+            ca_cert: tls.join("ca.crt"),
+            ca_record: tls.join("ca.json"),
+            leaf_cert: tls.join("leaf.crt"),
+            leaf_key: secrets_dir.join("front-door-leaf.key"),
+        }
+    }
+}
+
+/// What was made, kept beside the certificates: the decisions need it and
+/// rcgen signs with the CA's subject, which must stay byte for byte the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub common_name: String,
+    /// The name constraint: the CA signs for this domain and below only.
+    pub domain: String,
+    pub ca_not_after: i64,
+    /// The leaf's hostnames, sorted, and its end.
+    pub leaf_hosts: Vec<String>,
+    pub leaf_not_after: i64,
+}
+
+/// A new CA is needed when there is none, when it expires within the
+/// renewal window, or when it may not sign for the domain.
+pub fn needs_new_ca(record: Option<&Record>, domain: &str, now: OffsetDateTime) -> bool {
+    match record {
+        None => true,
+        Some(r) => {
+            r.domain != domain || r.ca_not_after - RENEW_DAYS * 86_400 <= now.unix_timestamp()
+        }
+    }
+}
+
+/// A new leaf is needed when its hostnames differ or it nears its end.
+pub fn needs_new_leaf(record: &Record, hosts: &[String], now: OffsetDateTime) -> bool {
+    let mut want = hosts.to_vec();
+    want.sort();
+    want.dedup();
+    record.leaf_hosts != want || record.leaf_not_after - RENEW_DAYS * 86_400 <= now.unix_timestamp()
+}
+
+fn ca_params(common_name: &str, domain: &str, now: OffsetDateTime) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    dn.push(DnType::OrganizationName, "CommonsCloud appliance");
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p.name_constraints = Some(NameConstraints {
+        permitted_subtrees: vec![GeneralSubtree::DnsName(domain.to_owned())],
+        excluded_subtrees: Vec::new(),
+    });
+    p.not_before = now - Duration::days(1);
+    p.not_after = now + Duration::days(CA_DAYS);
+    p
+}
+
+/// Makes sure a CA that may sign for `domain` and a leaf for exactly
+/// `hosts` exist and are not near their end, making what is missing.
+/// `label` tells this appliance's CA apart in a browser's list. Returns
+/// what changed: `(new CA, new leaf)`.
+pub fn ensure(
+    files: &Files,
+    label: &str,
+    domain: &str,
+    hosts: &[String],
+    now: OffsetDateTime,
+) -> Result<(bool, bool), CaError> {
+    let mut record = read_record(&files.ca_record)?;
+    let ca_key_ok = files.ca_key.exists() && files.ca_cert.exists();
+    let new_ca = !ca_key_ok || needs_new_ca(record.as_ref(), domain, now);
+    let key = if new_ca {
+        let key = KeyPair::generate()?;
+        let common_name = format!("CommonsCloud local CA {label}");
+        let cert = ca_params(&common_name, domain, now).self_signed(&key)?;
+        write_atomic(&files.ca_key, key.serialize_pem().as_bytes(), 0o600)?;
+        write_atomic(&files.ca_cert, cert.pem().as_bytes(), 0o644)?;
+        record = Some(Record {
+            common_name,
+            domain: domain.to_owned(),
+            ca_not_after: (now + Duration::days(CA_DAYS)).unix_timestamp(),
+            leaf_hosts: Vec::new(),
+            leaf_not_after: 0,
+        });
+        key
+    } else {
+        let pem = read(&files.ca_key)?;
+        KeyPair::from_pem(&pem)?
+    };
+    let Some(mut rec) = record else {
+        return Err(CaError::Record {
+            path: files.ca_record.clone(),
+            message: "missing beside an existing CA".into(),
+        });
+    };
+    let new_leaf = new_ca
+        || !files.leaf_cert.exists()
+        || !files.leaf_key.exists()
+        || needs_new_leaf(&rec, hosts, now);
+    if new_leaf {
+        let issuer = Issuer::new(ca_params(&rec.common_name, &rec.domain, now), &key);
+        let mut sorted = hosts.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        let mut p = CertificateParams::new(sorted.clone())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(
+            DnType::CommonName,
+            sorted.first().cloned().unwrap_or_default(),
+        );
+        p.distinguished_name = dn;
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        p.use_authority_key_identifier_extension = true;
+        p.not_before = now - Duration::days(1);
+        p.not_after = now + Duration::days(LEAF_DAYS);
+        let leaf_key = KeyPair::generate()?;
+        let leaf = p.signed_by(&leaf_key, &issuer)?;
+        // The chain the front door sends: leaf, then the CA.
+        let chain = format!("{}{}", leaf.pem(), read(&files.ca_cert)?);
+        // Key first: a reader never pairs the new certificate with the old key
+        // for long, and a front door that fails to load a pair keeps its own.
+        write_atomic(&files.leaf_key, leaf_key.serialize_pem().as_bytes(), 0o600)?;
+        write_atomic(&files.leaf_cert, chain.as_bytes(), 0o644)?;
+        rec.leaf_hosts = sorted;
+        rec.leaf_not_after = (now + Duration::days(LEAF_DAYS)).unix_timestamp();
+    }
+    if new_ca || new_leaf {
+        let json = serde_json::to_vec_pretty(&rec).map_err(|e| CaError::Record {
+            path: files.ca_record.clone(),
+            message: e.to_string(),
+        })?;
+        write_atomic(&files.ca_record, &json, 0o644)?;
+    }
+    Ok((new_ca, new_leaf))
+}
+
+/// The CA record, if one was written.
+pub fn read_record(path: &Path) -> Result<Option<Record>, CaError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| CaError::Record {
+                path: path.to_owned(),
+                message: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(CaError::Io {
+            what: "reading",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn read(path: &Path) -> Result<String, CaError> {
+    std::fs::read_to_string(path).map_err(|source| CaError::Io {
+        what: "reading",
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Writes through a temporary file in the same directory and renames it,
+/// making the directory if needed (0700 for secrets, 0755 otherwise).
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaError> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let io = |what: &'static str| {
+        let path = path.to_owned();
+        move |source| CaError::Io { what, path, source }
+    };
+    if let Some(dir) = path.parent()
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(if mode & 0o077 == 0 { 0o700 } else { 0o755 })
+            .create(dir)
+            .map_err(io("creating the directory of"))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io("creating"))?;
+    f.write_all(bytes).map_err(io("writing"))?;
+    f.sync_all().map_err(io("syncing"))?;
+    std::fs::rename(&tmp, path).map_err(io("renaming into"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(days: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap() + Duration::days(days)
+    }
+
+    fn hosts() -> Vec<String> {
+        ["box", "cloud", "office", "forum"]
+            .iter()
+            .map(|h| format!("{h}.quimper.example.org"))
+            .collect()
+    }
+
+    #[test]
+    fn renewal_decisions() {
+        let rec = Record {
+            common_name: "x".into(),
+            domain: "quimper.example.org".into(),
+            ca_not_after: at(CA_DAYS).unix_timestamp(),
+            leaf_hosts: {
+                let mut h = hosts();
+                h.sort();
+                h
+            },
+            leaf_not_after: at(LEAF_DAYS).unix_timestamp(),
+        };
+        assert!(needs_new_ca(None, "quimper.example.org", at(0)));
+        assert!(!needs_new_ca(Some(&rec), "quimper.example.org", at(0)));
+        assert!(
+            needs_new_ca(Some(&rec), "brest.example.org", at(0)),
+            "a new domain"
+        );
+        assert!(needs_new_ca(
+            Some(&rec),
+            "quimper.example.org",
+            at(CA_DAYS - 10)
+        ));
+        // Order does not matter; a new host or the renewal window does.
+        let mut shuffled = hosts();
+        shuffled.reverse();
+        assert!(!needs_new_leaf(&rec, &shuffled, at(0)));
+        assert!(!needs_new_leaf(
+            &rec,
+            &shuffled,
+            at(LEAF_DAYS - RENEW_DAYS - 1)
+        ));
+        assert!(needs_new_leaf(&rec, &shuffled, at(LEAF_DAYS - RENEW_DAYS)));
+        let mut more = hosts();
+        more.push("wiki.quimper.example.org".into());
+        assert!(needs_new_leaf(&rec, &more, at(0)));
+    }
+
+    /// rustls' own verifier, as a browser would: the chain from the leaf
+    /// file to the CA file, for `host`, at `now`.
+    fn verifies(files: &Files, host: &str, now: OffsetDateTime) -> Result<(), rustls::Error> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&files.ca_cert).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let chain: Vec<CertificateDer> = CertificateDer::pem_file_iter(&files.leaf_cert)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        )
+        .build()
+        .unwrap();
+        use rustls::client::danger::ServerCertVerifier;
+        verifier
+            .verify_server_cert(
+                &chain[0],
+                &chain[1..],
+                &ServerName::try_from(host.to_owned()).unwrap(),
+                &[],
+                UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+                    now.unix_timestamp() as u64
+                )),
+            )
+            .map(drop)
+    }
+
+    #[test]
+    fn the_leaf_verifies_for_every_hostname_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Files::new(&dir.path().join("state"), &dir.path().join("secrets"));
+        let made = ensure(&files, "quimper", "quimper.example.org", &hosts(), at(0)).unwrap();
+        assert_eq!(made, (true, true));
+        for h in hosts() {
+            verifies(&files, &h, at(1)).unwrap_or_else(|e| panic!("{h}: {e}"));
+        }
+        assert!(verifies(&files, "wiki.quimper.example.org", at(1)).is_err());
+        assert!(verifies(&files, "box.quimper.example.org", at(LEAF_DAYS + 1)).is_err());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&files.ca_key), 0o600);
+        assert_eq!(mode(&files.leaf_key), 0o600);
+        assert_eq!(mode(&files.ca_cert), 0o644);
+
+        // Nothing to do; then a new hostname gets a new leaf from the same CA.
+        assert_eq!(
+            ensure(&files, "quimper", "quimper.example.org", &hosts(), at(2)).unwrap(),
+            (false, false)
+        );
+        let ca_before = std::fs::read(&files.ca_cert).unwrap();
+        let mut more = hosts();
+        more.push("wiki.quimper.example.org".into());
+        assert_eq!(
+            ensure(&files, "quimper", "quimper.example.org", &more, at(3)).unwrap(),
+            (false, true)
+        );
+        assert_eq!(std::fs::read(&files.ca_cert).unwrap(), ca_before);
+        verifies(&files, "wiki.quimper.example.org", at(4)).unwrap();
+        verifies(&files, "box.quimper.example.org", at(4)).unwrap();
+        // Near its end the leaf is renewed, and still verifies after the old
+        // one's end.
+        let later = at(3 + LEAF_DAYS - RENEW_DAYS + 1);
+        assert_eq!(
+            ensure(&files, "quimper", "quimper.example.org", &more, later).unwrap(),
+            (false, true)
+        );
+        verifies(&files, "box.quimper.example.org", at(3 + LEAF_DAYS + 5)).unwrap();
+    }
+
+    #[test]
+    fn the_name_constraint_stops_a_leaf_outside_the_domain() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Files::new(&dir.path().join("state"), &dir.path().join("secrets"));
+        let outside = vec![
+            "box.quimper.example.org".to_owned(),
+            "bank.example.com".to_owned(),
+        ];
+        ensure(&files, "quimper", "quimper.example.org", &outside, at(0)).unwrap();
+        // Signed, but no verifier accepts it, even for the host inside.
+        assert!(verifies(&files, "bank.example.com", at(1)).is_err());
+        assert!(verifies(&files, "box.quimper.example.org", at(1)).is_err());
+    }
+}
