@@ -6,4 +6,5 @@
 //! goes where (both the supervisor's job, the front door reads the result).
 
 pub mod ca;
+pub mod proxy;
 pub mod routes;

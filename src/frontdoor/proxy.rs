@@ -1,0 +1,453 @@
+//! The front door's server: TLS termination with the current certificate,
+//! HTTP/1.1 to the route of the request's host, bodies streamed both ways,
+//! WebSocket upgrades spliced, forwarding headers set by us only, a page
+//! naming the app when its upstream is down, and plain HTTP redirected.
+//!
+//! Reloading swaps the routes and the TLS config for new connections; the
+//! ones open keep what they started with, so nothing is cut.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream, UnixStream};
+
+use super::routes::{Route, Routes};
+
+/// How long an upstream may take to accept a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send its request headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest request head accepted (hyper's read buffer).
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// How long a TLS handshake may take.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("TLS settings: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// What a connection is served with: swapped whole on reload.
+pub struct Loaded {
+    pub routes: Routes,
+    pub tls: Arc<rustls::ServerConfig>,
+}
+
+/// The current [`Loaded`], shared by every accept loop.
+#[derive(Clone)]
+pub struct Shared(Arc<RwLock<Arc<Loaded>>>);
+
+impl Shared {
+    pub fn new(loaded: Loaded) -> Self {
+        Shared(Arc::new(RwLock::new(Arc::new(loaded))))
+    }
+
+    pub fn current(&self) -> Arc<Loaded> {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// New connections get `loaded`; open ones keep theirs.
+    pub fn swap(&self, loaded: Loaded) {
+        match self.0.write() {
+            Ok(mut g) => *g = Arc::new(loaded),
+            Err(p) => *p.into_inner() = Arc::new(loaded),
+        }
+    }
+}
+
+/// Reads the routes file and the certificate chain and key.
+pub fn load(routes: &Path, chain: &Path, key: &Path) -> Result<Loaded, ProxyError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| ProxyError::Io {
+            what: "reading",
+            path: p.to_owned(),
+            source,
+        })
+    };
+    let invalid = |p: &Path, message: String| ProxyError::Invalid {
+        path: p.to_owned(),
+        message,
+    };
+    let routes: Routes = serde_json::from_slice(&read(routes)?)
+        .map_err(|e| invalid(routes, format!("not a routes file: {e}")))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(chain)?)
+        .collect::<Result<_, _>>()
+        .map_err(|e| invalid(chain, format!("not PEM certificates: {e}")))?;
+    if certs.is_empty() {
+        return Err(invalid(chain, "holds no certificate".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&read(key)?)
+        .map_err(|e| invalid(key, format!("not a PEM private key: {e}")))?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Loaded {
+        routes,
+        tls: Arc::new(tls),
+    })
+}
+
+/// Serves HTTPS on `listener` until the task is dropped.
+pub async fn serve_https(listener: TcpListener, shared: Shared) {
+    loop {
+        let Ok((tcp, peer)) = listener.accept().await else {
+            continue;
+        };
+        let loaded = shared.current();
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let acceptor = tokio_rustls::TlsAcceptor::from(loaded.tls.clone());
+            let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let service = hyper::service::service_fn(move |req| {
+                let loaded = loaded.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(req, peer, &loaded).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .serve_connection(TokioIo::new(tls), service)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
+/// Serves plain HTTP on `listener`: everything is redirected to HTTPS.
+pub async fn serve_http(listener: TcpListener, https_port: u16) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                Ok::<_, std::convert::Infallible>(redirect(&req, https_port))
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}
+
+fn redirect(req: &Request<Incoming>, https_port: u16) -> Response<Body> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(super::routes::normalize_host);
+    let Some(host) = host else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Unknown host",
+            "This address is not served here.",
+        );
+    };
+    let port = if https_port == 443 {
+        String::new()
+    } else {
+        format!(":{https_port}")
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let mut r = Response::new(empty());
+    *r.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{port}{path}")) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+fn empty() -> Body {
+    Full::new(Bytes::new())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A small HTML page, for errors the front door itself answers.
+fn page(status: StatusCode, title: &str, text: &str) -> Response<Body> {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title></head><body><main><h1>{title}</h1><p>{text}</p></main></body></html>"
+    );
+    let mut r = Response::new(
+        Full::new(Bytes::from(html))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Headers that describe one hop, never passed on (RFC 9110 §7.6.1), and
+/// the forwarding headers only the front door may set.
+const HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+];
+const FORWARDING: [&str; 5] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "forwarded",
+];
+
+/// Whether the request asks to switch protocols (a WebSocket).
+fn upgrade_of(headers: &hyper::HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Removes hop-by-hop headers, including any the `Connection` header names.
+fn strip_hop(headers: &mut hyper::HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for h in named {
+        headers.remove(h);
+    }
+    for h in HOP {
+        headers.remove(h);
+    }
+}
+
+async fn handle(mut req: Request<Incoming>, peer: SocketAddr, loaded: &Loaded) -> Response<Body> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    let mut resp = match loaded.routes.route(&host) {
+        None => page(
+            StatusCode::MISDIRECTED_REQUEST,
+            "Unknown host",
+            "This address is not served here.",
+        ),
+        Some(Route::Disabled { app }) => page(
+            StatusCode::NOT_FOUND,
+            &format!("{} is not enabled", app_title(app.as_str())),
+            "An admin of this box can enable it in the console.",
+        ),
+        Some(route) => {
+            let upgrade = upgrade_of(req.headers());
+            let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+            let app = match route {
+                Route::App { app, .. } => app_title(app.as_str()),
+                _ => "The console".to_owned(),
+            };
+            prepare(&mut req, peer, &host, upgrade.as_ref());
+            match forward(route, req).await {
+                Err(why) => {
+                    log::warn!(target: "frontdoor", "{host}: upstream unreachable: {why}");
+                    page(
+                        StatusCode::BAD_GATEWAY,
+                        &format!("{app} is not answering"),
+                        &format!(
+                            "{app} on this box is down or starting. Try again in a minute; if it lasts, an admin can look at the console's Apps page."
+                        ),
+                    )
+                }
+                Ok(mut resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    if let Some(client) = client_upgrade {
+                        let upstream = hyper::upgrade::on(&mut resp);
+                        tokio::spawn(async move {
+                            if let (Ok(c), Ok(u)) = (client.await, upstream.await) {
+                                let _ = tokio::io::copy_bidirectional(
+                                    &mut TokioIo::new(c),
+                                    &mut TokioIo::new(u),
+                                )
+                                .await;
+                            }
+                        });
+                    }
+                    resp.map(|b| b.boxed())
+                }
+                Ok(mut resp) => {
+                    strip_hop(resp.headers_mut());
+                    resp.map(|b| b.boxed())
+                }
+            }
+        }
+    };
+    resp.headers_mut().insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    resp
+}
+
+fn app_title(app: &str) -> String {
+    match app {
+        "nextcloud" => "Nextcloud".into(),
+        "collabora" => "Collabora Online".into(),
+        "discourse" => "The forum (Discourse)".into(),
+        other => other.to_owned(),
+    }
+}
+
+/// The request as the upstream gets it: hop-by-hop and client-sent
+/// forwarding headers gone, ours set, the upgrade kept when one is asked.
+fn prepare(
+    req: &mut Request<Incoming>,
+    peer: SocketAddr,
+    host: &str,
+    upgrade: Option<&HeaderValue>,
+) {
+    let h = req.headers_mut();
+    strip_hop(h);
+    for f in FORWARDING {
+        h.remove(f);
+    }
+    let ip = peer.ip().to_canonical().to_string();
+    if let Ok(v) = HeaderValue::from_str(&ip) {
+        h.insert("x-forwarded-for", v.clone());
+        h.insert("x-real-ip", v);
+    }
+    h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+    if let Ok(v) = HeaderValue::from_str(host) {
+        h.insert("x-forwarded-host", v);
+    }
+    if let Some(u) = upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, u.clone());
+    }
+    // Origin-form for the upstream: only the path and query.
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    if let Ok(uri) = pq.parse() {
+        *req.uri_mut() = uri;
+    }
+}
+
+/// Sends the request on a fresh connection to the route's upstream.
+async fn forward(route: &Route, req: Request<Incoming>) -> Result<Response<Incoming>, String> {
+    match route {
+        Route::App { upstream, .. } => {
+            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(upstream))
+                .await
+                .map_err(|_| format!("connecting to {upstream} timed out"))?
+                .map_err(|e| format!("connecting to {upstream}: {e}"))?;
+            let _ = tcp.set_nodelay(true);
+            send(TokioIo::new(tcp), req).await
+        }
+        Route::Console { socket } => {
+            let unix = tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(socket))
+                .await
+                .map_err(|_| format!("connecting to {} timed out", socket.display()))?
+                .map_err(|e| format!("connecting to {}: {e}", socket.display()))?;
+            send(TokioIo::new(unix), req).await
+        }
+        Route::Disabled { .. } => Err("the app is not enabled".into()),
+    }
+}
+
+async fn send<T>(io: TokioIo<T>, req: Request<Incoming>) -> Result<Response<Incoming>, String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| format!("HTTP handshake: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("sending the request: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_go() {
+        let mut h = hyper::HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn only_a_connection_upgrade_is_an_upgrade() {
+        let mut h = hyper::HeaderMap::new();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert_eq!(upgrade_of(&h), None);
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        assert_eq!(upgrade_of(&h), Some(HeaderValue::from_static("websocket")));
+    }
+}

@@ -1,0 +1,404 @@
+//! The front door's proxy in-process, over real TLS with the local CA, in
+//! front of a small upstream of the test's own: forwarding headers are
+//! ours only, a down upstream is a 502 naming the app, plain HTTP is
+//! redirected, a large upload streams with bounded memory, an upgrade is
+//! spliced both ways, and a new certificate is served without a restart.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use commonscloud::frontdoor::ca::{self, Files};
+use commonscloud::frontdoor::proxy::{self, Shared};
+use commonscloud::frontdoor::routes::{Route, Routes};
+use commonscloud::model::AppName;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Bytes, Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const DOMAIN: &str = "quimper.example.org";
+
+fn host(h: &str) -> String {
+    format!("{h}.{DOMAIN}")
+}
+
+/// The upstream: answers with what it received (method, path, headers, the
+/// body's length and SHA-256, read as a stream), or switches protocols on
+/// `/ws` and echoes.
+async fn upstream() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
+                    if req.uri().path() == "/ws" {
+                        let up = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            let mut io = TokioIo::new(up.await.unwrap());
+                            let mut buf = [0u8; 1024];
+                            loop {
+                                let n = io.read(&mut buf).await.unwrap_or(0);
+                                if n == 0 {
+                                    break;
+                                }
+                                io.write_all(&buf[..n]).await.unwrap();
+                            }
+                        });
+                        let r = Response::builder()
+                            .status(101)
+                            .header("connection", "upgrade")
+                            .header("upgrade", "websocket")
+                            .body(Full::new(Bytes::new()))
+                            .unwrap();
+                        return Ok::<_, hyper::Error>(r);
+                    }
+                    let headers: serde_json::Map<String, serde_json::Value> = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
+                        .collect();
+                    let path = req.uri().to_string();
+                    let method = req.method().to_string();
+                    let mut body = req.into_body();
+                    let (mut len, mut h) = (0u64, Sha256::new());
+                    while let Some(f) = body.frame().await {
+                        if let Ok(d) = f?.into_data() {
+                            len += d.len() as u64;
+                            h.update(&d);
+                        }
+                    }
+                    let v = serde_json::json!({"method": method, "path": path, "headers": headers,
+                        "len": len, "sha256": format!("{:x}", h.finalize())});
+                    Ok(Response::new(Full::new(Bytes::from(v.to_string()))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+struct Door {
+    dir: tempfile::TempDir,
+    files: Files,
+    shared: Shared,
+    https: SocketAddr,
+    http: SocketAddr,
+    up: SocketAddr,
+}
+
+fn routes_file(dir: &Path, up: SocketAddr) -> std::path::PathBuf {
+    let mut r = Routes::default();
+    r.hosts.insert(
+        host("box"),
+        Route::Console {
+            socket: dir.join("no-console.sock"),
+        },
+    );
+    r.hosts.insert(
+        host("cloud"),
+        Route::App {
+            app: AppName::Nextcloud,
+            upstream: up,
+        },
+    );
+    // A port nobody listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    r.hosts.insert(
+        host("forum"),
+        Route::App {
+            app: AppName::Discourse,
+            upstream: dead,
+        },
+    );
+    r.hosts.insert(
+        host("office"),
+        Route::Disabled {
+            app: AppName::Collabora,
+        },
+    );
+    let p = dir.join("routes.json");
+    std::fs::write(&p, serde_json::to_vec(&r).unwrap()).unwrap();
+    p
+}
+
+async fn door() -> Door {
+    let dir = tempfile::tempdir().unwrap();
+    let files = Files::new(&dir.path().join("state"), &dir.path().join("secrets"));
+    let hosts: Vec<String> = ["box", "cloud", "office", "forum"]
+        .iter()
+        .map(|h| host(h))
+        .collect();
+    ca::ensure(
+        &files,
+        "test",
+        DOMAIN,
+        &hosts,
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    let up = upstream().await;
+    let routes = routes_file(dir.path(), up);
+    let shared = Shared::new(proxy::load(&routes, &files.leaf_cert, &files.leaf_key).unwrap());
+    let https_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (https, http) = (https_l.local_addr().unwrap(), http_l.local_addr().unwrap());
+    tokio::spawn(proxy::serve_https(https_l, shared.clone()));
+    tokio::spawn(proxy::serve_http(http_l, https.port()));
+    Door {
+        dir,
+        files,
+        shared,
+        https,
+        http,
+        up,
+    }
+}
+
+impl Door {
+    fn connector(&self) -> tokio_rustls::TlsConnector {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&self.files.ca_cert).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+
+    async fn tls(&self, name: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let tcp = TcpStream::connect(self.https).await.unwrap();
+        let sni = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
+        self.connector().connect(sni, tcp).await.unwrap()
+    }
+
+    /// One request over a new TLS connection; the body is the whole answer.
+    async fn send<B>(&self, name: &str, req: Request<B>) -> (u16, hyper::HeaderMap, Bytes)
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let io = TokioIo::new(self.tls(name).await);
+        let (mut s, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        let resp = s.send_request(req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        (
+            parts.status.as_u16(),
+            parts.headers,
+            body.collect().await.unwrap().to_bytes(),
+        )
+    }
+}
+
+fn get(h: &str, path: &str) -> Request<Full<Bytes>> {
+    Request::get(path)
+        .header("host", h)
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn forwarding_headers_are_ours_and_errors_name_the_app() {
+    let d = door().await;
+    let req = Request::get("/x?y=1")
+        .header("host", host("cloud"))
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-real-ip", "6.6.6.6")
+        .header("forwarded", "for=6.6.6.6")
+        .header("x-forwarded-proto", "http")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "dropped")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (code, headers, body) = d.send(&host("cloud"), req).await;
+    assert_eq!(code, 200, "{body:?}");
+    assert!(
+        headers["strict-transport-security"]
+            .to_str()
+            .unwrap()
+            .contains("max-age=")
+    );
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let h = &v["headers"];
+    assert_eq!(v["path"], "/x?y=1");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "{v}");
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(h["x-forwarded-host"], host("cloud"));
+    assert!(
+        h.get("forwarded").is_none() && h.get("x-hop").is_none(),
+        "{v}"
+    );
+
+    let (code, _, body) = d.send(&host("forum"), get(&host("forum"), "/")).await;
+    assert_eq!(code, 502);
+    assert!(String::from_utf8_lossy(&body).contains("The forum (Discourse) is not answering"));
+    let (code, _, body) = d.send(&host("box"), get(&host("box"), "/")).await;
+    assert_eq!(code, 502, "the console's socket is not there");
+    assert!(String::from_utf8_lossy(&body).contains("The console is not answering"));
+    let (code, _, body) = d.send(&host("office"), get(&host("office"), "/")).await;
+    assert_eq!(code, 404);
+    assert!(String::from_utf8_lossy(&body).contains("Collabora Online is not enabled"));
+    let (code, _, _) = d.send(&host("cloud"), get("evil.example.com", "/")).await;
+    assert_eq!(code, 421, "a host this box does not serve");
+}
+
+#[tokio::test]
+async fn plain_http_is_redirected_to_https() {
+    let d = door().await;
+    let tcp = TcpStream::connect(d.http).await.unwrap();
+    let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let r = s
+        .send_request(get(&host("cloud"), "/a/b?c=d"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 301);
+    assert_eq!(
+        r.headers()["location"],
+        format!("https://{}:{}/a/b?c=d", host("cloud"), d.https.port()).as_str()
+    );
+}
+
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_upload_streams_with_bounded_memory() {
+    let d = door().await;
+    const CHUNK: usize = 256 * 1024;
+    const CHUNKS: usize = 1024; // 256 MiB
+    let mut expected = Sha256::new();
+    let chunk: Vec<u8> = (0..CHUNK).map(|i| (i * 31 % 251) as u8).collect();
+    for _ in 0..CHUNKS {
+        expected.update(&chunk);
+    }
+    let chunk = Bytes::from(chunk);
+    let before = rss_kb();
+    let stream = futures_util::stream::iter(
+        (0..CHUNKS).map(move |_| Ok::<_, std::io::Error>(Frame::data(chunk.clone()))),
+    );
+    let req = Request::put("/upload")
+        .header("host", host("cloud"))
+        .header("content-length", (CHUNK * CHUNKS).to_string())
+        .body(StreamBody::new(stream))
+        .unwrap();
+    let (code, _, body) = d.send(&host("cloud"), req).await;
+    let grew_mb = rss_kb().saturating_sub(before) / 1024;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["len"], (CHUNK * CHUNKS) as u64);
+    assert_eq!(v["sha256"], format!("{:x}", expected.finalize()));
+    assert!(
+        grew_mb < 64,
+        "256 MiB passed through, but memory grew by {grew_mb} MB"
+    );
+}
+
+#[tokio::test]
+async fn an_upgrade_is_spliced_both_ways() {
+    let d = door().await;
+    let mut tls = d.tls(&host("cloud")).await;
+    let head = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        host("cloud")
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tls.read(&mut buf).await.unwrap();
+        assert!(
+            n > 0,
+            "closed before the answer: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 101"), "{text}");
+    assert!(text.contains("upgrade: websocket"), "{text}");
+    for msg in [&b"ping"[..], b"a longer message, twice"] {
+        tls.write_all(msg).await.unwrap();
+        let mut echo = vec![0u8; msg.len()];
+        tls.read_exact(&mut echo).await.unwrap();
+        assert_eq!(echo, msg);
+    }
+}
+
+#[tokio::test]
+async fn a_new_certificate_is_served_without_a_restart() {
+    let d = door().await;
+    // An open connection, kept across the swap.
+    let io = TokioIo::new(d.tls(&host("cloud")).await);
+    let (mut open, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let wiki = host("wiki");
+    let mut hosts: Vec<String> = ["box", "cloud", "office", "forum"]
+        .iter()
+        .map(|h| host(h))
+        .collect();
+    hosts.push(wiki.clone());
+    let (new_ca, new_leaf) = ca::ensure(
+        &d.files,
+        "test",
+        DOMAIN,
+        &hosts,
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    assert_eq!((new_ca, new_leaf), (false, true));
+    d.shared.swap(
+        proxy::load(
+            &routes_file(d.dir.path(), d.up),
+            &d.files.leaf_cert,
+            &d.files.leaf_key,
+        )
+        .unwrap(),
+    );
+    // A new connection for the new name verifies; the old one still works.
+    let tls = d.tls(&wiki).await;
+    let served = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let file = CertificateDer::pem_file_iter(&d.files.leaf_cert)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(served, file);
+    let r = open
+        .send_request(get(&host("cloud"), "/still"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
