@@ -48,6 +48,14 @@ pub enum Command {
     /// Serves the local API on <runtime_dir>/api.sock, reloads the config on
     /// SIGHUP, stops cleanly on SIGTERM or SIGINT, and notifies systemd.
     Serve,
+    /// Run the front door in the foreground (its own systemd unit): HTTPS
+    /// on front_door.https and a redirect on front_door.http, proxying each
+    /// hostname to the console or its app.
+    ///
+    /// It serves the routes and certificates the supervisor writes under
+    /// <state_dir>, reloads them when they change or on SIGHUP, and keeps
+    /// serving while the supervisor restarts.
+    FrontDoor,
     /// Show what the running daemon is doing, component by component.
     Status {
         /// Print JSON instead of a table.
@@ -165,6 +173,7 @@ pub fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Serve => serve(cli.config),
+        Command::FrontDoor => front_door(cli.config),
         Command::Status { json } => runtime()?.block_on(status::run(&cli.config, json)),
         Command::Doctor { json } => runtime()?.block_on(doctor::run(&cli.config, json)),
         Command::Config(ConfigCommand::Check { json }) => {
@@ -214,6 +223,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("starting the async runtime")
+}
+
+fn front_door(config_path: PathBuf) -> anyhow::Result<i32> {
+    let config = load_config(&config_path)?;
+    crate::logging::init(config.log.level.to_filter());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("front-door")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(crate::frontdoor::run(&config))?;
+    Ok(0)
 }
 
 fn serve(config_path: PathBuf) -> anyhow::Result<i32> {

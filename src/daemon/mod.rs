@@ -92,6 +92,8 @@ pub struct Shared {
     apps: RwLock<status::AppsObservation>,
     /// Wakes the reconcile task: a reload, or a Docker event about ours.
     reconcile_wakeup: Notify,
+    /// Tells the front-door task the config was reloaded.
+    front_door_reload: Notify,
 }
 
 /// The onboarding service for a config.
@@ -348,6 +350,7 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
         directory_reload: Notify::new(),
         apps: RwLock::new(status::AppsObservation::Pending),
         reconcile_wakeup: Notify::new(),
+        front_door_reload: Notify::new(),
     });
 
     let mut tasks = tasks::Tasks::new();
@@ -411,6 +414,11 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
         let token = tasks.token();
         let shared = shared.clone();
         tasks.spawn("reconcile", run_reconcile(shared, token));
+    }
+    {
+        let token = tasks.token();
+        let shared = shared.clone();
+        tasks.spawn("front-door-files", run_front_door_files(shared, token));
     }
     {
         let token = tasks.token();
@@ -697,6 +705,7 @@ fn reload(shared: &Shared) {
             shared.mail_wakeup.notify_one();
             shared.docker_wakeup.notify_one();
             shared.directory_reload.notify_one();
+            shared.front_door_reload.notify_one();
             shared.audit("reload", &message);
             log::info!("config reloaded from {}", shared.config_path.display());
             ReloadOutcome {
@@ -722,6 +731,46 @@ fn reload(shared: &Shared) {
         *r = Some(outcome);
     }
     notify(&[NotifyState::Ready, NotifyState::Status("running")]);
+}
+
+/// Writes what the front door serves with: the routes the config wants and
+/// certificates for every hostname, at start, on reload and every hour (a
+/// leaf nearing its end is renewed). The front door notices the files.
+async fn run_front_door_files(shared: Arc<Shared>, token: tokio_util::sync::CancellationToken) {
+    loop {
+        let config = shared.config();
+        let label = format!(
+            "{} {}",
+            config.collective.slug,
+            shared.appliance_id.chars().take(8).collect::<String>()
+        );
+        let c = config.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            crate::frontdoor::publish(&c, &label, OffsetDateTime::now_utc())
+        })
+        .await;
+        match done {
+            Ok(Ok(p)) => {
+                if p.routes {
+                    log::info!(task = "front-door-files"; "wrote the front door's routes");
+                }
+                if p.new_ca {
+                    log::info!(task = "front-door-files"; "made a new local certificate authority: browsers must trust it again");
+                    shared.audit("front-door-ca", "made a new local certificate authority");
+                }
+                if p.new_leaf {
+                    log::info!(task = "front-door-files"; "issued the front door's certificate for every hostname");
+                }
+            }
+            Ok(Err(e)) => log::error!(task = "front-door-files"; "{e}"),
+            Err(e) => log::error!(task = "front-door-files"; "{e}"),
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = shared.front_door_reload.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
 }
 
 /// Keeps our slapd running: bootstrap once, start or adopt, make sure the
