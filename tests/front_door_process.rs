@@ -51,23 +51,6 @@ impl Drop for FrontDoor {
     }
 }
 
-fn connector(ca: &std::path::Path) -> tokio_rustls::TlsConnector {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_through_the_front_door_survives_a_supervisor_restart() {
     let app = Appliance::new();
@@ -106,7 +89,7 @@ async fn an_upload_through_the_front_door_survives_a_supervisor_restart() {
             && let Ok(tcp) = TcpStream::connect(addr).await
         {
             let name = rustls::pki_types::ServerName::try_from(cloud).unwrap();
-            break connector(&ca)
+            break common::tls_connector(&ca)
                 .connect(name, tcp)
                 .await
                 .expect("the local CA's leaf verifies");

@@ -4,9 +4,10 @@
 //! redirected, a large upload streams with bounded memory, an upgrade is
 //! spliced both ways, and a new certificate is served without a restart.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 
 use commonscloud::frontdoor::ca::{self, Files};
 use commonscloud::frontdoor::proxy::{self, Shared};
@@ -168,27 +169,13 @@ async fn door() -> Door {
 }
 
 impl Door {
-    fn connector(&self) -> tokio_rustls::TlsConnector {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(&self.files.ca_cert).unwrap() {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        tokio_rustls::TlsConnector::from(Arc::new(config))
-    }
-
     async fn tls(&self, name: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
         let tcp = TcpStream::connect(self.https).await.unwrap();
         let sni = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
-        self.connector().connect(sni, tcp).await.unwrap()
+        common::tls_connector(&self.files.ca_cert)
+            .connect(sni, tcp)
+            .await
+            .unwrap()
     }
 
     /// One request over a new TLS connection; the body is the whole answer.

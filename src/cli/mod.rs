@@ -225,30 +225,28 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn front_door(config_path: PathBuf) -> anyhow::Result<i32> {
-    let config = load_config(&config_path)?;
+/// The runtime of a long-running process: two workers are plenty for the
+/// control plane and the front door, and keep the footprint small on 2 GB
+/// boards. Logging starts first.
+fn daemon_runtime(config: &Config, name: &str) -> anyhow::Result<tokio::runtime::Runtime> {
     crate::logging::init(config.log.level.to_filter());
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .thread_name("front-door")
+        .thread_name(name)
         .enable_all()
         .build()
-        .context("starting the async runtime")?;
-    rt.block_on(crate::frontdoor::run(&config))?;
+        .context("starting the async runtime")
+}
+
+fn front_door(config_path: PathBuf) -> anyhow::Result<i32> {
+    let config = load_config(&config_path)?;
+    daemon_runtime(&config, "front-door")?.block_on(crate::frontdoor::run(&config))?;
     Ok(0)
 }
 
 fn serve(config_path: PathBuf) -> anyhow::Result<i32> {
     let config = load_config(&config_path)?;
-    crate::logging::init(config.log.level.to_filter());
-    // Two workers are plenty for a control plane and keep the footprint small
-    // on 2 GB boards.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("commonscloud")
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let rt = daemon_runtime(&config, "commonscloud")?;
     rt.block_on(crate::daemon::serve(config_path, config))?;
     Ok(0)
 }

@@ -454,3 +454,24 @@ pub fn token_in(mail: &str) -> String {
         .take_while(|c| c.is_ascii_hexdigit())
         .collect()
 }
+
+/// A TLS client that trusts only the CA certificates in `ca` (PEM), as a
+/// browser would once an admin installed the appliance's CA.
+pub fn tls_connector(ca: &Path) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).expect("the CA file") {
+        roots
+            .add(c.expect("a PEM certificate"))
+            .expect("a CA certificate");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
