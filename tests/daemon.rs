@@ -197,6 +197,8 @@ fn restart_keeps_the_appliance_identity_and_audits() {
         .unwrap()
         .into_iter()
         .map(|e| e.action)
+        // Other tasks audit too (the front door's CA, made once).
+        .filter(|a| a == "start" || a == "stop")
         .collect();
     assert_eq!(actions[..3], ["start", "stop", "start"]);
 }
