@@ -1,4 +1,5 @@
-//! Facts about the host: programs, disk, memory, clock, listening ports.
+//! Facts about the host: programs, disk, memory, clock, listening ports;
+//! and the one way files are replaced (`write_atomic`).
 //! Adapter: reads /proc and asks the kernel; judges nothing (see `doctor`).
 
 use std::path::{Path, PathBuf};
@@ -104,6 +105,38 @@ fn parse_listening(text: &str) -> Vec<u16> {
             u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()
         })
         .collect()
+}
+
+/// Replaces `path` through a temporary file in the same directory and a
+/// rename, so a reader sees the old content or the new, never half. Makes a
+/// missing directory: 0700 when the file is private (`mode` gives nothing to
+/// group or others), 0755 otherwise. The error names the step that failed.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let step = |what: &'static str| {
+        move |e: std::io::Error| std::io::Error::new(e.kind(), format!("{what}: {e}"))
+    };
+    if let Some(dir) = path.parent()
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(if mode & 0o077 == 0 { 0o700 } else { 0o755 })
+            .create(dir)
+            .map_err(step("creating its directory"))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(step("creating the temporary file"))?;
+    f.write_all(bytes).map_err(step("writing"))?;
+    f.sync_all().map_err(step("syncing"))?;
+    std::fs::rename(&tmp, path).map_err(step("renaming into place"))
 }
 
 #[cfg(test)]

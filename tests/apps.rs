@@ -180,6 +180,18 @@ fn wait_converged(app: &Appliance, apps: &[&str]) -> serde_json::Value {
     }
 }
 
+/// Creates a second collective through the API, then reconciles at once;
+/// returns the reconcile's JSON.
+fn add_brest_and_reconcile(app: &Appliance) -> String {
+    let (code, v) = post(
+        app,
+        "/v1/collectives",
+        serde_json::json!({"slug": "brest", "name": "Brest en Commun", "by": "admin"}),
+    );
+    assert_eq!(code, 201, "{v}");
+    stdout(&app.cli(&["reconcile", "--json"]))
+}
+
 /// Our objects, by kind: `(containers, networks, volumes)` names.
 fn objects(prefix: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
     rt().block_on(async {
@@ -304,13 +316,7 @@ fn the_nextcloud_standin_records_settings_that_find_active_people_only() {
         .unwrap();
     assert_eq!(tested, 1);
     // A new collective gets its group folder at the next reconcile.
-    let (code, v) = post(
-        &app,
-        "/v1/collectives",
-        serde_json::json!({"slug": "brest", "name": "Brest en Commun", "by": "admin"}),
-    );
-    assert_eq!(code, 201, "{v}");
-    let out = stdout(&app.cli(&["reconcile", "--json"]));
+    let out = add_brest_and_reconcile(&app);
     let folders = rt().block_on(async {
         let d = docker().await;
         commonscloud::docker::objects::exec(
@@ -447,13 +453,7 @@ fn discourse_connect_round_trip_with_groups_and_refusals() {
     });
     // A second collective: the reconcile it triggers gives it its forum
     // group too (DiscourseConnect's add_groups only fills groups that exist).
-    let (code, v) = post(
-        &app,
-        "/v1/collectives",
-        serde_json::json!({"slug": "brest", "name": "Brest en Commun", "by": "admin"}),
-    );
-    assert_eq!(code, 201, "{v}");
-    let out = stdout(&app.cli(&["reconcile", "--json"]));
+    let out = add_brest_and_reconcile(&app);
     let (_, _, listed) = images::http("GET", port, "/standin/users.json", &[], b"");
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
     let groups: Vec<(&str, &str)> = listed["groups"]

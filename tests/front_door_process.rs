@@ -23,15 +23,8 @@ async fn upstream(l: TcpListener) {
         let (tcp, _) = l.accept().await.unwrap();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
-                let mut body = req.into_body();
-                let (mut len, mut h) = (0u64, Sha256::new());
-                while let Some(f) = body.frame().await {
-                    if let Ok(d) = f?.into_data() {
-                        len += d.len() as u64;
-                        h.update(&d);
-                    }
-                }
-                let v = serde_json::json!({"len": len, "sha256": format!("{:x}", h.finalize())});
+                let (len, sha256) = common::length_and_sha256(req.into_body()).await?;
+                let v = serde_json::json!({"len": len, "sha256": sha256});
                 Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(v.to_string()))))
             });
             let _ = hyper::server::conn::http1::Builder::new()

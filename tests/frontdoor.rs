@@ -66,16 +66,9 @@ async fn upstream() -> SocketAddr {
                         .collect();
                     let path = req.uri().to_string();
                     let method = req.method().to_string();
-                    let mut body = req.into_body();
-                    let (mut len, mut h) = (0u64, Sha256::new());
-                    while let Some(f) = body.frame().await {
-                        if let Ok(d) = f?.into_data() {
-                            len += d.len() as u64;
-                            h.update(&d);
-                        }
-                    }
+                    let (len, sha256) = common::length_and_sha256(req.into_body()).await?;
                     let v = serde_json::json!({"method": method, "path": path, "headers": headers,
-                        "len": len, "sha256": format!("{:x}", h.finalize())});
+                        "len": len, "sha256": sha256});
                     Ok(Response::new(Full::new(Bytes::from(v.to_string()))))
                 });
                 let _ = hyper::server::conn::http1::Builder::new()

@@ -1,7 +1,5 @@
 //! Generated secrets on disk: random, 0600, created once.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use super::DirectoryError;
@@ -34,28 +32,8 @@ pub fn load_or_create(path: &Path) -> Result<String, DirectoryError> {
     })?;
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     // A command run before the daemon ever started (`commonscloud
-    // reconcile`) may be the first to need the directory: private too.
-    if let Some(dir) = path.parent()
-        && !dir.exists()
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io("creating the directory of"))?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io("creating"))?;
-    f.write_all(secret.as_bytes()).map_err(io("writing"))?;
-    f.sync_all().map_err(io("syncing"))?;
-    std::fs::rename(&tmp, path).map_err(io("installing"))?;
+    // reconcile`) may be the first to need the directory: it is made 0700.
+    crate::sys::write_atomic(path, secret.as_bytes(), 0o600).map_err(io("writing"))?;
     Ok(secret)
 }
 

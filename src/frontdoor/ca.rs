@@ -228,36 +228,13 @@ fn read(path: &Path) -> Result<String, CaError> {
     })
 }
 
-/// Writes through a temporary file in the same directory and renames it,
-/// making the directory if needed (0700 for secrets, 0755 otherwise).
+/// [`crate::sys::write_atomic`], with the path in the error.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaError> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let io = |what: &'static str| {
-        let path = path.to_owned();
-        move |source| CaError::Io { what, path, source }
-    };
-    if let Some(dir) = path.parent()
-        && !dir.exists()
-    {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(if mode & 0o077 == 0 { 0o700 } else { 0o755 })
-            .create(dir)
-            .map_err(io("creating the directory of"))?;
-    }
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io("creating"))?;
-    f.write_all(bytes).map_err(io("writing"))?;
-    f.sync_all().map_err(io("syncing"))?;
-    std::fs::rename(&tmp, path).map_err(io("renaming into"))?;
-    Ok(())
+    crate::sys::write_atomic(path, bytes, mode).map_err(|source| CaError::Io {
+        what: "writing",
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]

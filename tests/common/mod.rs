@@ -475,3 +475,20 @@ pub fn tls_connector(ca: &Path) -> tokio_rustls::TlsConnector {
     .with_no_client_auth();
     tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
 }
+
+/// Reads a body as a stream, never whole: its length and lowercase hex
+/// SHA-256.
+pub async fn length_and_sha256(
+    mut body: hyper::body::Incoming,
+) -> Result<(u64, String), hyper::Error> {
+    use http_body_util::BodyExt;
+    use sha2::Digest;
+    let (mut len, mut h) = (0u64, sha2::Sha256::new());
+    while let Some(f) = body.frame().await {
+        if let Ok(d) = f?.into_data() {
+            len += d.len() as u64;
+            h.update(&d);
+        }
+    }
+    Ok((len, format!("{:x}", h.finalize())))
+}
