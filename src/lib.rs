@@ -21,3 +21,4 @@ pub mod reconcile;
 pub mod sso;
 pub mod store;
 pub mod sys;
+pub mod web;

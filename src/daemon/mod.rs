@@ -328,6 +328,9 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
     let store = Arc::new(Mutex::new(store));
     let socket_path = config.api_socket();
     let listener = bind_api(&socket_path)?;
+    // The console, for the front door only (same mode and group: the front
+    // door runs as the `commonscloud` user).
+    let console_listener = bind_api(&crate::frontdoor::Paths::new(&config).console_socket)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
@@ -363,6 +366,18 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
                 .await;
             if let Err(e) = res {
                 log::error!(task = "api"; "local API stopped: {e}");
+            }
+        });
+    }
+    {
+        let token = tasks.token();
+        let app = crate::web::router(crate::web::Web::new(shared.clone()));
+        tasks.spawn("console", async move {
+            let res = axum::serve(console_listener, app)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await;
+            if let Err(e) = res {
+                log::error!(task = "console"; "console stopped: {e}");
             }
         });
     }

@@ -38,7 +38,8 @@ impl Authenticator {
         }
     }
 
-    async fn find(&self, uid: &str) -> Result<Option<Person>, DirectoryError> {
+    /// The person with this uid, over the shared look-up connection.
+    pub async fn find(&self, uid: &str) -> Result<Option<Person>, DirectoryError> {
         let mut guard = self.lookup.lock().await;
         let mut ldap = match guard.as_ref() {
             Some(l) => l.clone(),

@@ -360,6 +360,32 @@ pub async fn set_suspended(
     }
 }
 
+/// Changes what a person may change of themselves: the name shown (cn and
+/// sn follow, as at creation) and the language of mails and pages.
+pub async fn set_profile(
+    ldap: &mut Ldap,
+    dn: &str,
+    display_name: &str,
+    language: &str,
+) -> Result<(), DirectoryError> {
+    let one = |v: &str| HashSet::from([v.to_owned()]);
+    let mods = vec![
+        Mod::Replace("displayName".to_owned(), one(display_name)),
+        Mod::Replace("cn".to_owned(), one(display_name)),
+        Mod::Replace("sn".to_owned(), one(display_name)),
+        Mod::Replace("preferredLanguage".to_owned(), one(language)),
+    ];
+    let res = ldap
+        .modify(dn, mods)
+        .await
+        .map_err(ldap_err("changing a profile"))?;
+    if res.rc == 0 {
+        Ok(())
+    } else {
+        Err(rc_err(format!("changing the profile of {dn}"), res))
+    }
+}
+
 /// ppolicy's value for a lock that only an admin lifts.
 pub const PERMANENT_LOCK: &str = "000001010000Z";
 

@@ -269,6 +269,20 @@ pub async fn start_container(docker: &Docker, id: &str) -> Result<(), DockerErro
         .map_err(api(&format!("starting container {id}")))
 }
 
+/// Restarts a container (10 s grace to stop), as an admin asked.
+pub async fn restart_container(docker: &Docker, name: &str) -> Result<(), DockerError> {
+    docker
+        .restart_container(
+            name,
+            Some(bollard::query_parameters::RestartContainerOptions {
+                t: Some(10),
+                ..Default::default()
+            }),
+        )
+        .await
+        .map_err(api(&format!("restarting container {name}")))
+}
+
 /// Stops (10 s grace) and removes a container; one already gone is fine.
 pub async fn remove_container(docker: &Docker, id: &str) -> Result<(), DockerError> {
     let _ = docker

@@ -12,7 +12,8 @@ pub struct Rendered {
 }
 
 /// Templates the appliance sends.
-pub const TEMPLATES: [&str; 12] = [
+pub const TEMPLATES: [&str; 13] = [
+    "test",
     "verify",
     "admins_new_request",
     "set_password",
@@ -40,6 +41,27 @@ fn escape(s: &str) -> String {
 fn texts(template: &str, lang: Language) -> Option<(&'static str, &'static [&'static str])> {
     use Language::*;
     Some(match (template, lang) {
+        ("test", En) => (
+            "Test mail from {collective}",
+            &[
+                "Hello,",
+                "{by} sent this test from the console of {collective}: mail from this box reaches you.",
+            ],
+        ),
+        ("test", Ca) => (
+            "Correu de prova de {collective}",
+            &[
+                "Hola,",
+                "{by} ha enviat aquesta prova des de la consola de {collective}: el correu d'aquesta caixa t'arriba.",
+            ],
+        ),
+        ("test", Es) => (
+            "Correo de prueba de {collective}",
+            &[
+                "Hola:",
+                "{by} ha enviado esta prueba desde la consola de {collective}: el correo de esta caja te llega.",
+            ],
+        ),
         ("verify", En) => (
             "Confirm your address for {collective}",
             &[

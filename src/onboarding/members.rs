@@ -61,11 +61,15 @@ fn uids(tree: &crate::directory::tree::Tree, dns: &[String]) -> Vec<String> {
 }
 
 impl Onboarding {
-    async fn root(&self) -> Result<Ldap, OnboardingError> {
+    pub(super) async fn root(&self) -> Result<Ldap, OnboardingError> {
         Ok(ldap::connect_root(&self.settings.ldap).await?)
     }
 
-    async fn existing_person(&self, root: &mut Ldap, uid: &str) -> Result<Person, OnboardingError> {
+    pub(super) async fn existing_person(
+        &self,
+        root: &mut Ldap,
+        uid: &str,
+    ) -> Result<Person, OnboardingError> {
         people::person(root, &self.settings.tree, uid.trim())
             .await?
             .ok_or_else(|| Refusal::NoPerson(uid.trim().to_owned()).into())
@@ -84,7 +88,13 @@ impl Onboarding {
             .ok_or_else(|| Refusal::NoCollective(slug.to_string()).into())
     }
 
-    fn audit(&self, now: i64, by: &str, action: &str, detail: &str) -> Result<(), OnboardingError> {
+    pub(super) fn audit(
+        &self,
+        now: i64,
+        by: &str,
+        action: &str,
+        detail: &str,
+    ) -> Result<(), OnboardingError> {
         self.with_store(|s| s.audit(now, by, action, detail))
     }
 

@@ -5,6 +5,7 @@
 pub mod machine;
 pub mod members;
 pub mod membership;
+pub mod profile;
 pub mod ratelimit;
 pub mod service;
 pub mod validate;

@@ -34,6 +34,18 @@ impl Limiter {
         Ok(())
     }
 
+    /// Seconds to wait before `key` may have another event, without
+    /// recording one.
+    pub fn blocked(&self, key: &str, now: i64) -> Option<i64> {
+        let q = self.seen.get(key)?;
+        let live: Vec<i64> = q
+            .iter()
+            .copied()
+            .filter(|t| *t > now - self.window_secs)
+            .collect();
+        (live.len() >= self.max).then(|| live.first().map_or(0, |t| t + self.window_secs - now))
+    }
+
     /// Forgets keys with nothing in their window, so memory stays bounded by
     /// recent activity.
     pub fn prune(&mut self, now: i64) {

@@ -75,6 +75,19 @@ const MAX_NAME: usize = 100;
 const MAX_MESSAGE: usize = 2000;
 
 /// Every refusal at once, so a person fixes the form in one go.
+/// A name to be shown (registration and profile): what is wrong with it.
+pub fn display_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        Err("say how you want to be called".into())
+    } else if name.chars().count() > MAX_NAME {
+        Err(format!("use at most {MAX_NAME} characters"))
+    } else if name.chars().any(char::is_control) {
+        Err("control characters are not allowed".into())
+    } else {
+        Ok(())
+    }
+}
+
 pub fn validate(
     form: &Form,
     collectives: &[CollectiveSlug],
@@ -102,12 +115,8 @@ pub fn validate(
         }
     };
     let name = form.display_name.trim();
-    if name.is_empty() {
-        err("display_name", "say how you want to be called".into());
-    } else if name.chars().count() > MAX_NAME {
-        err("display_name", format!("use at most {MAX_NAME} characters"));
-    } else if name.chars().any(char::is_control) {
-        err("display_name", "control characters are not allowed".into());
+    if let Err(m) = display_name(name) {
+        err("display_name", m);
     }
     let email = form
         .email

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 
 use super::discourse::{self, Identity, SsoError};
 use crate::directory::auth::{AuthError, Authenticator};
+use crate::directory::people::Person;
 use crate::directory::slapd::Paths;
 use crate::directory::tree::Tree;
 use crate::directory::{DirectoryError, ldap, people};
@@ -43,6 +44,44 @@ pub async fn login(
     password: &str,
     now: i64,
 ) -> Result<String, LoginError> {
+    let (secret, req) = check(store, secrets_dir, sso, sig, now)?;
+    let auth = Authenticator::new(paths.clone(), tree.clone());
+    let person = match auth.authenticate(uid, password).await {
+        Ok(p) => p,
+        Err(AuthError::Refused) => return Err(LoginError::Refused),
+        Err(AuthError::Directory(e)) => return Err(e.into()),
+    };
+    respond(store, paths, tree, &secret, &req, &person, now).await
+}
+
+/// The same for a person the console already knows (their session): no
+/// password is asked again. The caller checked that they may sign in.
+#[allow(clippy::too_many_arguments)]
+pub async fn login_as(
+    store: &Mutex<Store>,
+    paths: &Paths,
+    tree: &Tree,
+    secrets_dir: &Path,
+    sso: &str,
+    sig: &str,
+    person: &Person,
+    now: i64,
+) -> Result<String, LoginError> {
+    let (secret, req) = check(store, secrets_dir, sso, sig, now)?;
+    if person.suspended {
+        return Err(LoginError::Refused);
+    }
+    respond(store, paths, tree, &secret, &req, person, now).await
+}
+
+/// The request's signature and nonce, before anyone is asked anything.
+fn check(
+    store: &Mutex<Store>,
+    secrets_dir: &Path,
+    sso: &str,
+    sig: &str,
+    now: i64,
+) -> Result<(String, discourse::Request), LoginError> {
     let secret = std::fs::read_to_string(secrets_dir.join("discourse-connect-secret"))
         .map(|s| s.trim().to_owned())
         .map_err(|_| LoginError::NotSetUp)?;
@@ -53,12 +92,18 @@ pub async fn login(
         s.sso_nonce_seen(&req.nonce, now)?
     };
     discourse::check_nonce(first_seen, answered, now)?;
-    let auth = Authenticator::new(paths.clone(), tree.clone());
-    let person = match auth.authenticate(uid, password).await {
-        Ok(p) => p,
-        Err(AuthError::Refused) => return Err(LoginError::Refused),
-        Err(AuthError::Directory(e)) => return Err(e.into()),
-    };
+    Ok((secret, req))
+}
+
+async fn respond(
+    store: &Mutex<Store>,
+    paths: &Paths,
+    tree: &Tree,
+    secret: &str,
+    req: &discourse::Request,
+    person: &Person,
+    now: i64,
+) -> Result<String, LoginError> {
     let mut root = ldap::connect_root(paths).await?;
     let uuid = ldap::read(&mut root, &person.dn, &["entryUUID"])
         .await?

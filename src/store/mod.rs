@@ -12,9 +12,11 @@ use rusqlite_migration::{M, Migrations};
 mod journal;
 mod membership;
 mod onboarding;
+mod sessions;
 pub use journal::{RunRow, StepRow};
 pub use membership::{InvitationRow, JoinRequestRow};
 pub use onboarding::{MailRow, NewRegistration, RegistrationRow, TokenRow};
+pub use sessions::SessionRow;
 
 /// The migrations, in order. Append only: never edit or reorder a shipped one.
 const MIGRATIONS: &[&str] = &[
@@ -148,6 +150,20 @@ const MIGRATIONS: &[&str] = &[
          answered_at INTEGER
      ) STRICT;
      CREATE INDEX sso_nonces_seen ON sso_nonces (first_seen);",
+    // 7: console sessions. Only a hash of the cookie is kept, so a copy of
+    // the database opens no session. Each has its CSRF token; logging in
+    // makes a new row (never upgrades one), logging out deletes it.
+    "CREATE TABLE sessions (
+         id_hash    TEXT PRIMARY KEY NOT NULL,
+         uid        TEXT NOT NULL,
+         csrf       TEXT NOT NULL,
+         ip         TEXT NOT NULL DEFAULT '',
+         created_at INTEGER NOT NULL,
+         last_seen  INTEGER NOT NULL,
+         expires_at INTEGER NOT NULL
+     ) STRICT;
+     CREATE INDEX sessions_uid ON sessions (uid);
+     CREATE INDEX sessions_expires ON sessions (expires_at);",
 ];
 
 fn migrations(upto: usize) -> Migrations<'static> {

@@ -2,6 +2,7 @@
 //! driven through the real binary.
 #![allow(dead_code)]
 
+pub mod console;
 pub mod flow;
 pub mod images;
 pub mod slapd;

@@ -1,0 +1,903 @@
+//! The admins' pages under `/console`: dashboard, requests, members,
+//! groups and services, apps, upgrades, backups, settings and the audit
+//! log. Only admins of the box's own collective get in; every action is a
+//! CSRF-checked POST, done by the onboarding service (which audits it)
+//! and answered with a redirect.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use maud::{Markup, html};
+
+use super::i18n::Msg;
+use super::pages::{self, Chrome};
+use super::{Ctx, Session, Web, csrf_refused, failure, failure_text, now, page, see_other};
+use crate::api::ComponentState;
+
+type Fields = HashMap<String, String>;
+
+fn get_field<'a>(f: &'a Fields, k: &str) -> &'a str {
+    f.get(k).map_or("", String::as_str)
+}
+
+pub fn routes() -> Router<Arc<Web>> {
+    Router::new()
+        .route("/console", get(dashboard))
+        .route("/console/requests", get(requests))
+        .route("/console/requests/{id}", get(request_anchor))
+        .route("/console/requests/{id}/{decision}", post(decide_request))
+        .route("/console/joins/{id}", get(join_anchor))
+        .route("/console/joins/{id}/{decision}", post(decide_join))
+        .route("/console/people", get(people))
+        .route("/console/people/{uid}/{act}", post(person_action))
+        .route("/console/invite", post(invite))
+        .route(
+            "/console/collectives",
+            get(collectives).post(create_collective),
+        )
+        .route("/console/collectives/{slug}/groups", post(create_group))
+        .route("/console/collectives/{slug}/services", post(grant_service))
+        .route("/console/apps", get(apps))
+        .route("/console/apps/{container}/logs", get(app_logs))
+        .route("/console/apps/{container}/restart", post(restart_app))
+        .route("/console/reconcile", post(reconcile))
+        .route("/console/upgrades", get(upgrades))
+        .route("/console/backups", get(backups))
+        .route("/console/settings", get(settings))
+        .route("/console/settings/test-mail", post(test_mail))
+        .route("/console/audit", get(audit))
+}
+
+/// The admin's session, or the answer for anyone else.
+fn admin(ctx: &mut Ctx) -> Result<Session, Response> {
+    match ctx.session.clone() {
+        Some(s) if s.admin => Ok(s),
+        Some(_) => {
+            let c = ctx.chrome();
+            let m = pages::problem(&c, c.t(Msg::NavConsole), c.t(Msg::NotAdmin));
+            Err(page(ctx, StatusCode::FORBIDDEN, m))
+        }
+        None => {
+            let next: String = form_urlencoded::byte_serialize(ctx.path.as_bytes()).collect();
+            Err(see_other(ctx, &format!("/login?next={next}")))
+        }
+    }
+}
+
+/// An admin's form: signed in as admin and carrying the session's token.
+fn admin_form(ctx: &mut Ctx, f: &Fields) -> Result<Session, Response> {
+    let s = admin(ctx)?;
+    if !ctx.csrf_ok(get_field(f, "csrf")) {
+        return Err(csrf_refused(ctx));
+    }
+    Ok(s)
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct Flash {
+    done: Option<String>,
+    q: String,
+}
+
+fn flash(ctx: &Ctx, q: &Flash) -> Option<&'static str> {
+    q.done.as_ref().map(|_| ctx.t(Msg::Done))
+}
+
+fn show(
+    ctx: &mut Ctx,
+    title: Msg,
+    flash: Option<&str>,
+    status: StatusCode,
+    body: impl FnOnce(&Chrome) -> Markup,
+) -> Response {
+    let c = ctx.chrome();
+    let b = body(&c);
+    let m = pages::console(&c, c.t(title), flash, b);
+    page(ctx, status, m)
+}
+
+/// After an action: back to `to` with a confirmation, or the error shown
+/// on the console's page.
+fn after(
+    ctx: &mut Ctx,
+    to: &str,
+    r: Result<(), crate::onboarding::service::OnboardingError>,
+) -> Response {
+    match r {
+        Ok(()) => {
+            let sep = if to.contains('?') { '&' } else { '?' };
+            see_other(ctx, &format!("{to}{sep}done=1"))
+        }
+        Err(e) => {
+            let f = failure(ctx, e);
+            let status = match &f {
+                super::Failure::Page(s, _) => *s,
+                super::Failure::Fields(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            let text = failure_text(&f);
+            let back = to.to_owned();
+            show(ctx, Msg::ConsoleTitle, None, status, |c| {
+                html! {
+                    (pages::alert(&text))
+                    p { a href=(back) { (c.t(Msg::ConsoleTitle)) } }
+                }
+            })
+        }
+    }
+}
+
+fn state_word(s: &ComponentState) -> &'static str {
+    s.as_str()
+}
+
+/// `(total, available)` MiB of RAM, from /proc/meminfo.
+fn memory_mb() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((kb("MemTotal:")? / 1024, kb("MemAvailable:")? / 1024))
+}
+
+/// `(total, free)` GiB of the file system holding `path`.
+fn disk_gb(path: &std::path::Path) -> Option<(u64, u64)> {
+    let s = nix::sys::statvfs::statvfs(path).ok()?;
+    let block = s.fragment_size() as u64;
+    let gib = 1024 * 1024 * 1024;
+    Some((
+        s.blocks() as u64 * block / gib,
+        s.blocks_available() as u64 * block / gib,
+    ))
+}
+
+async fn dashboard(State(web): State<Arc<Web>>, mut ctx: Ctx, Query(q): Query<Flash>) -> Response {
+    if let Err(r) = admin(&mut ctx) {
+        return r;
+    }
+    let status = web.shared.status();
+    let config = web.shared.config();
+    let profile = config.profile();
+    let pending = web
+        .shared
+        .with_store(|s| s.count_registrations("awaiting_validation"))
+        .unwrap_or(0);
+    let joins = web
+        .shared
+        .onboarding()
+        .join_requests(None, Some("pending"))
+        .map(|v| v.len())
+        .unwrap_or(0);
+    let mem = memory_mb();
+    let disk = disk_gb(&config.paths.state_dir);
+    let fl = flash(&ctx, &q);
+    show(&mut ctx, Msg::Dashboard, fl, StatusCode::OK, |c| {
+        html! {
+            p { (c.t(Msg::Version)) ": " (status.version) " · " (status.collective) }
+            h2 { (c.t(Msg::PendingValidations)) }
+            p #pending {
+                a href="/console/requests" { (pending) " · " (c.t(Msg::Requests)) }
+                " · " (joins) " · " (c.t(Msg::JoinRequests))
+            }
+            (pages::table(&[c.t(Msg::Component), c.t(Msg::State), c.t(Msg::Detail)],
+                status.components.iter().map(|comp| html! {
+                    tr {
+                        td { (comp.name) }
+                        td { (state_word(&comp.state)) }
+                        td { (comp.detail) }
+                    }
+                }).collect()))
+            h2 { (c.t(Msg::HardwareProfile)) ": " (profile.name) }
+            ul {
+                @if let Some((total, avail)) = mem {
+                    li { (c.t(Msg::Memory)) ": " (total - avail) " / " (total) " MiB; "
+                        (profile.app_budget_mb) " MiB · " (c.t(Msg::Apps)) " (" (profile.ram_mb) " MiB)" }
+                }
+                @if let Some((total, free)) = disk {
+                    li { (c.t(Msg::Disk)) ": " (total - free) " / " (total) " GiB (min " (profile.min_disk_gb) " GiB)" }
+                }
+            }
+            h2 { (c.t(Msg::Upgrades)) }
+            p { (c.t(Msg::UpgradesNone)) }
+            h2 { (c.t(Msg::Backups)) }
+            p { (c.t(Msg::BackupsNone)) }
+        }
+    })
+}
+
+async fn requests(State(web): State<Arc<Web>>, mut ctx: Ctx, Query(q): Query<Flash>) -> Response {
+    if let Err(r) = admin(&mut ctx) {
+        return r;
+    }
+    let regs = web
+        .shared
+        .with_store(|s| s.registrations(Some("awaiting_validation")))
+        .unwrap_or_default();
+    let joins = web
+        .shared
+        .onboarding()
+        .join_requests(None, Some("pending"))
+        .unwrap_or_default();
+    let fl = flash(&ctx, &q);
+    show(&mut ctx, Msg::Requests, fl, StatusCode::OK, |c| {
+        let reason = html! {
+            label for="reason" { (c.t(Msg::Reason)) }
+            input #reason type="text" name="reason" maxlength="500";
+        };
+        html! {
+            h2 { (c.t(Msg::PendingValidations)) }
+            @if regs.is_empty() { p { (c.t(Msg::None)) } }
+            @for r in &regs {
+                section id=(format!("request-{}", r.id)) aria-labelledby=(format!("rq-{}", r.id)) {
+                    h3 id=(format!("rq-{}", r.id)) { (r.display_name) " (" (r.uid) ")" }
+                    p { (r.email) " → " (r.collective) }
+                    @if !r.message.is_empty() { blockquote { (r.message) } }
+                    (pages::action(c, &format!("/console/requests/{}/approve", r.id), c.t(Msg::Approve), false, html!{}))
+                    details {
+                        summary { (c.t(Msg::Reject)) }
+                        (pages::action(c, &format!("/console/requests/{}/reject", r.id), c.t(Msg::Reject), true, reason.clone()))
+                    }
+                }
+            }
+            h2 { (c.t(Msg::JoinRequests)) }
+            @if joins.is_empty() { p { (c.t(Msg::None)) } }
+            @for j in &joins {
+                section id=(format!("join-{}", j.id)) {
+                    h3 { (j.uid) " → " (j.collective) }
+                    @if !j.message.is_empty() { blockquote { (j.message) } }
+                    (pages::action(c, &format!("/console/joins/{}/approve", j.id), c.t(Msg::Approve), false, html!{}))
+                    details {
+                        summary { (c.t(Msg::Reject)) }
+                        (pages::action(c, &format!("/console/joins/{}/reject", j.id), c.t(Msg::Reject), true, reason.clone()))
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// The link in the admins' mail leads to the request on the list.
+async fn request_anchor(ctx: Ctx, Path(id): Path<i64>) -> Response {
+    see_other(&ctx, &format!("/console/requests#request-{id}"))
+}
+
+async fn join_anchor(ctx: Ctx, Path(id): Path<i64>) -> Response {
+    see_other(&ctx, &format!("/console/requests#join-{id}"))
+}
+
+async fn decide_request(
+    State(web): State<Arc<Web>>,
+    mut ctx: Ctx,
+    Path((id, decision)): Path<(i64, String)>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let s = match admin_form(&mut ctx, &f) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let svc = web.shared.onboarding();
+    let by = s.person.uid.as_str();
+    let r = match decision.as_str() {
+        "approve" => svc.approve(id, by, now()).await,
+        "reject" => svc.reject(id, by, get_field(&f, "reason"), now()).await,
+        _ => return super::not_found(ctx).await,
+    };
+    web.shared.mail_wakeup.notify_one();
+    after(&mut ctx, "/console/requests", r)
+}
+
+async fn decide_join(
+    State(web): State<Arc<Web>>,
+    mut ctx: Ctx,
+    Path((id, decision)): Path<(i64, String)>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let s = match admin_form(&mut ctx, &f) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let approve = match decision.as_str() {
+        "approve" => true,
+        "reject" => false,
+        _ => return super::not_found(ctx).await,
+    };
+    let r = web
+        .shared
+        .onboarding()
+        .decide_join(id, approve, &s.person.uid, get_field(&f, "reason"), now())
+        .await;
+    web.shared.mail_wakeup.notify_one();
+    after(&mut ctx, "/console/requests", r)
+}
+
+async fn people(State(web): State<Arc<Web>>, mut ctx: Ctx, Query(q): Query<Flash>) -> Response {
+    if let Err(r) = admin(&mut ctx) {
+        return r;
+    }
+    let home = web.shared.config().collective.slug.clone();
+    let all = match web.shared.onboarding().people(None).await {
+        Ok(p) => p,
+        Err(e) => {
+            let f = failure(&ctx, e);
+            let text = failure_text(&f);
+            return show(
+                &mut ctx,
+                Msg::Members,
+                None,
+                StatusCode::SERVICE_UNAVAILABLE,
+                |_| pages::alert(&text),
+            );
+        }
+    };
+    let needle = q.q.trim().to_lowercase();
+    let shown: Vec<_> = all
+        .into_iter()
+        .filter(|p| {
+            needle.is_empty()
+                || p.uid.contains(&needle)
+                || p.mail.to_lowercase().contains(&needle)
+                || p.display_name.to_lowercase().contains(&needle)
+        })
+        .collect();
+    let fl = flash(&ctx, &q);
+    let query = q.q.clone();
+    show(&mut ctx, Msg::Members, fl, StatusCode::OK, |c| {
+        html! {
+            form method="get" action="/console/people" role="search" {
+                label for="q" { (c.t(Msg::Search)) }
+                input #q type="search" name="q" value=(query);
+                button type="submit" { (c.t(Msg::Search)) }
+            }
+            (pages::table(&[c.t(Msg::FieldUid), c.t(Msg::FieldEmail), c.t(Msg::NavCollectives), ""],
+                shown.iter().map(|p| {
+                    let base = format!("/console/people/{}", p.uid);
+                    let admin = p.is_admin(&home);
+                    html! {
+                        tr {
+                            td { strong { (p.uid) } br; (p.display_name)
+                                @if p.suspended { " · " em { (c.t(Msg::Suspended)) } }
+                                @if admin { " · " em { (c.t(Msg::Admin)) } } }
+                            td { (p.mail) }
+                            td { @for s in p.collectives() { (s) " " } }
+                            td {
+                                @if p.suspended {
+                                    (pages::action(c, &format!("{base}/reactivate"), c.t(Msg::Reactivate), false, html!{}))
+                                } @else {
+                                    details {
+                                        summary { (c.t(Msg::Suspend)) }
+                                        (pages::action(c, &format!("{base}/suspend"), c.t(Msg::Suspend), true, html! {
+                                            label for=(format!("r-{}", p.uid)) { (c.t(Msg::Reason)) }
+                                            input id=(format!("r-{}", p.uid)) type="text" name="reason" maxlength="500";
+                                        }))
+                                    }
+                                }
+                                @if admin {
+                                    (pages::action(c, &format!("{base}/demote"), c.t(Msg::MakeMember), false, html!{}))
+                                } @else if p.is_member(&home) {
+                                    (pages::action(c, &format!("{base}/promote"), c.t(Msg::MakeAdmin), false, html!{}))
+                                }
+                            }
+                        }
+                    }
+                }).collect()))
+            h2 { (c.t(Msg::InviteByMail)) }
+            form method="post" action="/console/invite" {
+                (pages::csrf(c))
+                label for="invite-email" { (c.t(Msg::FieldEmail)) }
+                input #invite-email type="email" name="email" required autocomplete="off";
+                input type="hidden" name="collective" value=(home.as_str());
+                button type="submit" { (c.t(Msg::InviteSubmit)) }
+            }
+        }
+    })
+}
+
+async fn person_action(
+    State(web): State<Arc<Web>>,
+    mut ctx: Ctx,
+    Path((uid, act)): Path<(String, String)>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let s = match admin_form(&mut ctx, &f) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let svc = web.shared.onboarding();
+    let home = web.shared.config().collective.slug.to_string();
+    let by = s.person.uid.as_str();
+    // The group form names the person in a field (`/console/people/-/group`).
+    let uid = if uid == "-" {
+        get_field(&f, "uid").trim().to_owned()
+    } else {
+        uid
+    };
+    let r = match act.as_str() {
+        "suspend" => svc
+            .suspend(&uid, by, get_field(&f, "reason"), now())
+            .await
+            .map(drop),
+        "reactivate" => svc.reactivate(&uid, by, now()).await.map(drop),
+        "promote" => svc.set_admin(&uid, &home, true, by, now()).await.map(drop),
+        "demote" => svc.set_admin(&uid, &home, false, by, now()).await.map(drop),
+        "group" => {
+            let add = get_field(&f, "remove").is_empty();
+            let collective = match get_field(&f, "collective") {
+                "" => home.as_str(),
+                c => c,
+            };
+            svc.group_member(&uid, collective, get_field(&f, "group"), add, by, now())
+                .await
+                .map(drop)
+        }
+        _ => return super::not_found(ctx).await,
+    };
+    if act == "suspend" && r.is_ok() {
+        // A suspended person's sessions end now, not at their next request.
+        let _ = web.shared.with_store(|st| st.delete_sessions_of(&uid));
+    }
+    web.shared.mail_wakeup.notify_one();
+    let back = if act == "group" {
+        "/console/collectives"
+    } else {
+        "/console/people"
+    };
+    after(&mut ctx, back, r)
+}
+
+async fn invite(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fields>) -> Response {
+    let s = match admin_form(&mut ctx, &f) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let r = web
+        .shared
+        .onboarding()
+        .invite(
+            get_field(&f, "email"),
+            get_field(&f, "collective"),
+            &s.person.uid,
+            now(),
+        )
+        .await
+        .map(drop);
+    web.shared.mail_wakeup.notify_one();
+    after(&mut ctx, "/console/people", r)
+}
+
+async fn collectives(
+    State(web): State<Arc<Web>>,
+    mut ctx: Ctx,
+    Query(q): Query<Flash>,
+) -> Response {
+    if let Err(r) = admin(&mut ctx) {
+        return r;
+    }
+    let svc = web.shared.onboarding();
+    let mut views = Vec::new();
+    match svc.collectives().await {
+        Ok(list) => {
+            for c in list {
+                if let Ok(v) = svc.collective(c.slug.as_str()).await {
+                    views.push(v);
+                }
+            }
+        }
+        Err(e) => {
+            let f = failure(&ctx, e);
+            let text = failure_text(&f);
+            return show(
+                &mut ctx,
+                Msg::GroupsServices,
+                None,
+                StatusCode::SERVICE_UNAVAILABLE,
+                |_| pages::alert(&text),
+            );
+        }
+    }
+    let fl = flash(&ctx, &q);
+    show(&mut ctx, Msg::GroupsServices, fl, StatusCode::OK, |c| {
+        html! {
+            @for v in &views {
+                @let slug = v.collective.slug.as_str();
+                @let groups: Vec<String> = v.groups.iter().map(|(g, _)| g.clone()).collect();
+                @let grantable = crate::onboarding::profile::grantable(&groups);
+                section aria-labelledby=(format!("c-{slug}")) {
+                    h2 id=(format!("c-{slug}")) { (v.collective.name) " (" (slug) ")" }
+                    p { (c.t(Msg::Members)) ": " (v.members.join(", ")) }
+                    p { (c.t(Msg::Admin)) ": " (v.admins.join(", ")) }
+                    @for (g, members) in &v.groups {
+                        p { strong { (g) } ": " (members.join(", ")) }
+                    }
+                    h3 { (c.t(Msg::Service)) }
+                    (pages::table(&[c.t(Msg::Service), c.t(Msg::AllowedGroups)],
+                        v.services.iter().map(|s| html! {
+                            tr { td { a href=(s.url) { (s.name) } } td { (s.groups.join(", ")) } }
+                        }).collect()))
+                    form method="post" action=(format!("/console/collectives/{slug}/services")) {
+                        (pages::csrf(c))
+                        label for=(format!("svc-{slug}")) { (c.t(Msg::Service)) }
+                        input id=(format!("svc-{slug}")) type="text" name="service" required;
+                        label for=(format!("grp-{slug}")) { (c.t(Msg::Group)) }
+                        select id=(format!("grp-{slug}")) name="group" {
+                            @for g in &grantable { option value=(g) { (g) } }
+                        }
+                        button type="submit" name="grant" value="1" { (c.t(Msg::Allow)) }
+                        " "
+                        button.danger type="submit" name="grant" value="0" { (c.t(Msg::Stop)) }
+                    }
+                    h3 { (c.t(Msg::CreateGroup)) }
+                    form method="post" action=(format!("/console/collectives/{slug}/groups")) {
+                        (pages::csrf(c))
+                        label for=(format!("ng-{slug}")) { (c.t(Msg::GroupName)) }
+                        input id=(format!("ng-{slug}")) type="text" name="group" required;
+                        button type="submit" { (c.t(Msg::Create)) }
+                    }
+                    h3 { (c.t(Msg::AddToGroup)) }
+                    form method="post" action="/console/people/-/group" {
+                        (pages::csrf(c))
+                        input type="hidden" name="collective" value=(slug);
+                        label for=(format!("gm-u-{slug}")) { (c.t(Msg::FieldUid)) }
+                        input id=(format!("gm-u-{slug}")) type="text" name="uid" required;
+                        label for=(format!("gm-g-{slug}")) { (c.t(Msg::Group)) }
+                        select id=(format!("gm-g-{slug}")) name="group" {
+                            @for g in &grantable { option value=(g) { (g) } }
+                        }
+                        button type="submit" { (c.t(Msg::AddToGroup)) }
+                    }
+                }
+            }
+            h2 { (c.t(Msg::NavCollectives)) ": " (c.t(Msg::Create)) }
+            form method="post" action="/console/collectives" {
+                (pages::csrf(c))
+                label for="new-slug" { "slug" }
+                input #new-slug type="text" name="slug" required;
+                label for="new-name" { (c.t(Msg::FieldDisplayName)) }
+                input #new-name type="text" name="name" required;
+                button type="submit" { (c.t(Msg::Create)) }
+            }
+        }
+    })
+}
+
+async fn create_collective(
+    State(web): State<Arc<Web>>,
+    mut ctx: Ctx,
+    Form(f): Form<Fields>,
+) -> Response {
+    let s = match admin_form(&mut ctx, &f) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let r = web
+        .shared
+        .onboarding()
+        .create_collective(
+            get_field(&f, "slug"),
+            get_field(&f, "name"),
+            &s.person.uid,
+            now(),
+        )
+        .await
+        .map(drop);
+    // A new collective gets its group folder and forum group.
+    web.shared.reconcile_now();
+    after(&mut ctx, "/console/collectives", r)
+}
+
+async fn create_group(
+    State(web): State<Arc<Web>>,
+    mut ctx: Ctx,
+    Path(slug): Path<String>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let s = match admin_form(&mut ctx, &f) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let r = web
+        .shared
+        .onboarding()
+        .create_group(&slug, get_field(&f, "group"), &s.person.uid, now())
+        .await;
+    after(&mut ctx, "/console/collectives", r)
+}
+
+async fn grant_service(
+    State(web): State<Arc<Web>>,
+    mut ctx: Ctx,
+    Path(slug): Path<String>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let s = match admin_form(&mut ctx, &f) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let grant = get_field(&f, "grant") != "0";
+    let r = web
+        .shared
+        .onboarding()
+        .grant_service(
+            &slug,
+            get_field(&f, "service"),
+            get_field(&f, "group"),
+            grant,
+            &s.person.uid,
+            now(),
+        )
+        .await;
+    after(&mut ctx, "/console/collectives", r)
+}
+
+/// `(app, container, image, memory limit, running/health or why not)`.
+async fn app_rows(web: &Web) -> Vec<(String, String, String, u64, String)> {
+    let config = web.shared.config();
+    let Ok(desired) = crate::apps::desired(&config) else {
+        return Vec::new();
+    };
+    let docker =
+        crate::docker::connect(&crate::docker::socket_path(), Duration::from_secs(3)).await;
+    let mut rows = Vec::new();
+    for c in &desired.containers {
+        let state = match &docker {
+            Ok(d) => match crate::docker::objects::inspect(d, &c.name).await {
+                Ok(Some(s)) if s.running => format!("running ({})", s.health),
+                Ok(Some(s)) => format!("stopped (exit {})", s.exit_code),
+                Ok(None) => "not created".to_owned(),
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        rows.push((
+            c.app.to_string(),
+            c.name.clone(),
+            c.image.clone(),
+            c.memory_mb,
+            state,
+        ));
+    }
+    rows
+}
+
+async fn apps(State(web): State<Arc<Web>>, mut ctx: Ctx, Query(q): Query<Flash>) -> Response {
+    if let Err(r) = admin(&mut ctx) {
+        return r;
+    }
+    let config = web.shared.config();
+    let enabled: Vec<(String, bool, String)> = crate::model::AppName::ALL
+        .iter()
+        .map(|a| {
+            (
+                a.to_string(),
+                config.apps.enabled.contains(a),
+                crate::apps::hostname(&config, *a),
+            )
+        })
+        .collect();
+    let rows = app_rows(&web).await;
+    let apps_state = web
+        .shared
+        .status()
+        .components
+        .into_iter()
+        .find(|c| c.name == "apps")
+        .map(|c| format!("{}: {}", state_word(&c.state), c.detail))
+        .unwrap_or_default();
+    let fl = flash(&ctx, &q);
+    show(&mut ctx, Msg::Apps, fl, StatusCode::OK, |c| {
+        html! {
+            p { (c.t(Msg::AppsIntro)) }
+            ul {
+                @for (name, on, host) in &enabled {
+                    li { strong { (name) } " — " (if *on { c.t(Msg::Enabled) } else { c.t(Msg::Disabled) })
+                        @if *on && !host.is_empty() { " · " a href=(format!("https://{host}/")) { (host) } } }
+                }
+            }
+            p { (apps_state) }
+            (pages::action(c, "/console/reconcile", c.t(Msg::ReconcileNow), false, html!{}))
+            (pages::table(&[c.t(Msg::Apps), c.t(Msg::Component), c.t(Msg::Version), c.t(Msg::Memory), c.t(Msg::State), ""],
+                rows.iter().map(|(app, name, image, mem, state)| html! {
+                    tr {
+                        td { (app) }
+                        td { a href=(format!("/console/apps/{name}/logs")) { (name) } }
+                        td { code { (image) } }
+                        td { (mem) " MiB" }
+                        td { (state) }
+                        td { (pages::action(c, &format!("/console/apps/{name}/restart"), "Restart", false, html!{})) }
+                    }
+                }).collect()))
+        }
+    })
+}
+
+/// Only containers of this appliance's desired state may be touched here.
+fn ours(web: &Web, container: &str) -> bool {
+    crate::apps::desired(&web.shared.config())
+        .map(|d| d.containers.iter().any(|c| c.name == container))
+        .unwrap_or(false)
+}
+
+async fn app_logs(
+    State(web): State<Arc<Web>>,
+    mut ctx: Ctx,
+    Path(container): Path<String>,
+) -> Response {
+    if let Err(r) = admin(&mut ctx) {
+        return r;
+    }
+    if !ours(&web, &container) {
+        return super::not_found(ctx).await;
+    }
+    let text =
+        match crate::docker::connect(&crate::docker::socket_path(), Duration::from_secs(3)).await {
+            Ok(d) => crate::docker::objects::logs_tail(&d, &container, 200).await,
+            Err(e) => e.to_string(),
+        };
+    show(&mut ctx, Msg::Apps, None, StatusCode::OK, |_| {
+        html! { h2 { (container) } pre { (text) } }
+    })
+}
+
+async fn restart_app(
+    State(web): State<Arc<Web>>,
+    mut ctx: Ctx,
+    Path(container): Path<String>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let s = match admin_form(&mut ctx, &f) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if !ours(&web, &container) {
+        return super::not_found(ctx).await;
+    }
+    let r =
+        match crate::docker::connect(&crate::docker::socket_path(), Duration::from_secs(3)).await {
+            Ok(d) => crate::docker::objects::restart_container(&d, &container).await,
+            Err(e) => Err(e),
+        };
+    let _ = web
+        .shared
+        .with_store(|st| st.audit(now(), &s.person.uid, "restart-app", &container));
+    match r {
+        Ok(()) => see_other(&ctx, "/console/apps?done=1"),
+        Err(e) => {
+            let text = e.to_string();
+            show(&mut ctx, Msg::Apps, None, StatusCode::BAD_GATEWAY, |_| {
+                pages::alert(&text)
+            })
+        }
+    }
+}
+
+async fn reconcile(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fields>) -> Response {
+    let s = match admin_form(&mut ctx, &f) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    web.shared.reconcile_now();
+    let _ = web
+        .shared
+        .with_store(|st| st.audit(now(), &s.person.uid, "reconcile", "asked from the console"));
+    see_other(&ctx, "/console/apps?done=1")
+}
+
+async fn upgrades(mut ctx: Ctx) -> Response {
+    if let Err(r) = admin(&mut ctx) {
+        return r;
+    }
+    show(
+        &mut ctx,
+        Msg::Upgrades,
+        None,
+        StatusCode::OK,
+        |c| html! { p { (c.t(Msg::UpgradesNone)) } },
+    )
+}
+
+async fn backups(mut ctx: Ctx) -> Response {
+    if let Err(r) = admin(&mut ctx) {
+        return r;
+    }
+    show(
+        &mut ctx,
+        Msg::Backups,
+        None,
+        StatusCode::OK,
+        |c| html! { p { (c.t(Msg::BackupsNone)) } },
+    )
+}
+
+async fn settings(State(web): State<Arc<Web>>, mut ctx: Ctx, Query(q): Query<Flash>) -> Response {
+    let s = match admin(&mut ctx) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let config = web.shared.config();
+    let routes = crate::frontdoor::routes::Routes::from_config(&config, std::path::Path::new(""));
+    let hosts = routes.hostnames();
+    let done = q
+        .done
+        .as_ref()
+        .map(|_| Msg::TestMailQueued.with(ctx.lang, &[("email", &s.person.mail)]));
+    show(
+        &mut ctx,
+        Msg::Settings,
+        done.as_deref(),
+        StatusCode::OK,
+        |c| {
+            html! {
+                dl {
+                    dt { (c.t(Msg::Domain)) } dd { (config.collective.domain) }
+                    dt { (c.t(Msg::Hostnames)) } dd { @for h in &hosts { code { (h) } " " } }
+                }
+                h2 { (c.t(Msg::TestMail)) }
+                (pages::action(c, "/console/settings/test-mail", c.t(Msg::TestMail), false, html!{}))
+                h2 { (c.t(Msg::CaDownload)) }
+                p { (c.t(Msg::CaHelp)) }
+                p { a href="/ca.pem" download="commonscloud-ca.pem" { (c.t(Msg::CaDownload)) } }
+            }
+        },
+    )
+}
+
+async fn test_mail(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fields>) -> Response {
+    let s = match admin_form(&mut ctx, &f) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let config = web.shared.config();
+    let params = serde_json::json!({"by": s.person.display_name, "collective": config.collective.name.to_string()});
+    let now = now();
+    let r = web.shared.with_store(|st| {
+        st.atomically(|st| {
+            st.enqueue_mail(
+                &s.person.mail,
+                "test",
+                &s.person.language,
+                &params.to_string(),
+                now,
+            )?;
+            st.audit(now, &s.person.uid, "test-mail", &s.person.mail)
+        })
+    });
+    web.shared.mail_wakeup.notify_one();
+    match r {
+        Ok(()) => see_other(&ctx, "/console/settings?done=1"),
+        Err(e) => show(
+            &mut ctx,
+            Msg::Settings,
+            None,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            |_| pages::alert(&e),
+        ),
+    }
+}
+
+async fn audit(State(web): State<Arc<Web>>, mut ctx: Ctx) -> Response {
+    if let Err(r) = admin(&mut ctx) {
+        return r;
+    }
+    let rows = web
+        .shared
+        .with_store(|s| s.recent_audit(200))
+        .unwrap_or_default();
+    show(&mut ctx, Msg::AuditLog, None, StatusCode::OK, |c| {
+        pages::table(&[c.t(Msg::When), c.t(Msg::Who), c.t(Msg::What), c.t(Msg::Detail)],
+            rows.iter().map(|r| {
+                let when = time::OffsetDateTime::from_unix_timestamp(r.at)
+                    .ok()
+                    .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                    .unwrap_or_default();
+                html! { tr { td { (when) } td { (r.actor) } td { (r.action) } td { (r.detail) } } }
+            }).collect())
+    })
+}

@@ -1,0 +1,330 @@
+//! The console's security through the real front door and TLS: forms
+//! without their token are refused, a planted session never gets signed
+//! in, a session is dead after logout, failed sign-ins are limited; and the
+//! JSON API keeps the same rules.
+
+mod common;
+
+use common::console::{ConsoleBox, HOST, off_runtime};
+
+const ADMIN_PW: &str = "correct horse battery";
+
+/// A request awaiting validation, made through the local API; its id.
+fn pending(b: &ConsoleBox, uid: &str) -> i64 {
+    off_runtime(|| pending_blocking(b, uid))
+}
+
+fn pending_blocking(b: &ConsoleBox, uid: &str) -> i64 {
+    let email = format!("{uid}@example.org");
+    let form = serde_json::json!({"uid": uid, "display_name": "Newcomer", "email": email,
+        "collective": "quimper", "language": "en", "ip": "192.0.2.60"});
+    let (code, created) = common::post(&b.app, "/v1/registrations", form);
+    assert_eq!(code, 201, "{created}");
+    let t = common::token_in(&b.sink.wait_for(&email, "/verify?token="));
+    let (code, v) = common::post(
+        &b.app,
+        "/v1/registrations/verify",
+        serde_json::json!({"token": t}),
+    );
+    assert_eq!(code, 200, "{v}");
+    created["id"].as_i64().unwrap()
+}
+
+fn state_of(b: &ConsoleBox, id: i64) -> String {
+    let (_, body) =
+        off_runtime(|| common::get(&b.app.socket(), &format!("/v1/registrations/{id}")));
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["state"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_security_csrf_fixation_logout_and_rate_limits() {
+    let b = ConsoleBox::start().await;
+    b.admin("bea", "bea@example.org", ADMIN_PW);
+    let id = pending(&b, "cy");
+
+    // ---- session fixation --------------------------------------------
+    // Mallory signs in as himself and plants his session in Bea's browser.
+    b.person("mallory", "mallory@example.org", "mallory's own password");
+    let mut mallory = b.client();
+    assert_eq!(
+        mallory
+            .sign_in("mallory", "mallory's own password")
+            .await
+            .status,
+        303
+    );
+    let planted = mallory.session().expect("mallory has a session");
+    let mut bea = b.client();
+    bea.cookies
+        .insert("__Host-cc_session".into(), planted.clone());
+    let signed = bea.sign_in("bea", ADMIN_PW).await;
+    assert_eq!(signed.status, 303, "{}", signed.body);
+    let cookie = signed
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("__Host-cc_session="))
+        .expect("a new session cookie");
+    for attr in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(attr), "{cookie} lacks {attr}");
+    }
+    let session = bea.session().unwrap();
+    assert_ne!(session, planted, "the session id rotates at sign-in");
+    // The planted session is gone: Mallory's cookie opens nothing.
+    let who = mallory.get("/api/v1/session").await;
+    assert_eq!(who.status, 401, "{}", who.body);
+    // A made-up id planted before sign-in is not adopted either.
+    let mut eve = b.client();
+    let made_up = "ab".repeat(32);
+    eve.cookies
+        .insert("__Host-cc_session".into(), made_up.clone());
+    assert_eq!(eve.sign_in("bea", ADMIN_PW).await.status, 303);
+    assert_ne!(eve.session().unwrap(), made_up);
+
+    // ---- CSRF --------------------------------------------------------
+    let page = bea.get("/console/requests").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Newcomer"), "{}", page.body);
+    let csrf = page.csrf();
+    let approve = format!("/console/requests/{id}/approve");
+    let no_token = bea.post_form(&approve, &[]).await;
+    assert_eq!(no_token.status, 403, "{}", no_token.body);
+    let wrong = bea.post_form(&approve, &[("csrf", &"0".repeat(64))]).await;
+    assert_eq!(wrong.status, 403);
+    // Eve's session is Bea's too, but its token is not this session's.
+    let other = eve.get("/console/requests").await.csrf();
+    assert_ne!(other, csrf);
+    assert_eq!(
+        bea.post_form(&approve, &[("csrf", &other)]).await.status,
+        403
+    );
+    // The right token from another site is refused too.
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("csrf", &csrf)
+        .finish();
+    let cross = bea
+        .request(
+            "POST",
+            &approve,
+            &[("origin", "https://evil.example.net")],
+            Some(("application/x-www-form-urlencoded", body.into_bytes())),
+        )
+        .await;
+    assert_eq!(cross.status, 403);
+    assert_eq!(
+        state_of(&b, id),
+        "awaiting_validation",
+        "nothing was decided"
+    );
+    let ok = bea
+        .request(
+            "POST",
+            &approve,
+            &[("origin", &format!("https://{HOST}"))],
+            Some((
+                "application/x-www-form-urlencoded",
+                format!("csrf={csrf}").into_bytes(),
+            )),
+        )
+        .await;
+    assert_eq!(ok.status, 303, "{}", ok.body);
+    assert_eq!(state_of(&b, id), "approved");
+    assert!(
+        b.audited("approve").iter().any(|a| a.starts_with("bea ")),
+        "{:?}",
+        b.audited("approve")
+    );
+
+    // The API: JSON only, and the session's token in X-CSRF-Token.
+    let id2 = pending(&b, "dee");
+    let path = format!("/api/v1/registrations/{id2}/approve");
+    let no_header = bea.post_json(&path, serde_json::json!({}), None).await;
+    assert_eq!(no_header.status, 403, "{}", no_header.body);
+    assert_eq!(no_header.json()["code"], "csrf");
+    let as_form = bea
+        .request(
+            "POST",
+            &path,
+            &[("x-csrf-token", &csrf)],
+            Some(("application/x-www-form-urlencoded", b"reason=x".to_vec())),
+        )
+        .await;
+    assert_eq!(as_form.status, 415);
+    assert_eq!(state_of(&b, id2), "awaiting_validation");
+    let me = bea.get("/api/v1/session").await.json();
+    assert_eq!(
+        (me["uid"].as_str(), me["admin"].as_bool()),
+        (Some("bea"), Some(true))
+    );
+    assert_eq!(me["csrf"].as_str(), Some(csrf.as_str()));
+    let ok = bea
+        .post_json(&path, serde_json::json!({}), Some(&csrf))
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(state_of(&b, id2), "approved");
+    // A member is not an admin.
+    let mut m = b.client();
+    m.sign_in("mallory", "mallory's own password").await;
+    assert_eq!(m.get("/console").await.status, 403);
+    assert_eq!(m.get("/api/v1/dashboard").await.status, 403);
+
+    // ---- logout ------------------------------------------------------
+    let copied = bea.session().unwrap();
+    let page = bea.get("/").await;
+    let out = bea.post_form("/logout", &[("csrf", &page.csrf())]).await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    assert_eq!(bea.session(), None, "the browser's cookie is cleared");
+    let mut thief = b.client();
+    thief.cookies.insert("__Host-cc_session".into(), copied);
+    assert_eq!(thief.get("/api/v1/session").await.status, 401);
+    let console = thief.get("/console").await;
+    assert_eq!(console.status, 303);
+    assert!(
+        console.location().starts_with("/login"),
+        "{}",
+        console.location()
+    );
+
+    // ---- rate limits -------------------------------------------------
+    let mut guess = b.client();
+    for i in 0..5 {
+        let a = guess.sign_in("bea", &format!("guess {i}")).await;
+        assert_eq!(a.status, 401, "try {i}: {}", a.body);
+        assert!(a.body.contains("Wrong user name or password"));
+    }
+    // Now even the right password waits, and the page says for how long.
+    let limited = guess.sign_in("bea", ADMIN_PW).await;
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    assert!(
+        limited.body.contains("Too many failed sign-ins") && limited.body.contains("15 minutes"),
+        "{}",
+        limited.body
+    );
+    assert_eq!(guess.session(), None);
+    // In Catalan too, and the API says it with Retry-After.
+    let ca = guess.get("/login?lang=ca").await;
+    let limited = guess
+        .post_form(
+            "/login",
+            &[("csrf", &ca.csrf()), ("uid", "bea"), ("password", ADMIN_PW)],
+        )
+        .await;
+    assert!(
+        limited.body.contains("Massa intents fallits"),
+        "{}",
+        limited.body
+    );
+    let api = guess
+        .post_json(
+            "/api/v1/session",
+            serde_json::json!({"uid": "bea", "password": ADMIN_PW}),
+            None,
+        )
+        .await;
+    assert_eq!(api.status, 429);
+    assert!(api.headers.contains_key("retry-after"));
+    // Another account from the same address still signs in.
+    let mut other = b.client();
+    assert_eq!(
+        other
+            .sign_in("mallory", "mallory's own password")
+            .await
+            .status,
+        303
+    );
+    assert_eq!(b.audited("login-failed").len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_are_hardened_and_in_three_languages() {
+    let b = ConsoleBox::start().await;
+    let mut c = b.client();
+    let page = c
+        .request(
+            "GET",
+            "/login",
+            &[("accept-language", "es-ES,es;q=0.9")],
+            None,
+        )
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains(r#"<html lang="es""#), "{}", page.body);
+    assert!(page.body.contains("¿Has olvidado la contraseña?"));
+    for (h, want) in [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+    ] {
+        assert_eq!(
+            page.headers.get(h).and_then(|v| v.to_str().ok()),
+            Some(want),
+            "{h}"
+        );
+    }
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert!(
+        page.headers.contains_key("strict-transport-security"),
+        "the front door sets HSTS"
+    );
+    // A form cookie for signing in, strict and secret.
+    let form = page
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("__Host-cc_form="))
+        .expect("a form cookie");
+    assert!(
+        form.contains("SameSite=Strict") && form.contains("HttpOnly") && form.contains("Secure")
+    );
+    // Choosing a language sticks.
+    let ca = c.get("/register?lang=ca").await;
+    assert!(ca.body.contains("Crea un compte"), "{}", ca.body);
+    let again = c.get("/forgot").await;
+    assert!(
+        again.body.contains("Contrasenya oblidada"),
+        "{}",
+        again.body
+    );
+    // The collective picker lists the box's collective.
+    assert!(
+        ca.body.contains(r#"<option value="quimper" selected>"#),
+        "{}",
+        ca.body
+    );
+    // A registration with mistakes names each field, and keeps what was typed.
+    let r = c
+        .post_form(
+            "/register",
+            &[
+                ("csrf", &ca.csrf()),
+                ("uid", "X"),
+                ("display_name", "Ana"),
+                ("email", "not-an-address"),
+                ("collective", "quimper"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body.contains(r#"id="e-uid""#) && r.body.contains(r#"id="e-email""#),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains(r#"value="not-an-address""#));
+    // The CA certificate is there to download.
+    let pem = c.get("/ca.pem").await;
+    assert_eq!(pem.status, 200);
+    assert_eq!(pem.body, std::fs::read_to_string(&b.ca).unwrap());
+    // Unknown pages say so in the page's language.
+    let missing = c.get("/nope").await;
+    assert_eq!(missing.status, 404);
+    assert!(
+        missing.body.contains("Aquesta pàgina no existeix"),
+        "{}",
+        missing.body
+    );
+}
