@@ -253,7 +253,7 @@ async fn pages_are_hardened_and_in_three_languages() {
     for (h, want) in [
         ("x-content-type-options", "nosniff"),
         ("x-frame-options", "DENY"),
-        ("referrer-policy", "no-referrer"),
+        ("referrer-policy", "same-origin"),
         ("cache-control", "no-store"),
     ] {
         assert_eq!(
@@ -327,4 +327,77 @@ async fn pages_are_hardened_and_in_three_languages() {
         "{}",
         missing.body
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_forum_sign_in_reuses_the_console_session() {
+    use base64::Engine;
+    let b = ConsoleBox::start().await;
+    b.person("ana", "ana@example.org", "ana's own secret");
+    let secret = "forum-connect-secret-for-this-test";
+    let path = b.app.dir.path().join("secrets/discourse-connect-secret");
+    std::fs::write(&path, secret).unwrap();
+    let ret = "https://forum.quimper.example.org/session/sso_login";
+    let ask = |nonce: &str| {
+        let (sso, sig) = commonscloud::sso::discourse::sign_request(secret.as_bytes(), nonce, ret);
+        let q = form_urlencoded::Serializer::new(String::new())
+            .append_pair("sso", &sso)
+            .append_pair("sig", &sig)
+            .finish();
+        format!("/sso/discourse?{q}")
+    };
+    let mut c = b.client();
+    // Signed out: sign in first, then back to the same request.
+    let first = ask("nonce-one");
+    let a = c.get(&first).await;
+    assert_eq!(a.status, 303);
+    let login = a.location().to_owned();
+    assert!(
+        login.starts_with("/login?next=%2Fsso%2Fdiscourse"),
+        "{login}"
+    );
+    let page = c.get(&login).await;
+    let next = form_urlencoded::parse(login.split_once('?').unwrap().1.as_bytes())
+        .find(|(k, _)| k == "next")
+        .unwrap()
+        .1
+        .into_owned();
+    assert_eq!(next, first);
+    let signed = c
+        .post_form(
+            "/login",
+            &[
+                ("csrf", &page.csrf()),
+                ("uid", "ana"),
+                ("password", "ana's own secret"),
+                ("next", &next),
+            ],
+        )
+        .await;
+    assert_eq!((signed.status, signed.location()), (303, first.as_str()));
+    let back = c.get(&first).await;
+    assert_eq!(back.status, 303, "{}", back.body);
+    let to = back.location();
+    assert!(to.starts_with(ret), "{to}");
+    let q: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(to.split_once('?').unwrap().1.as_bytes())
+            .into_owned()
+            .collect();
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(&q["sso"])
+        .unwrap();
+    let fields: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(&payload).into_owned().collect();
+    assert_eq!(fields["username"], "ana");
+    assert_eq!(fields["nonce"], "nonce-one");
+    assert_eq!(fields["add_groups"], "quimper");
+    // With the session, a new request needs no password at all.
+    let again = c.get(&ask("nonce-two")).await;
+    assert_eq!(again.status, 303);
+    assert!(again.location().starts_with(ret));
+    // A replayed request is refused; a forged one too.
+    assert_eq!(c.get(&ask("nonce-two")).await.status, 400);
+    let forged = ask("nonce-three").replace("sig=", "sig=00");
+    assert_eq!(c.get(&forged).await.status, 400);
+    assert_eq!(b.audited("sso-discourse").len(), 2);
 }

@@ -281,7 +281,9 @@ fn harden(resp: &mut Response, cookies: &[String]) {
         ),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         // Links carry one-time tokens: never hand them to another site.
-        (header::REFERRER_POLICY, "no-referrer"),
+        // (Not `no-referrer`: with it browsers send `Origin: null` on form
+        // posts, and the origin check would refuse every form.)
+        (header::REFERRER_POLICY, "same-origin"),
         (header::CACHE_CONTROL, "no-store"),
         (header::X_FRAME_OPTIONS, "DENY"),
     ];

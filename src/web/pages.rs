@@ -353,7 +353,11 @@ pub fn services(c: &Chrome, name: &str, list: &[(String, String, String)]) -> Ma
             ul #services {
                 @for (collective, service, url) in list {
                     li {
-                        a href=(url) { strong { (service) } }
+                        @if url.is_empty() {
+                            strong { (service) }
+                        } @else {
+                            a href=(url) { strong { (service) } }
+                        }
                         " — " (Msg::ServicesVia.with(c.lang, &[("collective", collective)]))
                     }
                 }

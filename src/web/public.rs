@@ -72,9 +72,13 @@ async fn home(State(web): State<Arc<Web>>, mut ctx: Ctx) -> Response {
             return problem(&mut ctx, StatusCode::SERVICE_UNAVAILABLE, &failure_text(&f));
         }
     };
+    let config = web.shared.config();
     let rows: Vec<(String, String, String)> = list
         .into_iter()
-        .map(|m| (m.collective, m.name, m.url))
+        .map(|m| {
+            let url = service_link(&config, &m.name, &m.url).unwrap_or_default();
+            (m.collective, m.name, url)
+        })
         .collect();
     let c = ctx.chrome();
     let m = pages::layout(
@@ -83,6 +87,21 @@ async fn home(State(web): State<Arc<Web>>, mut ctx: Ctx) -> Response {
         pages::services(&c, &s.person.display_name, &rows),
     );
     page(&ctx, StatusCode::OK, m)
+}
+
+/// Where a service opens: the address the directory gives it, else this
+/// box's app of that name (`nextcloud`) or of its hostname's first label
+/// (`cloud`).
+pub fn service_link(config: &crate::config::Config, name: &str, url: &str) -> Option<String> {
+    if !url.is_empty() {
+        return Some(url.to_owned());
+    }
+    crate::model::AppName::ALL.iter().find_map(|app| {
+        let host = crate::apps::hostname(config, *app);
+        let label = host.split('.').next().unwrap_or("");
+        (!host.is_empty() && (name == app.as_str() || name == label))
+            .then(|| format!("https://{host}/"))
+    })
 }
 
 #[derive(serde::Deserialize, Default)]
