@@ -150,7 +150,11 @@ async fn door() -> Door {
     let http_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (https, http) = (https_l.local_addr().unwrap(), http_l.local_addr().unwrap());
     tokio::spawn(proxy::serve_https(https_l, shared.clone()));
-    tokio::spawn(proxy::serve_http(http_l, https.port()));
+    tokio::spawn(proxy::serve_http(
+        http_l,
+        https.port(),
+        dir.path().join("challenges"),
+    ));
     Door {
         dir,
         files,
@@ -261,6 +265,81 @@ async fn plain_http_is_redirected_to_https() {
         r.headers()["location"],
         format!("https://{}:{}/a/b?c=d", host("cloud"), d.https.port()).as_str()
     );
+}
+
+/// Sends `head` as raw bytes on plain HTTP (so no client tidies the path)
+/// and returns the status code and the body.
+async fn raw_http(addr: SocketAddr, head: &str) -> (u16, String) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    tcp.read_to_end(&mut got).await.unwrap();
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let code = text
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+#[tokio::test]
+async fn acme_challenges_are_served_over_plain_http_and_nothing_else() {
+    let d = door().await;
+    let dir = d.dir.path().join("challenges");
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0";
+    let answer = format!("{token}.9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI");
+    std::fs::write(dir.join(token), &answer).unwrap();
+    // A file outside the directory that a traversal would reach, and a
+    // symlink with a valid token's name pointing at the leaf's key.
+    std::fs::write(d.dir.path().join("outside"), "secret").unwrap();
+    std::os::unix::fs::symlink(&d.files.leaf_key, dir.join("linkToKey")).unwrap();
+    let get = |path: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            host("cloud")
+        )
+    };
+
+    let (code, body) = raw_http(
+        d.http,
+        &get(&format!("/.well-known/acme-challenge/{token}")),
+    )
+    .await;
+    assert_eq!((code, body.as_str()), (200, answer.as_str()));
+    let head = format!(
+        "HEAD /.well-known/acme-challenge/{token} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        host("cloud")
+    );
+    assert_eq!(raw_http(d.http, &head).await.0, 200);
+    for path in [
+        "/.well-known/acme-challenge/absentToken",
+        "/.well-known/acme-challenge/../outside",
+        "/.well-known/acme-challenge/..%2foutside",
+        "/.well-known/acme-challenge/%2e%2e%2foutside",
+        "/.well-known/acme-challenge/",
+        "/.well-known/acme-challenge/linkToKey",
+        "/.well-known/acme-challenge/a.b",
+    ] {
+        let (code, body) = raw_http(d.http, &get(path)).await;
+        assert_eq!(code, 404, "{path}: {body}");
+        assert!(
+            !body.contains("secret") && !body.contains("PRIVATE"),
+            "{path}: {body}"
+        );
+    }
+    let post = format!(
+        "POST /.well-known/acme-challenge/{token} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        host("cloud")
+    );
+    assert_eq!(raw_http(d.http, &post).await.0, 404, "only GET and HEAD");
+    // Everything else is still redirected.
+    let (code, _) = raw_http(d.http, &get("/.well-known/other")).await;
+    assert_eq!(code, 301);
 }
 
 fn rss_kb() -> u64 {

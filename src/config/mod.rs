@@ -255,6 +255,9 @@ pub struct FrontDoor {
     pub http: ListenAddr,
     #[serde(default = "default_https")]
     pub https: ListenAddr,
+    /// Public certificates by ACME (HTTP-01); the local CA's otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme: Option<Acme>,
 }
 
 impl Default for FrontDoor {
@@ -262,7 +265,64 @@ impl Default for FrontDoor {
         Self {
             http: default_http(),
             https: default_https(),
+            acme: None,
         }
+    }
+}
+
+/// `[front_door.acme]`: where to order the front door's certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acme {
+    /// The ACME directory, e.g. Let's Encrypt's.
+    pub directory: HttpsUrl,
+    /// The account's contact; `collective.admin_email` unless set (filled
+    /// by [`parse`]).
+    pub contact: Option<Email>,
+    /// PEM certificates to trust for the ACME server's own TLS (a test
+    /// server's); the system's roots otherwise.
+    pub ca_file: Option<AbsPath>,
+    /// Order a new certificate when fewer days than this remain.
+    #[serde(default = "default_renew_before_days")]
+    pub renew_before_days: RenewDays,
+}
+
+fn default_renew_before_days() -> RenewDays {
+    RenewDays(30)
+}
+
+/// Days before a certificate's end to renew it: 1 to 3650.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "i64")]
+pub struct RenewDays(u16);
+
+impl RenewDays {
+    pub const MAX: u16 = 3650;
+
+    pub fn days(self) -> u16 {
+        self.0
+    }
+}
+
+impl TryFrom<i64> for RenewDays {
+    type Error = Invalid;
+    fn try_from(n: i64) -> Result<Self, Invalid> {
+        u16::try_from(n)
+            .ok()
+            .filter(|d| (1..=Self::MAX).contains(d))
+            .map(RenewDays)
+            .ok_or_else(|| {
+                Invalid(format!(
+                    "{n} days is out of range: expected 1 to {} (30 suits certificates of 90 days)",
+                    Self::MAX
+                ))
+            })
+    }
+}
+
+impl From<RenewDays> for i64 {
+    fn from(d: RenewDays) -> i64 {
+        i64::from(d.0)
     }
 }
 
@@ -490,6 +550,23 @@ string_newtype!(
         } else {
             Err(format!(
                 "`{s}` is not an HTTP URL: expected https://host/path, e.g. \"https://releases.alliance.example.net/\""
+            ))
+        }
+    }
+);
+string_newtype!(
+    /// An `https://` URL with a host.
+    HttpsUrl,
+    |s| {
+        let ok = s.strip_prefix("https://").is_some_and(|r| {
+            let host = r.split(['/', '?', '#']).next().unwrap_or_default();
+            !host.is_empty() && !r.chars().any(|c| c.is_whitespace() || c.is_control())
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{s}` is not an https URL: expected https://host/path, e.g. \"https://acme-v02.api.letsencrypt.org/directory\""
             ))
         }
     }
@@ -771,6 +848,11 @@ fn fill_defaults(c: &mut Config) {
             .collect::<Vec<_>>()
             .join(",");
         c.directory.suffix = Dn::try_from(dn).ok();
+    }
+    if let Some(acme) = &mut c.front_door.acme
+        && acme.contact.is_none()
+    {
+        acme.contact = Some(c.collective.admin_email.clone());
     }
     let mut seen = Vec::new();
     c.apps.enabled.retain(|a| {

@@ -28,6 +28,27 @@ fn example_config_is_valid() {
 }
 
 #[test]
+fn example_acme_table_is_valid_once_uncommented() {
+    let text = include_str!("../../provision/appliance.example.toml");
+    let start = text
+        .find("# [front_door.acme]")
+        .expect("the documented table");
+    let block: String = text[start..]
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .filter(|l| !l.starts_with("# #"))
+        .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+        .collect();
+    let c = parse(&format!("{MINIMAL}\n{block}"), Path::new("a.toml")).unwrap();
+    let acme = c.front_door.acme.expect("uncommented");
+    assert_eq!(
+        acme.directory.as_str(),
+        "https://acme-v02.api.letsencrypt.org/directory"
+    );
+    assert_eq!(acme.renew_before_days.days(), 30);
+}
+
+#[test]
 fn defaults_are_filled() {
     let c = parse(MINIMAL, Path::new("a.toml")).unwrap();
     assert_eq!(
@@ -194,4 +215,66 @@ fn ports_include_every_listener() {
     let c = parse(MINIMAL, Path::new("a.toml")).unwrap();
     let ports: Vec<u16> = c.ports().into_iter().map(|(_, p)| p).collect();
     assert_eq!(ports, vec![80, 443, 3389]);
+}
+
+#[test]
+fn acme_is_optional_and_its_contact_defaults_to_the_admin() {
+    let c = parse(MINIMAL, Path::new("a.toml")).unwrap();
+    assert!(c.front_door.acme.is_none());
+    let text = format!(
+        "{MINIMAL}\n[front_door.acme]\ndirectory = \"https://acme-v02.api.letsencrypt.org/directory\"\n"
+    );
+    let c = parse(&text, Path::new("a.toml")).unwrap();
+    let acme = c.front_door.acme.as_ref().unwrap();
+    assert_eq!(
+        acme.contact.as_ref().map(|e| e.as_str()),
+        Some("admin@quimper.example.org")
+    );
+    assert_eq!(acme.renew_before_days.days(), 30);
+    assert_eq!(acme.ca_file, None);
+    // The effective config says the same when read again.
+    let again = parse(&c.to_redacted_toml(), Path::new("b.toml")).unwrap();
+    assert_eq!(again, c);
+
+    let text = format!(
+        "{MINIMAL}\n[front_door.acme]\ndirectory = \"https://127.0.0.1:14000/dir\"\ncontact = \"certs@quimper.example.org\"\nca_file = \"/etc/commonscloud/pebble.pem\"\nrenew_before_days = 3650\n"
+    );
+    let c = parse(&text, Path::new("a.toml")).unwrap();
+    let acme = c.front_door.acme.unwrap();
+    assert_eq!(acme.contact.unwrap().as_str(), "certs@quimper.example.org");
+    assert_eq!(acme.renew_before_days.days(), 3650);
+    assert_eq!(
+        acme.ca_file.as_deref(),
+        Some(Path::new("/etc/commonscloud/pebble.pem"))
+    );
+}
+
+#[test]
+fn acme_values_say_what_is_allowed() {
+    let acme = |body: &str| err(&format!("{MINIMAL}\n[front_door.acme]\n{body}\n"));
+    let e = acme("directory = \"http://acme.example.org/dir\"");
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        ("front_door.acme.directory", 12),
+        "{e}"
+    );
+    assert!(e.message.contains("https://"), "{e}");
+    let e = acme("directory = \"https://\"");
+    assert_eq!(e.key, "front_door.acme.directory", "{e}");
+    let e = acme("directory = \"https://a.example/d\"\nrenew_before_days = 0");
+    assert_eq!(e.key, "front_door.acme.renew_before_days", "{e}");
+    assert!(e.message.contains("1 to 3650"), "{e}");
+    let e = acme("directory = \"https://a.example/d\"\nrenew_before_days = 99999");
+    assert!(e.message.contains("1 to 3650"), "{e}");
+    let e = acme("directory = \"https://a.example/d\"\nca_file = \"pebble.pem\"");
+    assert_eq!(e.key, "front_door.acme.ca_file", "{e}");
+    assert!(e.message.contains("absolute"), "{e}");
+    let e = acme("directory = \"https://a.example/d\"\ncontact = \"nobody\"");
+    assert_eq!(e.key, "front_door.acme.contact", "{e}");
+    let e = acme("directory = \"https://a.example/d\"\nemail = \"a@b.org\"");
+    assert_eq!(e.key, "front_door.acme.email", "{e}");
+    assert!(e.message.contains("contact"), "lists the allowed keys: {e}");
+    let e = acme("contact = \"a@b.org\"");
+    assert_eq!(e.key, "front_door.acme.directory", "{e}");
+    assert!(e.message.contains("missing field"), "{e}");
 }

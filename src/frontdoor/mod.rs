@@ -3,9 +3,16 @@
 //! front-door`) so restarting the supervisor cuts no upload.
 //!
 //! The supervisor decides and writes (`publish`: the routes from `routes`,
-//! the certificates from `ca`); the front door only reads what was written
-//! (`run`, serving with `proxy`) and reloads when it changes.
+//! the certificates from `ca`; `renew_acme`: a public certificate from
+//! `acme`); the front door only reads what was written (`run`, serving with
+//! `proxy`) and reloads when it changes.
+//!
+//! Which certificate the front door serves: the ACME pair while it exists
+//! and has not expired, the local CA's leaf otherwise (before the first
+//! ACME certificate, when ACME is not configured, or when the ACME one
+//! expired because renewals failed).
 
+pub mod acme;
 pub mod ca;
 pub mod proxy;
 pub mod routes;
@@ -26,6 +33,7 @@ pub const WATCH_EVERY: Duration = Duration::from_secs(2);
 pub struct Paths {
     pub routes: PathBuf,
     pub tls: ca::Files,
+    pub acme: acme::Files,
     /// Where the supervisor serves the console for the front door.
     pub console_socket: PathBuf,
 }
@@ -35,6 +43,7 @@ impl Paths {
         Paths {
             routes: config.paths.state_dir.join("front-door/routes.json"),
             tls: ca::Files::new(&config.paths.state_dir, &config.paths.secrets_dir),
+            acme: acme::Files::new(&config.paths.state_dir, &config.paths.secrets_dir),
             console_socket: config.paths.runtime_dir.join("console.sock"),
         }
     }
@@ -92,17 +101,179 @@ pub fn publish(
     })
 }
 
+/// What the supervisor's ACME step did.
+#[derive(Debug)]
+pub enum AcmeRun {
+    /// `[front_door.acme]` is not configured; `removed` says whether an
+    /// ACME certificate was there and was removed.
+    Off { removed: bool },
+    /// Nothing due: the certificate is good.
+    Kept { renew_at: i64 },
+    /// An order is due but waits after a failure.
+    Waiting { reason: acme::Reason, until: i64 },
+    Issued {
+        reason: acme::Reason,
+        outcome: acme::order::Outcome,
+        /// The new certificate is already inside the renewal window
+        /// (`renew_before_days` longer than the CA's certificates live): it
+        /// will be ordered again at every check.
+        renews_at_every_check: bool,
+    },
+    Failed {
+        reason: acme::Reason,
+        error: acme::AcmeError,
+        retry_at: i64,
+    },
+    /// Reading or writing ACME's own files failed.
+    Broken { error: acme::AcmeError },
+}
+
+/// Supervisor side: orders a public certificate by ACME when
+/// `[front_door.acme]` is configured and the record says one is due (see
+/// [`acme::decide`]), keeping the current one on failure; removes the ACME
+/// pair when ACME is not configured. `retry_now` (a reload) skips a
+/// backoff. Returns what happened and how many seconds until the next look.
+pub async fn renew_acme(config: &Config, retry_now: bool, now: i64) -> (AcmeRun, i64) {
+    let paths = Paths::new(config);
+    let Some(settings) = &config.front_door.acme else {
+        let run = match acme::forget(&paths.acme) {
+            Ok(removed) => AcmeRun::Off { removed },
+            Err(error) => AcmeRun::Broken { error },
+        };
+        return (run, acme::CHECK_EVERY_SECS);
+    };
+    let hosts = routes::Routes::from_config(config, &paths.console_socket).hostnames();
+    let wanted = acme::Wanted {
+        directory: settings.directory.as_str(),
+        hosts: &hosts,
+        renew_before_days: settings.renew_before_days.days(),
+    };
+    let mut record = match acme::read_record(&paths.acme.record) {
+        Ok(r) => r,
+        Err(error) => return (AcmeRun::Broken { error }, acme::CHECK_EVERY_SECS),
+    };
+    // An ACME pair whose files are gone (deleted by hand) is ordered again.
+    if !paths.acme.cert.exists() || !paths.acme.key.exists() {
+        record.issued = None;
+    }
+    if retry_now {
+        record.retry_now();
+    }
+    let decision = acme::decide(&record, wanted, now);
+    let look = acme::next_look(&decision, now);
+    let reason = match decision {
+        acme::Decision::Keep { renew_at } => return (AcmeRun::Kept { renew_at }, look),
+        acme::Decision::Backoff { reason, until } => {
+            return (AcmeRun::Waiting { reason, until }, look);
+        }
+        acme::Decision::Order(reason) => reason,
+    };
+    let (run, record) = match acme::order::issue(config, settings, &hosts, now).await {
+        Ok(outcome) => {
+            let record = acme::Record::succeeded(outcome.issued.clone());
+            let renews_at_every_check =
+                matches!(acme::decide(&record, wanted, now), acme::Decision::Order(_));
+            let run = AcmeRun::Issued {
+                reason,
+                outcome,
+                renews_at_every_check,
+            };
+            (run, record)
+        }
+        Err(error) => {
+            let record = record.failed(now, error.to_string());
+            let run = AcmeRun::Failed {
+                reason,
+                error,
+                retry_at: record.retry_at,
+            };
+            (run, record)
+        }
+    };
+    let look = acme::next_look(&acme::decide(&record, wanted, now), now);
+    match acme::write_record(&paths.acme.record, &record) {
+        Ok(()) => (run, look),
+        // The certificate is in place; without its record the next look
+        // orders again, so say so.
+        Err(error) => (AcmeRun::Broken { error }, acme::CHECK_EVERY_SECS),
+    }
+}
+
 /// The modification times of what the front door serves with: a change
 /// means a reload.
 fn stamps(paths: &Paths) -> Vec<Option<SystemTime>> {
-    [&paths.routes, &paths.tls.leaf_cert, &paths.tls.leaf_key]
-        .iter()
-        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-        .collect()
+    [
+        &paths.routes,
+        &paths.tls.leaf_cert,
+        &paths.tls.leaf_key,
+        &paths.acme.cert,
+        &paths.acme.key,
+    ]
+    .iter()
+    .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+    .collect()
 }
 
-fn load(paths: &Paths) -> Result<proxy::Loaded, proxy::ProxyError> {
-    proxy::load(&paths.routes, &paths.tls.leaf_cert, &paths.tls.leaf_key)
+/// Which certificate a load chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Serving {
+    /// The ACME pair, until its end (Unix seconds).
+    Acme {
+        not_after: i64,
+    },
+    LocalCa,
+}
+
+/// The routes and the certificate to serve: the ACME pair when it exists
+/// and has not expired (a pair that exists must load: a half-written one is
+/// an error that keeps the previous pair serving), the local CA's leaf
+/// otherwise.
+fn load(paths: &Paths, now: i64) -> Result<(proxy::Loaded, Serving), proxy::ProxyError> {
+    match std::fs::read(&paths.acme.cert) {
+        Ok(pem) => {
+            let not_after = acme::leaf_validity(&pem)
+                .map_err(|message| proxy::ProxyError::Invalid {
+                    path: paths.acme.cert.clone(),
+                    message,
+                })?
+                .1;
+            if not_after > now {
+                let loaded = proxy::load(&paths.routes, &paths.acme.cert, &paths.acme.key)?;
+                return Ok((loaded, Serving::Acme { not_after }));
+            }
+            log::warn!(target: "frontdoor", "the ACME certificate {} has expired; serving the local CA's until the supervisor renews it", paths.acme.cert.display());
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(proxy::ProxyError::Io {
+                what: "reading",
+                path: paths.acme.cert.clone(),
+                source,
+            });
+        }
+    }
+    let loaded = proxy::load(&paths.routes, &paths.tls.leaf_cert, &paths.tls.leaf_key)?;
+    Ok((loaded, Serving::LocalCa))
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn describe(serving: Serving) -> String {
+    match serving {
+        Serving::Acme { not_after } => {
+            let end = time::OffsetDateTime::from_unix_timestamp(not_after)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_else(|| not_after.to_string());
+            format!("the ACME certificate (until {end})")
+        }
+        Serving::LocalCa => "the local CA's certificate".into(),
+    }
 }
 
 /// Front door side: serves `front_door.https` and `front_door.http` until
@@ -117,8 +288,8 @@ pub async fn run(config: &Config) -> Result<(), FrontDoorError> {
     let mut term = handler(SignalKind::terminate(), "SIGTERM")?;
     let mut int = handler(SignalKind::interrupt(), "SIGINT")?;
     let mut said = false;
-    let loaded = loop {
-        match load(&paths) {
+    let (loaded, mut serving) = loop {
+        match load(&paths, unix_now()) {
             Ok(l) => break l,
             Err(e) => {
                 if !said {
@@ -146,8 +317,12 @@ pub async fn run(config: &Config) -> Result<(), FrontDoorError> {
     let https = listen("front_door.https", https_addr).await?;
     let http = listen("front_door.http", http_addr).await?;
     let https_task = tokio::spawn(proxy::serve_https(https, shared.clone()));
-    let http_task = tokio::spawn(proxy::serve_http(http, https_addr.port()));
-    log::info!(target: "frontdoor", "serving https on {https_addr} and http on {http_addr}");
+    let http_task = tokio::spawn(proxy::serve_http(
+        http,
+        https_addr.port(),
+        paths.acme.challenges.clone(),
+    ));
+    log::info!(target: "frontdoor", "serving https on {https_addr} and http on {http_addr}, with {}", describe(serving));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     loop {
         let forced = tokio::select! {
@@ -157,14 +332,16 @@ pub async fn run(config: &Config) -> Result<(), FrontDoorError> {
             _ = tokio::time::sleep(WATCH_EVERY) => false,
         };
         let now = stamps(&paths);
-        if !forced && now == seen {
+        let expired = matches!(serving, Serving::Acme { not_after } if not_after <= unix_now());
+        if !forced && now == seen && !expired {
             continue;
         }
-        match load(&paths) {
-            Ok(l) => {
+        match load(&paths, unix_now()) {
+            Ok((l, s)) => {
                 shared.swap(l);
                 seen = now;
-                log::info!(target: "frontdoor", "routes and certificates reloaded");
+                serving = s;
+                log::info!(target: "frontdoor", "routes and certificates reloaded, serving {}", describe(serving));
             }
             // A half-written pair is retried at the next look; the old one
             // keeps serving meanwhile.

@@ -1,7 +1,8 @@
 //! The front door's server: TLS termination with the current certificate,
 //! HTTP/1.1 to the route of the request's host, bodies streamed both ways,
 //! WebSocket upgrades spliced, forwarding headers set by us only, a page
-//! naming the app when its upstream is down, and plain HTTP redirected.
+//! naming the app when its upstream is down, and plain HTTP redirected
+//! except for ACME HTTP-01 answers.
 //!
 //! Reloading swaps the routes and the TLS config for new connections; the
 //! ones open keep what they started with, so nothing is cut.
@@ -14,10 +15,11 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderName, HeaderValue};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 
+use super::acme;
 use super::routes::{Route, Routes};
 
 /// How long an upstream may take to accept a connection.
@@ -78,29 +80,48 @@ impl Shared {
 
 /// Reads the routes file and the certificate chain and key.
 pub fn load(routes: &Path, chain: &Path, key: &Path) -> Result<Loaded, ProxyError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let read = |p: &Path| {
-        std::fs::read(p).map_err(|source| ProxyError::Io {
-            what: "reading",
-            path: p.to_owned(),
-            source,
-        })
-    };
     let invalid = |p: &Path, message: String| ProxyError::Invalid {
         path: p.to_owned(),
         message,
     };
     let routes: Routes = serde_json::from_slice(&read(routes)?)
         .map_err(|e| invalid(routes, format!("not a routes file: {e}")))?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(chain)?)
+    let tls = server_config((chain, &read(chain)?), (key, &read(key)?))?;
+    Ok(Loaded {
+        routes,
+        tls: Arc::new(tls),
+    })
+}
+
+fn read(p: &Path) -> Result<Vec<u8>, ProxyError> {
+    std::fs::read(p).map_err(|source| ProxyError::Io {
+        what: "reading",
+        path: p.to_owned(),
+        source,
+    })
+}
+
+/// The TLS settings for a PEM chain (leaf first) and its PEM key, each
+/// given with the path it comes from (or is going to) for the errors. A
+/// key that does not match the leaf is refused.
+pub fn server_config(
+    (chain_path, chain): (&Path, &[u8]),
+    (key_path, key): (&Path, &[u8]),
+) -> Result<rustls::ServerConfig, ProxyError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let invalid = |p: &Path, message: String| ProxyError::Invalid {
+        path: p.to_owned(),
+        message,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain)
         .collect::<Result<_, _>>()
-        .map_err(|e| invalid(chain, format!("not PEM certificates: {e}")))?;
+        .map_err(|e| invalid(chain_path, format!("not PEM certificates: {e}")))?;
     if certs.is_empty() {
-        return Err(invalid(chain, "holds no certificate".into()));
+        return Err(invalid(chain_path, "holds no certificate".into()));
     }
-    let key = PrivateKeyDer::from_pem_slice(&read(key)?)
-        .map_err(|e| invalid(key, format!("not a PEM private key: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key)
+        .map_err(|e| invalid(key_path, format!("not a PEM private key: {e}")))?;
     let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
@@ -108,10 +129,7 @@ pub fn load(routes: &Path, chain: &Path, key: &Path) -> Result<Loaded, ProxyErro
     .with_no_client_auth()
     .with_single_cert(certs, key)?;
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Loaded {
-        routes,
-        tls: Arc::new(tls),
-    })
+    Ok(tls)
 }
 
 /// Serves HTTPS on `listener` until the task is dropped.
@@ -143,15 +161,33 @@ pub async fn serve_https(listener: TcpListener, shared: Shared) {
     }
 }
 
-/// Serves plain HTTP on `listener`: everything is redirected to HTTPS.
-pub async fn serve_http(listener: TcpListener, https_port: u16) {
+/// Serves plain HTTP on `listener`: the ACME HTTP-01 answers found in
+/// `challenges` (one file per token, written by the supervisor), and a
+/// redirect to HTTPS for everything else.
+pub async fn serve_http(listener: TcpListener, https_port: u16, challenges: PathBuf) {
+    let challenges = Arc::new(challenges);
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
+        let challenges = challenges.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| async move {
-                Ok::<_, std::convert::Infallible>(redirect(&req, https_port))
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let challenges = challenges.clone();
+                async move {
+                    let resp = match acme::challenge_token(req.uri().path()) {
+                        Some(token)
+                            if req.method() == Method::GET || req.method() == Method::HEAD =>
+                        {
+                            challenge(&challenges, token).await
+                        }
+                        // A malformed token or another method: never a
+                        // redirect for the ACME path, never a file.
+                        _ if req.uri().path().starts_with(acme::CHALLENGE_PREFIX) => not_found(),
+                        _ => redirect(&req, https_port),
+                    };
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -161,6 +197,39 @@ pub async fn serve_http(listener: TcpListener, https_port: u16) {
                 .await;
         });
     }
+}
+
+/// The largest challenge answer served (a key authorization is ~90 bytes).
+const MAX_CHALLENGE_BYTES: u64 = 4096;
+
+/// The key authorization for `token` (already checked to be a single
+/// base64url segment), or 404.
+async fn challenge(dir: &Path, token: &str) -> Response<Body> {
+    let path = dir.join(token);
+    let small = tokio::fs::symlink_metadata(&path)
+        .await
+        .is_ok_and(|m| m.is_file() && m.len() <= MAX_CHALLENGE_BYTES);
+    match tokio::fs::read(&path).await {
+        Ok(bytes) if small => {
+            let mut r = Response::new(
+                Full::new(Bytes::from(bytes))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            );
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            r
+        }
+        _ => not_found(),
+    }
+}
+
+fn not_found() -> Response<Body> {
+    let mut r = Response::new(empty());
+    *r.status_mut() = StatusCode::NOT_FOUND;
+    r
 }
 
 fn redirect(req: &Request<Incoming>, https_port: u16) -> Response<Body> {
