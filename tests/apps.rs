@@ -103,13 +103,14 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Three free consecutive loopback ports.
+/// Three free consecutive loopback ports, all three taken from
+/// `common::free_port`'s sequence so that no later call in this process
+/// (another test's) hands one out again.
 fn port_base() -> u16 {
     for _ in 0..200 {
         let base = common::free_port();
-        if base < 65_000
-            && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
-        {
+        let (a, b) = (common::free_port(), common::free_port());
+        if base < 65_000 && a == base + 1 && b == base + 2 {
             return base;
         }
     }
