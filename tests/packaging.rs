@@ -627,6 +627,49 @@ fn service_unit_has_the_required_settings() {
     expect("Install", "WantedBy", "multi-user.target");
 }
 
+/// Every unit in `units/` is an asset of the `.deb`, installed by
+/// `install.sh` and handled by the maintainer scripts; checked from the
+/// sources, so it holds before any package is built.
+#[test]
+fn every_service_unit_is_shipped_installed_and_handled() {
+    let units: Vec<String> = sorted_glob(&repo().join("units"), "service")
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(units, [FRONT_DOOR, UNIT], "units/*.service");
+    let cargo = fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    let install = fs::read_to_string(install_sh()).unwrap();
+    let scripts: Vec<(&str, String)> = ["postinst", "prerm", "postrm"]
+        .iter()
+        .map(|s| {
+            (
+                *s,
+                fs::read_to_string(repo().join("provision/debian").join(s)).unwrap(),
+            )
+        })
+        .collect();
+    let shipped: Vec<String> = shipped(repo(), Path::new(BIN))
+        .into_iter()
+        .map(|f| f.dest)
+        .collect();
+    for unit in &units {
+        assert!(
+            cargo.contains(&format!(
+                "[\"units/{unit}\", \"usr/lib/systemd/system/\", \"644\"]"
+            )),
+            "{unit} is not an asset in Cargo.toml's [package.metadata.deb]"
+        );
+        assert!(
+            shipped.contains(&format!("/usr/lib/systemd/system/{unit}")),
+            "{unit} is not in this test's list of shipped files"
+        );
+        assert!(install.contains(unit), "install.sh does not name {unit}");
+        for (name, text) in &scripts {
+            assert!(text.contains(unit), "{name} does not name {unit}");
+        }
+    }
+}
+
 type UnitSettings = BTreeMap<(String, String), Vec<String>>;
 
 fn read_unit(name: &str) -> UnitSettings {
