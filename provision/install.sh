@@ -14,6 +14,8 @@ umask 022
 
 readonly APT_PACKAGES=(docker.io slapd ldap-utils restic)
 readonly UNIT=commonscloud.service
+# The data plane, its own unit: restarting the supervisor cuts no upload.
+readonly FRONT_DOOR=commonscloud-front-door.service
 readonly CONFIG=/etc/commonscloud/appliance.toml
 
 usage() {
@@ -21,10 +23,12 @@ usage() {
 Usage: install.sh [--dry-run] [--binary PATH] [--root DIR]
 
 Install the CommonsCloud appliance: the Debian packages it needs (docker.io,
-slapd, ldap-utils, restic), the commonscloud binary, its systemd unit, the
-commonscloud user and directories, the example configuration and the hardware
-profiles. Safe to run again: unchanged files are left alone, and an existing
-/etc/commonscloud/appliance.toml is never touched.
+slapd, ldap-utils, restic), the commonscloud binary, its systemd units (the
+supervisor and the front door), the commonscloud user and directories, the
+example configuration and the hardware profiles. Safe to run again: unchanged
+files are left alone, and an existing /etc/commonscloud/appliance.toml is never
+touched. A running unit is restarted when its binary or unit file changed (the
+supervisor first, the front door last); a stopped one stays stopped.
 
 Options:
   --dry-run      print every action it would take; change nothing (no root needed)
@@ -160,10 +164,11 @@ if [[ ${header:0:8} != 7f454c46 || ${header:36:4} != "$ELF_MACHINE" ]]; then
 fi
 
 SERVICE_SRC=$SRC_ROOT/units/commonscloud.service
+FRONT_DOOR_SRC=$SRC_ROOT/units/commonscloud-front-door.service
 SYSUSERS_SRC=$SRC_ROOT/units/commonscloud.sysusers.conf
 TMPFILES_SRC=$SRC_ROOT/units/commonscloud.tmpfiles.conf
 EXAMPLE_SRC=$SCRIPT_DIR/appliance.example.toml
-for src in "$SERVICE_SRC" "$SYSUSERS_SRC" "$TMPFILES_SRC" "$EXAMPLE_SRC"; do
+for src in "$SERVICE_SRC" "$FRONT_DOOR_SRC" "$SYSUSERS_SRC" "$TMPFILES_SRC" "$EXAMPLE_SRC"; do
 	[[ -f $src ]] || die "$src is missing: run install.sh from a CommonsCloud source tree or release tarball"
 done
 shopt -s nullglob
@@ -250,6 +255,8 @@ fi
 # --- files -------------------------------------------------------------------
 
 UNITS_CHANGED=0
+# The binary or a unit changed: running units move to the new one.
+RESTART_NEEDED=0
 
 # install_file SRC DEST MODE: copy SRC to DEST (a path on the target system)
 # when the content differs, atomically, then make sure of the mode.
@@ -266,6 +273,11 @@ install_file() {
 		fi
 		return 0
 	fi
+	if [[ $dest == /usr/lib/systemd/system/* ]]; then
+		UNITS_CHANGED=1
+		RESTART_NEEDED=1
+	fi
+	[[ $dest != /usr/bin/commonscloud ]] || RESTART_NEEDED=1
 	if ((DRY_RUN)); then
 		say "would install $dest"
 		return 0
@@ -277,11 +289,11 @@ install_file() {
 	chmod "$mode" "$tmp"
 	mv -f "$tmp" "$target"
 	say "installed $dest"
-	[[ $dest != /usr/lib/systemd/system/* ]] || UNITS_CHANGED=1
 }
 
 install_file "$BINARY" /usr/bin/commonscloud 755
 install_file "$SERVICE_SRC" /usr/lib/systemd/system/$UNIT 644
+install_file "$FRONT_DOOR_SRC" /usr/lib/systemd/system/$FRONT_DOOR 644
 install_file "$SYSUSERS_SRC" /usr/lib/sysusers.d/commonscloud.conf 644
 install_file "$TMPFILES_SRC" /usr/lib/tmpfiles.d/commonscloud.conf 644
 install_file "$EXAMPLE_SRC" /usr/share/commonscloud/appliance.example.toml 644
@@ -379,25 +391,45 @@ fi
 
 if [[ -n $ROOT ]]; then
 	say "skipped systemctl daemon-reload (--root)"
-	say "skipped systemctl enable $UNIT (--root)"
+	for unit in "$UNIT" "$FRONT_DOOR"; do
+		say "skipped systemctl enable $unit (--root)"
+	done
 else
 	if [[ ! -d /run/systemd/system ]]; then
 		say "skipped systemctl daemon-reload (systemd is not running)"
 	elif ((DRY_RUN)); then
 		say "would run systemctl daemon-reload"
-	elif ((UNITS_CHANGED)) || [[ $(systemctl show -P NeedDaemonReload $UNIT 2>/dev/null) == yes ]]; then
+	elif ((UNITS_CHANGED)) ||
+		[[ $(systemctl show -P NeedDaemonReload $UNIT 2>/dev/null) == yes ]] ||
+		[[ $(systemctl show -P NeedDaemonReload $FRONT_DOOR 2>/dev/null) == yes ]]; then
 		systemctl daemon-reload
 		say "reloaded systemd units"
 	else
 		say "unchanged systemd units (no reload needed)"
 	fi
-	if systemctl is-enabled --quiet $UNIT 2>/dev/null; then
-		say "unchanged $UNIT (enabled)"
-	elif ((DRY_RUN)); then
-		say "would enable $UNIT"
-	else
-		systemctl enable --quiet $UNIT
-		say "enabled $UNIT"
+	for unit in "$UNIT" "$FRONT_DOOR"; do
+		if systemctl is-enabled --quiet "$unit" 2>/dev/null; then
+			say "unchanged $unit (enabled)"
+		elif ((DRY_RUN)); then
+			say "would enable $unit"
+		else
+			systemctl enable --quiet "$unit"
+			say "enabled $unit"
+		fi
+	done
+	# The supervisor first, the front door last: it drains open requests
+	# (up to 30 s) before the new binary takes the ports. Only what runs.
+	if ((RESTART_NEEDED)); then
+		for unit in "$UNIT" "$FRONT_DOOR"; do
+			if ! systemctl is-active --quiet "$unit" 2>/dev/null; then
+				say "unchanged $unit (not running)"
+			elif ((DRY_RUN)); then
+				say "would restart $unit"
+			else
+				systemctl try-restart "$unit"
+				say "restarted $unit"
+			fi
+		done
 	fi
 fi
 
@@ -405,6 +437,6 @@ cat <<EOF
 
 Next steps:
   1. commonscloud init               # writes $CONFIG
-  2. systemctl start $UNIT
+  2. systemctl start $UNIT $FRONT_DOOR
   3. commonscloud doctor             # checks the configuration, Docker, slapd
 EOF

@@ -478,6 +478,7 @@ async fn a_validation_that_cannot_reach_the_box_keeps_the_certificate_and_backs_
         http_l,
         443,
         files.challenges.clone(),
+        commonscloud::frontdoor::proxy::Drain::new(),
     ));
     // A certificate in place before, which must stay.
     let before = b"-----BEGIN CERTIFICATE-----\nnot replaced\n-----END CERTIFICATE-----\n";

@@ -2,7 +2,9 @@
 //! daemon's reconcile installs and wires everything and then changes
 //! nothing; a container removed by hand comes back; a daemon killed in the
 //! middle converges without duplicates; the Nextcloud stand-in's recorded
-//! LDAP settings find active people only; DiscourseConnect round trip;
+//! LDAP settings find active people only, and through the real front door
+//! it sees the client's address and builds https URLs for its public host;
+//! DiscourseConnect round trip;
 //! disabling keeps data and `purge` deletes it; an image that cannot be
 //! pulled is a clear state.
 
@@ -101,13 +103,14 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Three free consecutive loopback ports.
+/// Three free consecutive loopback ports, all three taken from
+/// `common::free_port`'s sequence so that no later call in this process
+/// (another test's) hands one out again.
 fn port_base() -> u16 {
     for _ in 0..200 {
         let base = common::free_port();
-        if base < 65_000
-            && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
-        {
+        let (a, b) = (common::free_port(), common::free_port());
+        if base < 65_000 && a == base + 1 && b == base + 2 {
             return base;
         }
     }
@@ -265,12 +268,111 @@ fn a_fresh_install_converges_then_nothing_changes_and_a_removed_container_return
     }),);
 }
 
+/// The front door as a process; killed on drop.
+struct FrontDoor(std::process::Child);
+
+impl Drop for FrontDoor {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `GET path` on `host` through the front door at 127.0.0.1:`https`, from
+/// the client address 127.0.0.2: the status, the Location and the body.
+fn through_front_door(
+    app: &Appliance,
+    https: u16,
+    host: &str,
+    path: &str,
+) -> (u16, String, String) {
+    use http_body_util::{BodyExt, Empty};
+    let ca = app.dir.path().join("state/tls/ca.crt");
+    rt().block_on(async {
+        let until = Instant::now() + Duration::from_secs(30);
+        let tls = loop {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            if ca.exists()
+                && let Ok(tcp) = socket.connect(([127, 0, 0, 1], https).into()).await
+            {
+                let name = rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap();
+                break common::tls_connector(&ca).connect(name, tcp).await.unwrap();
+            }
+            assert!(
+                Instant::now() < until,
+                "the front door never served: {}",
+                std::fs::read_to_string(app.dir.path().join("front-door.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::get(path)
+            .header("host", host)
+            .body(Empty::<hyper::body::Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let location = resp
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            location,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    })
+}
+
 #[test]
 fn the_nextcloud_standin_records_settings_that_find_active_people_only() {
     let (app, _cleanup) = appliance(&["nextcloud"]);
     let prefix = app.prefix();
+    let (https, http) = (common::free_port(), common::free_port());
+    let mut text = std::fs::read_to_string(&app.config).unwrap();
+    text.push_str(&format!(
+        "\n[front_door]\nhttp = \"127.0.0.1:{http}\"\nhttps = \"127.0.0.1:{https}\"\n"
+    ));
+    std::fs::write(&app.config, text).unwrap();
     let _daemon = app.serve();
     wait_converged(&app, &["nextcloud"]);
+
+    // Through the real front door, from 127.0.0.2: Nextcloud sees the
+    // front door connect from the bridge's gateway, trusts it, takes the
+    // client from X-Forwarded-For, and builds https URLs for its host.
+    let _door = FrontDoor(
+        std::process::Command::new(common::BIN)
+            .arg("--config")
+            .arg(&app.config)
+            .arg("front-door")
+            .env_remove("NOTIFY_SOCKET")
+            .stderr(std::fs::File::create(app.dir.path().join("front-door.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let config = commonscloud::config::load(&app.config).unwrap();
+    let cloud = config.hostnames.cloud.as_ref().unwrap().to_string();
+    let (code, _, body) = through_front_door(&app, https, &cloud, "/standin/request.json");
+    assert_eq!(code, 200, "{body}");
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        seen["peer"],
+        config.apps.subnet.gateway().to_string(),
+        "where Nextcloud sees the front door connect from: {seen}"
+    );
+    assert_eq!(seen["remote_address"], "127.0.0.2", "the client: {seen}");
+    assert_eq!(seen["absolute_url"], format!("https://{cloud}/"), "{seen}");
+    assert_eq!(seen["cli_url"], format!("https://{cloud}"), "{seen}");
+    let (code, location, body) = through_front_door(&app, https, &cloud, "/");
+    assert_eq!(code, 302, "{body}");
+    assert_eq!(location, format!("https://{cloud}/index.php/login"));
     let state = rt().block_on(async {
         let d = docker().await;
         commonscloud::docker::objects::exec(
@@ -502,6 +604,17 @@ fn discourse_connect_round_trip_with_groups_and_refusals() {
     let (code, v) = ask(&q["sig"]);
     assert_eq!(code, 200, "{v}");
     let back = v["redirect"].as_str().unwrap();
+    // force_https: the answer comes back over https, through the front door.
+    let forum = commonscloud::config::load(&app.config)
+        .unwrap()
+        .hostnames
+        .forum
+        .unwrap()
+        .to_string();
+    assert!(
+        back.starts_with(&format!("https://{forum}/session/sso_login?")),
+        "{back}"
+    );
     let path = &back[back.find("/session/sso_login").unwrap()..];
     let (code, _, body) = images::http("GET", port, path, &[], b"");
     assert_eq!(code, 200, "{body}");

@@ -2,7 +2,9 @@
 //! front of a small upstream of the test's own: forwarding headers are
 //! ours only, a down upstream is a 502 naming the app, plain HTTP is
 //! redirected, a large upload streams with bounded memory, an upgrade is
-//! spliced both ways, and a new certificate is served without a restart.
+//! spliced both ways, a new certificate is served without a restart, and a
+//! drain refuses new connections while a spliced upgrade goes on until it
+//! ends or the deadline passes.
 
 mod common;
 
@@ -88,6 +90,9 @@ struct Door {
     https: SocketAddr,
     http: SocketAddr,
     up: SocketAddr,
+    drain: proxy::Drain,
+    /// The accept loops: they end when the drain begins.
+    loops: Vec<tokio::task::JoinHandle<()>>,
 }
 
 fn routes_file(dir: &Path, up: SocketAddr) -> std::path::PathBuf {
@@ -149,12 +154,16 @@ async fn door() -> Door {
     let https_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (https, http) = (https_l.local_addr().unwrap(), http_l.local_addr().unwrap());
-    tokio::spawn(proxy::serve_https(https_l, shared.clone()));
-    tokio::spawn(proxy::serve_http(
-        http_l,
-        https.port(),
-        dir.path().join("challenges"),
-    ));
+    let drain = proxy::Drain::new();
+    let loops = vec![
+        tokio::spawn(proxy::serve_https(https_l, shared.clone(), drain.clone())),
+        tokio::spawn(proxy::serve_http(
+            http_l,
+            https.port(),
+            dir.path().join("challenges"),
+            drain.clone(),
+        )),
+    ];
     Door {
         dir,
         files,
@@ -162,6 +171,8 @@ async fn door() -> Door {
         https,
         http,
         up,
+        drain,
+        loops,
     }
 }
 
@@ -383,9 +394,8 @@ async fn a_large_upload_streams_with_bounded_memory() {
     );
 }
 
-#[tokio::test]
-async fn an_upgrade_is_spliced_both_ways() {
-    let d = door().await;
+/// Opens a WebSocket through the front door and checks the 101.
+async fn websocket(d: &Door) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut tls = d.tls(&host("cloud")).await;
     let head = format!(
         "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
@@ -406,12 +416,67 @@ async fn an_upgrade_is_spliced_both_ways() {
     let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
     assert!(text.starts_with("http/1.1 101"), "{text}");
     assert!(text.contains("upgrade: websocket"), "{text}");
+    tls
+}
+
+async fn echoes(tls: &mut tokio_rustls::client::TlsStream<TcpStream>, msg: &[u8]) {
+    tls.write_all(msg).await.unwrap();
+    let mut echo = vec![0u8; msg.len()];
+    tls.read_exact(&mut echo).await.unwrap();
+    assert_eq!(echo, msg);
+}
+
+#[tokio::test]
+async fn an_upgrade_is_spliced_both_ways() {
+    let d = door().await;
+    let mut tls = websocket(&d).await;
     for msg in [&b"ping"[..], b"a longer message, twice"] {
-        tls.write_all(msg).await.unwrap();
-        let mut echo = vec![0u8; msg.len()];
-        tls.read_exact(&mut echo).await.unwrap();
-        assert_eq!(echo, msg);
+        echoes(&mut tls, msg).await;
     }
+}
+
+#[tokio::test]
+async fn a_drain_refuses_new_connections_and_waits_for_a_websocket_until_its_deadline() {
+    let mut d = door().await;
+    let mut ws = websocket(&d).await;
+    // An idle keep-alive connection: the drain closes it at once.
+    let io = TokioIo::new(d.tls(&host("cloud")).await);
+    let (mut idle, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    let idle_conn = tokio::spawn(conn);
+    let r = idle.send_request(get(&host("cloud"), "/")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.into_body().collect().await.unwrap();
+
+    d.drain.begin();
+    for l in d.loops.drain(..) {
+        tokio::time::timeout(std::time::Duration::from_secs(5), l)
+            .await
+            .expect("the accept loops end when the drain begins")
+            .unwrap();
+    }
+    for addr in [d.https, d.http] {
+        let e = TcpStream::connect(addr)
+            .await
+            .expect_err("a new connection after the drain began");
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{addr}");
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(5), idle_conn)
+        .await
+        .expect("the idle connection is closed by the drain")
+        .unwrap()
+        .unwrap();
+
+    // The WebSocket goes on; the drain waits for it, up to its deadline.
+    echoes(&mut ws, b"still here").await;
+    assert_eq!(d.drain.open(), 1, "only the splice is left");
+    let left = d.drain.finish(std::time::Duration::from_millis(300)).await;
+    assert_eq!(left, 1, "the deadline passed with the WebSocket open");
+    echoes(&mut ws, b"and after the deadline, until the process exits").await;
+
+    // Once the client ends it, the drain is done.
+    ws.shutdown().await.unwrap();
+    let left = d.drain.finish(std::time::Duration::from_secs(10)).await;
+    assert_eq!(left, 0, "the splice did not end with its client");
 }
 
 #[tokio::test]

@@ -432,6 +432,31 @@ async fn the_catalog_runs_and_wires_on_the_standins() {
     assert_eq!(status["needsDbUpgrade"], false, "{status}");
     assert_eq!(status["version"], "31.0.0.0", "{status}");
     assert_eq!(status["productname"], "Nextcloud", "{status}");
+    // This lab's network is not the catalog's bridge: its gateway is no
+    // trusted proxy, so a forwarded client address is ignored, while the
+    // overwrite settings still make every URL https on the public host.
+    let forged = [
+        ("X-Forwarded-For", "203.0.113.7"),
+        ("X-Real-IP", "203.0.113.7"),
+        ("X-Forwarded-Proto", "http"),
+    ];
+    let (code, _, body) = http("GET", nc_port, "/standin/request.json", &forged, b"");
+    assert_eq!(code, 200, "{body}");
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let peer = seen["peer"].as_str().unwrap().to_owned();
+    let trusted = commonscloud::apps::nextcloud::front_door_address(&config);
+    assert_ne!(peer, trusted, "the lab's gateway is the catalog's: {seen}");
+    assert_eq!(
+        seen["remote_address"],
+        peer.as_str(),
+        "an untrusted peer's X-Forwarded-For counted: {seen}"
+    );
+    let cloud = config.hostnames.cloud.as_ref().unwrap().to_string();
+    assert_eq!(seen["absolute_url"], format!("https://{cloud}/"), "{seen}");
+    // A host Nextcloud was not told about is refused, as upstream does.
+    let (code, _, body) = http("GET", nc_port, "/", &[("Host", "evil.example.com")], b"");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("untrusted domain"), "{body}");
 
     let state: serde_json::Value =
         serde_json::from_str(&lab.cat(&nc, "/var/www/html/standin-state.json").await).unwrap();

@@ -15,6 +15,7 @@ use std::process::{Command, Output};
 const BIN: &str = env!("CARGO_BIN_EXE_commonscloud");
 
 const UNIT: &str = "commonscloud.service";
+const FRONT_DOOR: &str = "commonscloud-front-door.service";
 const APT_PACKAGES: [&str; 4] = ["docker.io", "slapd", "ldap-utils", "restic"];
 
 fn repo() -> &'static Path {
@@ -141,6 +142,11 @@ fn shipped(src: &Path, binary: &Path) -> Vec<Shipped> {
             0o644,
         ),
         file(
+            "/usr/lib/systemd/system/commonscloud-front-door.service",
+            src.join("units/commonscloud-front-door.service"),
+            0o644,
+        ),
+        file(
             "/usr/lib/sysusers.d/commonscloud.conf",
             src.join("units/commonscloud.sysusers.conf"),
             0o644,
@@ -217,6 +223,7 @@ fn staged_source(dir: &Path) -> PathBuf {
     copy("provision/install.sh");
     copy("provision/appliance.example.toml");
     copy("units/commonscloud.service");
+    copy("units/commonscloud-front-door.service");
     copy("units/commonscloud.sysusers.conf");
     copy("units/commonscloud.tmpfiles.conf");
     for profile in sorted_glob(&repo().join("hardware"), "toml") {
@@ -351,8 +358,9 @@ fn assert_has_line(lines: &[String], wanted: &[String], out: &Output) {
 }
 
 /// Verbs of lines that say the installer changed something.
-const CHANGING: [&str; 9] = [
+const CHANGING: [&str; 10] = [
     "installed ",
+    "restarted ",
     "created ",
     "updated ",
     "enabled ",
@@ -458,14 +466,15 @@ fn verify(unit: &Path) -> (Output, Vec<String>) {
     (out, complaints)
 }
 
-#[test]
-fn service_unit_passes_systemd_analyze_verify() {
-    let original = fs::read_to_string(repo().join("units/commonscloud.service")).unwrap();
-    let exec = "ExecStart=/usr/bin/commonscloud serve";
+/// `systemd-analyze verify` passes on the unit `name` as shipped, whose
+/// `ExecStart=` must be exactly `exec`; and the same check sees a misspelt
+/// key in it.
+fn assert_unit_verifies(name: &str, exec: &str) {
+    let original = fs::read_to_string(repo().join("units").join(name)).unwrap();
     assert_eq!(
         original.lines().filter(|l| *l == exec).count(),
         1,
-        "the unit must hold exactly one `{exec}` line"
+        "{name} must hold exactly one `{exec}` line"
     );
     // verify refuses an ExecStart= whose binary does not exist, and
     // /usr/bin/commonscloud is not installed where the tests run. The copy
@@ -473,7 +482,13 @@ fn service_unit_passes_systemd_analyze_verify() {
     // line that differs (asserted below), so everything else is verified as
     // shipped, including ExecReload='s /bin/kill and the dependencies on the
     // host's real units.
-    let copy = original.replace(exec, &format!("ExecStart={BIN} serve"));
+    let copy = original.replace(
+        exec,
+        &exec.replace(
+            "ExecStart=/usr/bin/commonscloud",
+            &format!("ExecStart={BIN}"),
+        ),
+    );
     let differing: Vec<(&str, &str)> = original
         .lines()
         .zip(copy.lines())
@@ -483,17 +498,17 @@ fn service_unit_passes_systemd_analyze_verify() {
     assert_eq!(differing.len(), 1, "{differing:?}");
 
     let dir = tempdir("verify");
-    let unit = dir.path().join(UNIT);
+    let unit = dir.path().join(name);
     fs::write(&unit, &copy).unwrap();
     let (out, complaints) = verify(&unit);
     assert!(
         out.status.success(),
-        "systemd-analyze verify: {}",
+        "systemd-analyze verify {name}: {}",
         show(&out)
     );
     assert!(
         complaints.is_empty(),
-        "systemd-analyze verify complains about the unit: {complaints:#?}"
+        "systemd-analyze verify complains about {name}: {complaints:#?}"
     );
 
     // The same check must see a mistake: a misspelt key only warns, and
@@ -504,9 +519,19 @@ fn service_unit_passes_systemd_analyze_verify() {
     let (out, complaints) = verify(&unit);
     assert!(
         complaints.iter().any(|l| l.contains("ProtectSytem")),
-        "a misspelt key went unnoticed: {}",
+        "a misspelt key in {name} went unnoticed: {}",
         show(&out)
     );
+}
+
+#[test]
+fn service_unit_passes_systemd_analyze_verify() {
+    assert_unit_verifies(UNIT, "ExecStart=/usr/bin/commonscloud serve");
+}
+
+#[test]
+fn front_door_unit_passes_systemd_analyze_verify() {
+    assert_unit_verifies(FRONT_DOOR, "ExecStart=/usr/bin/commonscloud front-door");
 }
 
 #[test]
@@ -602,14 +627,246 @@ fn service_unit_has_the_required_settings() {
     expect("Install", "WantedBy", "multi-user.target");
 }
 
-// --- sysusers.d and tmpfiles.d ---------------------------------------------------------
+/// Every unit in `units/` is an asset of the `.deb`, installed by
+/// `install.sh` and handled by the maintainer scripts; checked from the
+/// sources, so it holds before any package is built.
+#[test]
+fn every_service_unit_is_shipped_installed_and_handled() {
+    let units: Vec<String> = sorted_glob(&repo().join("units"), "service")
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(units, [FRONT_DOOR, UNIT], "units/*.service");
+    let cargo = fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    let install = fs::read_to_string(install_sh()).unwrap();
+    let scripts: Vec<(&str, String)> = ["postinst", "prerm", "postrm"]
+        .iter()
+        .map(|s| {
+            (
+                *s,
+                fs::read_to_string(repo().join("provision/debian").join(s)).unwrap(),
+            )
+        })
+        .collect();
+    let shipped: Vec<String> = shipped(repo(), Path::new(BIN))
+        .into_iter()
+        .map(|f| f.dest)
+        .collect();
+    for unit in &units {
+        assert!(
+            cargo.contains(&format!(
+                "[\"units/{unit}\", \"usr/lib/systemd/system/\", \"644\"]"
+            )),
+            "{unit} is not an asset in Cargo.toml's [package.metadata.deb]"
+        );
+        assert!(
+            shipped.contains(&format!("/usr/lib/systemd/system/{unit}")),
+            "{unit} is not in this test's list of shipped files"
+        );
+        assert!(install.contains(unit), "install.sh does not name {unit}");
+        for (name, text) in &scripts {
+            assert!(text.contains(unit), "{name} does not name {unit}");
+        }
+    }
+}
+
+type UnitSettings = BTreeMap<(String, String), Vec<String>>;
+
+fn read_unit(name: &str) -> UnitSettings {
+    parse_unit(&fs::read_to_string(repo().join("units").join(name)).unwrap())
+}
+
+/// The last value of `[section] key`, as systemd takes it.
+fn last(unit: &UnitSettings, section: &str, key: &str) -> Option<String> {
+    unit.get(&(section.to_owned(), key.to_owned()))
+        .and_then(|v| v.last().cloned())
+}
+
+/// Every word of every `[section] key` line.
+fn words_of(unit: &UnitSettings, section: &str, key: &str) -> BTreeSet<String> {
+    unit.get(&(section.to_owned(), key.to_owned()))
+        .into_iter()
+        .flatten()
+        .flat_map(|v| v.split_whitespace().map(str::to_owned))
+        .collect()
+}
+
+/// Seconds of a systemd time span written as `45s`, `2min` or `1min 30s`.
+fn seconds(span: &str) -> u64 {
+    span.split_whitespace()
+        .map(|w| {
+            let digits: String = w.chars().take_while(char::is_ascii_digit).collect();
+            let n: u64 = digits
+                .parse()
+                .unwrap_or_else(|_| panic!("time span {span:?}"));
+            match &w[digits.len()..] {
+                "" | "s" | "sec" => n,
+                "min" | "m" => n * 60,
+                other => panic!("unit {other:?} in {span:?}"),
+            }
+        })
+        .sum()
+}
 
 #[test]
-fn sysusers_and_tmpfiles_create_the_user_and_directories() {
-    let dir = tempdir("sysusers");
-    let root = dir.path();
+fn front_door_unit_binds_low_ports_outlives_the_supervisor_and_is_hardened_alike() {
+    let door = read_unit(FRONT_DOOR);
+    let supervisor = read_unit(UNIT);
+    let expect = |key: &str, want: &str| {
+        assert_eq!(
+            last(&door, "Service", key).as_deref(),
+            Some(want),
+            "[Service] {key}"
+        );
+    };
+    for (key, want) in [
+        ("Type", "notify"),
+        ("NotifyAccess", "main"),
+        ("ExecStart", "/usr/bin/commonscloud front-door"),
+        ("ExecReload", "/bin/kill -HUP $MAINPID"),
+        ("Restart", "always"),
+        ("User", "commonscloud"),
+        ("Group", "commonscloud"),
+        ("AmbientCapabilities", "CAP_NET_BIND_SERVICE"),
+        ("CapabilityBoundingSet", "CAP_NET_BIND_SERVICE"),
+        (
+            "Environment",
+            "COMMONSCLOUD_CONFIG=/etc/commonscloud/appliance.toml",
+        ),
+    ] {
+        expect(key, want);
+    }
+    assert_eq!(
+        last(&door, "Unit", "Documentation"),
+        last(&supervisor, "Unit", "Documentation")
+    );
+    assert_eq!(
+        last(&door, "Install", "WantedBy").as_deref(),
+        Some("multi-user.target")
+    );
+
+    // systemd waits for the drain before it kills.
+    let stop = seconds(&last(&door, "Service", "TimeoutStopSec").expect("TimeoutStopSec"));
+    let drain = commonscloud::frontdoor::DRAIN_TIMEOUT.as_secs();
+    assert!(
+        stop >= drain + 5,
+        "TimeoutStopSec={stop}s leaves the {drain} s drain no margin"
+    );
+
+    // Neither unit stops, restarts or requires the other: the data plane
+    // lives through supervisor restarts and upgrades.
+    for (unit, other) in [(&door, UNIT), (&supervisor, FRONT_DOOR)] {
+        for key in [
+            "PartOf",
+            "BindsTo",
+            "Requires",
+            "Requisite",
+            "Upholds",
+            "PropagatesStopTo",
+            "StopPropagatedFrom",
+            "PropagatesReloadTo",
+            "ReloadPropagatedFrom",
+            "Conflicts",
+        ] {
+            assert!(
+                !words_of(unit, "Unit", key).contains(other),
+                "[Unit] {key}= names {other}"
+            );
+        }
+    }
+
+    // The supervisor's hardening, setting for setting.
+    for key in [
+        "UMask",
+        "ProtectSystem",
+        "ProtectHome",
+        "PrivateTmp",
+        "PrivateDevices",
+        "NoNewPrivileges",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "ProtectKernelLogs",
+        "ProtectControlGroups",
+        "ProtectClock",
+        "ProtectHostname",
+        "ProtectProc",
+        "RestrictNamespaces",
+        "RestrictRealtime",
+        "RestrictSUIDSGID",
+        "LockPersonality",
+        "MemoryDenyWriteExecute",
+        "RemoveIPC",
+        "SystemCallArchitectures",
+        "SystemCallFilter",
+        "SystemCallErrorNumber",
+    ] {
+        let want = last(&supervisor, "Service", key);
+        assert!(want.is_some(), "the supervisor has no {key}=");
+        assert_eq!(last(&door, "Service", key), want, "[Service] {key}");
+    }
+    let families = words_of(&door, "Service", "RestrictAddressFamilies");
+    assert_eq!(
+        families,
+        ["AF_UNIX", "AF_INET", "AF_INET6"].map(str::to_owned).into()
+    );
+    assert!(families.is_subset(&words_of(&supervisor, "Service", "RestrictAddressFamilies")));
+
+    // It only reads. No directory of its own either: a RuntimeDirectory=
+    // would be deleted when it stops, under the supervisor's sockets and
+    // slapd's.
+    for key in [
+        "ReadWritePaths",
+        "StateDirectory",
+        "RuntimeDirectory",
+        "ConfigurationDirectory",
+        "CacheDirectory",
+        "LogsDirectory",
+        "SupplementaryGroups",
+        "WatchdogSec",
+    ] {
+        assert!(
+            !door.contains_key(&("Service".to_owned(), key.to_owned())),
+            "[Service] {key}= in the front door's unit"
+        );
+    }
+    // The user's docker group comes with it (initgroups): the socket is
+    // hidden, and so is the CA's key, which only the supervisor uses.
+    let ca = commonscloud::frontdoor::ca::Files::new(
+        Path::new("/var/lib/commonscloud"),
+        Path::new("/etc/commonscloud/secrets"),
+    );
+    let hidden = words_of(&door, "Service", "InaccessiblePaths");
+    for path in ["/run/docker.sock", ca.ca_key.to_str().unwrap()] {
+        assert!(
+            hidden.contains(&format!("-{path}")) || hidden.contains(path),
+            "{path} is not in InaccessiblePaths= {hidden:?}"
+        );
+    }
+    assert!(
+        !hidden
+            .iter()
+            .any(|p| p.trim_start_matches('-') == ca.leaf_key.to_str().unwrap()),
+        "the leaf key is hidden from the front door"
+    );
+}
+
+/// The paths the front door reads with the shipped example's `[paths]`.
+fn front_door_reads() -> (commonscloud::frontdoor::Paths, PathBuf) {
+    let example = repo().join("provision/appliance.example.toml");
+    let config = commonscloud::config::load(&example).expect("the example configuration");
+    (
+        commonscloud::frontdoor::Paths::new(&config),
+        PathBuf::from("/etc/commonscloud/appliance.toml"),
+    )
+}
+
+// --- sysusers.d and tmpfiles.d ---------------------------------------------------------
+
+/// Runs systemd-sysusers and systemd-tmpfiles with the shipped files into
+/// `root`, checking they do not complain.
+fn stage_user_and_directories(root: &Path) {
     // systemd-sysusers needs the target's /etc to take its lock in.
-    fs::create_dir(root.join("etc")).unwrap();
+    fs::create_dir_all(root.join("etc")).unwrap();
     for (tool, file, extra) in [
         ("systemd-sysusers", "units/commonscloud.sysusers.conf", None),
         (
@@ -635,7 +892,88 @@ fn sysusers_and_tmpfiles_create_the_user_and_directories() {
             "{tool} complains about {file}: {about_conf:#?}"
         );
     }
-    assert_user_and_directories(root);
+}
+
+#[test]
+fn sysusers_and_tmpfiles_create_the_user_and_directories() {
+    let dir = tempdir("sysusers");
+    stage_user_and_directories(dir.path());
+    assert_user_and_directories(dir.path());
+}
+
+/// The front door runs as the supervisor's user with no capability to
+/// bypass file modes: every directory on the way to what it reads, as
+/// tmpfiles.d and the supervisor's unit make them, lets that user through.
+#[test]
+fn the_front_door_user_may_reach_everything_it_reads() {
+    let dir = tempdir("front-door-reads");
+    let root = dir.path();
+    stage_user_and_directories(root);
+    let uid = id_in(root, "/etc/passwd", "commonscloud");
+    let gid = id_in(root, "/etc/group", "commonscloud");
+    let searchable = |mode: u32, owner: u32, group: u32| {
+        (owner == uid && mode & 0o100 != 0)
+            || (group == gid && mode & 0o010 != 0)
+            || mode & 0o001 != 0
+    };
+    // The supervisor's runtime directory is made by systemd, not tmpfiles.
+    let supervisor = read_unit(UNIT);
+    let runtime =
+        PathBuf::from("/run").join(last(&supervisor, "Service", "RuntimeDirectory").unwrap());
+    let runtime_mode = u32::from_str_radix(
+        &last(&supervisor, "Service", "RuntimeDirectoryMode").unwrap(),
+        8,
+    )
+    .unwrap();
+    assert_eq!(
+        last(&supervisor, "Service", "User").as_deref(),
+        Some("commonscloud")
+    );
+
+    let (paths, config) = front_door_reads();
+    let reads = [
+        paths.routes.clone(),
+        paths.tls.leaf_cert.clone(),
+        paths.tls.leaf_key.clone(),
+        paths.console_socket.clone(),
+        config,
+    ];
+    let mut checked = 0;
+    for path in &reads {
+        for ancestor in path.ancestors().skip(1) {
+            if ancestor == runtime {
+                assert!(
+                    searchable(runtime_mode, uid, gid),
+                    "{} ({runtime_mode:o}) bars the front door from {}",
+                    runtime.display(),
+                    path.display()
+                );
+                checked += 1;
+                continue;
+            }
+            let staged = under(root, ancestor.to_str().unwrap());
+            // Directories the appliance does not declare are the system's
+            // (/etc, /var/lib), or made by the supervisor as this user.
+            let Ok(meta) = fs::symlink_metadata(&staged) else {
+                continue;
+            };
+            if ancestor.components().count() <= 2 {
+                continue;
+            }
+            assert!(
+                searchable(meta.mode(), meta.uid(), meta.gid()),
+                "{} ({:o} {}:{}) bars the front door from {}",
+                ancestor.display(),
+                meta.mode() & 0o7777,
+                meta.uid(),
+                meta.gid(),
+                path.display()
+            );
+            checked += 1;
+        }
+    }
+    // /etc/commonscloud, its secrets, the state dir and the runtime dir.
+    assert!(checked >= 6, "only {checked} directories checked");
 }
 
 // --- install.sh ----------------------------------------------------------------------------
@@ -758,6 +1096,16 @@ fn install_dry_run_lists_every_action_and_changes_nothing() {
         );
     }
     assert!(stdout(&out).contains("commonscloud init"), "{}", show(&out));
+    for unit in [UNIT, FRONT_DOOR] {
+        assert_has_line(
+            &lines,
+            &[
+                format!("would enable {unit}"),
+                format!("unchanged {unit} (enabled)"),
+            ],
+            &out,
+        );
+    }
 
     // Staged into a directory, a dry run does not even create it.
     let root = dir.path().join("root");
@@ -800,6 +1148,77 @@ fn install_dry_run_lists_every_action_and_changes_nothing() {
             show(&out)
         );
     }
+}
+
+/// With both units running, a run that would replace the binary restarts
+/// the supervisor, then the front door; with them stopped, neither.
+#[test]
+fn install_dry_run_would_restart_running_units_the_front_door_last() {
+    let dir = tempdir("dry-run-restart");
+    let src = staged_source(dir.path());
+    let binary = dir.path().join("commonscloud");
+    fs::copy(BIN, &binary).unwrap();
+    let bin = dir.path().join("bin");
+    fs::create_dir(&bin).unwrap();
+    let systemctl = bin.join("systemctl");
+    // Our units are enabled and, when SHIM_ACTIVE=1, running; slapd is
+    // neither.
+    fs::write(
+        &systemctl,
+        "#!/bin/sh\ncase \"$*\" in\n*slapd*) exit 1 ;;\nis-enabled*) exit 0 ;;\nis-active*) [ \"$SHIM_ACTIVE\" = 1 ] ;;\n*) echo \"unexpected systemctl $*\" >&2; exit 1 ;;\nesac\n",
+    )
+    .unwrap();
+    fs::set_permissions(&systemctl, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let dry_run = |active: bool| {
+        run_ok(
+            unprivileged("bash")
+                .arg(src.join("provision/install.sh"))
+                .arg("--dry-run")
+                .arg("--binary")
+                .arg(&binary)
+                .env("PATH", &path)
+                .env("SHIM_ACTIVE", if active { "1" } else { "0" }),
+        )
+    };
+
+    let out = dry_run(true);
+    let lines = actions(&out);
+    let restarts: Vec<&String> = lines.iter().filter(|l| l.contains("restart")).collect();
+    if lines.contains(&"unchanged /usr/bin/commonscloud".to_owned())
+        && lines
+            .iter()
+            .all(|l| !l.starts_with("would install /usr/lib/systemd"))
+    {
+        // This machine has this very build installed: nothing to restart.
+        assert!(restarts.is_empty(), "{}", show(&out));
+    } else {
+        assert_eq!(
+            restarts,
+            [
+                &format!("would restart {UNIT}"),
+                &format!("would restart {FRONT_DOOR}")
+            ],
+            "{}",
+            show(&out)
+        );
+    }
+    for unit in [UNIT, FRONT_DOOR] {
+        assert!(
+            lines.contains(&format!("unchanged {unit} (enabled)")),
+            "{unit}: {}",
+            show(&out)
+        );
+    }
+
+    let out = dry_run(false);
+    let lines = actions(&out);
+    assert!(
+        !lines.iter().any(|l| l.contains("restart")),
+        "a stopped unit would be restarted: {}",
+        show(&out)
+    );
 }
 
 #[test]
@@ -868,6 +1287,13 @@ fn install_into_a_root_twice_installs_then_changes_nothing() {
         "{}",
         show(&first)
     );
+    for unit in [UNIT, FRONT_DOOR] {
+        assert!(
+            lines.contains(&format!("skipped systemctl enable {unit} (--root)")),
+            "{unit}: {}",
+            show(&first)
+        );
+    }
     assert_user_and_directories(&root);
     assert_eq!(
         entry(&config).unwrap(),
@@ -1126,6 +1552,22 @@ fn maintainer_script(
     slapd_enabled: bool,
     was_enabled: bool,
 ) -> (Output, Vec<String>) {
+    maintainer_script_at(
+        &repo().join("provision/debian").join(name),
+        args,
+        slapd_enabled,
+        was_enabled,
+    )
+}
+
+/// [`maintainer_script`] for a script at `script`.
+fn maintainer_script_at(
+    script: &Path,
+    args: &[&str],
+    slapd_enabled: bool,
+    was_enabled: bool,
+) -> (Output, Vec<String>) {
+    let name = script.file_name().unwrap().to_str().unwrap();
     let dir = tempdir(&format!("maint-{name}"));
     let bin = dir.path().join("bin");
     fs::create_dir(&bin).unwrap();
@@ -1155,8 +1597,7 @@ esac
     let path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display());
     // postrm deletes directories with `rm`: make sure the stand-in is the
     // one that runs, before running anything.
-    let script = repo().join("provision/debian").join(name);
-    let text = fs::read_to_string(&script).unwrap();
+    let text = fs::read_to_string(script).unwrap();
     assert!(
         !text.contains("/bin/rm"),
         "{name} must call rm through PATH"
@@ -1170,7 +1611,7 @@ esac
 
     let out = run_ok(
         Command::new("sh")
-            .arg(&script)
+            .arg(script)
             .args(args)
             .env("PATH", &path)
             .env("SHIM_LOG", &log)
@@ -1215,8 +1656,10 @@ fn postinst_creates_the_user_and_enables_without_starting() {
         &[
             "systemctl disable --quiet slapd.service",
             "deb-systemd-helper enable commonscloud.service",
+            "deb-systemd-helper unmask commonscloud-front-door.service",
+            "deb-systemd-helper enable commonscloud-front-door.service",
         ],
-        &[" start", "restart", "rm "],
+        &[" start", "restart", "rm ", "stop commonscloud"],
     );
     if systemd_running() {
         assert_calls(&calls, &["systemctl stop slapd.service"], &[]);
@@ -1227,7 +1670,7 @@ fn postinst_creates_the_user_and_enables_without_starting() {
     let text = stdout(&out);
     for step in [
         "commonscloud init",
-        "systemctl start commonscloud.service",
+        "systemctl start commonscloud.service commonscloud-front-door.service",
         "commonscloud doctor",
     ] {
         assert!(text.contains(step), "next step `{step}` missing: {text}");
@@ -1241,17 +1684,94 @@ fn postinst_creates_the_user_and_enables_without_starting() {
         &[
             "systemd-sysusers /usr/lib/sysusers.d/commonscloud.conf",
             "deb-systemd-helper update-state commonscloud.service",
+            "deb-systemd-helper update-state commonscloud-front-door.service",
         ],
-        &["slapd", "helper enable", " start", "rm "],
+        &["slapd", "helper enable", " start", "rm ", "stop"],
     );
     if systemd_running() {
-        assert_calls(
-            &calls,
-            &["deb-systemd-invoke try-restart commonscloud.service"],
-            &[],
+        let supervisor = "deb-systemd-invoke try-restart commonscloud.service";
+        let door = "deb-systemd-invoke try-restart commonscloud-front-door.service";
+        assert_calls(&calls, &[supervisor, door], &[]);
+        let at = |c: &str| calls.iter().position(|x| x == c).unwrap();
+        assert!(
+            at(supervisor) < at(door),
+            "the front door restarts before the supervisor: {calls:#?}"
         );
     } else {
         assert_calls(&calls, &[], &["restart"]);
+    }
+}
+
+/// Runs a maintainer script as if systemd ran, whatever the host: the
+/// script's own test for /run/systemd/system is pointed at a directory
+/// that exists.
+fn maintainer_script_under_systemd(name: &str, args: &[&str], was_enabled: bool) -> Vec<String> {
+    let dir = tempdir(&format!("maint-systemd-{name}"));
+    let systemd = dir.path().join("systemd-system");
+    fs::create_dir(&systemd).unwrap();
+    let text = fs::read_to_string(repo().join("provision/debian").join(name)).unwrap();
+    assert!(
+        text.contains("[ -d /run/systemd/system ]"),
+        "{name} no longer asks whether systemd runs"
+    );
+    let copy = dir.path().join(name);
+    fs::write(
+        &copy,
+        text.replace(
+            "[ -d /run/systemd/system ]",
+            &format!("[ -d {} ]", systemd.display()),
+        ),
+    )
+    .unwrap();
+    let (_, calls) = maintainer_script_at(&copy, args, false, was_enabled);
+    calls
+}
+
+#[test]
+fn maintainer_scripts_restart_the_front_door_last_and_stop_it_only_on_removal() {
+    // An upgrade: the supervisor moves to the new binary first, then the
+    // front door, each only if running; nothing is stopped.
+    let calls = maintainer_script_under_systemd("postinst", &["configure", "0.0.1-1"], true);
+    let supervisor = "deb-systemd-invoke try-restart commonscloud.service";
+    let door = "deb-systemd-invoke try-restart commonscloud-front-door.service";
+    assert_calls(
+        &calls,
+        &["systemctl --system daemon-reload", supervisor, door],
+        &["stop", " start", " restart"],
+    );
+    let at = |c: &str| calls.iter().position(|x| x == c).unwrap();
+    assert!(at(supervisor) < at(door), "{calls:#?}");
+    assert_eq!(
+        calls.last().map(String::as_str),
+        Some(door),
+        "the front door is not the last to restart: {calls:#?}"
+    );
+
+    // A first installation starts nothing.
+    let calls = maintainer_script_under_systemd("postinst", &["configure", ""], true);
+    assert_calls(
+        &calls,
+        &["deb-systemd-helper enable commonscloud-front-door.service"],
+        &["restart", "stop commonscloud", " start"],
+    );
+
+    // Removal stops both; only the supervisor's unit has slapd to take along.
+    let calls = maintainer_script_under_systemd("prerm", &["remove"], true);
+    assert_calls(
+        &calls,
+        &[
+            "deb-systemd-invoke stop commonscloud.service",
+            "deb-systemd-invoke stop commonscloud-front-door.service",
+        ],
+        &["kill --kill-whom=all commonscloud-front-door"],
+    );
+    for args in [
+        &["upgrade", "0.2.0-1"][..],
+        &["deconfigure"][..],
+        &["failed-upgrade", "0.2.0-1"][..],
+    ] {
+        let calls = maintainer_script_under_systemd("prerm", args, true);
+        assert!(calls.is_empty(), "prerm {args:?} acted: {calls:#?}");
     }
 }
 
@@ -1276,7 +1796,10 @@ fn prerm_and_postrm_stop_on_remove_and_delete_state_on_purge_only() {
     let (_, calls) = maintainer_script("postrm", &["remove"], false, true);
     assert_calls(
         &calls,
-        &["deb-systemd-helper mask commonscloud.service"],
+        &[
+            "deb-systemd-helper mask commonscloud.service",
+            "deb-systemd-helper mask commonscloud-front-door.service",
+        ],
         &["rm ", "purge"],
     );
     let (_, calls) = maintainer_script("postrm", &["upgrade", "0.2.0-1"], false, true);
@@ -1286,6 +1809,7 @@ fn prerm_and_postrm_stop_on_remove_and_delete_state_on_purge_only() {
         &calls,
         &[
             "deb-systemd-helper purge commonscloud.service",
+            "deb-systemd-helper purge commonscloud-front-door.service",
             "rm -rf /var/lib/commonscloud",
         ],
         &["/etc/commonscloud"],

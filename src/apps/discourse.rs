@@ -156,6 +156,14 @@ pub fn app(ctx: &Ctx<'_>) -> Part {
         setting(ctx, "max_username_length", p(MAX_NAME.to_string())),
         setting(ctx, "min_username_length", p(MIN_NAME.to_string())),
         setting(ctx, "enforce_second_factor", p("no")),
+        // TLS ends at the front door: Discourse sees plain HTTP, so without
+        // this its absolute URLs (DiscourseConnect's return_sso_url, mails,
+        // the canonical links) would say http://. Set before
+        // DiscourseConnect is enabled, so the first login already comes
+        // back over https. The client's address needs nothing: Rails'
+        // ActionDispatch::RemoteIp trusts the private ranges (the bridge's
+        // gateway included) and takes the client from X-Forwarded-For.
+        setting(ctx, "force_https", p("true")),
         setting(ctx, "discourse_connect_url", p(connect_url(&console))),
         setting(
             ctx,

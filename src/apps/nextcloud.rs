@@ -42,6 +42,21 @@ fn set_ldap(ctx: &Ctx<'_>, key: &str, value: Value) -> Wiring {
     }
 }
 
+/// The address Nextcloud sees the front door connect from: the front door
+/// reaches the published port on 127.0.0.1, and Docker (its proxy, or its
+/// NAT) opens the connection to the container from the host's side of the
+/// apps' bridge, its gateway.
+///
+/// Only that address is trusted, not the bridge's subnet: another container
+/// there (Collabora, Discourse) must not be able to claim a client address
+/// in `X-Forwarded-For`. For the same reason `APACHE_DISABLE_REWRITE_IP`
+/// turns off the image's mod_remoteip, which would take `X-Real-IP` from
+/// any private address; Nextcloud itself then reads the client from
+/// `X-Forwarded-For` (`forwarded_for_headers`), from the gateway only.
+pub fn front_door_address(config: &crate::config::Config) -> String {
+    config.apps.subnet.gateway().to_string()
+}
+
 pub fn app(ctx: &Ctx<'_>) -> Part {
     let config = ctx.config;
     let host = ctx.host(APP);
@@ -80,8 +95,10 @@ pub fn app(ctx: &Ctx<'_>) -> Part {
         ),
         ("NEXTCLOUD_TRUSTED_DOMAINS", host.clone()),
         ("REDIS_HOST", redis.role.clone()),
-        // The front door reaches the published port from the bridge's side.
-        ("TRUSTED_PROXIES", config.apps.subnet.to_string()),
+        // Behind the front door (see `front_door_address`).
+        ("TRUSTED_PROXIES", front_door_address(config)),
+        ("FORWARDED_FOR_HEADERS", "HTTP_X_FORWARDED_FOR".into()),
+        ("APACHE_DISABLE_REWRITE_IP", "1".into()),
         ("OVERWRITEHOST", host.clone()),
         ("OVERWRITEPROTOCOL", "https".into()),
         ("OVERWRITECLIURL", format!("https://{host}")),

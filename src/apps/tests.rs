@@ -325,3 +325,80 @@ fn every_collective_gets_its_group_folder() {
         ]
     );
 }
+
+/// The plain environment of the container named `name`.
+fn env_of(d: &Desired, name: &str) -> BTreeMap<String, String> {
+    d.containers
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no container {name}"))
+        .env
+        .iter()
+        .filter_map(|(k, v)| match v {
+            Value::Plain(v) => Some((k.clone(), v.clone())),
+            Value::Secret(_) => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_apps_trust_the_front_door_only_and_build_https_urls() {
+    let d = desired(&config("rpi5-8gb", "")).unwrap();
+    let cloud = "cloud.quimper.example.org";
+    for name in ["commonscloud-nextcloud", "commonscloud-nextcloud-cron"] {
+        let nc = env_of(&d, name);
+        // The bridge's gateway, where the front door's connections to the
+        // published port come from; not the whole subnet.
+        assert_eq!(nc["TRUSTED_PROXIES"], "172.30.64.1", "{name}");
+        // The header the front door sets, as a PHP lookup string.
+        assert_eq!(
+            nc["FORWARDED_FOR_HEADERS"], "HTTP_X_FORWARDED_FOR",
+            "{name}"
+        );
+        assert_eq!(nc["APACHE_DISABLE_REWRITE_IP"], "1", "{name}");
+        assert_eq!(nc["OVERWRITEHOST"], cloud, "{name}");
+        assert_eq!(nc["OVERWRITEPROTOCOL"], "https", "{name}");
+        assert_eq!(nc["OVERWRITECLIURL"], format!("https://{cloud}"), "{name}");
+        assert!(
+            nc["NEXTCLOUD_TRUSTED_DOMAINS"]
+                .split_whitespace()
+                .any(|h| h == cloud),
+            "{name}"
+        );
+    }
+    let steps: Vec<String> = d.wiring.iter().map(|(_, w)| w.describe()).collect();
+    assert!(
+        steps.contains(&format!(
+            "commonscloud-nextcloud: occ config:system:set trusted_domains 0 --value={cloud}"
+        )),
+        "{steps:#?}"
+    );
+
+    let office = env_of(&d, "commonscloud-collabora");
+    assert_eq!(office["aliasgroup1"], format!("https://{cloud}:443"));
+    assert_eq!(office["server_name"], "office.quimper.example.org");
+    let params: Vec<&str> = office["extra_params"].split_whitespace().collect();
+    assert!(params.contains(&"--o:ssl.enable=false"), "{params:?}");
+    assert!(params.contains(&"--o:ssl.termination=true"), "{params:?}");
+
+    let forum = env_of(&d, "commonscloud-discourse");
+    assert_eq!(forum["DISCOURSE_HOSTNAME"], "forum.quimper.example.org");
+    let settings: Vec<(String, String)> = d
+        .wiring
+        .iter()
+        .filter_map(|(_, w)| match w {
+            Wiring::DiscourseSetting { name, value, .. } => Some((name.clone(), value.shown())),
+            _ => None,
+        })
+        .collect();
+    let at = |n: &str| settings.iter().position(|(x, _)| x == n).unwrap();
+    assert_eq!(settings[at("force_https")].1, "true");
+    assert!(at("force_https") < at("enable_discourse_connect"));
+
+    // Another subnet, another gateway.
+    let d = desired(&config("rpi5-8gb", "[apps]\nsubnet = \"10.99.0.0/24\"\n")).unwrap();
+    assert_eq!(
+        env_of(&d, "commonscloud-nextcloud")["TRUSTED_PROXIES"],
+        "10.99.0.1"
+    );
+}

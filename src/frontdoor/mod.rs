@@ -26,6 +26,12 @@ use crate::config::Config;
 /// SIGHUP makes it look at once).
 pub const WATCH_EVERY: Duration = Duration::from_secs(2);
 
+/// On SIGTERM or SIGINT, how long open requests (an upload, a WebSocket
+/// session) may go on before the front door exits anyway. The unit's
+/// `TimeoutStopSec=` is longer, so systemd never kills a draining front
+/// door.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Where the supervisor and the front door meet. In the state directory,
 /// not the runtime one, so the front door serves after a reboot before
 /// the supervisor is up.
@@ -280,6 +286,11 @@ fn describe(serving: Serving) -> String {
 /// SIGTERM or SIGINT, reloading routes and certificates when their files
 /// change or on SIGHUP. Waits for the supervisor's first files rather than
 /// failing, saying so.
+///
+/// Stopping drains: the listeners close (new connections are refused),
+/// systemd hears `STOPPING=1`, and open requests finish for up to
+/// [`DRAIN_TIMEOUT`] (a second SIGTERM or SIGINT cuts that short). Then it
+/// returns `Ok`, naming what it had to cut.
 pub async fn run(config: &Config) -> Result<(), FrontDoorError> {
     use tokio::signal::unix::{SignalKind, signal};
     let paths = Paths::new(config);
@@ -296,11 +307,15 @@ pub async fn run(config: &Config) -> Result<(), FrontDoorError> {
                     log::warn!(target: "frontdoor", "{e}; waiting for the supervisor (`commonscloud serve`) to write the routes and certificates");
                     said = true;
                 }
-                tokio::select! {
-                    _ = term.recv() => return Ok(()),
-                    _ = int.recv() => return Ok(()),
-                    _ = hup.recv() => {}
-                    _ = tokio::time::sleep(WATCH_EVERY) => {}
+                let stop = tokio::select! {
+                    _ = term.recv() => true,
+                    _ = int.recv() => true,
+                    _ = hup.recv() => false,
+                    _ = tokio::time::sleep(WATCH_EVERY) => false,
+                };
+                if stop {
+                    stopping();
+                    return Ok(());
                 }
             }
         }
@@ -316,11 +331,13 @@ pub async fn run(config: &Config) -> Result<(), FrontDoorError> {
     };
     let https = listen("front_door.https", https_addr).await?;
     let http = listen("front_door.http", http_addr).await?;
-    let https_task = tokio::spawn(proxy::serve_https(https, shared.clone()));
+    let drain = proxy::Drain::new();
+    let https_task = tokio::spawn(proxy::serve_https(https, shared.clone(), drain.clone()));
     let http_task = tokio::spawn(proxy::serve_http(
         http,
         https_addr.port(),
         paths.acme.challenges.clone(),
+        drain.clone(),
     ));
     log::info!(target: "frontdoor", "serving https on {https_addr} and http on {http_addr}, with {}", describe(serving));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -350,8 +367,30 @@ pub async fn run(config: &Config) -> Result<(), FrontDoorError> {
             }
         }
     }
-    https_task.abort();
-    http_task.abort();
-    log::info!(target: "frontdoor", "stopped");
+    // The accept loops end at once and drop their listeners: once they
+    // have, a new connection is refused rather than left to hang.
+    drain.begin();
+    let _ = https_task.await;
+    let _ = http_task.await;
+    stopping();
+    let open = drain.open();
+    if open > 0 {
+        log::info!(target: "frontdoor", "draining: {open} open connection(s) may finish their requests for up to {} s", DRAIN_TIMEOUT.as_secs());
+    }
+    let cut = tokio::select! {
+        left = drain.finish(DRAIN_TIMEOUT) => left,
+        _ = term.recv() => drain.open(),
+        _ = int.recv() => drain.open(),
+    };
+    if cut > 0 {
+        log::warn!(target: "frontdoor", "stopped with {cut} connection(s) still open, cut short (uploads or WebSocket sessions that did not end in time)");
+    } else {
+        log::info!(target: "frontdoor", "stopped");
+    }
     Ok(())
+}
+
+/// Tells systemd the front door is stopping.
+fn stopping() {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
 }

@@ -6,9 +6,16 @@
 //!
 //! Reloading swaps the routes and the TLS config for new connections; the
 //! ones open keep what they started with, so nothing is cut.
+//!
+//! Stopping is a [`Drain`]: the accept loops end (their listeners close, so
+//! new connections are refused), every open connection finishes the request
+//! it is in and closes, and spliced upgrades run on until either side ends
+//! them, all up to the caller's deadline.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -18,6 +25,8 @@ use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::acme;
 use super::routes::{Route, Routes};
@@ -78,6 +87,116 @@ impl Shared {
     }
 }
 
+/// A graceful stop, shared by the accept loops and every connection and
+/// spliced upgrade they start. Cloning shares it.
+#[derive(Clone, Default)]
+pub struct Drain {
+    begun: CancellationToken,
+    open: TaskTracker,
+}
+
+impl Drain {
+    pub fn new() -> Self {
+        Drain::default()
+    }
+
+    /// Stops the accept loops and asks every open connection to close once
+    /// its current request is answered. Idempotent.
+    pub fn begin(&self) {
+        self.begun.cancel();
+        self.open.close();
+    }
+
+    pub fn has_begun(&self) -> bool {
+        self.begun.is_cancelled()
+    }
+
+    /// Connections and spliced upgrades still open.
+    pub fn open(&self) -> usize {
+        self.open.len()
+    }
+
+    /// After [`Drain::begin`]: waits until everything open has finished,
+    /// for at most `deadline`. Returns how many were still open then (0:
+    /// all finished).
+    pub async fn finish(&self, deadline: Duration) -> usize {
+        match tokio::time::timeout(deadline, self.open.wait()).await {
+            Ok(()) => 0,
+            Err(_) => self.open.len(),
+        }
+    }
+
+    /// The next connection on `listener`, or `None` once the drain has
+    /// begun: the caller then returns and drops the listener, so new
+    /// connections are refused.
+    pub async fn accept(&self, listener: &TcpListener) -> Option<(TcpStream, SocketAddr)> {
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.begun.cancelled() => return None,
+                accepted = listener.accept() => {
+                    if let Ok(c) = accepted {
+                        return Some(c);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `task` (a connection, a splice) so that the drain waits for it.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.open.spawn(task);
+    }
+
+    /// Drives a hyper server connection; once the drain begins, it answers
+    /// the request in progress (an upload keeps streaming) and closes.
+    pub async fn serve<C: Graceful>(&self, conn: C) {
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = self.begun.cancelled() => {}
+        }
+        conn.as_mut().finish_then_close();
+        let _ = conn.await;
+    }
+}
+
+/// A server connection that can be told to close after the request it is
+/// in: hyper's HTTP/1 connections, with or without upgrades (hyper-util's
+/// `GracefulConnection` lacks the latter).
+pub trait Graceful: Future {
+    fn finish_then_close(self: Pin<&mut Self>);
+}
+
+impl<I, B, S> Graceful for hyper::server::conn::http1::Connection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn finish_then_close(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, B, S> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn finish_then_close(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
 /// Reads the routes file and the certificate chain and key.
 pub fn load(routes: &Path, chain: &Path, key: &Path) -> Result<Loaded, ProxyError> {
     let invalid = |p: &Path, message: String| ProxyError::Invalid {
@@ -132,46 +251,54 @@ pub fn server_config(
     Ok(tls)
 }
 
-/// Serves HTTPS on `listener` until the task is dropped.
-pub async fn serve_https(listener: TcpListener, shared: Shared) {
-    loop {
-        let Ok((tcp, peer)) = listener.accept().await else {
-            continue;
-        };
+/// Serves HTTPS on `listener` until `drain` begins, then returns (closing
+/// the listener); the connections it started are the drain's.
+pub async fn serve_https(listener: TcpListener, shared: Shared, drain: Drain) {
+    while let Some((tcp, peer)) = drain.accept(&listener).await {
         let loaded = shared.current();
-        tokio::spawn(async move {
+        let d = drain.clone();
+        drain.spawn(async move {
             let _ = tcp.set_nodelay(true);
             let acceptor = tokio_rustls::TlsAcceptor::from(loaded.tls.clone());
-            let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-            else {
+            // A handshake still going when the drain begins is dropped: no
+            // request was made on it yet.
+            let tls = tokio::select! {
+                done = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => done,
+                _ = d.begun.cancelled() => return,
+            };
+            let Ok(Ok(tls)) = tls else {
                 return;
             };
+            let splices = d.clone();
             let service = hyper::service::service_fn(move |req| {
-                let loaded = loaded.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(req, peer, &loaded).await) }
+                let (loaded, splices) = (loaded.clone(), splices.clone());
+                async move {
+                    Ok::<_, std::convert::Infallible>(handle(req, peer, &loaded, &splices).await)
+                }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(MAX_HEAD_BYTES)
-                .serve_connection(TokioIo::new(tls), service)
-                .with_upgrades()
-                .await;
+            d.serve(
+                hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .max_buf_size(MAX_HEAD_BYTES)
+                    .serve_connection(TokioIo::new(tls), service)
+                    .with_upgrades(),
+            )
+            .await;
         });
     }
 }
 
 /// Serves plain HTTP on `listener`: the ACME HTTP-01 answers found in
 /// `challenges` (one file per token, written by the supervisor), and a
-/// redirect to HTTPS for everything else.
-pub async fn serve_http(listener: TcpListener, https_port: u16, challenges: PathBuf) {
+/// redirect to HTTPS for everything else. Returns once `drain` begins,
+/// like [`serve_https`].
+pub async fn serve_http(listener: TcpListener, https_port: u16, challenges: PathBuf, drain: Drain) {
     let challenges = Arc::new(challenges);
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
+    while let Some((tcp, _)) = drain.accept(&listener).await {
+        let d = drain.clone();
         let challenges = challenges.clone();
-        tokio::spawn(async move {
+        drain.spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let challenges = challenges.clone();
                 async move {
@@ -189,12 +316,14 @@ pub async fn serve_http(listener: TcpListener, https_port: u16, challenges: Path
                     Ok::<_, std::convert::Infallible>(resp)
                 }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(MAX_HEAD_BYTES)
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
+            d.serve(
+                hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .max_buf_size(MAX_HEAD_BYTES)
+                    .serve_connection(TokioIo::new(tcp), service),
+            )
+            .await;
         });
     }
 }
@@ -338,7 +467,12 @@ fn strip_hop(headers: &mut hyper::HeaderMap) {
     }
 }
 
-async fn handle(mut req: Request<Incoming>, peer: SocketAddr, loaded: &Loaded) -> Response<Body> {
+async fn handle(
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    loaded: &Loaded,
+    drain: &Drain,
+) -> Response<Body> {
     let host = req
         .headers()
         .get(header::HOST)
@@ -379,7 +513,8 @@ async fn handle(mut req: Request<Incoming>, peer: SocketAddr, loaded: &Loaded) -
                 Ok(mut resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
                     if let Some(client) = client_upgrade {
                         let upstream = hyper::upgrade::on(&mut resp);
-                        tokio::spawn(async move {
+                        // The drain waits for a WebSocket session too.
+                        drain.spawn(async move {
                             if let (Ok(c), Ok(u)) = (client.await, upstream.await) {
                                 let _ = tokio::io::copy_bidirectional(
                                     &mut TokioIo::new(c),

@@ -55,26 +55,26 @@ pub fn routes() -> Router<Arc<Web>> {
 }
 
 /// The admin's session, or the answer for anyone else.
-fn admin(ctx: &mut Ctx) -> Result<Session, Response> {
+fn admin(ctx: &mut Ctx) -> Result<Session, Box<Response>> {
     match ctx.session.clone() {
         Some(s) if s.admin => Ok(s),
         Some(_) => {
             let c = ctx.chrome();
             let m = pages::problem(&c, c.t(Msg::NavConsole), c.t(Msg::NotAdmin));
-            Err(page(ctx, StatusCode::FORBIDDEN, m))
+            Err(Box::new(page(ctx, StatusCode::FORBIDDEN, m)))
         }
         None => {
             let next: String = form_urlencoded::byte_serialize(ctx.path.as_bytes()).collect();
-            Err(see_other(ctx, &format!("/login?next={next}")))
+            Err(Box::new(see_other(ctx, &format!("/login?next={next}"))))
         }
     }
 }
 
 /// An admin's form: signed in as admin and carrying the session's token.
-fn admin_form(ctx: &mut Ctx, f: &Fields) -> Result<Session, Response> {
+fn admin_form(ctx: &mut Ctx, f: &Fields) -> Result<Session, Box<Response>> {
     let s = admin(ctx)?;
     if !ctx.csrf_ok(get_field(f, "csrf")) {
-        return Err(csrf_refused(ctx));
+        return Err(Box::new(csrf_refused(ctx)));
     }
     Ok(s)
 }
@@ -162,7 +162,7 @@ fn disk_gb(path: &std::path::Path) -> Option<(u64, u64)> {
 
 async fn dashboard(State(web): State<Arc<Web>>, mut ctx: Ctx, Query(q): Query<Flash>) -> Response {
     if let Err(r) = admin(&mut ctx) {
-        return r;
+        return *r;
     }
     let status = web.shared.status();
     let config = web.shared.config();
@@ -216,7 +216,7 @@ async fn dashboard(State(web): State<Arc<Web>>, mut ctx: Ctx, Query(q): Query<Fl
 
 async fn requests(State(web): State<Arc<Web>>, mut ctx: Ctx, Query(q): Query<Flash>) -> Response {
     if let Err(r) = admin(&mut ctx) {
-        return r;
+        return *r;
     }
     let regs = web
         .shared
@@ -282,7 +282,7 @@ async fn decide_request(
 ) -> Response {
     let s = match admin_form(&mut ctx, &f) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let svc = web.shared.onboarding();
     let by = s.person.uid.as_str();
@@ -303,7 +303,7 @@ async fn decide_join(
 ) -> Response {
     let s = match admin_form(&mut ctx, &f) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let approve = match decision.as_str() {
         "approve" => true,
@@ -321,7 +321,7 @@ async fn decide_join(
 
 async fn people(State(web): State<Arc<Web>>, mut ctx: Ctx, Query(q): Query<Flash>) -> Response {
     if let Err(r) = admin(&mut ctx) {
-        return r;
+        return *r;
     }
     let home = web.shared.config().collective.slug.clone();
     let all = match web.shared.onboarding().people(None).await {
@@ -409,7 +409,7 @@ async fn person_action(
 ) -> Response {
     let s = match admin_form(&mut ctx, &f) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let svc = web.shared.onboarding();
     let home = web.shared.config().collective.slug.to_string();
@@ -456,7 +456,7 @@ async fn person_action(
 async fn invite(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fields>) -> Response {
     let s = match admin_form(&mut ctx, &f) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let r = web
         .shared
@@ -479,7 +479,7 @@ async fn collectives(
     Query(q): Query<Flash>,
 ) -> Response {
     if let Err(r) = admin(&mut ctx) {
-        return r;
+        return *r;
     }
     let svc = web.shared.onboarding();
     let mut views = Vec::new();
@@ -575,7 +575,7 @@ async fn create_collective(
 ) -> Response {
     let s = match admin_form(&mut ctx, &f) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let r = web
         .shared
@@ -601,7 +601,7 @@ async fn create_group(
 ) -> Response {
     let s = match admin_form(&mut ctx, &f) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let r = web
         .shared
@@ -619,7 +619,7 @@ async fn grant_service(
 ) -> Response {
     let s = match admin_form(&mut ctx, &f) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let grant = get_field(&f, "grant") != "0";
     let r = web
@@ -669,7 +669,7 @@ async fn app_rows(web: &Web) -> Vec<(String, String, String, u64, String)> {
 
 async fn apps(State(web): State<Arc<Web>>, mut ctx: Ctx, Query(q): Query<Flash>) -> Response {
     if let Err(r) = admin(&mut ctx) {
-        return r;
+        return *r;
     }
     let config = web.shared.config();
     let enabled: Vec<(String, bool, String)> = crate::model::AppName::ALL
@@ -731,7 +731,7 @@ async fn app_logs(
     Path(container): Path<String>,
 ) -> Response {
     if let Err(r) = admin(&mut ctx) {
-        return r;
+        return *r;
     }
     if !ours(&web, &container) {
         return super::not_found(ctx).await;
@@ -754,7 +754,7 @@ async fn restart_app(
 ) -> Response {
     let s = match admin_form(&mut ctx, &f) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !ours(&web, &container) {
         return super::not_found(ctx).await;
@@ -781,7 +781,7 @@ async fn restart_app(
 async fn reconcile(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fields>) -> Response {
     let s = match admin_form(&mut ctx, &f) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     web.shared.reconcile_now();
     let _ = web
@@ -792,7 +792,7 @@ async fn reconcile(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fiel
 
 async fn upgrades(mut ctx: Ctx) -> Response {
     if let Err(r) = admin(&mut ctx) {
-        return r;
+        return *r;
     }
     show(
         &mut ctx,
@@ -805,7 +805,7 @@ async fn upgrades(mut ctx: Ctx) -> Response {
 
 async fn backups(mut ctx: Ctx) -> Response {
     if let Err(r) = admin(&mut ctx) {
-        return r;
+        return *r;
     }
     show(
         &mut ctx,
@@ -819,7 +819,7 @@ async fn backups(mut ctx: Ctx) -> Response {
 async fn settings(State(web): State<Arc<Web>>, mut ctx: Ctx, Query(q): Query<Flash>) -> Response {
     let s = match admin(&mut ctx) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let config = web.shared.config();
     let routes = crate::frontdoor::routes::Routes::from_config(&config, std::path::Path::new(""));
@@ -852,7 +852,7 @@ async fn settings(State(web): State<Arc<Web>>, mut ctx: Ctx, Query(q): Query<Fla
 async fn test_mail(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fields>) -> Response {
     let s = match admin_form(&mut ctx, &f) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let config = web.shared.config();
     let params = serde_json::json!({"by": s.person.display_name, "collective": config.collective.name.to_string()});
@@ -884,7 +884,7 @@ async fn test_mail(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fiel
 
 async fn audit(State(web): State<Arc<Web>>, mut ctx: Ctx) -> Response {
     if let Err(r) = admin(&mut ctx) {
-        return r;
+        return *r;
     }
     let rows = web
         .shared

@@ -99,24 +99,24 @@ fn answer<T: serde::Serialize>(web: &Web, ctx: &Ctx, r: Result<T, OnboardingErro
 }
 
 /// The checks every changing request passes; with a session, its token.
-fn writable(ctx: &Ctx, headers: &HeaderMap) -> Result<(), Response> {
+fn writable(ctx: &Ctx, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if !json {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "json_only",
             "send the body as JSON with Content-Type: application/json",
-        ));
+        )));
     }
     if !super::session::same_origin(ctx.origin.as_deref(), &ctx.host) {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::FORBIDDEN,
             "csrf",
             "the request came from another site",
-        ));
+        )));
     }
     if let Some(s) = &ctx.session {
         let sent = headers
@@ -124,41 +124,41 @@ fn writable(ctx: &Ctx, headers: &HeaderMap) -> Result<(), Response> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         if !super::session::same_token(sent, &s.csrf) {
-            return Err(error(
+            return Err(Box::new(error(
                 StatusCode::FORBIDDEN,
                 "csrf",
                 "missing or wrong X-CSRF-Token: use the csrf value of GET /api/v1/session",
-            ));
+            )));
         }
     }
     Ok(())
 }
 
-fn signed_in(ctx: &Ctx) -> Result<Session, Response> {
+fn signed_in(ctx: &Ctx) -> Result<Session, Box<Response>> {
     ctx.session.clone().ok_or_else(|| {
-        error(
+        Box::new(error(
             StatusCode::UNAUTHORIZED,
             "unauthenticated",
             "sign in first: POST /api/v1/session",
-        )
+        ))
     })
 }
 
-fn admin(ctx: &Ctx) -> Result<Session, Response> {
+fn admin(ctx: &Ctx) -> Result<Session, Box<Response>> {
     let s = signed_in(ctx)?;
     if s.admin {
         Ok(s)
     } else {
-        Err(error(
+        Err(Box::new(error(
             StatusCode::FORBIDDEN,
             "not_admin",
             "only the admins of this box's collective may do this",
-        ))
+        )))
     }
 }
 
 /// A changing request by an admin.
-fn admin_write(ctx: &Ctx, headers: &HeaderMap) -> Result<Session, Response> {
+fn admin_write(ctx: &Ctx, headers: &HeaderMap) -> Result<Session, Box<Response>> {
     let s = admin(ctx)?;
     writable(ctx, headers)?;
     Ok(s)
@@ -168,7 +168,7 @@ macro_rules! tri {
     ($e:expr) => {
         match $e {
             Ok(v) => v,
-            Err(r) => return r,
+            Err(r) => return *r,
         }
     };
 }

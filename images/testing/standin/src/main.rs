@@ -14,6 +14,7 @@ mod net;
 mod nextcloud;
 mod occ;
 mod postgres;
+mod proxy;
 mod redis;
 mod state;
 

@@ -131,6 +131,8 @@ pub struct Request {
     /// Lower-cased names.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Who connected: what the app sees as the TCP peer.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl Request {
@@ -236,6 +238,7 @@ fn handle(stream: TcpStream, handler: &Handler) -> std::io::Result<()> {
         method: method.to_owned(),
         path: codec::url_decode(&path.replace('+', "%2B")),
         query: codec::parse_query(query),
+        peer: stream.peer_addr().ok(),
         ..Default::default()
     };
     loop {

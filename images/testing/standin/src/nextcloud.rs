@@ -499,9 +499,31 @@ fn redis_ok() -> Result<(), String> {
         .map_err(|e| format!("RedisException: {e}"))
 }
 
+/// The proxy settings of config.php and the environment, as the web
+/// server applies them to a request.
+fn proxy_config(html: &Path) -> R<crate::proxy::ProxyConfig> {
+    let st = state_file(html).read()?;
+    crate::proxy::ProxyConfig::new(&st["system"], &|n| crate::env(n))
+        .map_err(|msg| crate::Fail { code: 1, msg })
+}
+
+/// How Nextcloud sees `req` (see [`crate::proxy`]).
+fn seen(req: &Request, c: &crate::proxy::ProxyConfig) -> crate::proxy::Seen {
+    let peer = req
+        .peer
+        .map(|p| p.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    crate::proxy::seen(peer, &|n| req.header(n).map(str::to_owned), c)
+}
+
 /// `apache2-foreground`: the web server on port 80.
 pub fn serve(_args: &[String]) -> R<i32> {
     let html = PathBuf::from(HTML);
+    // The image's reverse-proxy.config.php reads the environment on every
+    // request; a value upstream would silently ignore stops the stand-in
+    // here, before it serves.
+    crate::proxy::ProxyConfig::new(&Value::Null, &|n| crate::env(n))
+        .map_err(|msg| crate::Fail { code: 1, msg })?;
     let handler = Arc::new(move |req: &Request| -> Response {
         let status = match status(&html) {
             Ok(s) => s,
@@ -511,8 +533,37 @@ pub fn serve(_args: &[String]) -> R<i32> {
         if installed && let Err(e) = redis_ok() {
             return Response::text(500, format!("Internal Server Error\n{e}\n"));
         }
+        let proxy = match proxy_config(&html) {
+            Ok(c) => c,
+            Err(e) => return Response::text(500, e.msg),
+        };
+        let seen = seen(req, &proxy);
+        if installed && !seen.trusted_domain {
+            return Response::new(
+                400,
+                "text/html",
+                format!(
+                    "<html><body>Access through untrusted domain: {} is not in trusted_domains</body></html>",
+                    seen.insecure_host
+                ),
+            );
+        }
         match (req.method.as_str(), req.path.as_str()) {
             ("GET" | "HEAD", "/status.php") => Response::json(200, &status),
+            // The stand-in's own window on what upstream computes per
+            // request (logs, brute-force protection, absolute URLs).
+            ("GET", "/standin/request.json") => Response::json(
+                200,
+                &json!({
+                    "peer": req.peer.map(|p| p.ip().to_canonical().to_string()),
+                    "remote_addr": seen.remote_addr,
+                    "remote_address": seen.remote_address,
+                    "protocol": seen.protocol,
+                    "host": seen.host,
+                    "absolute_url": format!("{}://{}/", seen.protocol, seen.host),
+                    "cli_url": proxy.overwrite_cli_url,
+                }),
+            ),
             (_, "/" | "/index.php" | "/index.php/login" | "/login") => {
                 if !installed {
                     Response::new(
@@ -532,7 +583,12 @@ pub fn serve(_args: &[String]) -> R<i32> {
                         "<html><body>Nextcloud stand-in: login</body></html>",
                     )
                 } else {
-                    Response::redirect("/index.php/login")
+                    // Upstream redirects to an absolute URL, built from
+                    // what it takes for the protocol and host.
+                    Response::redirect(&format!(
+                        "{}://{}/index.php/login",
+                        seen.protocol, seen.host
+                    ))
                 }
             }
             _ => Response::text(404, "Not Found\n"),
