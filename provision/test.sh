@@ -20,11 +20,13 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # busybox-static: the shell and tools inside the stand-in images (images/testing);
 # docker-registry: a registry on loopback for the image-pull tests;
 # pebble: Let's Encrypt's ACME test server (/usr/bin/pebble) and its DNS
-# stand-in (/usr/bin/pebble-challtestsrv), for the ACME tests (tests/acme.rs).
+# stand-in (/usr/bin/pebble-challtestsrv), for the ACME tests (tests/acme.rs);
+# chromium, chromium-driver: the console in a real headless browser
+# (tests/browser.rs, driven through chromedriver).
 APT_PACKAGES=(
   slapd ldap-utils systemd dpkg-dev shellcheck python3 python3-aiosmtpd curl
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static busybox-static
-  docker-registry pebble
+  docker-registry pebble chromium chromium-driver
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
