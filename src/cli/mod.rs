@@ -208,9 +208,32 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             if no_serve {
                 return Ok(0);
             }
+            // The front door is its own process, as under systemd; it
+            // stops with the demo.
+            let exe = std::env::current_exe().context("finding this program")?;
+            let door = std::process::Command::new(exe)
+                .arg("--config")
+                .arg(&path)
+                .arg("front-door")
+                .spawn()
+                .context("starting the front door")?;
+            struct Door(std::process::Child);
+            impl Drop for Door {
+                fn drop(&mut self) {
+                    let _ = self.0.kill();
+                    let _ = self.0.wait();
+                }
+            }
+            let _door = Door(door);
+            let ca = path.parent().unwrap_or(&dir).join("state/tls/ca.crt");
             eprintln!(
-                "demo appliance: config {0}\n  in another terminal: COMMONSCLOUD_CONFIG={0} commonscloud status\n  stop with Ctrl-C",
-                path.display()
+                "demo appliance: config {0}\n  in another terminal: COMMONSCLOUD_CONFIG={0} commonscloud status\n  \
+                 console: https://box.demo.commonscloud.test:8443/ (the name is not in DNS; the front door is on 127.0.0.1):\n    \
+                 chromium --host-resolver-rules='MAP *.demo.commonscloud.test 127.0.0.1' https://box.demo.commonscloud.test:8443/\n    \
+                 curl --cacert {1} --resolve box.demo.commonscloud.test:8443:127.0.0.1 https://box.demo.commonscloud.test:8443/login\n  \
+                 the first admin: register in the console, then `commonscloud user approve`, `user promote`\n  stop with Ctrl-C",
+                path.display(),
+                ca.display()
             );
             serve(path)
         }

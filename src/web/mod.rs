@@ -105,6 +105,7 @@ pub struct Ctx {
     pub lang: Language,
     /// The client's address as the front door saw it.
     pub ip: String,
+    /// The `Host` header (with a port when not 443).
     pub host: String,
     pub origin: Option<String>,
     pub session: Option<Session>,
@@ -148,10 +149,8 @@ impl FromRequestParts<Arc<Web>> for Ctx {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("local")
                 .to_owned(),
+            // With its port, as the browser's `Origin` has it.
             host: header_str(h, header::HOST)
-                .unwrap_or("")
-                .split(':')
-                .next()
                 .unwrap_or("")
                 .to_ascii_lowercase(),
             origin: header_str(h, header::ORIGIN).map(str::to_owned),

@@ -171,6 +171,11 @@ mod tests {
         assert!(!same_origin(Some("https://evil.org"), "box.x.org"));
         assert!(!same_origin(Some("http://box.x.org"), "box.x.org"));
         assert!(!same_origin(Some("null"), "box.x.org"));
+        assert!(same_origin(
+            Some("https://box.x.org:8443"),
+            "box.x.org:8443"
+        ));
+        assert!(!same_origin(Some("https://box.x.org:8443"), "box.x.org"));
     }
 
     #[test]
