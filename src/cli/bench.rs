@@ -50,6 +50,10 @@ pub enum BenchCommand {
     /// no-op reconcile (target: zero mutating calls), against the time of
     /// just observing Docker, measured in the same run.
     Reconcile(super::bench_reconcile::ReconcileArgs),
+    /// The admin dashboard's latency with many signed-in clients at once
+    /// (default 200), through the real front door and TLS, against the
+    /// sign-in page measured in the same run.
+    Console(super::bench_console::ConsoleArgs),
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<i32> {
@@ -62,6 +66,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<i32> {
         } => footprint(requests, x86_64_binary, aarch64_binary, json),
         BenchCommand::Directory(args) => super::bench_directory::run(args),
         BenchCommand::Reconcile(args) => super::bench_reconcile::run(args),
+        BenchCommand::Console(args) => super::bench_console::run(args),
     }
 }
 

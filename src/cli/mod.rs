@@ -2,6 +2,7 @@
 //! `anyhow` is allowed here and in `main` only.
 
 mod bench;
+mod bench_console;
 mod bench_directory;
 mod bench_reconcile;
 mod collective;

@@ -1,0 +1,414 @@
+//! `commonscloud bench console`: the admin dashboard's latency with many
+//! signed-in clients at once, through the real front door and TLS, against
+//! the sign-in page (no session, no directory) measured in the same run.
+//!
+//! Starts `serve` and `front-door` on a temporary config (no apps, so the
+//! machine's Docker is left alone), makes an admin in the directory, signs
+//! every client in through `/api/v1/session`, then each client asks for
+//! `/console` (or `/login`) over its own keep-alive connection.
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+
+use super::bench::Scratch;
+use crate::directory::people::{self, NewPerson};
+use crate::directory::slapd::Paths;
+use crate::directory::tree::Tree;
+
+const HOST_LABEL: &str = "box";
+const ADMIN: &str = "benchadmin";
+const PASSWORD: &str = "bench password, long enough";
+
+#[derive(clap::Args, Clone)]
+pub struct ConsoleArgs {
+    /// Concurrent signed-in clients, each on its own TLS connection.
+    #[arg(long, default_value_t = 200)]
+    pub clients: usize,
+    /// How long each page is measured, in seconds.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Latencies of one page under load.
+#[derive(Debug, Clone, Serialize)]
+pub struct Load {
+    pub page: &'static str,
+    pub requests: usize,
+    pub per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub errors: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsoleBench {
+    pub clients: usize,
+    pub seconds: u64,
+    /// `/login`: TLS, the front door and the console, no session.
+    pub baseline: Load,
+    /// `/console`: the session, the admin look-up and the dashboard.
+    pub dashboard: Load,
+    pub p99_ratio: f64,
+}
+
+pub fn run(args: ConsoleArgs) -> anyhow::Result<i32> {
+    let b = measure(&args)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&b)?);
+    } else {
+        print!("{}", report(&b));
+    }
+    Ok(0)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .context("finding a free port")
+}
+
+/// Runs the whole measurement (also used by `bench proxy`).
+pub fn measure(args: &ConsoleArgs) -> anyhow::Result<ConsoleBench> {
+    if args.clients == 0 || args.seconds == 0 {
+        bail!("--clients and --seconds must be at least 1");
+    }
+    let exe = std::env::current_exe().context("finding this binary")?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mut scratch = Scratch {
+        dir: std::env::temp_dir().join(format!(
+            "commonscloud-bench-console-{}-{nanos}",
+            std::process::id()
+        )),
+        children: Vec::new(),
+    };
+    let config_path = super::init::write_demo(&scratch.dir, free_port()?)?;
+    let (http, https) = (free_port()?, free_port()?);
+    let text: String = std::fs::read_to_string(&config_path)?
+        .lines()
+        .map(|l| {
+            if l.starts_with("enabled = ") {
+                "enabled = []\n".to_owned()
+            } else if l.starts_with("http = ") {
+                format!("http = \"127.0.0.1:{http}\"\n")
+            } else if l.starts_with("https = ") {
+                format!("https = \"127.0.0.1:{https}\"\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&config_path, text)?;
+    let config = crate::config::load(&config_path)?;
+    for (what, log) in [("serve", "serve.log"), ("front-door", "front-door.log")] {
+        let log = std::fs::File::create(scratch.dir.join(log))?;
+        let child = Command::new(&exe)
+            .arg(what)
+            .arg("--config")
+            .arg(&config_path)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            // No apps and no Docker: the console is measured, not the engine.
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {what}"))?;
+        scratch.children.push(child);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let dir = scratch.dir.clone();
+    let r = rt.block_on(async {
+        tokio::select! {
+            r = bench(args, &config, https) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        }
+    });
+    r.map_err(|e| {
+        let serve = std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default();
+        let door = std::fs::read_to_string(dir.join("front-door.log")).unwrap_or_default();
+        let tail = |s: &str| {
+            s.lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        e.context(format!(
+            "serve's log ends:\n{}\nthe front door's log ends:\n{}",
+            tail(&serve),
+            tail(&door)
+        ))
+    })
+}
+
+async fn bench(
+    args: &ConsoleArgs,
+    config: &crate::config::Config,
+    https: u16,
+) -> anyhow::Result<ConsoleBench> {
+    let host = format!("{HOST_LABEL}.{}", config.collective.domain);
+    make_admin(config).await?;
+    let ca = config.paths.state_dir.join("tls/ca.crt");
+    let addr: SocketAddr = format!("127.0.0.1:{https}").parse()?;
+    let until = Instant::now() + Duration::from_secs(30);
+    let connector = loop {
+        if ca.exists()
+            && let Ok(c) = connector(&ca)
+            && let Ok(mut conn) = Conn::open(&c, addr, &host).await
+            && let Ok((200, _)) = conn.get("/login", None).await
+        {
+            break c;
+        }
+        if Instant::now() > until {
+            bail!("the console did not answer through the front door within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Every client signs in once, on its own connection.
+    let mut clients = Vec::with_capacity(args.clients);
+    for _ in 0..args.clients {
+        let mut conn = Conn::open(&connector, addr, &host).await?;
+        let cookie = conn.sign_in().await?;
+        clients.push((conn, cookie));
+    }
+    let run_for = Duration::from_secs(args.seconds);
+    let (clients, baseline) = load(clients, "/login", false, run_for).await;
+    let (_, dashboard) = load(clients, "/console", true, run_for).await;
+    if dashboard.requests == 0 || dashboard.errors > 0 {
+        bail!(
+            "the dashboard did not answer 200 under load: {} answered, {} errors",
+            dashboard.requests,
+            dashboard.errors
+        );
+    }
+    let p99_ratio = if baseline.p99_ms > 0.0 {
+        dashboard.p99_ms / baseline.p99_ms
+    } else {
+        0.0
+    };
+    Ok(ConsoleBench {
+        clients: args.clients,
+        seconds: args.seconds,
+        baseline,
+        dashboard,
+        p99_ratio,
+    })
+}
+
+/// An admin of the box's collective, straight in the directory (the
+/// daemon makes the tree; this waits for it).
+async fn make_admin(config: &crate::config::Config) -> anyhow::Result<()> {
+    let paths = Paths::new(config);
+    let tree = Tree::new(config.suffix().as_str());
+    let slug = config.collective.slug.clone();
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut root = loop {
+        if let Ok(mut l) = crate::directory::ldap::connect_root(&paths).await
+            && let Ok(cs) = people::collectives(&mut l, &tree).await
+            && cs.iter().any(|c| c.slug == slug)
+        {
+            break l;
+        }
+        if Instant::now() > until {
+            bail!("the directory did not come up with the collective within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let collective_dn = tree.collective(&slug);
+    let dn = people::create_person(
+        &mut root,
+        &tree,
+        &NewPerson {
+            uid: ADMIN,
+            display_name: "Bench Admin",
+            mail: "bench@demo.commonscloud.test",
+            language: "en",
+            collective_dn: &collective_dn,
+            home_node: "bench",
+        },
+    )
+    .await?;
+    for g in ["members", "admins"] {
+        people::add_member(&mut root, &tree.group(&slug, g), &dn).await?;
+    }
+    crate::directory::ldap::set_password(&mut root, &dn, PASSWORD).await?;
+    Ok(())
+}
+
+fn connector(ca: &std::path::Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).context("reading the local CA")? {
+        roots.add(c.context("a PEM certificate")?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// One client's keep-alive connection.
+struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl Conn {
+    async fn open(
+        c: &tokio_rustls::TlsConnector,
+        addr: SocketAddr,
+        host: &str,
+    ) -> anyhow::Result<Conn> {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())?;
+        let tls = c.connect(name, tcp).await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+        tokio::spawn(conn);
+        Ok(Conn {
+            sender,
+            host: host.to_owned(),
+        })
+    }
+
+    async fn get(&mut self, path: &str, cookie: Option<&str>) -> anyhow::Result<(u16, Bytes)> {
+        let mut req = hyper::Request::get(path).header("host", &self.host);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        self.sender.ready().await?;
+        let resp = self
+            .sender
+            .send_request(req.body(Full::new(Bytes::new()))?)
+            .await?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+
+    /// Signs in as the bench's admin; the session cookie.
+    async fn sign_in(&mut self) -> anyhow::Result<String> {
+        let body = serde_json::json!({"uid": ADMIN, "password": PASSWORD}).to_string();
+        let req = hyper::Request::post("/api/v1/session")
+            .header("host", &self.host)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))?;
+        self.sender.ready().await?;
+        let resp = self.sender.send_request(req).await?;
+        let status = resp.status();
+        let cookie = resp
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|c| c.starts_with("__Host-cc_session="))
+            .and_then(|c| c.split(';').next())
+            .map(str::to_owned);
+        let body = resp.into_body().collect().await?.to_bytes();
+        match cookie {
+            Some(c) if status.is_success() => Ok(c),
+            _ => bail!(
+                "signing in failed ({status}): {}",
+                String::from_utf8_lossy(&body)
+            ),
+        }
+    }
+}
+
+/// Every client asks for `page` in a loop for `run_for`.
+async fn load(
+    clients: Vec<(Conn, String)>,
+    page: &'static str,
+    with_cookie: bool,
+    run_for: Duration,
+) -> (Vec<(Conn, String)>, Load) {
+    let end = Instant::now() + run_for;
+    let started = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|(mut conn, cookie)| {
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut errors = 0;
+                while Instant::now() < end {
+                    let t = Instant::now();
+                    match conn.get(page, with_cookie.then_some(cookie.as_str())).await {
+                        Ok((200, _)) => lat.push(t.elapsed()),
+                        _ => errors += 1,
+                    }
+                }
+                ((conn, cookie), lat, errors)
+            })
+        })
+        .collect();
+    let mut back = Vec::new();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((c, lat, e)) = t.await {
+            back.push(c);
+            all.extend(lat);
+            errors += e;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort();
+    let pct = |p: f64| {
+        if all.is_empty() {
+            return 0.0;
+        }
+        let i = ((all.len() as f64 * p).ceil() as usize).clamp(1, all.len()) - 1;
+        all[i].as_secs_f64() * 1000.0
+    };
+    let l = Load {
+        page,
+        requests: all.len(),
+        per_sec: all.len() as f64 / elapsed.max(1e-9),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        errors,
+    };
+    (back, l)
+}
+
+pub fn report(b: &ConsoleBench) -> String {
+    let line = |l: &Load| {
+        format!(
+            "  {:<9} {:>8.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} requests, {} errors)\n",
+            l.page, l.per_sec, l.p50_ms, l.p99_ms, l.requests, l.errors
+        )
+    };
+    format!(
+        "console through the front door, {} signed-in clients, {} s per page:\n{}{}  dashboard p99 / sign-in page p99: {:.2}×\n",
+        b.clients,
+        b.seconds,
+        line(&b.baseline),
+        line(&b.dashboard),
+        b.p99_ratio
+    )
+}
