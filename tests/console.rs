@@ -401,3 +401,116 @@ async fn the_forum_sign_in_reuses_the_console_session() {
     assert_eq!(c.get(&forged).await.status, 400);
     assert_eq!(b.audited("sso-discourse").len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_admin_page_answers_and_its_forms_act() {
+    let b = ConsoleBox::start().await;
+    b.admin("bea", "bea@example.org", ADMIN_PW);
+    let mut c = b.client();
+    assert_eq!(c.sign_in("bea", ADMIN_PW).await.status, 303);
+    for (path, needle) in [
+        ("/console", "Waiting for a decision"),
+        ("/console/requests", "Requests to join"),
+        ("/console/people", "Invite by mail"),
+        ("/console/collectives", "Create a group"),
+        ("/console/apps", "[apps] enabled"),
+        ("/console/upgrades", "no upgrade is offered"),
+        ("/console/backups", "No backup is set up"),
+        ("/console/settings", "quimper.example.org"),
+        ("/console/audit", "login"),
+    ] {
+        let p = c.get(path).await;
+        assert_eq!(p.status, 200, "{path}: {}", p.body);
+        assert!(
+            p.body.contains(needle),
+            "{path} lacks {needle:?}: {}",
+            p.body
+        );
+    }
+    let csrf = c.get("/console").await.csrf();
+    // A test mail reaches the admin.
+    let sent = c
+        .post_form("/console/settings/test-mail", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(
+        (sent.status, sent.location()),
+        (303, "/console/settings?done=1")
+    );
+    off_runtime(|| {
+        b.sink
+            .wait_for("bea@example.org", "sent this test from the console")
+    });
+    // A group, a service for it, and a member in it.
+    b.person("cy", "cy@example.org", "cy's long password");
+    let made = c
+        .post_form(
+            "/console/collectives/quimper/groups",
+            &[("csrf", &csrf), ("group", "editors")],
+        )
+        .await;
+    assert_eq!(made.status, 303, "{}", made.body);
+    let granted = c
+        .post_form(
+            "/console/collectives/quimper/services",
+            &[
+                ("csrf", &csrf),
+                ("service", "office"),
+                ("group", "editors"),
+                ("grant", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(granted.status, 303, "{}", granted.body);
+    let joined = c
+        .post_form(
+            "/console/people/-/group",
+            &[
+                ("csrf", &csrf),
+                ("uid", "cy"),
+                ("collective", "quimper"),
+                ("group", "editors"),
+            ],
+        )
+        .await;
+    assert_eq!(joined.status, 303, "{}", joined.body);
+    let mut cy = b.client();
+    cy.sign_in("cy", "cy's long password").await;
+    let services = cy.get("/api/v1/me/services").await.json();
+    assert_eq!(
+        services,
+        serde_json::json!([{"collective": "quimper", "name": "office", "url": ""}]),
+        "the service comes through the group"
+    );
+    let home = cy.get("/").await;
+    assert!(
+        home.body.contains(
+            r#"<a href="https://office.quimper.example.org/"><strong>office</strong></a>"#
+        ),
+        "{}",
+        home.body
+    );
+    // A bad group name is refused, naming what is allowed.
+    let bad = c
+        .post_form(
+            "/console/collectives/quimper/groups",
+            &[("csrf", &csrf), ("group", "Bad Name")],
+        )
+        .await;
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert!(bad.body.contains("not a valid"), "{}", bad.body);
+    // Suspending from the console ends the person's session at once.
+    let s = c
+        .post_form(
+            "/console/people/cy/suspend",
+            &[("csrf", &csrf), ("reason", "test")],
+        )
+        .await;
+    assert_eq!(s.status, 303, "{}", s.body);
+    assert_eq!(cy.get("/api/v1/session").await.status, 401);
+    // Every action is in the audit log, by the admin.
+    let audit = c.get("/console/audit").await.body;
+    for action in ["test-mail", "create-group", "grant-service", "suspend"] {
+        assert!(audit.contains(action), "{action} not audited: {audit}");
+    }
+    assert_eq!(b.audited("suspend"), ["bea cy: test"]);
+}

@@ -179,6 +179,7 @@ async fn dashboard(State(web): State<Arc<Web>>, mut ctx: Ctx, Query(q): Query<Fl
         .unwrap_or(0);
     let mem = memory_mb();
     let disk = disk_gb(&config.paths.state_dir);
+    let apps = app_rows(&web).await;
     let fl = flash(&ctx, &q);
     show(&mut ctx, Msg::Dashboard, fl, StatusCode::OK, |c| {
         html! {
@@ -196,6 +197,15 @@ async fn dashboard(State(web): State<Arc<Web>>, mut ctx: Ctx, Query(q): Query<Fl
                         td { (comp.detail) }
                     }
                 }).collect()))
+            @if !apps.is_empty() {
+                h2 { (c.t(Msg::Apps)) }
+                (pages::table(&[c.t(Msg::Apps), c.t(Msg::Version), c.t(Msg::Memory), c.t(Msg::State)],
+                    apps.iter().map(|(app, name, image, mem, state)| html! {
+                        tr { td { (app) br; small { (name) } } td { code { (image) } } td { (mem) " MiB" } td { (state) } }
+                    }).collect()))
+            }
+            h2 { (c.t(Msg::Federation)) }
+            p { (c.t(Msg::FederationNone)) }
             h2 { (c.t(Msg::HardwareProfile)) ": " (profile.name) }
             ul {
                 @if let Some((total, avail)) = mem {
@@ -643,6 +653,9 @@ async fn app_rows(web: &Web) -> Vec<(String, String, String, u64, String)> {
     let Ok(desired) = crate::apps::desired(&config) else {
         return Vec::new();
     };
+    if desired.containers.is_empty() {
+        return Vec::new();
+    }
     let docker =
         crate::docker::connect(&crate::docker::socket_path(), Duration::from_secs(3)).await;
     let mut rows = Vec::new();

@@ -266,6 +266,12 @@ messages! {
         "Encara no hi ha cap còpia de seguretat configurada en aquesta caixa: no s'ha desat res enlloc més.",
         "Aún no hay ninguna copia de seguridad configurada en esta caja: no se ha guardado nada en otro sitio.",
     ],
+    Federation => ["Federation", "Federació", "Federación"],
+    FederationNone => [
+        "This box is not federated with an alliance directory yet: accounts live here only.",
+        "Aquesta caixa encara no està federada amb cap directori d'aliança: els comptes només són aquí.",
+        "Esta caja aún no está federada con ningún directorio de alianza: las cuentas solo están aquí.",
+    ],
     Domain => ["Domain", "Domini", "Dominio"],
     Hostnames => ["Hostnames", "Noms de màquina", "Nombres de máquina"],
     TestMail => ["Send a test mail", "Envia un correu de prova", "Envía un correo de prueba"],
