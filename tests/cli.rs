@@ -412,8 +412,12 @@ fn bench_proxy_measures_the_front_door_and_nginx_alike() {
             r["front_door"].as_f64().unwrap(),
             r["nginx"].as_f64().unwrap(),
         );
-        assert!(b > 0.0, "{r}");
-        assert!((r["ratio"].as_f64().unwrap() - a / b).abs() < 1e-9, "{r}");
+        // CPU time is read in clock ticks: a short run may see none.
+        let expected = if b > 0.0 { a / b } else { 0.0 };
+        assert!(
+            (r["ratio"].as_f64().unwrap() - expected).abs() < 1e-9,
+            "{r}"
+        );
     }
     for m in [
         "small GETs",
@@ -421,7 +425,9 @@ fn bench_proxy_measures_the_front_door_and_nginx_alike() {
         "streamed POST",
         "peak RSS under load",
     ] {
-        assert!(row(m)["met"].is_boolean(), "{m} has a target: {v:#}");
+        let r = row(m);
+        assert!(r["met"].is_boolean(), "{m} has a target: {v:#}");
+        assert!(r["ratio"].as_f64().unwrap() > 0.0, "{m}: {v:#}");
     }
 }
 

@@ -17,7 +17,10 @@
 //!   door does not pool upstream connections yet, so nginx has no upstream
 //!   `keepalive` (it sends `Connection: close`);
 //! - bodies streamed both ways (`proxy_request_buffering off`,
-//!   `proxy_buffering off`), no body size limit;
+//!   `proxy_buffering off`), no body size limit, request bodies read in up
+//!   to 64 KiB as the front door's hyper reads them (`MAX_HEAD_BYTES` is
+//!   its read buffer's limit; nginx's default 16 KiB would cost it about
+//!   40% of its upload rate here);
 //! - the same forwarding headers (`X-Forwarded-For/-Proto/-Host`,
 //!   `X-Real-IP`; a client's `Forwarded` dropped), the Host passed on, HSTS
 //!   added;
@@ -25,9 +28,11 @@
 //! - client keep-alive without a request cap (nginx closes a connection
 //!   after 1,000 requests by default; the front door never does).
 //!
-//! Order: the small-request load runs in four alternating rounds (front
-//! door, nginx, nginx, front door), and so do the streamed uploads, so that
-//! drift in the machine's speed weighs on both alike. Every figure is a
+//! Order: the small-request load runs in six alternating rounds (front
+//! door, nginx, nginx, front door, front door, nginx), the streamed uploads
+//! in four, so that drift in the machine's speed weighs on both alike. The
+//! CPU time each proxy's processes used per request and per MiB is read
+//! from /proc: on a busy machine it varies less than the rates do. Every figure is a
 //! figure: a missed target is printed, never an exit code. A proxy that does
 //! not answer correctly is an error.
 
@@ -100,10 +105,17 @@ struct ProxyFigures {
     requests: u64,
     errors: u64,
     requests_per_sec: f64,
+    /// Requests per second in each round, in the order measured.
+    rounds_per_sec: Vec<f64>,
     p50_us: u64,
     p99_us: u64,
+    /// CPU time (user and system, every process of the proxy) per small
+    /// request: what the proxy costs, whatever else the machine runs.
+    cpu_us_per_request: f64,
     stream_bytes: u64,
     stream_mib_per_sec: f64,
+    /// CPU time per MiB streamed.
+    cpu_ms_per_mib: f64,
     rss_idle_bytes: u64,
     rss_peak_bytes: u64,
     /// Proportional set size: shared pages divided among the processes that
@@ -494,6 +506,7 @@ fn nginx_conf(c: &NginxConf) -> String {
          \x20   ssl_certificate_key {key};\n\
          \x20   ssl_protocols TLSv1.2 TLSv1.3;\n\
          \x20   client_max_body_size 0;\n\
+         \x20   client_body_buffer_size 64k;\n\
          \x20   add_header Strict-Transport-Security \"max-age=31536000\" always;\n\
          \x20   location / {{\n\
          \x20     proxy_pass http://127.0.0.1:{upstream};\n\
@@ -649,36 +662,51 @@ async fn small_get(
         .context("a GET timed out")?
 }
 
-/// What one round of small GETs through one proxy gave.
+/// The order of the rounds of small GETs (0 the front door, 1 nginx), so
+/// that drift in the machine's speed weighs on both alike.
+const GET_ROUNDS: [usize; 6] = [0, 1, 1, 0, 0, 1];
+/// The order of the streamed POSTs.
+const STREAM_ROUNDS: [usize; 4] = [0, 1, 1, 0];
+
+/// What rounds of small GETs through one proxy gave.
 #[derive(Default)]
 struct Load {
     latencies_us: Vec<u32>,
     errors: u64,
     last_error: Option<String>,
     seconds: f64,
+    /// Per round, in the order measured.
+    rounds_per_sec: Vec<f64>,
+    /// CPU time the proxy's processes used meanwhile.
+    cpu_seconds: f64,
     rss_peak: u64,
     pss_peak: u64,
 }
 
 async fn bench(args: &ProxyArgs, setup: &Setup) -> anyhow::Result<ProxyBench> {
     let [fd, ng] = [&setup.front_door, &setup.nginx];
-    let round = Duration::from_secs_f64(args.seconds as f64 / 2.0);
+    let per_proxy = GET_ROUNDS.len() / 2;
+    let round = Duration::from_secs_f64(args.seconds as f64 / per_proxy as f64);
     let mut loads = [Load::default(), Load::default()];
     eprintln!(
-        "small GETs: {} connections, 4 alternating rounds of {:.1} s…",
+        "small GETs: {} connections, {} alternating rounds of {:.1} s…",
         args.concurrency,
+        GET_ROUNDS.len(),
         round.as_secs_f64()
     );
-    for (i, which) in [0usize, 1, 1, 0].into_iter().enumerate() {
+    for (i, which) in GET_ROUNDS.into_iter().enumerate() {
         let t = [fd, ng][which];
         let l = load_round(t, args.concurrency, round)
             .await
             .with_context(|| format!("round {} through {}", i + 1, t.name))?;
         let acc = &mut loads[which];
+        acc.rounds_per_sec
+            .push(l.latencies_us.len() as f64 / l.seconds.max(f64::MIN_POSITIVE));
         acc.latencies_us.extend(l.latencies_us);
         acc.errors += l.errors;
         acc.last_error = l.last_error.or(acc.last_error.take());
         acc.seconds += l.seconds;
+        acc.cpu_seconds += l.cpu_seconds;
         acc.rss_peak = acc.rss_peak.max(l.rss_peak);
         acc.pss_peak = acc.pss_peak.max(l.pss_peak);
     }
@@ -694,23 +722,27 @@ async fn bench(args: &ProxyArgs, setup: &Setup) -> anyhow::Result<ProxyBench> {
 
     let body_bytes = args.body_mib * 1024 * 1024;
     eprintln!(
-        "streamed POST: {} MiB, 4 alternating uploads…",
-        args.body_mib
+        "streamed POST: {} MiB, {} alternating uploads…",
+        args.body_mib,
+        STREAM_ROUNDS.len()
     );
-    let mut streams = [(0u64, 0f64), (0u64, 0f64)];
-    for which in [0usize, 1, 1, 0] {
+    let mut streams = [Stream::default(), Stream::default()];
+    for which in STREAM_ROUNDS {
         let t = [fd, ng][which];
         let sampler = Sampler::start(t.pids.clone());
+        let cpu = cpu_seconds(&t.pids);
         let r = stream_once(t, body_bytes).await;
+        let cpu = cpu_seconds(&t.pids) - cpu;
         let (rss, pss) = sampler.stop();
         let secs = r.with_context(|| format!("streaming through {}", t.name))?;
-        streams[which].0 += body_bytes;
-        streams[which].1 += secs;
+        streams[which].bytes += body_bytes;
+        streams[which].seconds += secs;
+        streams[which].cpu_seconds += cpu;
         loads[which].rss_peak = loads[which].rss_peak.max(rss);
         loads[which].pss_peak = loads[which].pss_peak.max(pss);
     }
 
-    let figures = |t: &Target, l: &mut Load, (bytes, secs): (u64, f64)| {
+    let figures = |t: &Target, l: &mut Load, s: &Stream| {
         l.latencies_us.sort_unstable();
         let pct = |p: usize| {
             let v = &l.latencies_us;
@@ -718,25 +750,30 @@ async fn bench(args: &ProxyArgs, setup: &Setup) -> anyhow::Result<ProxyBench> {
                 .copied()
                 .map_or(0, u64::from)
         };
+        let requests = l.latencies_us.len() as u64;
+        let mib = s.bytes as f64 / 1_048_576.0;
         ProxyFigures {
             name: t.name.clone(),
             processes: t.pids.len(),
             tls: t.tls.clone(),
-            requests: l.latencies_us.len() as u64,
+            requests,
             errors: l.errors,
-            requests_per_sec: l.latencies_us.len() as f64 / l.seconds.max(f64::MIN_POSITIVE),
+            requests_per_sec: requests as f64 / l.seconds.max(f64::MIN_POSITIVE),
+            rounds_per_sec: l.rounds_per_sec.clone(),
             p50_us: pct(50),
             p99_us: pct(99),
-            stream_bytes: bytes,
-            stream_mib_per_sec: bytes as f64 / 1_048_576.0 / secs.max(f64::MIN_POSITIVE),
+            cpu_us_per_request: l.cpu_seconds * 1e6 / requests.max(1) as f64,
+            stream_bytes: s.bytes,
+            stream_mib_per_sec: mib / s.seconds.max(f64::MIN_POSITIVE),
+            cpu_ms_per_mib: s.cpu_seconds * 1e3 / mib.max(f64::MIN_POSITIVE),
             rss_idle_bytes: t.rss_idle,
             rss_peak_bytes: l.rss_peak,
             pss_peak_bytes: l.pss_peak,
         }
     };
     let [l_fd, l_ng] = &mut loads;
-    let f = figures(fd, l_fd, streams[0]);
-    let n = figures(ng, l_ng, streams[1]);
+    let f = figures(fd, l_fd, &streams[0]);
+    let n = figures(ng, l_ng, &streams[1]);
     let rows = rows(&f, &n);
     Ok(ProxyBench {
         seconds: args.seconds,
@@ -792,11 +829,25 @@ fn rows(f: &ProxyFigures, n: &ProxyFigures) -> Vec<Row> {
             Some((Bound::AtMost, P99_TARGET)),
         ),
         row(
+            "CPU per request",
+            "µs",
+            f.cpu_us_per_request,
+            n.cpu_us_per_request,
+            None,
+        ),
+        row(
             "streamed POST",
             "MiB/s",
             f.stream_mib_per_sec,
             n.stream_mib_per_sec,
             Some((Bound::AtLeast, THROUGHPUT_TARGET)),
+        ),
+        row(
+            "CPU per MiB streamed",
+            "ms",
+            f.cpu_ms_per_mib,
+            n.cpu_ms_per_mib,
+            None,
         ),
         row(
             "peak RSS under load",
@@ -843,6 +894,7 @@ async fn load_round(t: &Target, concurrency: usize, run_for: Duration) -> anyhow
         senders.push(r.context("a connection task panicked")??);
     }
     let sampler = Sampler::start(t.pids.clone());
+    let cpu = cpu_seconds(&t.pids);
     let start = Instant::now();
     let until = start + run_for;
     let mut workers = tokio::task::JoinSet::new();
@@ -881,8 +933,38 @@ async fn load_round(t: &Target, concurrency: usize, run_for: Duration) -> anyhow
         }
     }
     load.seconds = start.elapsed().as_secs_f64();
+    load.cpu_seconds = cpu_seconds(&t.pids) - cpu;
     (load.rss_peak, load.pss_peak) = sampler.stop();
     Ok(load)
+}
+
+/// What the streamed POSTs through one proxy gave.
+#[derive(Default)]
+struct Stream {
+    bytes: u64,
+    seconds: f64,
+    cpu_seconds: f64,
+}
+
+/// The CPU time (user and system) some processes have used so far.
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|t| *t > 0)
+        .unwrap_or(100) as f64;
+    let ticks: u64 = pids
+        .iter()
+        .filter_map(|p| {
+            let s = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            // After `pid (comm)`: state is field 3, utime 14, stime 15.
+            let mut f = s.get(s.rfind(')')? + 1..)?.split_whitespace().skip(11);
+            let user: u64 = f.next()?.parse().ok()?;
+            let system: u64 = f.next()?.parse().ok()?;
+            Some(user + system)
+        })
+        .sum();
+    ticks as f64 / tick
 }
 
 /// A body of `left` bytes made as it is sent, never held whole.
@@ -1054,6 +1136,17 @@ fn report(b: &ProxyBench) -> String {
         format!("{} ({})", b.front_door.requests, b.front_door.errors),
         format!("{} ({})", b.nginx.requests, b.nginx.errors)
     ));
+    let runs = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.0}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    out.push_str(&format!(
+        "  req/s by round: front door {}; nginx {}\n",
+        runs(&b.front_door.rounds_per_sec),
+        runs(&b.nginx.rounds_per_sec)
+    ));
     out.push_str(&format!(
         "  targets: {}\n",
         if b.targets_met {
@@ -1139,6 +1232,7 @@ mod tests {
             "proxy_request_buffering off;",
             "proxy_buffering off;",
             "client_max_body_size 0;",
+            "client_body_buffer_size 64k;",
             "proxy_set_header X-Forwarded-For $remote_addr;",
             "proxy_set_header X-Real-IP $remote_addr;",
             "proxy_set_header X-Forwarded-Proto https;",
@@ -1175,10 +1269,13 @@ mod tests {
             requests: 1,
             errors: 0,
             requests_per_sec: rps,
+            rounds_per_sec: vec![rps],
             p50_us: 100,
             p99_us: p99,
+            cpu_us_per_request: 10.0,
             stream_bytes: 1,
             stream_mib_per_sec: rps / 10.0,
+            cpu_ms_per_mib: 1.0,
             rss_idle_bytes: rss,
             rss_peak_bytes: rss,
             pss_peak_bytes: rss,
