@@ -123,11 +123,21 @@ struct ProxyFigures {
     pss_peak_bytes: u64,
 }
 
+/// A target for a ratio (front door over nginx); JSON `{"at_least": 0.8}`.
 #[derive(Debug, Clone, Copy, Serialize)]
 #[serde(rename_all = "snake_case")]
-enum Bound {
-    AtLeast,
-    AtMost,
+enum Goal {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+impl Goal {
+    fn met(self, ratio: f64) -> bool {
+        match self {
+            Goal::AtLeast(t) => ratio >= t,
+            Goal::AtMost(t) => ratio <= t,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -138,7 +148,7 @@ struct Row {
     nginx: f64,
     /// front_door / nginx.
     ratio: f64,
-    target: Option<(Bound, f64)>,
+    target: Option<Goal>,
     met: Option<bool>,
 }
 
@@ -189,13 +199,15 @@ impl Drop for Scratch {
     }
 }
 
-/// Kills a child when this process dies, however it dies (the thread that
-/// spawned it must live as long: here, the main thread).
+/// Stops a child when this process dies, however it dies (the thread that
+/// spawned it must live as long: here, the main thread). SIGTERM, not
+/// SIGKILL: nginx's master then stops its workers, which a killed master
+/// would leave behind.
 fn die_with_parent(cmd: &mut Command) {
     // SAFETY: prctl is async-signal-safe and touches no Rust state.
     unsafe {
         cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
                 .map_err(std::io::Error::from)
         });
     }
@@ -356,6 +368,7 @@ fn start_all(
         fd_addr,
         &host,
         &connector,
+        fd_pid,
         &dir.join("front-door.log"),
     ))?;
     let front_door = Target {
@@ -391,7 +404,18 @@ fn start_all(
             cert: &files.leaf_cert,
             key: &files.leaf_key,
             workers: super::DAEMON_WORKERS,
-            user: root.then_some(("nobody", "nogroup")),
+            user: root.then(|| {
+                // Debian's group for nobody is nogroup; elsewhere nobody.
+                let nogroup = nix::unistd::Group::from_name("nogroup").ok().flatten();
+                (
+                    "nobody",
+                    if nogroup.is_some() {
+                        "nogroup"
+                    } else {
+                        "nobody"
+                    },
+                )
+            }),
         }),
     )?;
     let version = Command::new(nginx)
@@ -418,7 +442,7 @@ fn start_all(
     let master = child.id();
     scratch.children.push((child, true));
     let ng_addr = SocketAddr::from(([127, 0, 0, 1], nginx_port));
-    let ng_tls = rt.block_on(wait_serving(ng_addr, &host, &connector, &error_log))?;
+    let ng_tls = rt.block_on(wait_serving(ng_addr, &host, &connector, master, &error_log))?;
     let mut pids = vec![master];
     pids.extend(children_of(master));
     if pids.len() < 2 {
@@ -574,14 +598,23 @@ async fn tls_connect(
 }
 
 /// Waits until `addr` completes a TLS handshake and answers a GET with the
-/// upstream's body; returns the TLS version and cipher suite.
+/// upstream's body; returns the TLS version and cipher suite. Gives up at
+/// once when the process `pid` has exited, showing its `log`.
 async fn wait_serving(
     addr: SocketAddr,
     host: &str,
     connector: &tokio_rustls::TlsConnector,
+    pid: u32,
     log: &Path,
 ) -> anyhow::Result<String> {
     let until = Instant::now() + START_TIMEOUT;
+    let log_text = || {
+        format!(
+            "{}:\n{}",
+            log.display(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        )
+    };
     loop {
         let last = match tls_connect(addr, host, connector).await {
             Ok(tls) => {
@@ -605,15 +638,33 @@ async fn wait_serving(
             }
             Err(e) => e,
         };
+        if exited(pid) {
+            bail!(
+                "process {pid} exited instead of serving {addr}\n{}",
+                log_text()
+            );
+        }
         if Instant::now() >= until {
             bail!(
-                "{addr} did not serve within {START_TIMEOUT:?}: {last:#}\n{}:\n{}",
-                log.display(),
-                std::fs::read_to_string(log).unwrap_or_default()
+                "{addr} did not serve within {START_TIMEOUT:?}: {last:#}\n{}",
+                log_text()
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Whether a child has exited (it is a zombie until the bench reaps it).
+fn exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.get(s.rfind(')')? + 1..)?
+                .split_whitespace()
+                .next()
+                .map(|state| state == "Z" || state == "X")
+        })
+        .unwrap_or(true)
 }
 
 async fn handshake<B>(tls: Tls) -> anyhow::Result<hyper::client::conn::http1::SendRequest<B>>
@@ -791,7 +842,7 @@ async fn bench(args: &ProxyArgs, setup: &Setup) -> anyhow::Result<ProxyBench> {
 }
 
 fn rows(f: &ProxyFigures, n: &ProxyFigures) -> Vec<Row> {
-    let row = |metric, unit, a: f64, b: f64, target: Option<(Bound, f64)>| {
+    let row = |metric, unit, a: f64, b: f64, target: Option<Goal>| {
         let ratio = if b > 0.0 { a / b } else { 0.0 };
         Row {
             metric,
@@ -800,10 +851,7 @@ fn rows(f: &ProxyFigures, n: &ProxyFigures) -> Vec<Row> {
             nginx: b,
             ratio,
             target,
-            met: target.map(|(bound, t)| match bound {
-                Bound::AtLeast => ratio >= t,
-                Bound::AtMost => ratio <= t,
-            }),
+            met: target.map(|g| g.met(ratio)),
         }
     };
     vec![
@@ -812,7 +860,7 @@ fn rows(f: &ProxyFigures, n: &ProxyFigures) -> Vec<Row> {
             "req/s",
             f.requests_per_sec,
             n.requests_per_sec,
-            Some((Bound::AtLeast, THROUGHPUT_TARGET)),
+            Some(Goal::AtLeast(THROUGHPUT_TARGET)),
         ),
         row(
             "latency p50",
@@ -826,7 +874,7 @@ fn rows(f: &ProxyFigures, n: &ProxyFigures) -> Vec<Row> {
             "ms",
             f.p99_us as f64 / 1000.0,
             n.p99_us as f64 / 1000.0,
-            Some((Bound::AtMost, P99_TARGET)),
+            Some(Goal::AtMost(P99_TARGET)),
         ),
         row(
             "CPU per request",
@@ -840,7 +888,7 @@ fn rows(f: &ProxyFigures, n: &ProxyFigures) -> Vec<Row> {
             "MiB/s",
             f.stream_mib_per_sec,
             n.stream_mib_per_sec,
-            Some((Bound::AtLeast, THROUGHPUT_TARGET)),
+            Some(Goal::AtLeast(THROUGHPUT_TARGET)),
         ),
         row(
             "CPU per MiB streamed",
@@ -854,7 +902,7 @@ fn rows(f: &ProxyFigures, n: &ProxyFigures) -> Vec<Row> {
             "MiB",
             f.rss_peak_bytes as f64 / 1_048_576.0,
             n.rss_peak_bytes as f64 / 1_048_576.0,
-            Some((Bound::AtMost, RSS_TARGET)),
+            Some(Goal::AtMost(RSS_TARGET)),
         ),
         row(
             "peak PSS under load",
@@ -1109,15 +1157,15 @@ fn report(b: &ProxyBench) -> String {
         "metric", "front door", "nginx", "ratio", "target", ""
     ));
     for r in &b.rows {
-        let (target, met) = match (r.target, r.met) {
-            (Some((Bound::AtLeast, t)), Some(m)) => (format!("≥ {t:.2}"), m),
-            (Some((Bound::AtMost, t)), Some(m)) => (format!("≤ {t:.2}"), m),
-            _ => (String::new(), true),
+        let target = match r.target {
+            Some(Goal::AtLeast(t)) => format!("≥ {t:.2}"),
+            Some(Goal::AtMost(t)) => format!("≤ {t:.2}"),
+            None => String::new(),
         };
-        let verdict = match r.target {
+        let verdict = match r.met {
             None => "",
-            Some(_) if met => "met",
-            Some(_) => "MISSED",
+            Some(true) => "met",
+            Some(false) => "MISSED",
         };
         let prec = if r.unit == "ms" { 2 } else { 1 };
         out.push_str(&format!(
