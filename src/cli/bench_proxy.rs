@@ -28,6 +28,10 @@
 //! - client keep-alive without a request cap (nginx closes a connection
 //!   after 1,000 requests by default; the front door never does).
 //!
+//! `--nginx-upstream-keepalive` breaks the equivalence on purpose, and the
+//! output says so: nginx then keeps its upstream connections, which shows
+//! what pooling would buy the front door.
+//!
 //! Order: the small-request load runs in six alternating rounds (front
 //! door, nginx, nginx, front door, front door, nginx), the streamed uploads
 //! in four, so that drift in the machine's speed weighs on both alike. The
@@ -89,6 +93,11 @@ pub struct ProxyArgs {
     /// The nginx binary (default: `nginx` in PATH, then /usr/sbin/nginx).
     #[arg(long)]
     nginx: Option<PathBuf>,
+    /// Let nginx keep idle upstream connections (one per client connection)
+    /// instead of opening one per request as the front door does: not an
+    /// equivalent baseline, but it shows what pooling would buy.
+    #[arg(long)]
+    nginx_upstream_keepalive: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -160,7 +169,7 @@ struct ProxyBench {
     /// Of this binary (and so of the front door measured).
     release_build: bool,
     workers: usize,
-    upstream_connections: &'static str,
+    upstream_connections: String,
     front_door: ProxyFigures,
     nginx: ProxyFigures,
     rows: Vec<Row>,
@@ -235,7 +244,8 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<i32> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let setup = start_all(&mut scratch, &nginx, &rt)?;
+    let keepalive = args.nginx_upstream_keepalive.then_some(args.concurrency);
+    let setup = start_all(&mut scratch, &nginx, keepalive, &rt)?;
     // Ctrl-C or SIGTERM end the bench through the same clean-up as an error.
     let result = rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -298,6 +308,7 @@ struct Setup {
 fn start_all(
     scratch: &mut Scratch,
     nginx: &Path,
+    upstream_keepalive: Option<usize>,
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<Setup> {
     let exe = std::env::current_exe().context("finding this binary")?;
@@ -400,6 +411,7 @@ fn start_all(
             dir: &dir.join("nginx"),
             port: nginx_port,
             upstream: up_port,
+            upstream_keepalive,
             host: &host,
             cert: &files.leaf_cert,
             key: &files.leaf_key,
@@ -493,6 +505,9 @@ struct NginxConf<'a> {
     dir: &'a Path,
     port: u16,
     upstream: u16,
+    /// Idle upstream connections kept per worker; none when `None`, as the
+    /// front door keeps none.
+    upstream_keepalive: Option<usize>,
     host: &'a str,
     cert: &'a Path,
     key: &'a Path,
@@ -508,6 +523,23 @@ fn nginx_conf(c: &NginxConf) -> String {
         .user
         .map(|(u, g)| format!("user {u} {g};\n"))
         .unwrap_or_default();
+    // Without keepalive nginx sends `Connection: close` and opens a
+    // connection per request; with it, the header must be cleared.
+    let (pool, pass, connection) = match c.upstream_keepalive {
+        Some(n) => (
+            format!(
+                "  upstream up {{ server 127.0.0.1:{}; keepalive {n}; }}\n",
+                c.upstream
+            ),
+            "http://up".to_owned(),
+            "      proxy_set_header Connection \"\";\n",
+        ),
+        None => (
+            String::new(),
+            format!("http://127.0.0.1:{}", c.upstream),
+            "",
+        ),
+    };
     format!(
         "{user}worker_processes {workers};\n\
          daemon off;\n\
@@ -523,6 +555,7 @@ fn nginx_conf(c: &NginxConf) -> String {
          \x20 scgi_temp_path {d}/scgi;\n\
          \x20 keepalive_requests 1000000000;\n\
          \x20 keepalive_timeout 75s;\n\
+         {pool}\
          \x20 server {{\n\
          \x20   listen 127.0.0.1:{port} ssl;\n\
          \x20   server_name {host};\n\
@@ -533,7 +566,8 @@ fn nginx_conf(c: &NginxConf) -> String {
          \x20   client_body_buffer_size 64k;\n\
          \x20   add_header Strict-Transport-Security \"max-age=31536000\" always;\n\
          \x20   location / {{\n\
-         \x20     proxy_pass http://127.0.0.1:{upstream};\n\
+         \x20     proxy_pass {pass};\n\
+         {connection}\
          \x20     proxy_http_version 1.1;\n\
          \x20     proxy_connect_timeout 10s;\n\
          \x20     proxy_request_buffering off;\n\
@@ -552,7 +586,6 @@ fn nginx_conf(c: &NginxConf) -> String {
         host = c.host,
         cert = c.cert.display(),
         key = c.key.display(),
-        upstream = c.upstream,
     )
 }
 
@@ -832,8 +865,16 @@ async fn bench(args: &ProxyArgs, setup: &Setup) -> anyhow::Result<ProxyBench> {
         body_bytes,
         release_build: !cfg!(debug_assertions),
         workers: super::DAEMON_WORKERS,
-        upstream_connections: "one new connection per request for both (the front door does not \
-                               pool upstream connections yet; nginx has no upstream keepalive)",
+        upstream_connections: match args.nginx_upstream_keepalive {
+            false => "one new connection per request for both (the front door does not pool \
+                      upstream connections yet; nginx has no upstream keepalive)"
+                .to_owned(),
+            true => format!(
+                "NOT EQUIVALENT (--nginx-upstream-keepalive): nginx keeps up to {} idle upstream \
+                 connections per worker; the front door opens one per request",
+                args.concurrency
+            ),
+        },
         targets_met: rows.iter().all(|r| r.met != Some(false)),
         front_door: f,
         nginx: n,
@@ -1264,6 +1305,7 @@ mod tests {
             dir: Path::new("/tmp/x/nginx"),
             port: 8443,
             upstream: 18080,
+            upstream_keepalive: None,
             host: "cloud.bench.example.org",
             cert: Path::new("/tmp/x/state/tls/leaf.crt"),
             key: Path::new("/tmp/x/secrets/leaf.key"),
@@ -1298,6 +1340,7 @@ mod tests {
                 dir: Path::new("/d"),
                 port: 1,
                 upstream: 2,
+                upstream_keepalive: None,
                 host: "h",
                 cert: Path::new("/c"),
                 key: Path::new("/k"),
@@ -1306,6 +1349,30 @@ mod tests {
             }
         });
         assert!(root.starts_with("user nobody nogroup;\n"), "{root}");
+        let pooled = nginx_conf(&NginxConf {
+            upstream_keepalive: Some(64),
+            ..NginxConf {
+                dir: Path::new("/d"),
+                port: 1,
+                upstream: 2,
+                upstream_keepalive: None,
+                host: "h",
+                cert: Path::new("/c"),
+                key: Path::new("/k"),
+                workers: 2,
+                user: None,
+            }
+        });
+        for line in [
+            "upstream up { server 127.0.0.1:2; keepalive 64; }",
+            "proxy_pass http://up;",
+            "proxy_set_header Connection \"\";",
+        ] {
+            assert!(
+                pooled.lines().any(|l| l.trim() == line),
+                "{line}:\n{pooled}"
+            );
+        }
     }
 
     #[test]
@@ -1342,7 +1409,7 @@ mod tests {
             body_bytes: 1 << 20,
             release_build: true,
             workers: 2,
-            upstream_connections: "",
+            upstream_connections: String::new(),
             front_door: fig(900.0, 1300, 10),
             nginx: fig(1000.0, 1000, 20),
             targets_met: false,
