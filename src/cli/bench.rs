@@ -58,10 +58,11 @@ pub enum BenchCommand {
     /// Starts a small upstream, `commonscloud front-door` (certificates
     /// from a scratch local CA) and nginx (the same certificate, the
     /// settings the front door has), all on 127.0.0.1, and drives both
-    /// from here over TLS in alternating rounds. Targets: throughput ≥
-    /// 0.8× nginx, p99 ≤ 1.25× nginx, RSS under load ≤ nginx's. A missed
-    /// target is printed, not an exit code. Needs nginx (apt-get install
-    /// nginx); touches no system nginx.
+    /// from here over TLS in alternating rounds; also prints each proxy's
+    /// CPU time per request and per MiB. Targets: throughput ≥ 0.8×
+    /// nginx, p99 ≤ 1.25× nginx, RSS under load ≤ nginx's. A missed target
+    /// is printed, not an exit code. Needs nginx (apt-get install nginx);
+    /// touches no system nginx.
     Proxy(super::bench_proxy::ProxyArgs),
     /// The upstream of `bench proxy` (run by it).
     #[command(hide = true)]

@@ -81,7 +81,7 @@ const RSS_EVERY: Duration = Duration::from_millis(50);
 
 #[derive(clap::Args)]
 pub struct ProxyArgs {
-    /// Seconds of small GETs through each proxy, in two rounds each.
+    /// Seconds of small GETs through each proxy, in three rounds each.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
     /// Concurrent client connections (keep-alive, one request in flight each).
