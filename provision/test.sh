@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs every test dependency (apt, rustup, cargo) and runs the whole suite:
 # formatting, clippy, the x86_64 and aarch64 release builds, the .deb, the
-# footprint benchmark, then every test. CI runs exactly this script.
+# benchmarks, then every test. CI runs exactly this script.
 #
 # The cargo target dir lives outside the clone (CARGO_TARGET_DIR, default
 # ~/.cache/commonscloud/target) so repeated runs reuse the build cache; a
@@ -22,11 +22,12 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # pebble: Let's Encrypt's ACME test server (/usr/bin/pebble) and its DNS
 # stand-in (/usr/bin/pebble-challtestsrv), for the ACME tests (tests/acme.rs);
 # chromium, chromium-driver: the console in a real headless browser
-# (tests/browser.rs, driven through chromedriver).
+# (tests/browser.rs, driven through chromedriver);
+# nginx: the proxy benchmark's baseline (it runs its own on loopback ports).
 APT_PACKAGES=(
   slapd ldap-utils systemd dpkg-dev shellcheck python3 python3-aiosmtpd curl
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static busybox-static
-  docker-registry pebble chromium chromium-driver
+  docker-registry pebble chromium chromium-driver nginx
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -37,8 +38,29 @@ if [ "${#missing[@]}" -gt 0 ]; then
   # Debian's slapd would otherwise create and start a system-wide directory;
   # the appliance runs its own instances.
   echo "slapd slapd/no_configuration boolean true" | as_root debconf-set-selections
+  # Debian's nginx starts (and enables) a system-wide server on port 80 on
+  # install where systemd runs; the benchmark needs none, so a policy-rc.d
+  # refuses that start (containers usually have one refusing every start)
+  # and the unit is disabled again.
+  policy=/usr/sbin/policy-rc.d
+  made_policy=
+  if [ ! -e "$policy" ]; then
+    trap 'as_root rm -f "$policy"' EXIT
+    # shellcheck disable=SC2016 # "$1" belongs to the written script
+    printf '#!/bin/sh\ncase "$1" in nginx|nginx.service) exit 101 ;; esac\nexit 0\n' |
+      as_root tee "$policy" >/dev/null
+    as_root chmod 755 "$policy"
+    made_policy=1
+  fi
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  if [ -n "$made_policy" ]; then
+    as_root rm -f "$policy"
+    trap - EXIT
+  fi
+  if printf '%s\n' "${missing[@]}" | grep -qx nginx; then
+    as_root systemctl disable nginx >/dev/null 2>&1 || true
+  fi
 fi
 
 log "rust: targets and tools"
@@ -84,6 +106,11 @@ CARGO_TARGET_DIR="$CARGO_TARGET_DIR/standin-tests" \
 log "benchmark: reconcile"
 "$CARGO_TARGET_DIR/release/commonscloud" bench reconcile \
   --standin "$CARGO_TARGET_DIR/standin/$(uname -m)-unknown-linux-gnu/release/standin"
+
+log "benchmark: proxy"
+# Short settings keep CI's time down (about 15 s); the defaults (10 s of
+# requests, 1 GiB bodies) are for a person at the box.
+"$CARGO_TARGET_DIR/release/commonscloud" bench proxy --seconds 5 --body-mib 256
 
 log "tests"
 cargo nextest run --locked --no-fail-fast

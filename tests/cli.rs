@@ -356,6 +356,90 @@ fn bench_directory_measures_both_paths_and_onboards_people() {
 }
 
 #[test]
+fn bench_proxy_measures_the_front_door_and_nginx_alike() {
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "proxy",
+            "--seconds",
+            "1",
+            "--concurrency",
+            "8",
+            "--body-mib",
+            "8",
+            "--console-clients",
+            "3",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for side in ["front_door", "nginx"] {
+        let f = &v[side];
+        assert!(f["requests"].as_u64().unwrap() > 0, "{side}: {v:#}");
+        assert_eq!(f["errors"], 0, "{side}: {v:#}");
+        for k in [
+            "requests_per_sec",
+            "p50_us",
+            "p99_us",
+            "stream_mib_per_sec",
+            "rss_peak_bytes",
+        ] {
+            assert!(f[k].as_f64().unwrap() > 0.0, "{side}.{k}: {v:#}");
+        }
+        assert!(f["p99_us"].as_u64() >= f["p50_us"].as_u64(), "{v:#}");
+        // Twice through each proxy, every byte answered for.
+        assert_eq!(f["stream_bytes"], 2 * 8 * 1024 * 1024, "{v:#}");
+        assert!(f["tls"].as_str().unwrap().contains("TLS"), "{v:#}");
+    }
+    // nginx is measured as master and workers.
+    assert!(v["nginx"]["processes"].as_u64().unwrap() >= 2, "{v:#}");
+    // Then the console dashboard, signed in, through the front door.
+    assert_eq!(v["console"]["clients"], 3, "{v:#}");
+    assert!(
+        v["console"]["dashboard"]["requests"].as_u64().unwrap() > 0,
+        "{v:#}"
+    );
+    let rows = v["rows"].as_array().unwrap();
+    let row = |m: &str| rows.iter().find(|r| r["metric"] == m).unwrap();
+    assert_eq!(
+        row("small GETs")["front_door"],
+        v["front_door"]["requests_per_sec"]
+    );
+    assert_eq!(
+        row("streamed POST")["nginx"],
+        v["nginx"]["stream_mib_per_sec"]
+    );
+    for r in rows {
+        let (a, b) = (
+            r["front_door"].as_f64().unwrap(),
+            r["nginx"].as_f64().unwrap(),
+        );
+        // CPU time is read in clock ticks: a short run may see none.
+        let expected = if b > 0.0 { a / b } else { 0.0 };
+        assert!(
+            (r["ratio"].as_f64().unwrap() - expected).abs() < 1e-9,
+            "{r}"
+        );
+    }
+    for m in [
+        "small GETs",
+        "latency p99",
+        "streamed POST",
+        "peak RSS under load",
+    ] {
+        let r = row(m);
+        assert!(r["met"].is_boolean(), "{m} has a target: {v:#}");
+        assert!(r["ratio"].as_f64().unwrap() > 0.0, "{m}: {v:#}");
+    }
+}
+
+#[test]
 fn plan_lists_every_step_with_secrets_redacted_and_refuses_what_does_not_fit() {
     let app = Appliance::new();
     let prefix = app.prefix();

@@ -54,6 +54,23 @@ pub enum BenchCommand {
     /// (default 200), through the real front door and TLS, against the
     /// sign-in page measured in the same run.
     Console(super::bench_console::ConsoleArgs),
+    /// The front door against Debian's nginx as an equivalent TLS reverse
+    /// proxy, on this machine in the same run: requests per second and
+    /// p50/p99 latency of small GETs, MiB/s of a streamed POST body, and
+    /// peak RSS under load, with their ratios.
+    ///
+    /// Starts a small upstream, `commonscloud front-door` (certificates
+    /// from a scratch local CA) and nginx (the same certificate, the
+    /// settings the front door has), all on 127.0.0.1, and drives both
+    /// from here over TLS in alternating rounds; also prints each proxy's
+    /// CPU time per request and per MiB. Targets: throughput ≥ 0.8×
+    /// nginx, p99 ≤ 1.25× nginx, RSS under load ≤ nginx's. A missed target
+    /// is printed, not an exit code. Needs nginx (apt-get install nginx);
+    /// touches no system nginx.
+    Proxy(super::bench_proxy::ProxyArgs),
+    /// The upstream of `bench proxy` (run by it).
+    #[command(hide = true)]
+    ProxyUpstream,
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<i32> {
@@ -67,6 +84,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<i32> {
         BenchCommand::Directory(args) => super::bench_directory::run(args),
         BenchCommand::Reconcile(args) => super::bench_reconcile::run(args),
         BenchCommand::Console(args) => super::bench_console::run(args),
+        BenchCommand::Proxy(args) => super::bench_proxy::run(args),
+        BenchCommand::ProxyUpstream => super::bench_proxy::upstream(),
     }
 }
 
@@ -119,7 +138,7 @@ impl Drop for Scratch {
     }
 }
 
-fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+pub(super) fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     let kb: u64 = text

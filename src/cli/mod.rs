@@ -4,6 +4,7 @@
 mod bench;
 mod bench_console;
 mod bench_directory;
+mod bench_proxy;
 mod bench_reconcile;
 mod collective;
 mod directory;
@@ -249,13 +250,17 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// The runtime of a long-running process: two workers are plenty for the
-/// control plane and the front door, and keep the footprint small on 2 GB
-/// boards. Logging starts first.
+/// Worker threads of a long-running process's runtime: two are plenty for
+/// the control plane and the front door, and keep the footprint small on
+/// 2 GB boards. `bench proxy` gives nginx as many worker processes.
+pub(crate) const DAEMON_WORKERS: usize = 2;
+
+/// The runtime of a long-running process ([`DAEMON_WORKERS`] threads).
+/// Logging starts first.
 fn daemon_runtime(config: &Config, name: &str) -> anyhow::Result<tokio::runtime::Runtime> {
     crate::logging::init(config.log.level.to_filter());
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(DAEMON_WORKERS)
         .thread_name(name)
         .enable_all()
         .build()
