@@ -142,8 +142,8 @@ pub(super) fn now() -> i64 {
 }
 
 /// Onboarding errors as answers with stable codes; field errors list each
-/// field so a page can mark it.
-pub(super) fn onboarding_error(e: OnboardingError) -> Response {
+/// field so a page can mark it. The console's `/api/v1` answers the same.
+pub fn onboarding_error(e: OnboardingError) -> Response {
     let (status, code) = match &e {
         OnboardingError::Invalid(fields) => {
             return (

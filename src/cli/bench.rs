@@ -138,6 +138,18 @@ impl Drop for Scratch {
     }
 }
 
+/// A fresh path under the temp dir for one bench run of `kind`.
+pub(super) fn scratch_dir(kind: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    std::env::temp_dir().join(format!(
+        "commonscloud-bench-{kind}-{}-{nanos}",
+        std::process::id()
+    ))
+}
+
 pub(super) fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
@@ -156,13 +168,8 @@ fn footprint(
     json: bool,
 ) -> anyhow::Result<i32> {
     let exe = std::env::current_exe().context("finding this binary")?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
     let mut scratch = Scratch {
-        dir: std::env::temp_dir()
-            .join(format!("commonscloud-bench-{}-{nanos}", std::process::id())),
+        dir: scratch_dir("footprint"),
         children: Vec::new(),
     };
     let ldap_port = std::net::TcpListener::bind("127.0.0.1:0")

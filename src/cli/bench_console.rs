@@ -85,15 +85,8 @@ pub fn measure(args: &ConsoleArgs) -> anyhow::Result<ConsoleBench> {
         bail!("--clients and --seconds must be at least 1");
     }
     let exe = std::env::current_exe().context("finding this binary")?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
     let mut scratch = Scratch {
-        dir: std::env::temp_dir().join(format!(
-            "commonscloud-bench-console-{}-{nanos}",
-            std::process::id()
-        )),
+        dir: super::bench::scratch_dir("console"),
         children: Vec::new(),
     };
     let config_path = super::init::write_demo(&scratch.dir, free_port()?)?;

@@ -101,15 +101,8 @@ pub fn run(args: DirectoryArgs) -> anyhow::Result<i32> {
     if args.concurrency == 0 || args.people_for_logins == 0 || args.seconds == 0 {
         bail!("--seconds, --concurrency and --people-for-logins must be at least 1");
     }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
     let mut scratch = Scratch {
-        dir: std::env::temp_dir().join(format!(
-            "commonscloud-bench-directory-{}-{nanos}",
-            std::process::id()
-        )),
+        dir: super::bench::scratch_dir("directory"),
         paths: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -234,15 +234,8 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<i32> {
         bail!("--seconds, --concurrency and --body-mib must be at least 1");
     }
     let nginx = find_nginx(args.nginx.as_deref())?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
     let mut scratch = Scratch {
-        dir: std::env::temp_dir().join(format!(
-            "commonscloud-bench-proxy-{}-{nanos}",
-            std::process::id()
-        )),
+        dir: super::bench::scratch_dir("proxy"),
         children: Vec::new(),
     };
     std::fs::create_dir(&scratch.dir)

@@ -131,16 +131,9 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<i32> {
         .enable_all()
         .build()?;
     let exe = std::env::current_exe().context("finding this binary")?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
     let prefix = format!("ccbench-{}", std::process::id());
     let mut scratch = Scratch {
-        dir: std::env::temp_dir().join(format!(
-            "commonscloud-bench-rec-{}-{nanos}",
-            std::process::id()
-        )),
+        dir: super::bench::scratch_dir("rec"),
         children: Vec::new(),
     };
     std::fs::create_dir_all(&scratch.dir)?;

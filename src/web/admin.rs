@@ -4,7 +4,6 @@
 //! CSRF-checked POST, done by the onboarding service (which audits it)
 //! and answered with a redirect.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,11 +19,7 @@ use super::pages::{self, Chrome};
 use super::{Ctx, Session, Web, csrf_refused, failure, failure_text, now, page, see_other};
 use crate::api::ComponentState;
 
-type Fields = HashMap<String, String>;
-
-fn get_field<'a>(f: &'a Fields, k: &str) -> &'a str {
-    f.get(k).map_or("", String::as_str)
-}
+use super::{Fields, get_field};
 
 pub fn routes() -> Router<Arc<Web>> {
     Router::new()
@@ -167,16 +162,7 @@ async fn dashboard(State(web): State<Arc<Web>>, mut ctx: Ctx, Query(q): Query<Fl
     let status = web.shared.status();
     let config = web.shared.config();
     let profile = config.profile();
-    let pending = web
-        .shared
-        .with_store(|s| s.count_registrations("awaiting_validation"))
-        .unwrap_or(0);
-    let joins = web
-        .shared
-        .onboarding()
-        .join_requests(None, Some("pending"))
-        .map(|v| v.len())
-        .unwrap_or(0);
+    let (pending, joins) = super::pending_counts(&web);
     let mem = memory_mb();
     let disk = disk_gb(&config.paths.state_dir);
     let apps = app_rows(&web).await;

@@ -66,35 +66,13 @@ fn reply(ctx: &Ctx, status: StatusCode, v: Value) -> Response {
     r
 }
 
-/// Onboarding errors with stable codes (as the local API's).
-fn service_error(e: OnboardingError) -> Response {
-    let (status, code) = match &e {
-        OnboardingError::Invalid(fields) => {
-            return (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Json(json!({"code": "invalid", "message": e.to_string(), "fields": fields})),
-            )
-                .into_response();
-        }
-        OnboardingError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-        OnboardingError::BadLink => (StatusCode::GONE, "bad_link"),
-        OnboardingError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-        OnboardingError::Conflict | OnboardingError::Machine(_) | OnboardingError::Refused(_) => {
-            (StatusCode::CONFLICT, "refused")
-        }
-        OnboardingError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store"),
-        OnboardingError::Directory(_) => (StatusCode::SERVICE_UNAVAILABLE, "directory"),
-    };
-    error(status, code, &e.to_string())
-}
-
 fn answer<T: serde::Serialize>(web: &Web, ctx: &Ctx, r: Result<T, OnboardingError>) -> Response {
     match r {
         Ok(v) => {
             web.shared.mail_wakeup.notify_one();
             reply(ctx, StatusCode::OK, json!(v))
         }
-        Err(e) => service_error(e),
+        Err(e) => crate::api::server::onboarding_error(e),
     }
 }
 
@@ -320,7 +298,7 @@ async fn change_password(
                 ),
             }
         }
-        Err(e) => service_error(e),
+        Err(e) => crate::api::server::onboarding_error(e),
     }
 }
 
@@ -365,7 +343,7 @@ async fn register(
             web.shared.mail_wakeup.notify_one();
             reply(&ctx, StatusCode::CREATED, json!({"id": id}))
         }
-        Err(e) => service_error(e),
+        Err(e) => crate::api::server::onboarding_error(e),
     }
 }
 
@@ -431,16 +409,7 @@ async fn forgot(
 
 async fn dashboard(State(web): State<Arc<Web>>, ctx: Ctx) -> Response {
     tri!(admin(&ctx));
-    let pending = web
-        .shared
-        .with_store(|s| s.count_registrations("awaiting_validation"))
-        .unwrap_or(0);
-    let joins = web
-        .shared
-        .onboarding()
-        .join_requests(None, Some("pending"))
-        .map(|v| v.len())
-        .unwrap_or(0);
+    let (pending, joins) = super::pending_counts(&web);
     let config = web.shared.config();
     let profile = config.profile();
     reply(
@@ -610,13 +579,13 @@ async fn collectives(State(web): State<Arc<Web>>, ctx: Ctx) -> Response {
     let svc = web.shared.onboarding();
     let list = match svc.collectives().await {
         Ok(l) => l,
-        Err(e) => return service_error(e),
+        Err(e) => return crate::api::server::onboarding_error(e),
     };
     let mut out = Vec::new();
     for c in list {
         match svc.collective(c.slug.as_str()).await {
             Ok(v) => out.push(v),
-            Err(e) => return service_error(e),
+            Err(e) => return crate::api::server::onboarding_error(e),
         }
     }
     reply(&ctx, StatusCode::OK, json!(out))

@@ -463,6 +463,30 @@ pub fn end_session(web: &Web, ctx: &mut Ctx) {
     ctx.set_cookies.push(session::clear(SESSION_COOKIE));
 }
 
+/// Registrations awaiting validation and pending join requests, for the
+/// dashboard (page and API).
+pub fn pending_counts(web: &Web) -> (i64, usize) {
+    let registrations = web
+        .shared
+        .with_store(|s| s.count_registrations("awaiting_validation"))
+        .unwrap_or(0);
+    let joins = web
+        .shared
+        .onboarding()
+        .join_requests(None, Some("pending"))
+        .map(|v| v.len())
+        .unwrap_or(0);
+    (registrations, joins)
+}
+
+/// The fields of a submitted form.
+pub type Fields = std::collections::HashMap<String, String>;
+
+/// A form field, empty when absent.
+pub fn get_field<'a>(f: &'a Fields, k: &str) -> &'a str {
+    f.get(k).map_or("", String::as_str)
+}
+
 /// Minutes to wait, rounded up, for the rate-limit message.
 pub fn minutes(secs: i64) -> String {
     ((secs.max(1) + 59) / 60).to_string()

@@ -2,7 +2,6 @@
 //! invitations; and for signed-in people: their services, profile,
 //! joining other collectives, and the forum's sign-in.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -20,11 +19,7 @@ use super::{
 };
 use crate::onboarding::validate::{FieldError, Form as RegistrationForm};
 
-type Fields = HashMap<String, String>;
-
-fn get_field<'a>(f: &'a Fields, k: &str) -> &'a str {
-    f.get(k).map_or("", String::as_str)
-}
+use super::{Fields, get_field};
 
 pub fn routes() -> Router<Arc<Web>> {
     Router::new()
