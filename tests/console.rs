@@ -413,7 +413,7 @@ async fn every_admin_page_answers_and_its_forms_act() {
         ("/console/requests", "Requests to join"),
         ("/console/people", "Invite by mail"),
         ("/console/collectives", "Create a group"),
-        ("/console/apps", "[apps] enabled"),
+        ("/console/apps", "overrides `[apps] enabled`"),
         ("/console/upgrades", "no upgrade is offered"),
         ("/console/backups", "No backup is set up"),
         ("/console/settings", "quimper.example.org"),
@@ -507,9 +507,80 @@ async fn every_admin_page_answers_and_its_forms_act() {
         .await;
     assert_eq!(s.status, 303, "{}", s.body);
     assert_eq!(cy.get("/api/v1/session").await.status, 401);
+    // Apps are turned on and off here, within what the board can hold.
+    for (app, act, want) in [
+        ("nextcloud", "enable", 303),
+        ("collabora", "enable", 303),
+        ("discourse", "enable", 422),
+        ("collabora", "disable", 303),
+    ] {
+        let a = c
+            .post_form(&format!("/console/apps/{app}/{act}"), &[("csrf", &csrf)])
+            .await;
+        assert_eq!(a.status, want, "{act} {app}: {}", a.body);
+        if want == 422 {
+            assert!(a.body.contains("need 3456 MB together"), "{}", a.body);
+        }
+    }
+    let chosen: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(b.app.dir.path().join("state/console/apps.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(chosen["enabled"], serde_json::json!(["nextcloud"]));
+    assert_eq!(chosen["by"], "bea");
+    // Every reader of the config sees the choice, and is told where it is.
+    let check = off_runtime(|| b.app.cli(&["config", "check", "--json"]));
+    let effective: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(
+        effective["apps"]["enabled"],
+        serde_json::json!(["nextcloud"])
+    );
+    let check = off_runtime(|| b.app.cli(&["config", "check"]));
+    assert!(
+        String::from_utf8_lossy(&check.stderr).contains("chosen in the console"),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // The daemon reloaded with it.
+    let apps = c.get("/console/apps").await.body;
+    assert!(apps.contains("/console/apps/nextcloud/disable"), "{apps}");
+    assert!(apps.contains("/console/apps/collabora/enable"), "{apps}");
+    // The same through the API.
+    let off = c
+        .post_json(
+            "/api/v1/apps/nextcloud/disable",
+            serde_json::json!({}),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(off.status, 200, "{}", off.body);
+    assert_eq!(off.json()["enabled"], serde_json::json!([]));
+    let listed = c.get("/api/v1/apps").await.json();
+    assert_eq!(listed["chosen_in_console"], true, "{listed}");
+    assert_eq!(listed["enabled"], serde_json::json!([]), "{listed}");
+    let unknown = c.get("/api/v1/apps/not-ours/logs").await;
+    assert_eq!(
+        (unknown.status, unknown.json()["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let mail = c
+        .post_json(
+            "/api/v1/settings/test-mail",
+            serde_json::json!({}),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(mail.status, 202, "{}", mail.body);
     // Every action is in the audit log, by the admin.
     let audit = c.get("/console/audit").await.body;
-    for action in ["test-mail", "create-group", "grant-service", "suspend"] {
+    for action in [
+        "test-mail",
+        "create-group",
+        "grant-service",
+        "suspend",
+        "enable-app",
+        "disable-app",
+    ] {
         assert!(audit.contains(action), "{action} not audited: {audit}");
     }
     assert_eq!(b.audited("suspend"), ["bea cy: test"]);

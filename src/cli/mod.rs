@@ -184,6 +184,12 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&config)?);
             } else {
                 eprintln!("{}: valid", cli.config.display());
+                if let Some(from) = &config.apps.enabled_from_console {
+                    eprintln!(
+                        "[apps] enabled was chosen in the console ({}); it overrides the file's list. Delete that file to go back to the file's.",
+                        from.display()
+                    );
+                }
                 print!("{}", config.to_redacted_toml());
             }
             Ok(0)

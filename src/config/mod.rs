@@ -156,6 +156,10 @@ fn default_ldap_listen() -> Vec<LdapUrl> {
 pub struct Apps {
     #[serde(default = "all_apps")]
     pub enabled: Vec<AppName>,
+    /// Where `enabled` came from when an admin chose it in the console
+    /// (`<state_dir>/console/apps.json`), overriding the file's list.
+    #[serde(skip)]
+    pub enabled_from_console: Option<PathBuf>,
     /// Run the enabled apps even when the hardware profile says they do not
     /// fit (memory) on this board.
     #[serde(default)]
@@ -185,6 +189,7 @@ impl Default for Apps {
     fn default() -> Self {
         Self {
             enabled: all_apps(),
+            enabled_from_console: None,
             force: false,
             images: BTreeMap::new(),
             subnet: default_subnet(),
@@ -763,7 +768,55 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         path: path.to_owned(),
         source,
     })?;
-    parse(&text, path)
+    let mut config = parse(&text, path)?;
+    let choice = console_apps_path(&config);
+    match std::fs::read_to_string(&choice) {
+        Ok(json) => apply_console_apps(&mut config, &json, &choice)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: choice,
+                source,
+            });
+        }
+    }
+    Ok(config)
+}
+
+/// Where the console keeps the admins' choice of apps. Every reader of the
+/// config (`serve`, `plan`, `reconcile`, `config check`) goes through
+/// [`load`], so they all see the same list; the config file itself stays
+/// the admin's (and read-only to the daemon under systemd).
+pub fn console_apps_path(config: &Config) -> PathBuf {
+    config.paths.state_dir.join("console/apps.json")
+}
+
+/// The console's choice of apps, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleApps {
+    pub enabled: Vec<AppName>,
+    /// Who chose, and when (Unix seconds).
+    pub by: String,
+    pub at: i64,
+}
+
+/// Applies the console's choice (JSON text read from `path`). Pure.
+pub fn apply_console_apps(config: &mut Config, json: &str, path: &Path) -> Result<(), ConfigError> {
+    let choice: ConsoleApps = serde_json::from_str(json).map_err(|e| {
+        ConfigError::Invalid(Box::new(Located {
+            path: path.to_owned(),
+            line: e.line(),
+            column: e.column(),
+            key: "enabled".into(),
+            message: format!(
+                "{e}; expected {{\"enabled\": [\"nextcloud\", \"collabora\", \"discourse\"], \"by\": …, \"at\": …}}: fix or delete the file to go back to [apps] enabled"
+            ),
+        }))
+    })?;
+    config.apps.enabled = choice.enabled;
+    config.apps.enabled_from_console = Some(path.to_owned());
+    Ok(())
 }
 
 /// Validates config text; `path` only names the file in errors.

@@ -278,3 +278,24 @@ fn acme_values_say_what_is_allowed() {
     assert_eq!(e.key, "front_door.acme.directory", "{e}");
     assert!(e.message.contains("missing field"), "{e}");
 }
+
+#[test]
+fn the_consoles_choice_of_apps_overrides_the_file_and_bad_json_names_it() {
+    let mut c = parse(MINIMAL, Path::new("appliance.toml")).unwrap();
+    let at = Path::new("/var/lib/commonscloud/console/apps.json");
+    apply_console_apps(
+        &mut c,
+        r#"{"enabled": ["nextcloud"], "by": "bea", "at": 1}"#,
+        at,
+    )
+    .unwrap();
+    assert_eq!(c.apps.enabled, [AppName::Nextcloud]);
+    assert_eq!(c.apps.enabled_from_console.as_deref(), Some(at));
+    let e = match apply_console_apps(&mut c, r#"{"enabled": ["wiki"], "by": "", "at": 1}"#, at) {
+        Err(ConfigError::Invalid(l)) => l,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((e.path.as_path(), e.key.as_str()), (at, "enabled"));
+    assert!(e.message.contains("delete the file"), "{e}");
+    assert_eq!(c.apps.enabled, [AppName::Nextcloud], "unchanged on error");
+}

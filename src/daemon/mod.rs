@@ -190,6 +190,12 @@ impl Shared {
     }
 
     /// Gauges that are read rather than counted.
+    /// Reloads the config (as SIGHUP does), e.g. after the console changed
+    /// the apps chosen.
+    pub fn reload(&self) {
+        reload(self);
+    }
+
     /// Asks the reconcile task to run now.
     pub fn reconcile_now(&self) {
         self.reconcile_wakeup.notify_one();

@@ -5,7 +5,6 @@
 //! and answered with a redirect.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Form, Path, Query, State};
@@ -16,7 +15,7 @@ use maud::{Markup, html};
 
 use super::i18n::Msg;
 use super::pages::{self, Chrome};
-use super::{Ctx, Session, Web, csrf_refused, failure, failure_text, now, page, see_other};
+use super::{Ctx, Session, Web, csrf_refused, failure, failure_text, now, ops, page, see_other};
 use crate::api::ComponentState;
 
 use super::{Fields, get_field};
@@ -40,6 +39,7 @@ pub fn routes() -> Router<Arc<Web>> {
         .route("/console/collectives/{slug}/services", post(grant_service))
         .route("/console/apps", get(apps))
         .route("/console/apps/{container}/logs", get(app_logs))
+        .route("/console/apps/{container}/{act}", post(switch_app))
         .route("/console/apps/{container}/restart", post(restart_app))
         .route("/console/reconcile", post(reconcile))
         .route("/console/upgrades", get(upgrades))
@@ -165,7 +165,7 @@ async fn dashboard(State(web): State<Arc<Web>>, mut ctx: Ctx, Query(q): Query<Fl
     let (pending, joins) = super::pending_counts(&web);
     let mem = memory_mb();
     let disk = disk_gb(&config.paths.state_dir);
-    let apps = app_rows(&web).await;
+    let apps = ops::app_rows(&web).await;
     let fl = flash(&ctx, &q);
     show(&mut ctx, Msg::Dashboard, fl, StatusCode::OK, |c| {
         html! {
@@ -186,8 +186,8 @@ async fn dashboard(State(web): State<Arc<Web>>, mut ctx: Ctx, Query(q): Query<Fl
             @if !apps.is_empty() {
                 h2 { (c.t(Msg::Apps)) }
                 (pages::table(&[c.t(Msg::Apps), c.t(Msg::Version), c.t(Msg::Memory), c.t(Msg::State)],
-                    apps.iter().map(|(app, name, image, mem, state)| html! {
-                        tr { td { (app) br; small { (name) } } td { code { (image) } } td { (mem) " MiB" } td { (state) } }
+                    apps.iter().map(|r| html! {
+                        tr { td { (r.app) br; small { (r.container) } } td { code { (r.image) } } td { (r.memory_mb) " MiB" } td { (r.state) } }
                     }).collect()))
             }
             h2 { (c.t(Msg::Federation)) }
@@ -633,39 +633,6 @@ async fn grant_service(
     after(&mut ctx, "/console/collectives", r)
 }
 
-/// `(app, container, image, memory limit, running/health or why not)`.
-async fn app_rows(web: &Web) -> Vec<(String, String, String, u64, String)> {
-    let config = web.shared.config();
-    let Ok(desired) = crate::apps::desired(&config) else {
-        return Vec::new();
-    };
-    if desired.containers.is_empty() {
-        return Vec::new();
-    }
-    let docker =
-        crate::docker::connect(&crate::docker::socket_path(), Duration::from_secs(3)).await;
-    let mut rows = Vec::new();
-    for c in &desired.containers {
-        let state = match &docker {
-            Ok(d) => match crate::docker::objects::inspect(d, &c.name).await {
-                Ok(Some(s)) if s.running => format!("running ({})", s.health),
-                Ok(Some(s)) => format!("stopped (exit {})", s.exit_code),
-                Ok(None) => "not created".to_owned(),
-                Err(e) => e.to_string(),
-            },
-            Err(e) => e.to_string(),
-        };
-        rows.push((
-            c.app.to_string(),
-            c.name.clone(),
-            c.image.clone(),
-            c.memory_mb,
-            state,
-        ));
-    }
-    rows
-}
-
 async fn apps(State(web): State<Arc<Web>>, mut ctx: Ctx, Query(q): Query<Flash>) -> Response {
     if let Err(r) = admin(&mut ctx) {
         return *r;
@@ -681,7 +648,7 @@ async fn apps(State(web): State<Arc<Web>>, mut ctx: Ctx, Query(q): Query<Flash>)
             )
         })
         .collect();
-    let rows = app_rows(&web).await;
+    let rows = ops::app_rows(&web).await;
     let apps_state = web
         .shared
         .status()
@@ -697,31 +664,53 @@ async fn apps(State(web): State<Arc<Web>>, mut ctx: Ctx, Query(q): Query<Flash>)
             ul {
                 @for (name, on, host) in &enabled {
                     li { strong { (name) } " — " (if *on { c.t(Msg::Enabled) } else { c.t(Msg::Disabled) })
-                        @if *on && !host.is_empty() { " · " a href=(format!("https://{host}/")) { (host) } } }
+                        @if *on && !host.is_empty() { " · " a href=(format!("https://{host}/")) { (host) } }
+                        " "
+                        @if *on {
+                            (pages::action(c, &format!("/console/apps/{name}/disable"), c.t(Msg::Disable), true, html!{}))
+                        } @else {
+                            (pages::action(c, &format!("/console/apps/{name}/enable"), c.t(Msg::Enable), false, html!{}))
+                        }
+                    }
                 }
             }
             p { (apps_state) }
             (pages::action(c, "/console/reconcile", c.t(Msg::ReconcileNow), false, html!{}))
             (pages::table(&[c.t(Msg::Apps), c.t(Msg::Component), c.t(Msg::Version), c.t(Msg::Memory), c.t(Msg::State), ""],
-                rows.iter().map(|(app, name, image, mem, state)| html! {
+                rows.iter().map(|r| html! {
                     tr {
-                        td { (app) }
-                        td { a href=(format!("/console/apps/{name}/logs")) { (name) } }
-                        td { code { (image) } }
-                        td { (mem) " MiB" }
-                        td { (state) }
-                        td { (pages::action(c, &format!("/console/apps/{name}/restart"), "Restart", false, html!{})) }
+                        td { (r.app) }
+                        td { a href=(format!("/console/apps/{}/logs", r.container)) { (r.container) } }
+                        td { code { (r.image) } }
+                        td { (r.memory_mb) " MiB" }
+                        td { (r.state) }
+                        td { (pages::action(c, &format!("/console/apps/{}/restart", r.container), c.t(Msg::Restart), false, html!{})) }
                     }
                 }).collect()))
         }
     })
 }
 
-/// Only containers of this appliance's desired state may be touched here.
-fn ours(web: &Web, container: &str) -> bool {
-    crate::apps::desired(&web.shared.config())
-        .map(|d| d.containers.iter().any(|c| c.name == container))
-        .unwrap_or(false)
+async fn switch_app(
+    State(web): State<Arc<Web>>,
+    mut ctx: Ctx,
+    Path((app, act)): Path<(String, String)>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let s = match admin_form(&mut ctx, &f) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let r = ops::set_app(&web, &s.person.uid, &app, &act).map(drop);
+    done_or(&mut ctx, Msg::Apps, "/console/apps?done=1", r)
+}
+
+/// A redirect after a done action, or its refusal on the page.
+fn done_or(ctx: &mut Ctx, title: Msg, to: &str, r: Result<(), ops::Refused>) -> Response {
+    match r {
+        Ok(()) => see_other(ctx, to),
+        Err(e) => show(ctx, title, None, e.status, |_| pages::alert(&e.message)),
+    }
 }
 
 async fn app_logs(
@@ -732,17 +721,14 @@ async fn app_logs(
     if let Err(r) = admin(&mut ctx) {
         return *r;
     }
-    if !ours(&web, &container) {
-        return super::not_found(ctx).await;
+    match ops::logs(&web, &container).await {
+        Ok(text) => show(&mut ctx, Msg::Apps, None, StatusCode::OK, |_| {
+            html! { h2 { (container) } pre { (text) } }
+        }),
+        Err(e) => show(&mut ctx, Msg::Apps, None, e.status, |_| {
+            pages::alert(&e.message)
+        }),
     }
-    let text =
-        match crate::docker::connect(&crate::docker::socket_path(), Duration::from_secs(3)).await {
-            Ok(d) => crate::docker::objects::logs_tail(&d, &container, 200).await,
-            Err(e) => e.to_string(),
-        };
-    show(&mut ctx, Msg::Apps, None, StatusCode::OK, |_| {
-        html! { h2 { (container) } pre { (text) } }
-    })
 }
 
 async fn restart_app(
@@ -755,26 +741,8 @@ async fn restart_app(
         Ok(s) => s,
         Err(r) => return *r,
     };
-    if !ours(&web, &container) {
-        return super::not_found(ctx).await;
-    }
-    let r =
-        match crate::docker::connect(&crate::docker::socket_path(), Duration::from_secs(3)).await {
-            Ok(d) => crate::docker::objects::restart_container(&d, &container).await,
-            Err(e) => Err(e),
-        };
-    let _ = web
-        .shared
-        .with_store(|st| st.audit(now(), &s.person.uid, "restart-app", &container));
-    match r {
-        Ok(()) => see_other(&ctx, "/console/apps?done=1"),
-        Err(e) => {
-            let text = e.to_string();
-            show(&mut ctx, Msg::Apps, None, StatusCode::BAD_GATEWAY, |_| {
-                pages::alert(&text)
-            })
-        }
-    }
+    let r = ops::restart(&web, &s.person.uid, &container).await;
+    done_or(&mut ctx, Msg::Apps, "/console/apps?done=1", r)
 }
 
 async fn reconcile(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fields>) -> Response {
@@ -782,10 +750,7 @@ async fn reconcile(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fiel
         Ok(s) => s,
         Err(r) => return *r,
     };
-    web.shared.reconcile_now();
-    let _ = web
-        .shared
-        .with_store(|st| st.audit(now(), &s.person.uid, "reconcile", "asked from the console"));
+    ops::reconcile(&web, &s.person.uid);
     see_other(&ctx, "/console/apps?done=1")
 }
 
@@ -853,32 +818,8 @@ async fn test_mail(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fiel
         Ok(s) => s,
         Err(r) => return *r,
     };
-    let config = web.shared.config();
-    let params = serde_json::json!({"by": s.person.display_name, "collective": config.collective.name.to_string()});
-    let now = now();
-    let r = web.shared.with_store(|st| {
-        st.atomically(|st| {
-            st.enqueue_mail(
-                &s.person.mail,
-                "test",
-                &s.person.language,
-                &params.to_string(),
-                now,
-            )?;
-            st.audit(now, &s.person.uid, "test-mail", &s.person.mail)
-        })
-    });
-    web.shared.mail_wakeup.notify_one();
-    match r {
-        Ok(()) => see_other(&ctx, "/console/settings?done=1"),
-        Err(e) => show(
-            &mut ctx,
-            Msg::Settings,
-            None,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            |_| pages::alert(&e),
-        ),
-    }
+    let r = ops::test_mail(&web, &s.person);
+    done_or(&mut ctx, Msg::Settings, "/console/settings?done=1", r)
 }
 
 async fn audit(State(web): State<Arc<Web>>, mut ctx: Ctx) -> Response {

@@ -40,6 +40,12 @@ pub fn routes() -> Router<Arc<Web>> {
         .route("/joins", get(joins))
         .route("/joins/{id}/{decision}", post(decide_join))
         .route("/audit", get(audit))
+        .route("/apps", get(apps))
+        .route("/apps/{container}/logs", get(app_logs))
+        .route("/apps/{container}/restart", post(restart_app))
+        .route("/apps/{container}/{act}", post(switch_app))
+        .route("/reconcile", post(reconcile))
+        .route("/settings/test-mail", post(test_mail))
 }
 
 /// `{"code": …, "message": …}` with a status.
@@ -700,5 +706,88 @@ async fn audit(State(web): State<Arc<Web>>, ctx: Ctx) -> Response {
     match web.shared.with_store(|s| s.recent_audit(200)) {
         Ok(rows) => reply(&ctx, StatusCode::OK, json!(rows)),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", &e),
+    }
+}
+
+fn refused(e: super::ops::Refused) -> Response {
+    let code = match e.status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid",
+        StatusCode::BAD_GATEWAY => "docker",
+        _ => "failed",
+    };
+    error(e.status, code, &e.message)
+}
+
+async fn apps(State(web): State<Arc<Web>>, ctx: Ctx) -> Response {
+    tri!(admin(&ctx));
+    let config = web.shared.config();
+    let enabled = &config.apps.enabled;
+    let chosen_in_console = config.apps.enabled_from_console.is_some();
+    let containers = super::ops::app_rows(&web).await;
+    reply(
+        &ctx,
+        StatusCode::OK,
+        json!({"enabled": enabled, "chosen_in_console": chosen_in_console, "containers": containers}),
+    )
+}
+
+async fn app_logs(
+    State(web): State<Arc<Web>>,
+    ctx: Ctx,
+    Path(container): Path<String>,
+) -> Response {
+    tri!(admin(&ctx));
+    match super::ops::logs(&web, &container).await {
+        Ok(text) => reply(
+            &ctx,
+            StatusCode::OK,
+            json!({"container": container, "logs": text}),
+        ),
+        Err(e) => refused(e),
+    }
+}
+
+async fn restart_app(
+    State(web): State<Arc<Web>>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    Path(container): Path<String>,
+) -> Response {
+    let s = tri!(admin_write(&ctx, &headers));
+    match super::ops::restart(&web, &s.person.uid, &container).await {
+        Ok(()) => reply(&ctx, StatusCode::OK, json!({"restarted": container})),
+        Err(e) => refused(e),
+    }
+}
+
+async fn switch_app(
+    State(web): State<Arc<Web>>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    Path((app, act)): Path<(String, String)>,
+) -> Response {
+    let s = tri!(admin_write(&ctx, &headers));
+    match super::ops::set_app(&web, &s.person.uid, &app, &act) {
+        Ok(enabled) => reply(&ctx, StatusCode::OK, json!({"enabled": enabled})),
+        Err(e) => refused(e),
+    }
+}
+
+async fn reconcile(State(web): State<Arc<Web>>, ctx: Ctx, headers: HeaderMap) -> Response {
+    let s = tri!(admin_write(&ctx, &headers));
+    super::ops::reconcile(&web, &s.person.uid);
+    reply(&ctx, StatusCode::ACCEPTED, json!({"reconcile": "asked"}))
+}
+
+async fn test_mail(State(web): State<Arc<Web>>, ctx: Ctx, headers: HeaderMap) -> Response {
+    let s = tri!(admin_write(&ctx, &headers));
+    match super::ops::test_mail(&web, &s.person) {
+        Ok(()) => reply(
+            &ctx,
+            StatusCode::ACCEPTED,
+            json!({"queued_to": s.person.mail}),
+        ),
+        Err(e) => refused(e),
     }
 }

@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod api;
 pub mod i18n;
+pub mod ops;
 pub mod pages;
 pub mod public;
 pub mod session;
