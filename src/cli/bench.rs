@@ -138,6 +138,14 @@ impl Drop for Scratch {
     }
 }
 
+/// A free TCP port on 127.0.0.1 for a server a bench starts.
+pub(super) fn free_port() -> anyhow::Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .context("finding a free port")
+}
+
 /// A fresh path under the temp dir for one bench run of `kind`.
 pub(super) fn scratch_dir(kind: &str) -> PathBuf {
     let nanos = std::time::SystemTime::now()
@@ -172,11 +180,7 @@ fn footprint(
         dir: scratch_dir("footprint"),
         children: Vec::new(),
     };
-    let ldap_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .context("finding a free port")?;
-    let config_path = super::init::write_demo(&scratch.dir, ldap_port)?;
+    let config_path = super::init::write_demo(&scratch.dir, free_port()?)?;
     // The daemon alone: no app, so the machine's Docker is left alone.
     let text = std::fs::read_to_string(&config_path)?;
     let text: String = text

@@ -9,7 +9,6 @@
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -18,7 +17,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 
-use super::bench::Scratch;
+use super::bench::{Scratch, free_port};
 use crate::directory::people::{self, NewPerson};
 use crate::directory::slapd::Paths;
 use crate::directory::tree::Tree;
@@ -70,13 +69,6 @@ pub fn run(args: ConsoleArgs) -> anyhow::Result<i32> {
         print!("{}", report(&b));
     }
     Ok(0)
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .context("finding a free port")
 }
 
 /// Runs the whole measurement (also used by `bench proxy`).
@@ -168,7 +160,7 @@ async fn bench(
     let until = Instant::now() + Duration::from_secs(30);
     let connector = loop {
         if ca.exists()
-            && let Ok(c) = connector(&ca)
+            && let Ok(c) = super::bench_proxy::tls_connector(&ca)
             && let Ok(mut conn) = Conn::open(&c, addr, &host).await
             && let Ok((200, _)) = conn.get("/login", None).await
         {
@@ -248,22 +240,6 @@ async fn make_admin(config: &crate::config::Config) -> anyhow::Result<()> {
     }
     crate::directory::ldap::set_password(&mut root, &dn, PASSWORD).await?;
     Ok(())
-}
-
-fn connector(ca: &std::path::Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca).context("reading the local CA")? {
-        roots.add(c.context("a PEM certificate")?)?;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
 /// One client's keep-alive connection.

@@ -131,10 +131,7 @@ pub fn run(args: DirectoryArgs) -> anyhow::Result<i32> {
 async fn bench(args: &DirectoryArgs, scratch: &mut Scratch) -> anyhow::Result<DirectoryBench> {
     std::fs::create_dir_all(&scratch.dir)
         .with_context(|| format!("creating {}", scratch.dir.display()))?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .context("finding a free port")?;
+    let port = super::bench::free_port()?;
     let text = format!(
         "[collective]\nname = \"Quimper\"\nslug = \"quimper\"\ndomain = \"quimper.example.org\"\nadmin_email = \"admin@quimper.example.org\"\n\
          [hardware]\nprofile = \"rpi4-4gb\"\n[directory]\nlisten = [\"ldap://127.0.0.1:{port}\"]\n\

@@ -351,11 +351,7 @@ fn start_all(
 
     // The front door, on a config of its own; its files made the
     // supervisor's way.
-    let free = || -> anyhow::Result<u16> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    };
+    let free = super::bench::free_port;
     let (https, http, nginx_port) = (free()?, free()?, free()?);
     let d = dir.display();
     let text = format!(
@@ -601,8 +597,8 @@ fn nginx_conf(c: &NginxConf) -> String {
     )
 }
 
-/// A TLS client that trusts the scratch CA only.
-fn tls_connector(ca: &Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
+/// A TLS client that trusts the scratch CA only (HTTP/1.1).
+pub(super) fn tls_connector(ca: &Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();

@@ -182,11 +182,7 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<i32> {
     let image_build_s = t.elapsed().as_secs_f64();
 
     // A scratch appliance with every app.
-    let free = || -> anyhow::Result<u16> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    };
+    let free = super::bench::free_port;
     let mut port_base = free()?;
     while !(1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", port_base + i)).is_ok()) {
         port_base = free()?;
