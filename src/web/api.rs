@@ -82,40 +82,62 @@ fn answer<T: serde::Serialize>(web: &Web, ctx: &Ctx, r: Result<T, OnboardingErro
     }
 }
 
-/// The checks every changing request passes; with a session, its token.
+/// The checks every changing request passes: JSON, from this site, and
+/// with a session its token.
 fn writable(ctx: &Ctx, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    json_only(headers)?;
+    this_site(ctx)?;
+    session_token(ctx, headers)
+}
+
+/// A JSON body, which a cross-site form cannot send.
+fn json_only(headers: &HeaderMap) -> Result<(), Box<Response>> {
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if !json {
-        return Err(Box::new(error(
+    if json {
+        Ok(())
+    } else {
+        Err(Box::new(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "json_only",
             "send the body as JSON with Content-Type: application/json",
-        )));
+        )))
     }
-    if !super::session::same_origin(ctx.origin.as_deref(), &ctx.host) {
-        return Err(Box::new(error(
+}
+
+/// Not from another site, when the browser says where from.
+fn this_site(ctx: &Ctx) -> Result<(), Box<Response>> {
+    if super::session::same_origin(ctx.origin.as_deref(), &ctx.host) {
+        Ok(())
+    } else {
+        Err(Box::new(error(
             StatusCode::FORBIDDEN,
             "csrf",
             "the request came from another site",
-        )));
+        )))
     }
-    if let Some(s) = &ctx.session {
-        let sent = headers
-            .get("x-csrf-token")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !super::session::same_token(sent, &s.csrf) {
-            return Err(Box::new(error(
-                StatusCode::FORBIDDEN,
-                "csrf",
-                "missing or wrong X-CSRF-Token: use the csrf value of GET /api/v1/session",
-            )));
-        }
+}
+
+/// With a session, its token in `X-CSRF-Token`.
+fn session_token(ctx: &Ctx, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let Some(s) = &ctx.session else {
+        return Ok(());
+    };
+    let sent = headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if super::session::same_token(sent, &s.csrf) {
+        Ok(())
+    } else {
+        Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            "csrf",
+            "missing or wrong X-CSRF-Token: use the csrf value of GET /api/v1/session",
+        )))
     }
-    Ok(())
 }
 
 fn signed_in(ctx: &Ctx) -> Result<Session, Box<Response>> {
@@ -179,11 +201,10 @@ async fn login(
     headers: HeaderMap,
     body: Json<Credentials>,
 ) -> Response {
-    // Signing in needs no token (there is no session yet), but still JSON
-    // from this site; a session the client brought is replaced.
-    let had = ctx.session.take();
-    tri!(writable(&ctx, &headers));
-    ctx.session = had;
+    // Signing in needs no token (a session the client brought is
+    // replaced), but still JSON from this site.
+    tri!(json_only(&headers));
+    tri!(this_site(&ctx));
     match check_login(&web, &ctx, &body.uid, &body.password).await {
         Ok(person) => {
             if start_session(&web, &mut ctx, &person).is_none() {
@@ -232,13 +253,9 @@ async fn login(
 
 async fn logout(State(web): State<Arc<Web>>, mut ctx: Ctx, headers: HeaderMap) -> Response {
     let _ = tri!(signed_in(&ctx));
-    // DELETE has no body; the token is still required.
-    let mut h = headers.clone();
-    h.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    tri!(writable(&ctx, &h));
+    // DELETE has no body; the site and the token are still required.
+    tri!(this_site(&ctx));
+    tri!(session_token(&ctx, &headers));
     end_session(&web, &mut ctx);
     reply(&ctx, StatusCode::OK, json!({"signed_out": true}))
 }

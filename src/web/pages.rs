@@ -6,7 +6,7 @@
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::i18n::{LANGUAGES, Msg};
-use crate::onboarding::validate::{FieldError, Language};
+use crate::onboarding::validate::{FieldError, Form, Language};
 
 /// What every page needs: language, who is signed in, the form token.
 #[derive(Debug, Clone)]
@@ -249,21 +249,9 @@ pub fn login(c: &Chrome, uid: &str, next: &str, error: Option<&str>) -> Markup {
     )
 }
 
-/// What the registration form shows again after an error.
-#[derive(Debug, Clone, Default)]
-pub struct RegisterForm {
-    pub uid: String,
-    pub display_name: String,
-    pub email: String,
-    pub collective: String,
-    pub message: String,
-    pub language: String,
-    pub invite: String,
-}
-
 pub fn register(
     c: &Chrome,
-    f: &RegisterForm,
+    f: &Form,
     collectives: &[(String, String)],
     errors: &[FieldError],
 ) -> Markup {
@@ -499,7 +487,7 @@ mod tests {
     #[test]
     fn pages_escape_what_they_show_and_carry_the_token() {
         let c = chrome(Language::En, true);
-        let f = RegisterForm {
+        let f = Form {
             uid: "<script>".into(),
             ..Default::default()
         };
@@ -519,7 +507,7 @@ mod tests {
             field: "uid",
             message: "taken".into(),
         }];
-        let html = register(&c, &RegisterForm::default(), &[], &errors).into_string();
+        let html = register(&c, &Form::default(), &[], &errors).into_string();
         assert!(html.contains(r#"aria-invalid="true""#));
         assert!(html.contains(r#"aria-describedby="h-uid e-uid""#), "{html}");
         assert!(html.contains(r#"id="e-uid""#));

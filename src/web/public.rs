@@ -12,7 +12,7 @@ use axum::routing::get;
 use maud::html;
 
 use super::i18n::Msg;
-use super::pages::{self, RegisterForm};
+use super::pages;
 use super::{
     Ctx, Failure, LoginRefusal, Web, check_login, csrf_refused, end_session, failure, failure_text,
     minutes, now, page, see_other, start_session,
@@ -193,7 +193,7 @@ async fn register_page(
     mut ctx: Ctx,
     Query(q): Query<RegisterQuery>,
 ) -> Response {
-    let form = RegisterForm {
+    let form = RegistrationForm {
         collective: if q.collective.is_empty() {
             web.shared.config().collective.slug.to_string()
         } else {
@@ -209,7 +209,7 @@ async fn render_register(
     web: &Web,
     ctx: &mut Ctx,
     status: StatusCode,
-    form: &RegisterForm,
+    form: &RegistrationForm,
     errors: &[FieldError],
 ) -> Response {
     let choices = collective_choices(web).await;
@@ -248,36 +248,25 @@ async fn register(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Field
             let m = pages::message(&c, c.t(Msg::RegisterTitle), c.t(Msg::RegisterSent), None);
             page(&ctx, StatusCode::OK, m)
         }
-        Err(e) => {
-            let shown = RegisterForm {
-                uid: form.uid,
-                display_name: form.display_name,
-                email: form.email,
-                collective: form.collective,
-                message: form.message,
-                language: form.language,
-                invite: form.invite,
-            };
-            match failure(&ctx, e) {
-                Failure::Fields(errors) => {
-                    render_register(
-                        &web,
-                        &mut ctx,
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        &shown,
-                        &errors,
-                    )
-                    .await
-                }
-                Failure::Page(status, text) => {
-                    let errors = vec![FieldError {
-                        field: "form",
-                        message: text,
-                    }];
-                    render_register(&web, &mut ctx, status, &shown, &errors).await
-                }
+        Err(e) => match failure(&ctx, e) {
+            Failure::Fields(errors) => {
+                render_register(
+                    &web,
+                    &mut ctx,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &form,
+                    &errors,
+                )
+                .await
             }
-        }
+            Failure::Page(status, text) => {
+                let errors = vec![FieldError {
+                    field: "form",
+                    message: text,
+                }];
+                render_register(&web, &mut ctx, status, &form, &errors).await
+            }
+        },
     }
 }
 
