@@ -38,8 +38,25 @@ impl Authenticator {
         }
     }
 
-    /// The person with this uid, over the shared look-up connection.
+    /// The person with this uid, over the shared look-up connection. While
+    /// slapd restarts (the daemon does that for new listeners, in well
+    /// under a second) the look-up is tried again on a fresh connection for
+    /// up to 2 s, so nobody is signed out or refused for it.
     pub async fn find(&self, uid: &str) -> Result<Option<Person>, DirectoryError> {
+        let mut tries = 0;
+        loop {
+            match self.find_once(uid).await {
+                Ok(p) => return Ok(p),
+                Err(e) if tries >= 10 => return Err(e),
+                Err(_) => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    async fn find_once(&self, uid: &str) -> Result<Option<Person>, DirectoryError> {
         let mut guard = self.lookup.lock().await;
         let mut ldap = match guard.as_ref() {
             Some(l) => l.clone(),
