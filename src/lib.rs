@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod directory;
 pub mod docker;
 pub mod doctor;
+pub mod federation;
 pub mod frontdoor;
 pub mod http;
 pub mod logging;

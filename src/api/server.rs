@@ -26,6 +26,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
         .route("/v1/directory/check", get(directory_check))
+        .route("/v1/alliance", get(alliance_status))
+        .route("/v1/alliance/join", post(alliance_join))
         .route("/v1/registrations", get(list_registrations).post(register))
         .route("/v1/registrations/verify", post(verify_email))
         .route("/v1/registrations/{id}", get(show_registration))
@@ -109,6 +111,30 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
+async fn alliance_status(State(shared): State<Arc<Shared>>) -> Response {
+    match crate::federation::status(&shared.store, &shared.federation, now()) {
+        Ok(s) => Json(s).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
+    }
+}
+
+async fn alliance_join(
+    State(shared): State<Arc<Shared>>,
+    Json(req): Json<crate::daemon::federation::JoinRequest>,
+) -> Response {
+    match crate::daemon::federation::join(&shared, req).await {
+        Ok(a) => {
+            let code = if a.checks.iter().all(|c| c.ok) {
+                StatusCode::OK
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            (code, Json(a)).into_response()
+        }
+        Err(e) => error(StatusCode::BAD_GATEWAY, "alliance", e.to_string()),
+    }
+}
+
 async fn directory_check(State(shared): State<Arc<Shared>>) -> Response {
     let config = shared.config();
     let paths = crate::directory::slapd::Paths::new(&config);
@@ -165,6 +191,8 @@ pub fn onboarding_error(e: OnboardingError) -> Response {
         },
         OnboardingError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store"),
         OnboardingError::Directory(_) => (StatusCode::SERVICE_UNAVAILABLE, "directory"),
+        OnboardingError::AllianceDown { .. } => (StatusCode::SERVICE_UNAVAILABLE, "alliance_down"),
+        OnboardingError::HomedElsewhere { .. } => (StatusCode::CONFLICT, "homed_elsewhere"),
     };
     error(status, code, e.to_string())
 }

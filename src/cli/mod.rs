@@ -1,6 +1,7 @@
 //! The `commonscloud` command line. Parses flags, calls the modules, prints.
 //! `anyhow` is allowed here and in `main` only.
 
+mod alliance;
 mod bench;
 mod bench_console;
 mod bench_directory;
@@ -58,6 +59,10 @@ pub enum Command {
     /// <state_dir>, reloads them when they change or on SIGHUP, and keeps
     /// serving while the supervisor restarts.
     FrontDoor,
+    /// Federation with the alliance's directory: join, status, and the
+    /// LDIF that sets up the alliance's own provider.
+    #[command(subcommand)]
+    Alliance(alliance::AllianceCommand),
     /// Show what the running daemon is doing, component by component.
     Status {
         /// Print JSON instead of a table.
@@ -246,6 +251,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             serve(path)
         }
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Alliance(cmd) => alliance::run(&cli.config, cmd),
     }
 }
 

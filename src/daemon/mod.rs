@@ -4,6 +4,7 @@
 //! It owns no decisions about the appliance itself: component states come from
 //! [`status`], config validity from [`crate::config`].
 
+pub mod federation;
 pub mod status;
 pub mod tasks;
 
@@ -94,15 +95,24 @@ pub struct Shared {
     reconcile_wakeup: Notify,
     /// Tells the front-door task the config was reloaded.
     front_door_reload: Notify,
+    /// The link to the alliance, as the federation task sees it.
+    pub federation: Arc<crate::federation::Link>,
+    /// Tells the federation task its settings changed (a join, a reload).
+    federation_restart: Notify,
 }
 
 /// The onboarding service for a config.
-fn onboarding_for(config: &Config, store: Arc<Mutex<Store>>) -> Onboarding {
+fn onboarding_for(
+    config: &Config,
+    store: Arc<Mutex<Store>>,
+    link: Arc<crate::federation::Link>,
+) -> Onboarding {
     Onboarding::new(
         Settings::from_config(config),
         store,
         crate::onboarding::service::os_random,
     )
+    .with_federation(link)
 }
 
 impl Shared {
@@ -341,11 +351,16 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
 
+    let link = Arc::new(crate::federation::Link::new(false));
     let shared = Arc::new(Shared {
         started,
         started_at: OffsetDateTime::now_utc(),
         config_path: config_path.clone(),
-        onboarding: RwLock::new(Arc::new(onboarding_for(&config, store.clone()))),
+        onboarding: RwLock::new(Arc::new(onboarding_for(
+            &config,
+            store.clone(),
+            link.clone(),
+        ))),
         config: RwLock::new(Arc::new(config)),
         last_reload: Mutex::new(None),
         docker: RwLock::new(DockerObservation::NotYetProbed),
@@ -360,6 +375,8 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
         apps: RwLock::new(status::AppsObservation::Pending),
         reconcile_wakeup: Notify::new(),
         front_door_reload: Notify::new(),
+        federation: link,
+        federation_restart: Notify::new(),
     });
 
     let mut tasks = tasks::Tasks::new();
@@ -430,6 +447,11 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
         let token = tasks.token();
         let shared = shared.clone();
         tasks.spawn("mail", run_mail(shared, token));
+    }
+    {
+        let token = tasks.token();
+        let shared = shared.clone();
+        tasks.spawn("federation", federation::run(shared, token));
     }
     {
         let token = tasks.token();
@@ -718,10 +740,18 @@ fn reload(shared: &Shared) {
             }
             shared.reconcile_wakeup.notify_one();
             if let Ok(mut o) = shared.onboarding.write() {
-                *o = Arc::new(onboarding_for(&new, shared.store.clone()));
+                *o = Arc::new(onboarding_for(
+                    &new,
+                    shared.store.clone(),
+                    shared.federation.clone(),
+                ));
             }
+            let alliance_changed = old.alliance != new.alliance;
             if let Ok(mut c) = shared.config.write() {
                 *c = Arc::new(new);
+            }
+            if alliance_changed {
+                shared.federation_restart.notify_one();
             }
             shared.mail_wakeup.notify_one();
             shared.docker_wakeup.notify_one();

@@ -2,6 +2,7 @@
 //! and the adapters that run slapd ([`slapd`]) and talk LDAP to it
 //! ([`ldap`]). Only this module talks LDAP.
 
+pub mod alliance;
 pub mod auth;
 pub mod check;
 pub mod ldap;

@@ -129,6 +129,17 @@ impl Tree {
         format!("cn=default,{}", self.policies())
     }
 
+    /// At the alliance: the service accounts of the appliances.
+    pub fn appliances(&self) -> String {
+        format!("ou=appliances,{}", self.suffix)
+    }
+
+    /// At the alliance: the account an appliance binds as, named by its node
+    /// (the console hostname, also its people's `commonsHomeNode`).
+    pub fn appliance(&self, node: &str) -> String {
+        format!("cn={},{}", dn_escape(node), self.appliances())
+    }
+
     /// Put into a group by refint when its last member goes, so that a
     /// groupOfNames never becomes invalid. It need not exist.
     pub fn nobody(&self) -> String {
@@ -230,6 +241,139 @@ pub fn acls(suffix: &str) -> Vec<String> {
     ]
 }
 
+/// The alliance provider's own ACLs. Appliance accounts get nothing here:
+/// what each may read and write is granted by its own rules, inserted in
+/// front of these ([`appliance_acls`]). People read the directory and set
+/// their own password, as on an appliance.
+pub fn alliance_acls(suffix: &str) -> Vec<String> {
+    let tree = Tree::new(suffix);
+    let appliances = tree.appliances();
+    vec![
+        format!("to attrs=userPassword by self =w by anonymous auth by * none"),
+        format!(
+            "to attrs=pwdAccountLockedTime,pwdFailureTime,pwdReset,commonsAccountState by self read by * none"
+        ),
+        format!("to dn.subtree=\"{appliances}\" by self read by anonymous auth by * none"),
+        format!("to dn.subtree=\"{}\" by * none", tree.policies()),
+        format!(
+            "to * by dn.one=\"{appliances}\" none by self read by users read by anonymous auth by * none"
+        ),
+    ]
+}
+
+/// The rules of one appliance at the alliance, to be inserted in front of
+/// [`alliance_acls`] (each ends in `break`, so others fall through): it
+/// writes its collective's subtree and the people homed at it (password and
+/// account state included, and adding them), reads the people of its
+/// collective (password hashes included, so logins work offline) and the
+/// alliance-wide services, and may search from the suffix.
+pub fn appliance_acls(suffix: &str, slug: &CollectiveSlug, node: &str) -> Vec<String> {
+    let tree = Tree::new(suffix);
+    let me = tree.appliance(node);
+    let node = ldap3::ldap_escape(node);
+    vec![
+        format!(
+            "to dn.subtree=\"{}\" by dn.exact=\"{me}\" write by * break",
+            tree.collective(slug)
+        ),
+        format!(
+            "to dn.base=\"{}\" attrs=children by dn.exact=\"{me}\" write by * break",
+            tree.people()
+        ),
+        format!(
+            "to dn.one=\"{}\" filter=(commonsHomeNode={node}) by dn.exact=\"{me}\" write by * break",
+            tree.people()
+        ),
+        format!(
+            "to dn.one=\"{}\" filter=(|(commonsPrimaryCollective={})(memberOf={})) by dn.exact=\"{me}\" read by * break",
+            tree.people(),
+            tree.collective(slug),
+            tree.group(slug, "members"),
+        ),
+        format!(
+            "to dn.subtree=\"{}\" by dn.exact=\"{me}\" read by * break",
+            tree.services()
+        ),
+        format!("to dn.base=\"{suffix}\" by dn.exact=\"{me}\" read by * break"),
+    ]
+}
+
+/// The alliance's base entries: the OUs (with `ou=appliances` for the
+/// appliances' accounts and no `ou=system`) and the default password policy.
+pub fn alliance_base_ldif(suffix: &str, name: &str) -> String {
+    let tree = Tree::new(suffix);
+    let mut out = top_entry(suffix, name);
+    for (ou, what) in [
+        (tree.people(), "people"),
+        (tree.collectives(), "collectives"),
+        (tree.services(), "services"),
+        (tree.appliances(), "appliances"),
+        (tree.policies(), "policies"),
+    ] {
+        let _ = write!(
+            out,
+            "dn: {ou}\nobjectClass: organizationalUnit\nou: {what}\n\n"
+        );
+    }
+    out.push_str(&policy_ldif(&tree));
+    out
+}
+
+/// What `alliance.sh add-appliance` applies over ldapi, in order: the
+/// appliance's rules inserted in front of the alliance's, its account, and
+/// its collective's entries homed at it.
+pub fn appliance_ldif(suffix: &str, slug: &CollectiveSlug, name: &str, node: &str) -> String {
+    let tree = Tree::new(suffix);
+    let mut out =
+        "dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\nadd: olcAccess\n".to_owned();
+    for (i, rule) in appliance_acls(suffix, slug, node).iter().enumerate() {
+        let _ = writeln!(out, "olcAccess: {{{i}}}{rule}");
+    }
+    out.push_str("-\n\n");
+    let mut entries = vec![appliance_account(&tree, node)];
+    entries.extend(collective_entries(&tree, slug, name, node));
+    for e in entries {
+        let ldif = e.to_ldif();
+        let (first, rest) = ldif.split_once('\n').unwrap_or((&ldif, ""));
+        let _ = write!(out, "{first}\nchangetype: add\n{rest}");
+    }
+    out
+}
+
+/// An appliance's account at the alliance (its password is set afterwards
+/// with Password Modify, so slapd hashes it).
+pub fn appliance_account(tree: &Tree, node: &str) -> Entry {
+    Entry {
+        dn: tree.appliance(node),
+        attrs: vec![
+            (
+                "objectClass",
+                vec!["applicationProcess".into(), "simpleSecurityObject".into()],
+            ),
+            ("cn", vec![node.to_owned()]),
+            ("userPassword", vec!["{CRYPT}!".into()]),
+        ],
+    }
+}
+
+fn top_entry(suffix: &str, name: &str) -> String {
+    let first_rdn = suffix.split(',').next().unwrap_or_default();
+    let (attr, value) = first_rdn.split_once('=').unwrap_or(("dc", first_rdn));
+    let top = if attr.eq_ignore_ascii_case("dc") {
+        format!("objectClass: dcObject\nobjectClass: organization\ndc: {value}\no: {name}\n")
+    } else {
+        format!("objectClass: organization\n{attr}: {value}\n")
+    };
+    format!("dn: {suffix}\n{top}\n")
+}
+
+fn policy_ldif(tree: &Tree) -> String {
+    format!(
+        "dn: {}\nobjectClass: organizationalRole\nobjectClass: pwdPolicy\ncn: default\npwdAttribute: userPassword\npwdLockout: TRUE\npwdMaxFailure: 10\npwdLockoutDuration: 300\npwdFailureCountInterval: 300\npwdMinLength: 10\npwdCheckQuality: 0\npwdAllowUserChange: TRUE\n\n",
+        tree.default_policy()
+    )
+}
+
 /// One cn=config attribute the daemon keeps as the code says, whatever an
 /// older release set: replaced over ldapi when the code's version changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,7 +441,35 @@ const INDEXES: [&str; 8] = [
 
 /// slapd's whole cn=config, for `slapadd -n0`.
 pub fn config_ldif(s: &SlapdSettings) -> String {
+    render_config(s, Role::Appliance)
+}
+
+/// Which directory a cn=config is for: an appliance's own, or the alliance's
+/// provider (`provision/alliance/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Appliance,
+    /// The provider every appliance syncs from. Its memberOf is stored by the
+    /// memberof overlay rather than computed by dynlist: syncprov matches a
+    /// change against the sync filter on the stored entry, so a person who
+    /// joins a collective must change for its appliance to be told.
+    Alliance,
+}
+
+/// The alliance provider's whole cn=config: the appliance's schema, modules
+/// and password hashing, its own ACLs ([`alliance_acls`]; each appliance's
+/// rules are inserted in front by [`appliance_acls`]), memberof instead of
+/// dynlist.
+pub fn alliance_config_ldif(s: &SlapdSettings) -> String {
+    render_config(s, Role::Alliance)
+}
+
+fn render_config(s: &SlapdSettings, role: Role) -> String {
     let tree = Tree::new(&s.suffix);
+    let member_of_module = match role {
+        Role::Appliance => "dynlist",
+        Role::Alliance => "memberof",
+    };
     let mut out = format!(
         "dn: cn=config
 objectClass: olcGlobal
@@ -313,7 +485,7 @@ olcModulePath: {modules}
 olcModuleLoad: back_mdb
 olcModuleLoad: argon2 {argon2}
 olcModuleLoad: ppolicy
-olcModuleLoad: dynlist
+olcModuleLoad: {member_of_module}
 olcModuleLoad: refint
 olcModuleLoad: unique
 olcModuleLoad: syncprov
@@ -368,17 +540,25 @@ olcLastMod: TRUE
     for index in INDEXES {
         let _ = writeln!(out, "olcDbIndex: {index}");
     }
-    for (i, acl) in acls(&s.suffix).iter().enumerate() {
+    let rules = match role {
+        Role::Appliance => acls(&s.suffix),
+        Role::Alliance => alliance_acls(&s.suffix),
+    };
+    for (i, acl) in rules.iter().enumerate() {
         let _ = writeln!(out, "olcAccess: {{{i}}}{acl}");
     }
+    let member_of = match role {
+        // memberOf without the deprecated memberof overlay: computed from
+        // groupOfNames members at search time (filters on memberOf work).
+        Role::Appliance => "objectClass: olcDynListConfig\nolcOverlay: {1}dynlist\nolcDynListAttrSet: groupOfURLs memberURL member+memberOf@groupOfNames\n".to_owned(),
+        Role::Alliance => "objectClass: olcMemberOfConfig\nolcOverlay: {1}memberof\nolcMemberOfRefInt: TRUE\nolcMemberOfGroupOC: groupOfNames\nolcMemberOfMemberAD: member\nolcMemberOfMemberOfAD: memberOf\n".to_owned(),
+    };
     let overlays = [
         format!(
             "objectClass: olcPPolicyConfig\nolcOverlay: {{0}}ppolicy\nolcPPolicyDefault: {}\nolcPPolicyHashCleartext: TRUE\n",
             tree.default_policy()
         ),
-        // memberOf without the deprecated memberof overlay: computed from
-        // groupOfNames members at search time (filters on memberOf work).
-        "objectClass: olcDynListConfig\nolcOverlay: {1}dynlist\nolcDynListAttrSet: groupOfURLs memberURL member+memberOf@groupOfNames\n".to_owned(),
+        member_of,
         format!(
             "objectClass: olcRefintConfig\nolcOverlay: {{2}}refint\nolcRefintAttribute: member\nolcRefintNothing: {}\n",
             tree.nobody()
@@ -503,16 +683,7 @@ pub fn base_ldif(
     home_node: &str,
 ) -> String {
     let tree = Tree::new(suffix);
-    let first_rdn = suffix.split(',').next().unwrap_or_default();
-    let (attr, value) = first_rdn.split_once('=').unwrap_or(("dc", first_rdn));
-    let top = if attr.eq_ignore_ascii_case("dc") {
-        format!(
-            "objectClass: dcObject\nobjectClass: organization\ndc: {value}\no: {collective_name}\n"
-        )
-    } else {
-        format!("objectClass: organization\n{attr}: {value}\n")
-    };
-    let mut out = format!("dn: {suffix}\n{top}\n");
+    let mut out = top_entry(suffix, collective_name);
     for (ou, what) in [
         (tree.people(), "people"),
         (tree.collectives(), "collectives"),
@@ -528,11 +699,7 @@ pub fn base_ldif(
     for e in collective_entries(&tree, slug, collective_name, home_node) {
         out.push_str(&e.to_ldif());
     }
-    let _ = write!(
-        out,
-        "dn: {}\nobjectClass: organizationalRole\nobjectClass: pwdPolicy\ncn: default\npwdAttribute: userPassword\npwdLockout: TRUE\npwdMaxFailure: 10\npwdLockoutDuration: 300\npwdFailureCountInterval: 300\npwdMinLength: 10\npwdCheckQuality: 0\npwdAllowUserChange: TRUE\n\n",
-        tree.default_policy()
-    );
+    out.push_str(&policy_ldif(&tree));
     for name in SERVICE_ACCOUNTS {
         let _ = write!(
             out,

@@ -13,6 +13,7 @@ use super::service::{Onboarding, OnboardingError, hash_token, new_token};
 use crate::directory::ldap;
 use crate::directory::people::{self, Collective, Person, Service};
 use crate::directory::tree::group_entry;
+use crate::federation::outbox::Change;
 use crate::model::{CollectiveSlug, Email, Name};
 use crate::store::{InvitationRow, JoinRequestRow, StoreError};
 
@@ -98,6 +99,26 @@ impl Onboarding {
         self.with_store(|s| s.audit(now, by, action, detail))
     }
 
+    /// Audits an action and hands its prepared outbox rows to the replay,
+    /// in one transaction.
+    pub(super) fn audit_release(
+        &self,
+        now: i64,
+        by: &str,
+        action: &str,
+        detail: &str,
+        ids: &[i64],
+    ) -> Result<(), OnboardingError> {
+        self.with_store(|s| {
+            s.atomically(|s| {
+                s.outbox_release(ids)?;
+                s.audit(now, by, action, detail)
+            })
+        })?;
+        self.wake_replay();
+        Ok(())
+    }
+
     // ---- people --------------------------------------------------------
 
     /// Everyone in the directory, or one collective's members.
@@ -156,10 +177,18 @@ impl Onboarding {
     ) -> Result<Person, OnboardingError> {
         let mut root = self.root().await?;
         let p = self.existing_person(&mut root, uid).await?;
-        people::set_suspended(&mut root, &p.dn, suspend.is_some()).await?;
+        self.check_home(&p.uid, &p.home_node, "account state")?;
+        let base = Self::base_of(&mut root, &p.dn, &["commonsAccountState"]).await?;
+        let change = Change::attrs(&p.dn, &base);
+        let (_, ids) = self
+            .federated(now, vec![change], async {
+                Ok(people::set_suspended(&mut root, &p.dn, suspend.is_some()).await?)
+            })
+            .await?;
         let collective = self.home_name(&p);
         self.with_store(|s| {
             s.atomically(|s| {
+                s.outbox_release(&ids)?;
                 let (template, action, detail) = match suspend {
                     Some(reason) => ("suspended", "suspend", format!("{}: {reason}", p.uid)),
                     None => ("reactivated", "reactivate", p.uid.clone()),
@@ -172,6 +201,7 @@ impl Onboarding {
                 s.audit(now, by, action, &detail)
             })
         })?;
+        self.wake_replay();
         self.person(uid).await
     }
 
@@ -189,17 +219,35 @@ impl Onboarding {
         let p = self.existing_person(&mut root, uid).await?;
         let plan = membership::plan_removal(&p, &c.slug)?;
         let tree = &self.settings.tree;
-        if let Some(new) = &plan.new_primary {
-            people::set_primary(&mut root, &p.dn, &tree.collective(new)).await?;
+        let mut changes = Vec::new();
+        if plan.new_primary.is_some() {
+            let base = Self::base_of(&mut root, &p.dn, &["commonsPrimaryCollective"]).await?;
+            changes.push(Change::attrs(&p.dn, &base));
         }
         for g in &plan.groups {
-            people::remove_member(&mut root, tree, &tree.group(&c.slug, g), &p.dn).await?;
+            changes.push(Change::Member {
+                group: tree.group(&c.slug, g),
+                member: p.dn.clone(),
+                added: false,
+            });
         }
-        self.audit(
+        let (_, ids) = self
+            .federated(now, changes, async {
+                if let Some(new) = &plan.new_primary {
+                    people::set_primary(&mut root, &p.dn, &tree.collective(new)).await?;
+                }
+                for g in &plan.groups {
+                    people::remove_member(&mut root, tree, &tree.group(&c.slug, g), &p.dn).await?;
+                }
+                Ok(())
+            })
+            .await?;
+        self.audit_release(
             now,
             by,
             "remove-from-collective",
             &format!("{} from {}", p.uid, c.slug),
+            &ids,
         )?;
         self.person(uid).await
     }
@@ -245,20 +293,37 @@ impl Onboarding {
         }
         if add {
             membership::check_active_member(&p, &c.slug)?;
-            people::add_member(&mut root, &dn, &p.dn).await?;
-        } else {
-            if group.as_str() == "members" {
-                return self.remove_from_collective(uid, collective, by, now).await;
-            }
-            people::remove_member(&mut root, tree, &dn, &p.dn).await?;
+        } else if group.as_str() == "members" {
+            return self.remove_from_collective(uid, collective, by, now).await;
         }
+        let change = Change::Member {
+            group: dn.clone(),
+            member: p.dn.clone(),
+            added: add,
+        };
+        let (_, ids) = self
+            .federated(now, vec![change], async {
+                if add {
+                    people::add_member(&mut root, &dn, &p.dn).await?;
+                } else {
+                    people::remove_member(&mut root, tree, &dn, &p.dn).await?;
+                }
+                Ok(())
+            })
+            .await?;
         let action = match (group.as_str(), add) {
             ("admins", true) => "promote",
             ("admins", false) => "demote",
             (_, true) => "add-to-group",
             (_, false) => "remove-from-group",
         };
-        self.audit(now, by, action, &format!("{} in {}/{group}", p.uid, c.slug))?;
+        self.audit_release(
+            now,
+            by,
+            action,
+            &format!("{} in {}/{group}", p.uid, c.slug),
+            &ids,
+        )?;
         self.person(uid).await
     }
 
@@ -293,18 +358,35 @@ impl Onboarding {
         if login {
             return Err(Refusal::SlugIsLogin(slug.to_string()).into());
         }
-        let created = people::create_collective(
-            &mut root,
-            &self.settings.tree,
-            &slug,
-            name,
-            &self.settings.home_node,
-        )
-        .await?;
+        let tree = &self.settings.tree;
+        let changes =
+            crate::directory::tree::collective_entries(tree, &slug, name, &self.settings.home_node)
+                .into_iter()
+                .map(|e| Change::Add { dn: e.dn })
+                .collect();
+        let (created, ids) = self
+            .federated(now, changes, async {
+                Ok(people::create_collective(
+                    &mut root,
+                    tree,
+                    &slug,
+                    name,
+                    &self.settings.home_node,
+                )
+                .await?)
+            })
+            .await?;
         if !created {
+            self.with_store(|s| s.outbox_discard(&ids))?;
             return Err(Refusal::Exists(format!("collective {slug}")).into());
         }
-        self.audit(now, by, "create-collective", &format!("{slug}: {name}"))?;
+        self.audit_release(
+            now,
+            by,
+            "create-collective",
+            &format!("{slug}: {name}"),
+            &ids,
+        )?;
         self.existing_collective(&mut root, slug.as_str()).await
     }
 
@@ -361,10 +443,19 @@ impl Onboarding {
         let mut root = self.root().await?;
         let c = self.existing_collective(&mut root, collective).await?;
         let entry = group_entry(&self.settings.tree, &c.slug, name.as_str());
-        if !people::add_entry(&mut root, &entry).await? {
+        let change = Change::Add {
+            dn: entry.dn.clone(),
+        };
+        let (added, ids) = self
+            .federated(now, vec![change], async {
+                Ok(people::add_entry(&mut root, &entry).await?)
+            })
+            .await?;
+        if !added {
+            self.with_store(|s| s.outbox_discard(&ids))?;
             return Err(Refusal::Exists(format!("group {name} in {}", c.slug)).into());
         }
-        self.audit(now, by, "create-group", &format!("{}/{name}", c.slug))
+        self.audit_release(now, by, "create-group", &format!("{}/{name}", c.slug), &ids)
     }
 
     /// Lets a group's members use a service of the collective, or stops it.
@@ -398,21 +489,34 @@ impl Onboarding {
             }
             .into());
         }
-        people::grant_service(
-            &mut root,
-            tree,
-            &c.slug,
-            service.as_str(),
-            group.as_str(),
-            grant,
-        )
-        .await?;
+        let dn = tree.service(&c.slug, service.as_str());
+        let base = Self::base_of(&mut root, &dn, &["commonsAccessGroup"]).await?;
+        let changes = vec![Change::Add { dn: dn.clone() }, Change::attrs(&dn, &base)];
+        let (_, ids) = self
+            .federated(now, changes, async {
+                Ok(people::grant_service(
+                    &mut root,
+                    tree,
+                    &c.slug,
+                    service.as_str(),
+                    group.as_str(),
+                    grant,
+                )
+                .await?)
+            })
+            .await?;
         let action = if grant {
             "grant-service"
         } else {
             "revoke-service"
         };
-        self.audit(now, by, action, &format!("{}/{service} to {group}", c.slug))
+        self.audit_release(
+            now,
+            by,
+            action,
+            &format!("{}/{service} to {group}", c.slug),
+            &ids,
+        )
     }
 
     // ---- joining another collective ------------------------------------
@@ -494,56 +598,67 @@ impl Onboarding {
         let c = self.existing_collective(&mut root, &r.collective).await?;
         let p = self.existing_person(&mut root, &r.uid).await?;
         let name = self.name_of(c.slug.as_str());
+        let mut ids = Vec::new();
         if approve {
             if p.suspended {
                 return Err(Refusal::Suspended { uid: p.uid }.into());
             }
-            people::add_member(
-                &mut root,
-                &self.settings.tree.group(&c.slug, "members"),
-                &p.dn,
-            )
-            .await?;
+            let group = self.settings.tree.group(&c.slug, "members");
+            let change = Change::Member {
+                group: group.clone(),
+                member: p.dn.clone(),
+                added: true,
+            };
+            ids = self
+                .federated(now, vec![change], async {
+                    Ok(people::add_member(&mut root, &group, &p.dn).await?)
+                })
+                .await?
+                .1;
         }
         let reason = reason.trim();
-        self.with_store(|s| {
-            s.atomically(|s| {
-                let state = if approve {
-                    membership::JOIN_APPROVED
-                } else {
-                    membership::JOIN_REJECTED
-                };
-                if !s.decide_join_request(id, state, reason, by, now)? {
-                    return Err(StoreError::Conflict);
-                }
-                let (template, params) = if approve {
-                    (
-                        "join_approved",
-                        json!({"name": p.display_name, "collective": name}),
-                    )
-                } else {
-                    (
-                        "join_rejected",
-                        json!({"name": p.display_name, "collective": name, "reason": reason}),
-                    )
-                };
-                s.enqueue_mail(&p.mail, template, &p.language, &params.to_string(), now)?;
-                s.audit(
-                    now,
-                    by,
-                    if approve {
-                        "approve-join"
+        let done = self
+            .with_store(|s| {
+                s.atomically(|s| {
+                    s.outbox_release(&ids)?;
+                    let state = if approve {
+                        membership::JOIN_APPROVED
                     } else {
-                        "reject-join"
-                    },
-                    &format!("request {id}: {} to {}", p.uid, c.slug),
-                )
+                        membership::JOIN_REJECTED
+                    };
+                    if !s.decide_join_request(id, state, reason, by, now)? {
+                        return Err(StoreError::Conflict);
+                    }
+                    let (template, params) = if approve {
+                        (
+                            "join_approved",
+                            json!({"name": p.display_name, "collective": name}),
+                        )
+                    } else {
+                        (
+                            "join_rejected",
+                            json!({"name": p.display_name, "collective": name, "reason": reason}),
+                        )
+                    };
+                    s.enqueue_mail(&p.mail, template, &p.language, &params.to_string(), now)?;
+                    s.audit(
+                        now,
+                        by,
+                        if approve {
+                            "approve-join"
+                        } else {
+                            "reject-join"
+                        },
+                        &format!("request {id}: {} to {}", p.uid, c.slug),
+                    )
+                })
             })
-        })
-        .map_err(|e| match e {
-            OnboardingError::Store(StoreError::Conflict) => OnboardingError::Conflict,
-            e => e,
-        })
+            .map_err(|e| match e {
+                OnboardingError::Store(StoreError::Conflict) => OnboardingError::Conflict,
+                e => e,
+            });
+        self.wake_replay();
+        done
     }
 
     // ---- invitations ---------------------------------------------------
@@ -666,16 +781,22 @@ impl Onboarding {
         if p.suspended {
             return Err(Refusal::Suspended { uid: p.uid }.into());
         }
-        people::add_member(
-            &mut root,
-            &self.settings.tree.group(&c.slug, "members"),
-            &p.dn,
-        )
-        .await?;
+        let group = self.settings.tree.group(&c.slug, "members");
+        let change = Change::Member {
+            group: group.clone(),
+            member: p.dn.clone(),
+            added: true,
+        };
+        let (_, ids) = self
+            .federated(now, vec![change], async {
+                Ok(people::add_member(&mut root, &group, &p.dn).await?)
+            })
+            .await?;
         let hash = hash_token(token);
         let name = self.name_of(c.slug.as_str());
         self.with_store(|s| {
             s.atomically(|s| {
+                s.outbox_release(&ids)?;
                 if s.use_token(&hash, "invite", now)?.is_none()
                     || !s.accept_invitation(inv.id, &p.uid, now)?
                 {
@@ -701,6 +822,7 @@ impl Onboarding {
             OnboardingError::Store(StoreError::Conflict) => OnboardingError::BadLink,
             e => e,
         })?;
+        self.wake_replay();
         Ok(p.uid)
     }
 

@@ -61,8 +61,20 @@ impl Onboarding {
             .ok_or_else(|| invalid("language", "choose en, ca or es"))?;
         let mut root = self.root().await?;
         let p = self.existing_person(&mut root, uid).await?;
-        people::set_profile(&mut root, &p.dn, name, language.as_str()).await?;
-        self.audit(now, &p.uid, "update-profile", "")?;
+        self.check_home(&p.uid, &p.home_node, "profile")?;
+        let base = Self::base_of(
+            &mut root,
+            &p.dn,
+            &["cn", "sn", "displayName", "preferredLanguage"],
+        )
+        .await?;
+        let change = crate::federation::outbox::Change::attrs(&p.dn, &base);
+        let (_, ids) = self
+            .federated(now, vec![change], async {
+                Ok(people::set_profile(&mut root, &p.dn, name, language.as_str()).await?)
+            })
+            .await?;
+        self.audit_release(now, &p.uid, "update-profile", "", &ids)?;
         self.existing_person(&mut root, uid).await
     }
 
@@ -90,7 +102,35 @@ impl Onboarding {
             Err(AuthError::Directory(e)) => return Err(e.into()),
         };
         let mut root = self.root().await?;
-        ldap::set_password(&mut root, &p.dn, new).await?;
+        if let Err(e) = self.check_home(&p.uid, &p.home_node, "password") {
+            // Homed elsewhere: while the alliance answers, the person changes
+            // it there themselves (their own right), and the down-sync
+            // brings the new hash back; offline, it waits.
+            let Some(remote) = self.link.as_ref().and_then(|l| l.remote()) else {
+                return Err(e);
+            };
+            let dn = remote.person_dn(&p.uid);
+            let mut conn = crate::directory::alliance::connect(
+                &remote.url,
+                &dn,
+                current,
+                std::time::Duration::from_secs(10),
+            )
+            .await
+            .map_err(|_| e)?;
+            ldap::set_password(&mut conn, &dn, new).await?;
+            ldap::set_password(&mut root, &p.dn, new).await?;
+        } else {
+            let base = Self::base_of(&mut root, &p.dn, &["userPassword"]).await?;
+            let change = crate::federation::outbox::Change::attrs(&p.dn, &base);
+            let (_, ids) = self
+                .federated(now, vec![change], async {
+                    Ok(ldap::set_password(&mut root, &p.dn, new).await?)
+                })
+                .await?;
+            self.with_store(|s| s.outbox_release(&ids))?;
+            self.wake_replay();
+        }
         self.with_store(|s| {
             s.atomically(|s| {
                 s.delete_sessions_of(&p.uid)?;

@@ -45,6 +45,20 @@ pub enum OnboardingError {
     Store(#[from] StoreError),
     #[error("directory: {0}")]
     Directory(#[from] DirectoryError),
+    #[error(
+        "{uid} is homed at {home}, which owns their {what}; that change goes through the alliance, which this box cannot reach now: try again later"
+    )]
+    AllianceDown {
+        uid: String,
+        home: String,
+        what: &'static str,
+    },
+    #[error("{uid} is homed at {home}: their {what} can only be changed there")]
+    HomedElsewhere {
+        uid: String,
+        home: String,
+        what: &'static str,
+    },
 }
 
 fn field(field: &'static str, message: impl Into<String>) -> OnboardingError {
@@ -123,6 +137,8 @@ pub struct Onboarding {
     pub(super) reset_per_login: Mutex<Limiter>,
     /// Collectives' human names as last read from the directory, for mails.
     names: Mutex<std::collections::HashMap<String, String>>,
+    /// The link to the alliance, when federated.
+    pub(super) link: Option<std::sync::Arc<crate::federation::Link>>,
 }
 
 impl Onboarding {
@@ -138,6 +154,95 @@ impl Onboarding {
             reset_per_ip: Mutex::new(Limiter::new(10, 3600)),
             reset_per_login: Mutex::new(Limiter::new(3, 3600)),
             names: Mutex::new(Default::default()),
+            link: None,
+        }
+    }
+
+    /// Federated: changes are queued for the alliance, and changes that
+    /// need it are refused while it cannot be reached.
+    pub fn with_federation(mut self, link: std::sync::Arc<crate::federation::Link>) -> Self {
+        self.link = Some(link);
+        self
+    }
+
+    /// Runs `write` (an LDAP change) with `changes` prepared in the outbox
+    /// just before it: the caller releases the ids in the transaction that
+    /// records the change; a failed write drops them. (A crash in between
+    /// leaves them prepared; the next start hands them to the replay, which
+    /// finds out whether the write happened.)
+    pub(super) async fn federated<T>(
+        &self,
+        now: i64,
+        changes: Vec<crate::federation::outbox::Change>,
+        write: impl std::future::Future<Output = Result<T, OnboardingError>>,
+    ) -> Result<(T, Vec<i64>), OnboardingError> {
+        let ids = self.with_store(|s| crate::federation::outbox::prepare(s, now, &changes))?;
+        match write.await {
+            Ok(v) => Ok((v, ids)),
+            Err(e) => {
+                let _ = self.with_store(|s| s.outbox_discard(&ids));
+                Err(e)
+            }
+        }
+    }
+
+    /// An entry's values of `attrs` before a change (the outbox's base).
+    pub(super) async fn base_of(
+        root: &mut ldap3::Ldap,
+        dn: &str,
+        attrs: &[&'static str],
+    ) -> Result<Vec<(&'static str, Vec<String>)>, OnboardingError> {
+        let found = crate::directory::alliance::read(root, dn, attrs).await?;
+        let here = found.map(|(_, a)| a).unwrap_or_default();
+        Ok(attrs
+            .iter()
+            .map(|k| {
+                (
+                    *k,
+                    here.get(&k.to_ascii_lowercase())
+                        .map(|v| v.iter().cloned().collect())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
+
+    /// Wakes the replay after a transaction that queued changes committed.
+    pub(super) fn wake_replay(&self) {
+        if let Some(l) = &self.link {
+            l.outbox.notify_one();
+        }
+    }
+
+    /// A change to `person`'s password or account state, which their home
+    /// node owns: fine when that is us (or we are standalone); otherwise it
+    /// must go through the alliance, refused while it is down.
+    pub(super) fn check_home(
+        &self,
+        uid: &str,
+        home: &str,
+        what: &'static str,
+    ) -> Result<(), OnboardingError> {
+        let Some(link) = &self.link else {
+            return Ok(());
+        };
+        if !link.is_enabled()
+            || !crate::federation::rules::needs_alliance(home, &self.settings.home_node)
+        {
+            return Ok(());
+        }
+        if link.is_up() {
+            Err(OnboardingError::HomedElsewhere {
+                uid: uid.to_owned(),
+                home: home.to_owned(),
+                what,
+            })
+        } else {
+            Err(OnboardingError::AllianceDown {
+                uid: uid.to_owned(),
+                home: home.to_owned(),
+                what,
+            })
         }
     }
 
@@ -441,20 +546,37 @@ impl Onboarding {
         let tree = &self.settings.tree;
         let mut root = ldap::connect_root(&self.settings.ldap).await?;
         let collective_dn = tree.collective(&slug);
-        let dn = people::create_person(
-            &mut root,
-            tree,
-            &NewPerson {
-                uid: &r.uid,
-                display_name: &r.display_name,
-                mail: &r.email,
-                language: &r.language,
-                collective_dn: &collective_dn,
-                home_node: &self.settings.home_node,
+        let members = tree.group(&slug, "members");
+        use crate::federation::outbox::Change;
+        let changes = vec![
+            Change::Add {
+                dn: tree.person(&r.uid),
             },
-        )
-        .await?;
-        people::add_member(&mut root, &tree.group(&slug, "members"), &dn).await?;
+            Change::Member {
+                group: members.clone(),
+                member: tree.person(&r.uid),
+                added: true,
+            },
+        ];
+        let (_, ids) = self
+            .federated(now, changes, async {
+                let dn = people::create_person(
+                    &mut root,
+                    tree,
+                    &NewPerson {
+                        uid: &r.uid,
+                        display_name: &r.display_name,
+                        mail: &r.email,
+                        language: &r.language,
+                        collective_dn: &collective_dn,
+                        home_node: &self.settings.home_node,
+                    },
+                )
+                .await?;
+                people::add_member(&mut root, &members, &dn).await?;
+                Ok(dn)
+            })
+            .await?;
         let (plain, hash) = new_token(self.random);
         let link = self.link("set-password", &plain);
         self.with_store(|s| {
@@ -478,10 +600,13 @@ impl Onboarding {
                     &params.to_string(),
                     now,
                 )?;
+                s.outbox_release(&ids)?;
                 s.audit(now, by, "approve", &format!("request {id}: {}", r.uid))
             })
         })
-        .map_err(conflict)
+        .map_err(conflict)?;
+        self.wake_replay();
+        Ok(())
     }
 
     /// An admin rejected, with a reason that is mailed to the person.
@@ -550,12 +675,20 @@ impl Onboarding {
         if person.suspended {
             return Err(super::membership::Refusal::Suspended { uid: person.uid }.into());
         }
-        ldap::set_password(&mut root, &person.dn, password).await?;
+        self.check_home(&person.uid, &person.home_node, "password")?;
+        let base = Self::base_of(&mut root, &person.dn, &["userPassword"]).await?;
+        let change = crate::federation::outbox::Change::attrs(&person.dn, &base);
+        let (_, ids) = self
+            .federated(now, vec![change], async {
+                Ok(ldap::set_password(&mut root, &person.dn, password).await?)
+            })
+            .await?;
         self.with_store(|s| {
             s.atomically(|s| {
                 if s.use_token(&hash, purpose, now)?.is_none() {
                     return Err(StoreError::Conflict);
                 }
+                s.outbox_release(&ids)?;
                 if let Some(id) = peek.registration_id
                     && let Some(r) = s.registration(id)?
                     && r.state == State::Approved.as_str()
@@ -575,6 +708,7 @@ impl Onboarding {
             })
         })
         .map_err(conflict)?;
+        self.wake_replay();
         Ok(peek.uid)
     }
 

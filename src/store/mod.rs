@@ -9,10 +9,12 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
 
+mod federation;
 mod journal;
 mod membership;
 mod onboarding;
 mod sessions;
+pub use federation::{ConflictRow, Enrolment, OutboxRow, OutboxStats};
 pub use journal::{RunRow, StepRow};
 pub use membership::{InvitationRow, JoinRequestRow};
 pub use onboarding::{MailRow, NewRegistration, RegistrationRow, TokenRow};
@@ -164,6 +166,58 @@ const MIGRATIONS: &[&str] = &[
      ) STRICT;
      CREATE INDEX sessions_uid ON sessions (uid);
      CREATE INDEX sessions_expires ON sessions (expires_at);",
+    // 8: federation with the alliance. `federation` is the one enrolment
+    // (its password is a secret file, not here) with the sync cookie, which
+    // is written in the same transaction as what it covers; `fed_entries`
+    // maps the alliance's entryUUIDs to our DNs (renames arrive as a new DN
+    // for a known UUID); `fed_outbox` holds every local change for the
+    // alliance, replayed in id order; `fed_conflicts` what the authority
+    // rule settled, for the console and `alliance status`. A row is
+    // `preparing` from just before its LDAP write until the write's record
+    // commits: the replay leaves it alone, and a crash in between leaves it
+    // to be released at the next start (the replay then finds whether the
+    // write happened).
+    "CREATE TABLE federation (
+         id           INTEGER PRIMARY KEY CHECK (id = 1),
+         url          TEXT NOT NULL,
+         bind_dn      TEXT NOT NULL,
+         suffix       TEXT NOT NULL,
+         node         TEXT NOT NULL,
+         joined_at    INTEGER NOT NULL,
+         cookie       BLOB,
+         cookie_at    INTEGER,
+         last_contact INTEGER
+     ) STRICT;
+     CREATE TABLE fed_entries (
+         uuid    BLOB PRIMARY KEY NOT NULL,
+         dn      TEXT NOT NULL,
+         seen_at INTEGER NOT NULL
+     ) STRICT;
+     CREATE INDEX fed_entries_dn ON fed_entries (dn);
+     CREATE TABLE fed_outbox (
+         id         INTEGER PRIMARY KEY AUTOINCREMENT,
+         created_at INTEGER NOT NULL,
+         kind       TEXT NOT NULL CHECK (kind IN ('add', 'attrs', 'member')),
+         dn         TEXT NOT NULL,
+         detail     TEXT NOT NULL,
+         state      TEXT NOT NULL DEFAULT 'pending'
+                    CHECK (state IN ('preparing', 'pending', 'done', 'conflict', 'failed')),
+         attempts   INTEGER NOT NULL DEFAULT 0,
+         last_error TEXT,
+         settled_at INTEGER
+     ) STRICT;
+     CREATE INDEX fed_outbox_state ON fed_outbox (state, id);
+     CREATE INDEX fed_outbox_dn ON fed_outbox (dn, state);
+     CREATE TABLE fed_conflicts (
+         id        INTEGER PRIMARY KEY AUTOINCREMENT,
+         at        INTEGER NOT NULL,
+         dn        TEXT NOT NULL,
+         attr      TEXT NOT NULL DEFAULT '',
+         kind      TEXT NOT NULL,
+         winner    TEXT NOT NULL,
+         detail    TEXT NOT NULL,
+         outbox_id INTEGER
+     ) STRICT;",
 ];
 
 fn migrations(upto: usize) -> Migrations<'static> {

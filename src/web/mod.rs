@@ -349,6 +349,9 @@ pub fn failure(ctx: &Ctx, e: OnboardingError) -> Failure {
             Failure::Page(StatusCode::TOO_MANY_REQUESTS, e.to_string())
         }
         OnboardingError::NotFound(_) => Failure::Page(StatusCode::NOT_FOUND, e.to_string()),
+        OnboardingError::AllianceDown { .. } => {
+            Failure::Page(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
         e => Failure::Page(StatusCode::CONFLICT, e.to_string()),
     }
 }

@@ -2,6 +2,7 @@
 //! driven through the real binary.
 #![allow(dead_code)]
 
+pub mod alliance;
 pub mod console;
 pub mod flow;
 pub mod images;

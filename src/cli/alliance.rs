@@ -1,0 +1,322 @@
+//! `commonscloud alliance …`: federation with the alliance's directory, and
+//! the LDIF that sets up the alliance's own slapd (`provision/alliance/`).
+
+use std::path::Path;
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use crate::api::client;
+
+use crate::directory::tree::{self, SlapdSettings};
+use crate::model::CollectiveSlug;
+
+#[derive(Subcommand)]
+pub enum AllianceCommand {
+    /// Enrol this appliance with the alliance's directory.
+    ///
+    /// Checks the link, the suffix and the account's rights on this
+    /// collective first; changes nothing if one fails. Then stores the
+    /// password (0600), queues this box's people and collective for the
+    /// alliance (uid or mail collisions are reported, never overwritten) and
+    /// starts syncing. Accounts then work at every collective of the
+    /// alliance, and logins keep working here while the link is down.
+    Join {
+        /// The alliance's directory: ldaps://host[:port] (or ldap:// on a
+        /// trusted network).
+        #[arg(long)]
+        url: String,
+        /// This appliance's account there, e.g.
+        /// cn=box.quimper.example.org,ou=appliances,dc=alliance,dc=net.
+        #[arg(long)]
+        bind_dn: String,
+        /// A file holding that account's password (from `alliance.sh add-appliance`).
+        #[arg(long)]
+        password_file: std::path::PathBuf,
+        /// The alliance's suffix; by default the one its directory serves.
+        #[arg(long)]
+        suffix: Option<String>,
+        /// Only check and show what would be pushed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The link to the alliance, the sync's age, the outbox and conflicts.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// LDIF for the alliance's provider (used by provision/alliance/alliance.sh).
+    #[command(subcommand)]
+    Provider(ProviderCommand),
+}
+
+#[derive(Subcommand)]
+pub enum ProviderCommand {
+    /// The provider's whole cn=config, for `slapadd -n0`.
+    Config {
+        /// The alliance's suffix, e.g. dc=alliance,dc=example,dc=net.
+        #[arg(long)]
+        suffix: String,
+        /// Where mdb keeps the data (must exist).
+        #[arg(long)]
+        data_dir: String,
+        /// Where the pid and args files go.
+        #[arg(long)]
+        run_dir: String,
+        /// The root DN: the SASL EXTERNAL identity of whoever runs slapd.
+        #[arg(long)]
+        root_dn: String,
+    },
+    /// The base entries, for `slapadd -n1`.
+    Base {
+        #[arg(long)]
+        suffix: String,
+        /// The alliance's name (the suffix entry's `o`).
+        #[arg(long)]
+        name: String,
+    },
+    /// One appliance's rules, account and collective, for `ldapmodify`.
+    Appliance {
+        #[arg(long)]
+        suffix: String,
+        /// The appliance's collective (its slug).
+        #[arg(long)]
+        collective: CollectiveSlug,
+        /// The collective's display name.
+        #[arg(long)]
+        collective_name: String,
+        /// The appliance's node name: its console hostname.
+        #[arg(long)]
+        node: String,
+    },
+}
+
+pub fn run(config_path: &Path, cmd: AllianceCommand) -> anyhow::Result<i32> {
+    match cmd {
+        AllianceCommand::Provider(p) => {
+            print!("{}", provider(p)?);
+            Ok(0)
+        }
+        AllianceCommand::Status { json } => super::runtime()?.block_on(status(config_path, json)),
+        AllianceCommand::Join {
+            url,
+            bind_dn,
+            password_file,
+            suffix,
+            dry_run,
+            json,
+        } => {
+            let password = std::fs::read_to_string(&password_file)
+                .with_context(|| format!("--password-file: reading {}", password_file.display()))?;
+            let password = password.trim().to_owned();
+            anyhow::ensure!(
+                !password.is_empty(),
+                "--password-file: {} is empty",
+                password_file.display()
+            );
+            let body = serde_json::json!({
+                "url": url, "bind_dn": bind_dn, "password": password,
+                "suffix": suffix, "dry_run": dry_run,
+            });
+            super::runtime()?.block_on(join(config_path, body, json))
+        }
+    }
+}
+
+async fn join(config_path: &Path, body: serde_json::Value, json: bool) -> anyhow::Result<i32> {
+    let (socket, _) = crate::config::api_socket_lenient(config_path);
+    let (code, answer) = client::post(&socket, "/v1/alliance/join", &body).await?;
+    let v: serde_json::Value = serde_json::from_slice(&answer)
+        .unwrap_or_else(|_| serde_json::json!({"message": String::from_utf8_lossy(&answer)}));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        if let Some(m) = v["message"].as_str() {
+            println!("✗ {m}");
+        }
+        for c in v["checks"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            let ok = c["ok"].as_bool().unwrap_or(false);
+            println!(
+                "{} {:<10} {}",
+                if ok { "✓" } else { "✗" },
+                c["name"].as_str().unwrap_or_default(),
+                c["message"].as_str().unwrap_or_default()
+            );
+        }
+        let plan = &v["plan"];
+        if plan.is_object() {
+            let n = |k: &str| plan[k].as_array().map(Vec::len).unwrap_or_default();
+            if let Some(r) = plan["rewrite"].as_array() {
+                println!(
+                    "  DNs are rewritten from {} to {}",
+                    r.first().and_then(|x| x.as_str()).unwrap_or_default(),
+                    r.get(1).and_then(|x| x.as_str()).unwrap_or_default()
+                );
+            }
+            println!(
+                "  {} entries to add, {} already there, {} memberships to push",
+                n("add"),
+                n("present"),
+                plan["memberships"].as_u64().unwrap_or_default()
+            );
+            for c in plan["collisions"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                println!(
+                    "  ! {} is someone else's at the alliance: not pushed, reported",
+                    c.as_str().unwrap_or_default()
+                );
+            }
+        }
+        if v["joined"].as_bool() == Some(true) {
+            println!("joined: syncing now; see `commonscloud alliance status`");
+        } else if v["dry_run"].as_bool() == Some(true) && code == 200 {
+            println!("dry run: nothing was changed");
+        }
+    }
+    Ok(if code == 200 { 0 } else { 2 })
+}
+
+fn ago(now: i64, at: Option<i64>) -> String {
+    match at {
+        Some(t) => format!("{} s ago", (now - t).max(0)),
+        None => "never".into(),
+    }
+}
+
+async fn status(config_path: &Path, json: bool) -> anyhow::Result<i32> {
+    let (socket, _) = crate::config::api_socket_lenient(config_path);
+    let (code, body) = client::get(&socket, "/v1/alliance").await?;
+    anyhow::ensure!(
+        code == 200,
+        "the daemon answered {code}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&body).context("reading the status")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let now = crate::federation::now();
+    let Some(e) = v["enrolment"].as_object() else {
+        println!(
+            "not federated: this box's accounts live here only. Join with `commonscloud alliance join`."
+        );
+        return Ok(0);
+    };
+    let link = &v["link"];
+    let up = link["up"].as_bool().unwrap_or(false);
+    println!(
+        "alliance   {} as {}",
+        e["url"].as_str().unwrap_or_default(),
+        e["bind_dn"].as_str().unwrap_or_default()
+    );
+    println!(
+        "link       {}{}",
+        if up { "up" } else { "down" },
+        link["last_error"]
+            .as_str()
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default()
+    );
+    println!("contact    {}", ago(now, v["last_contact"].as_i64()));
+    println!(
+        "sync       cookie {}{}",
+        v["cookie_age_secs"]
+            .as_i64()
+            .map(|a| format!("{a} s old"))
+            .unwrap_or_else(|| "none yet (first refresh)".into()),
+        if link["refreshing"].as_bool() == Some(true) {
+            ", refreshing"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "in scope   {} entries",
+        v["entries_in_scope"].as_i64().unwrap_or_default()
+    );
+    let o = &v["outbox"];
+    println!(
+        "outbox     {} pending{}, {} done, {} refused",
+        o["pending"].as_i64().unwrap_or_default(),
+        o["oldest_pending_at"]
+            .as_i64()
+            .map(|t| format!(" (oldest {})", ago(now, Some(t))))
+            .unwrap_or_default(),
+        o["done"].as_i64().unwrap_or_default(),
+        o["failed"].as_i64().unwrap_or_default()
+    );
+    let conflicts = v["conflicts"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    println!("conflicts  {}", o["conflicts"].as_i64().unwrap_or_default());
+    for c in conflicts {
+        println!(
+            "  {} [{} won] {}",
+            ago(now, c["at"].as_i64()),
+            c["winner"].as_str().unwrap_or_default(),
+            c["detail"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(0)
+}
+
+fn provider(cmd: ProviderCommand) -> anyhow::Result<String> {
+    Ok(match cmd {
+        ProviderCommand::Config {
+            suffix,
+            data_dir,
+            run_dir,
+            root_dn,
+        } => tree::alliance_config_ldif(&SlapdSettings {
+            suffix: checked_suffix(&suffix)?,
+            data_dir,
+            pid_file: format!("{run_dir}/slapd.pid"),
+            args_file: format!("{run_dir}/slapd.args"),
+            root_dn,
+            module_dir: "/usr/lib/ldap".into(),
+            schema_dir: "/etc/ldap/schema".into(),
+            argon2_params: crate::directory::slapd::ARGON2_PARAMS.into(),
+        }),
+        ProviderCommand::Base { suffix, name } => {
+            tree::alliance_base_ldif(&checked_suffix(&suffix)?, &name)
+        }
+        ProviderCommand::Appliance {
+            suffix,
+            collective,
+            collective_name,
+            node,
+        } => {
+            anyhow::ensure!(
+                crate::model::Domain::try_from(node.clone()).is_ok(),
+                "--node `{node}` is not a hostname: give the appliance's console hostname, e.g. box.quimper.example.org"
+            );
+            tree::appliance_ldif(
+                &checked_suffix(&suffix)?,
+                &collective,
+                &collective_name,
+                &node,
+            )
+        }
+    })
+}
+
+fn checked_suffix(suffix: &str) -> anyhow::Result<String> {
+    let dn: crate::config::Dn = suffix
+        .to_owned()
+        .try_into()
+        .map_err(|e| anyhow::anyhow!("--suffix: {e}"))?;
+    Ok(dn.as_str().to_owned())
+}

@@ -1,0 +1,227 @@
+//! Federation with the alliance's directory (DESIGN.md §5): a writable local
+//! slapd kept in step both ways.
+//!
+//! - Down: [`sync`] runs an RFC 4533 refreshAndPersist search against the
+//!   alliance and applies what it says to the local slapd, keyed by the
+//!   alliance's entryUUIDs, the cookie stored with what it covers.
+//! - Up: every local change is queued in the store's outbox in the same
+//!   transaction as the change's record ([`outbox`]); [`replay`] pushes them
+//!   in order whenever the alliance answers, settling conflicts by the
+//!   authority rule ([`rules::settle`]).
+//! - [`join`] enrols an appliance (checks first) and pushes a standalone
+//!   appliance's people up.
+//!
+//! Decisions are in [`rules`] (pure); LDAP goes through
+//! `directory::alliance`, the only LDAP code; state through `store`.
+
+pub mod join;
+pub mod outbox;
+pub mod replay;
+pub mod rules;
+pub mod sync;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::directory::DirectoryError;
+use crate::directory::slapd::Paths;
+use crate::model::CollectiveSlug;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FederationError {
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Check(String),
+    #[error("reading the alliance password from {}: {source}", path.display())]
+    Password {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the sync task stopped: {0}")]
+    Task(String),
+}
+
+/// Secret file holding the alliance account's password (0600).
+pub const PASSWORD_FILE: &str = "alliance-password";
+
+/// How to reach the alliance and who we are there.
+#[derive(Clone)]
+pub struct Settings {
+    pub url: String,
+    pub bind_dn: String,
+    pub password: String,
+    /// The alliance's suffix and ours.
+    pub suffixes: rules::Suffixes,
+    pub collective: CollectiveSlug,
+    /// Our node name (`commonsHomeNode` of the people homed here).
+    pub node: String,
+    pub local: Paths,
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("url", &self.url)
+            .field("bind_dn", &self.bind_dn)
+            .field("password", &"<redacted>")
+            .field("suffixes", &self.suffixes)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Settings {
+    pub fn scope(&self) -> rules::Scope {
+        rules::Scope::new(&self.suffixes.alliance, self.collective.clone())
+    }
+}
+
+/// The link as the daemon sees it now, shared with status, the console and
+/// the onboarding service (which refuses changes that need the alliance
+/// while it is down).
+#[derive(Debug, Default)]
+pub struct Link {
+    state: Mutex<LinkState>,
+    remote: Mutex<Option<Remote>>,
+    /// Woken when a local change is queued, so the replay starts at once.
+    pub outbox: tokio::sync::Notify,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LinkState {
+    /// Whether federation is configured at all.
+    pub enabled: bool,
+    pub up: bool,
+    /// Since when `up` has been what it is.
+    pub since: Option<i64>,
+    pub last_error: Option<String>,
+    /// The initial (or reload) refresh is running.
+    pub refreshing: bool,
+    /// Changes applied from the alliance since the daemon started.
+    pub applied: u64,
+    /// Outbox entries replayed since the daemon started.
+    pub replayed: u64,
+}
+
+/// Where the alliance is, for a person who changes their own password there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    pub url: String,
+    pub suffix: String,
+}
+
+impl Remote {
+    pub fn person_dn(&self, uid: &str) -> String {
+        crate::directory::tree::Tree::new(&self.suffix).person(uid)
+    }
+}
+
+impl Link {
+    /// The alliance, while the link is up.
+    pub fn remote(&self) -> Option<Remote> {
+        if !self.is_up() {
+            return None;
+        }
+        self.remote.lock().ok().and_then(|r| r.clone())
+    }
+
+    pub(crate) fn set_remote(&self, remote: Option<Remote>) {
+        if let Ok(mut r) = self.remote.lock() {
+            *r = remote;
+        }
+    }
+
+    pub fn new(enabled: bool) -> Self {
+        let link = Self::default();
+        link.update(|s| s.enabled = enabled);
+        link
+    }
+
+    pub fn state(&self) -> LinkState {
+        self.state.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.state().up
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.state().enabled
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut LinkState)) {
+        if let Ok(mut s) = self.state.lock() {
+            f(&mut s);
+        }
+    }
+
+    pub fn set_up(&self, up: bool, now: i64, error: Option<String>) {
+        self.update(|s| {
+            if s.up != up || s.since.is_none() {
+                s.since = Some(now);
+            }
+            s.up = up;
+            if error.is_some() || up {
+                s.last_error = error;
+            }
+        });
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// Everything `alliance status` and the console show.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Status {
+    pub enrolment: Option<crate::store::Enrolment>,
+    pub link: LinkState,
+    pub last_contact: Option<i64>,
+    /// Age of the sync cookie in seconds (how old our view may be).
+    pub cookie_age_secs: Option<i64>,
+    pub entries_in_scope: i64,
+    pub outbox: crate::store::OutboxStats,
+    pub conflicts: Vec<crate::store::ConflictRow>,
+    pub recent: Vec<crate::store::OutboxRow>,
+}
+
+/// Gathers the status from the store and the link.
+pub fn status(store: &Mutex<Store>, link: &Link, now: i64) -> Result<Status, FederationError> {
+    let s = store
+        .lock()
+        .map_err(|_| FederationError::Task("the store lock is poisoned".into()))?;
+    Ok(Status {
+        enrolment: s.enrolment()?,
+        link: link.state(),
+        last_contact: s.last_contact()?,
+        cookie_age_secs: s.sync_cookie()?.map(|(_, at)| (now - at).max(0)),
+        entries_in_scope: s.fed_entry_count()?,
+        outbox: s.outbox_stats()?,
+        conflicts: s.conflicts(20)?,
+        recent: s.outbox_recent(20)?,
+    })
+}
+
+/// Reads the alliance password file.
+pub fn read_password(path: &std::path::Path) -> Result<String, FederationError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|source| FederationError::Password {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// The shared handle the daemon's tasks and services hold.
+pub type Shared = Arc<Link>;

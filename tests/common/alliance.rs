@@ -1,0 +1,364 @@
+//! The alliance's directory as `provision/alliance/alliance.sh` makes it (the
+//! script is what is under test too), and an appliance federated with it,
+//! in process: a local slapd, the store, the onboarding service and the
+//! federation task.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use commonscloud::directory::{alliance as remote, ldap as local_ldap};
+use commonscloud::federation::{self, Link, Settings, join, rules::Suffixes};
+use commonscloud::onboarding::service::Onboarding;
+use commonscloud::store::Store;
+use ldap3::{Ldap, LdapConnAsync};
+
+use super::flow::{self, Fixture};
+use super::{BIN, free_port, repo};
+
+pub const SUFFIX: &str = "dc=alliance,dc=net";
+pub const NODE: &str = "box.quimper.example.org";
+
+/// An alliance provider on a free loopback port, stopped on drop.
+pub struct Alliance {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub port: u16,
+}
+
+fn script(args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(repo().join("provision/alliance/alliance.sh"))
+        .args(args)
+        .env("COMMONSCLOUD", BIN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "alliance.sh {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+impl Alliance {
+    pub fn start() -> Alliance {
+        let dir = tempfile::Builder::new()
+            .prefix("cc-alliance-")
+            .tempdir()
+            .unwrap();
+        let port = free_port();
+        let url = format!("ldap://127.0.0.1:{port}");
+        let d = dir.path().join("a");
+        let d = d.to_str().unwrap();
+        script(&[
+            "init", "--dir", d, "--suffix", SUFFIX, "--name", "Alliance", "--listen", &url,
+        ]);
+        script(&["start", "--dir", d]);
+        let a = Alliance { dir, url, port };
+        a.add_appliance("quimper", "Quimper", NODE);
+        a.add_appliance("brest", "Brest", "box.brest.example.org");
+        a
+    }
+
+    pub fn home(&self) -> String {
+        self.dir.path().join("a").to_str().unwrap().to_owned()
+    }
+
+    pub fn add_appliance(&self, slug: &str, name: &str, node: &str) {
+        let pw = self.password_file(node);
+        script(&[
+            "add-appliance",
+            "--dir",
+            &self.home(),
+            "--collective",
+            slug,
+            "--collective-name",
+            name,
+            "--node",
+            node,
+            "--password-file",
+            pw.to_str().unwrap(),
+        ]);
+    }
+
+    pub fn password_file(&self, node: &str) -> std::path::PathBuf {
+        self.dir.path().join(format!("{node}.pw"))
+    }
+
+    pub fn password(&self, node: &str) -> String {
+        std::fs::read_to_string(self.password_file(node))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    pub fn account(&self, node: &str) -> String {
+        format!("cn={node},ou=appliances,{SUFFIX}")
+    }
+
+    pub fn stop(&self) {
+        script(&["stop", "--dir", &self.home()]);
+    }
+
+    pub fn restart(&self) {
+        script(&["start", "--dir", &self.home()]);
+    }
+
+    /// The alliance's root over ldapi.
+    pub async fn root(&self) -> Ldap {
+        let path = self.dir.path().join("a/run/ldapi");
+        let url = format!("ldapi://{}", path.to_str().unwrap().replace('/', "%2F"));
+        let (conn, mut l) = LdapConnAsync::new(&url).await.unwrap();
+        ldap3::drive!(conn);
+        l.sasl_external_bind().await.unwrap().success().unwrap();
+        l
+    }
+
+    pub fn person_dn(uid: &str) -> String {
+        format!("uid={uid},ou=people,{SUFFIX}")
+    }
+
+    /// A person made at the alliance (as its root), homed at `node`, in
+    /// `collective`'s members, with a password set by Password Modify.
+    pub async fn person(&self, uid: &str, collective: &str, node: &str, pw: &str) -> String {
+        let mut root = self.root().await;
+        let dn = Self::person_dn(uid);
+        let c = format!("ou={collective},ou=collectives,{SUFFIX}");
+        root.add(
+            &dn,
+            vec![
+                ("objectClass", ["inetOrgPerson", "commonsPerson"].into()),
+                ("uid", [uid].into()),
+                ("cn", [uid].into()),
+                ("sn", [uid].into()),
+                (
+                    "mail",
+                    [format!("{uid}@{collective}.example.org").as_str()].into(),
+                ),
+                ("commonsPrimaryCollective", [c.as_str()].into()),
+                ("commonsAccountState", ["active"].into()),
+                ("commonsHomeNode", [node].into()),
+            ],
+        )
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+        local_ldap::set_password(&mut root, &dn, pw).await.unwrap();
+        self.member(collective, uid, true).await;
+        dn
+    }
+
+    pub async fn member(&self, collective: &str, uid: &str, add: bool) {
+        let mut root = self.root().await;
+        let group = format!("cn=members,ou=groups,ou={collective},ou=collectives,{SUFFIX}");
+        let res = remote::modify_value(&mut root, &group, "member", &Self::person_dn(uid), add)
+            .await
+            .unwrap();
+        assert!(matches!(res.rc, 0 | 16 | 20), "{res:?}");
+    }
+
+    /// One attribute's values at the alliance (empty: absent or no entry).
+    pub async fn values(&self, dn: &str, attr: &str) -> Vec<String> {
+        let mut root = self.root().await;
+        remote::read(&mut root, dn, &[attr])
+            .await
+            .unwrap()
+            .and_then(|(_, a)| a.get(&attr.to_ascii_lowercase()).cloned())
+            .map(|v| v.into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    pub async fn bind_rc(&self, dn: &str, pw: &str) -> u32 {
+        let (conn, mut l) = LdapConnAsync::new(&self.url).await.unwrap();
+        ldap3::drive!(conn);
+        l.simple_bind(dn, pw).await.unwrap().rc
+    }
+}
+
+impl Drop for Alliance {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(repo().join("provision/alliance/alliance.sh"))
+            .args(["stop", "--dir", &self.home()])
+            .env("COMMONSCLOUD", BIN)
+            .output();
+    }
+}
+
+/// An appliance (the onboarding fixture) federated with an alliance.
+pub struct Federated {
+    pub fx: Fixture,
+    pub link: Arc<Link>,
+    pub svc: Onboarding,
+    pub settings: Settings,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Federated {
+    /// A standalone appliance, not yet joined.
+    pub async fn new(alliance: &Alliance) -> Federated {
+        let fx = flow::fixture().await;
+        let link = Arc::new(Link::new(true));
+        let svc = Onboarding::new(
+            commonscloud::onboarding::service::Settings {
+                tree: fx.inst.tree.clone(),
+                ldap: fx.inst.paths.clone(),
+                collective_name: "Les Communs de Quimper".into(),
+                console_url: "https://box.quimper.example.org".into(),
+                admin_email: "admin@quimper.example.org".into(),
+                home_node: NODE.into(),
+            },
+            fx.store.clone(),
+            commonscloud::onboarding::service::os_random,
+        )
+        .with_federation(link.clone());
+        let settings = Settings {
+            url: alliance.url.clone(),
+            bind_dn: alliance.account(NODE),
+            password: alliance.password(NODE),
+            suffixes: Suffixes::new(fx.inst.config.suffix().as_str(), SUFFIX),
+            collective: "quimper".parse().unwrap(),
+            node: NODE.into(),
+            local: fx.inst.paths.clone(),
+            connect_timeout: Duration::from_secs(5),
+        };
+        Federated {
+            fx,
+            link,
+            svc,
+            settings,
+            task: None,
+        }
+    }
+
+    pub fn store(&self) -> Arc<Mutex<Store>> {
+        self.fx.store.clone()
+    }
+
+    /// Joins: the checks, the push plan, the enrolment.
+    pub async fn join(&self) -> join::PushPlan {
+        let (checks, remote) = join::check(&self.settings).await;
+        assert!(checks.iter().all(|c| c.ok), "{checks:?}");
+        let mut remote = remote.unwrap();
+        let mut local = self.fx.inst.root().await;
+        let plan = join::plan_push(&self.settings, &mut local, &mut remote)
+            .await
+            .unwrap();
+        let members = join::memberships(&mut local, &self.settings.suffixes, &self.settings)
+            .await
+            .unwrap();
+        let pw = self.fx.inst.dir.path().join("secrets/alliance-password");
+        join::enrol(
+            &self.fx.store.lock().unwrap(),
+            &self.settings,
+            &plan,
+            &members,
+            &pw,
+            flow::T0,
+        )
+        .unwrap();
+        plan
+    }
+
+    /// Starts the federation task (as the daemon does).
+    pub fn start(&mut self) {
+        let t = tokio::spawn(federation::sync::run(
+            self.settings.clone(),
+            self.fx.store.clone(),
+            self.link.clone(),
+        ));
+        self.task = Some(t);
+    }
+
+    /// Stops it (as a daemon that is killed).
+    pub async fn stop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+        self.link.set_up(false, 0, None);
+    }
+
+    pub fn local_dn(uid: &str) -> String {
+        format!("uid={uid},ou=people,dc=quimper,dc=example,dc=org")
+    }
+
+    /// One attribute's values here.
+    pub async fn values(&self, dn: &str, attr: &str) -> Vec<String> {
+        let mut root = self.fx.inst.root().await;
+        remote::read(&mut root, dn, &[attr])
+            .await
+            .unwrap()
+            .and_then(|(_, a)| a.get(&attr.to_ascii_lowercase()).cloned())
+            .map(|v| v.into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    pub async fn exists(&self, dn: &str) -> bool {
+        let mut root = self.fx.inst.root().await;
+        remote::read(&mut root, dn, &["1.1"])
+            .await
+            .unwrap()
+            .is_some()
+    }
+
+    /// What the federation side knows, for a failing test's message.
+    pub fn debug(&self) -> String {
+        let s = self.fx.store.lock().unwrap();
+        format!(
+            "link: {:?}\noutbox: {:#?}\nconflicts: {:#?}",
+            self.link.state(),
+            s.outbox_recent(20).unwrap(),
+            s.conflicts(20).unwrap()
+        )
+    }
+
+    /// Polls `check` until it holds; on a timeout, says what and what the
+    /// federation side knows.
+    pub async fn wait<F, Fut>(&self, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let start = Instant::now();
+        loop {
+            if check().await {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "timed out waiting for: {what}\n{}",
+                self.debug()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn outbox(&self) -> commonscloud::store::OutboxStats {
+        self.fx.store.lock().unwrap().outbox_stats().unwrap()
+    }
+}
+
+impl Drop for Federated {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// Polls `check` until it holds, or panics after `timeout` saying `what`.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
