@@ -102,3 +102,140 @@ async fn join_pushes_up_then_changes_flow_both_ways_and_strangers_stay_out() {
     let o = fed.outbox();
     assert_eq!((o.pending, o.failed, o.conflicts), (0, 0, 0), "{o:?}");
 }
+
+/// A joined, running appliance with dora (homed here) and bob (homed at
+/// Brest, a member here), both copied both ways.
+async fn running(alliance: &Alliance) -> Federated {
+    alliance
+        .person("bob", "brest", "box.brest.example.org", "bob-password-1")
+        .await;
+    alliance.member("quimper", "bob", true).await;
+    let mut fed = Federated::new(alliance).await;
+    fed.fx
+        .active_person("dora", "dora@quimper.example.org", "dora-password-1")
+        .await;
+    fed.join().await;
+    fed.start();
+    let dora = Alliance::person_dn("dora");
+    fed.wait("dora at the alliance", || async {
+        alliance.bind_rc(&dora, "dora-password-1").await == 0
+    })
+    .await;
+    let bob = Federated::local_dn("bob");
+    fed.wait("bob here", || async { fed.exists(&bob).await }).await;
+    fed
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partition_keeps_logins_and_local_work_and_loses_or_doubles_nothing() {
+    let alliance = Alliance::start();
+    let fed = running(&alliance).await;
+    alliance.stop();
+    fed.wait("the link seen down", || async { !fed.link.is_up() })
+        .await;
+
+    // Offline: eve registers and is approved, dora changes her password.
+    fed.active_person("eve", "eve@quimper.example.org", "eve-password-1", T0 + 1000)
+        .await;
+    fed.svc
+        .change_password("dora", "dora-password-1", "dora-password-2", T0 + 1100)
+        .await
+        .unwrap();
+    // Logins keep working from the local directory, for people homed here
+    // and elsewhere.
+    let inst = &fed.fx.inst;
+    assert_eq!(inst.bind_rc(&Federated::local_dn("eve"), "eve-password-1").await, 0);
+    assert_eq!(inst.bind_rc(&Federated::local_dn("dora"), "dora-password-2").await, 0);
+    assert_eq!(inst.bind_rc(&Federated::local_dn("bob"), "bob-password-1").await, 0);
+    // A change that only bob's home may make is refused, saying why.
+    let e = fed.svc.suspend("bob", "admin", "spam", T0 + 1200).await.unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("box.brest.example.org") && msg.contains("try again later"), "{msg}");
+    let e = fed.svc.update_profile("bob", "Robert", "en", T0 + 1201).await.unwrap_err();
+    assert!(e.to_string().contains("try again later"), "{e}");
+    assert!(fed.outbox().pending >= 3, "{:?}", fed.outbox());
+
+    // The link returns: everything lands once.
+    alliance.restart();
+    let eve = Alliance::person_dn("eve");
+    fed.wait("eve at the alliance", || async {
+        alliance.bind_rc(&eve, "eve-password-1").await == 0
+    })
+    .await;
+    fed.wait("the outbox drained", || async { fed.outbox().pending == 0 })
+        .await;
+    assert_eq!(alliance.bind_rc(&Alliance::person_dn("dora"), "dora-password-2").await, 0);
+    let members = format!("cn=members,ou=groups,ou=quimper,ou=collectives,{SUFFIX}");
+    let listed = alliance.values(&members, "member").await;
+    assert_eq!(listed.iter().filter(|m| **m == eve).count(), 1, "{listed:?}");
+    let mut root = alliance.root().await;
+    let found = commonscloud::directory::alliance::search(
+        &mut root,
+        &format!("ou=people,{SUFFIX}"),
+        "(uid=eve)",
+        &["1.1"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(found.len(), 1);
+    let o = fed.outbox();
+    assert_eq!((o.failed, o.conflicts), (0, 0), "{}", fed.debug());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_edits_settle_by_the_authority_rule() {
+    let alliance = Alliance::start();
+    let mut fed = running(&alliance).await;
+    fed.stop().await;
+    // Both sides change dora's password and her name while apart.
+    fed.svc
+        .change_password("dora", "dora-password-1", "dora-password-here", T0 + 100)
+        .await
+        .unwrap();
+    fed.svc
+        .update_profile("dora", "Dora (here)", "ca", T0 + 101)
+        .await
+        .unwrap();
+    let dora = Alliance::person_dn("dora");
+    {
+        let mut root = alliance.root().await;
+        commonscloud::directory::ldap::set_password(&mut root, &dora, "dora-password-there")
+            .await
+            .unwrap();
+        root.modify(
+            &dora,
+            vec![ldap3::Mod::Replace("displayName", ["Dora (there)"].into())],
+        )
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    }
+    fed.start();
+    fed.wait("the outbox settled", || async { fed.outbox().pending == 0 })
+        .await;
+    // The password is dora's home node's (here): ours stays, at both ends.
+    assert_eq!(alliance.bind_rc(&dora, "dora-password-here").await, 0, "{}", fed.debug());
+    let here = Federated::local_dn("dora");
+    assert_eq!(fed.fx.inst.bind_rc(&here, "dora-password-here").await, 0);
+    // Her name is the alliance's: theirs stays, at both ends.
+    fed.wait("the alliance's name here", || async {
+        fed.values(&here, "displayName").await == vec!["Dora (there)"]
+    })
+    .await;
+    assert_eq!(alliance.values(&dora, "displayName").await, vec!["Dora (there)"]);
+    let conflicts = fed.fx.store.lock().unwrap().conflicts(10).unwrap();
+    let winner = |attr: &str| {
+        conflicts
+            .iter()
+            .find(|c| c.attr == attr)
+            .map(|c| c.winner.clone())
+            .unwrap_or_else(|| panic!("no {attr} conflict in {conflicts:?}"))
+    };
+    assert_eq!(winner("userpassword"), "local");
+    assert_eq!(winner("displayname"), "alliance");
+    assert!(
+        conflicts.iter().all(|c| !c.detail.contains("ARGON2")),
+        "hashes never shown: {conflicts:?}"
+    );
+}

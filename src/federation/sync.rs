@@ -43,7 +43,13 @@ pub async fn run(settings: Settings, store: Arc<Mutex<Store>>, link: Arc<Link>) 
         log::info!("federation: {n} change(s) a crash left half-recorded go to the replay");
     }
     loop {
-        let session = tokio::spawn(session(settings.clone(), store.clone(), link.clone()));
+        // Its own task, so a parser panic ends only it; aborted with us, so a
+        // stopped (or restarted) federation leaves no session behind.
+        let session = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(session(
+            settings.clone(),
+            store.clone(),
+            link.clone(),
+        )));
         let error = match session.await {
             Ok(Ok(())) => {
                 failures = 0;

@@ -231,6 +231,21 @@ impl Federated {
         }
     }
 
+    /// A person registered, verified, approved and with a password, through
+    /// the federated service.
+    pub async fn active_person(&self, uid: &str, email: &str, password: &str, at: i64) {
+        let id = self
+            .svc
+            .register(&flow::form(uid, email), "192.0.2.1", at)
+            .await
+            .unwrap();
+        let (_, t) = self.fx.mail(email, "verify");
+        self.svc.verify_email(&t, at + 10).await.unwrap();
+        self.svc.approve(id, "admin", at + 20).await.unwrap();
+        let (_, t) = self.fx.mail(email, "set_password");
+        self.svc.set_password(&t, password, at + 30).await.unwrap();
+    }
+
     pub fn store(&self) -> Arc<Mutex<Store>> {
         self.fx.store.clone()
     }
