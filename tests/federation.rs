@@ -122,7 +122,8 @@ async fn running(alliance: &Alliance) -> Federated {
     })
     .await;
     let bob = Federated::local_dn("bob");
-    fed.wait("bob here", || async { fed.exists(&bob).await }).await;
+    fed.wait("bob here", || async { fed.exists(&bob).await })
+        .await;
     fed
 }
 
@@ -135,8 +136,13 @@ async fn a_partition_keeps_logins_and_local_work_and_loses_or_doubles_nothing() 
         .await;
 
     // Offline: eve registers and is approved, dora changes her password.
-    fed.active_person("eve", "eve@quimper.example.org", "eve-password-1", T0 + 1000)
-        .await;
+    fed.active_person(
+        "eve",
+        "eve@quimper.example.org",
+        "eve-password-1",
+        T0 + 1000,
+    )
+    .await;
     fed.svc
         .change_password("dora", "dora-password-1", "dora-password-2", T0 + 1100)
         .await
@@ -144,14 +150,37 @@ async fn a_partition_keeps_logins_and_local_work_and_loses_or_doubles_nothing() 
     // Logins keep working from the local directory, for people homed here
     // and elsewhere.
     let inst = &fed.fx.inst;
-    assert_eq!(inst.bind_rc(&Federated::local_dn("eve"), "eve-password-1").await, 0);
-    assert_eq!(inst.bind_rc(&Federated::local_dn("dora"), "dora-password-2").await, 0);
-    assert_eq!(inst.bind_rc(&Federated::local_dn("bob"), "bob-password-1").await, 0);
+    assert_eq!(
+        inst.bind_rc(&Federated::local_dn("eve"), "eve-password-1")
+            .await,
+        0
+    );
+    assert_eq!(
+        inst.bind_rc(&Federated::local_dn("dora"), "dora-password-2")
+            .await,
+        0
+    );
+    assert_eq!(
+        inst.bind_rc(&Federated::local_dn("bob"), "bob-password-1")
+            .await,
+        0
+    );
     // A change that only bob's home may make is refused, saying why.
-    let e = fed.svc.suspend("bob", "admin", "spam", T0 + 1200).await.unwrap_err();
+    let e = fed
+        .svc
+        .suspend("bob", "admin", "spam", T0 + 1200)
+        .await
+        .unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("box.brest.example.org") && msg.contains("try again later"), "{msg}");
-    let e = fed.svc.update_profile("bob", "Robert", "en", T0 + 1201).await.unwrap_err();
+    assert!(
+        msg.contains("box.brest.example.org") && msg.contains("try again later"),
+        "{msg}"
+    );
+    let e = fed
+        .svc
+        .update_profile("bob", "Robert", "en", T0 + 1201)
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("try again later"), "{e}");
     assert!(fed.outbox().pending >= 3, "{:?}", fed.outbox());
 
@@ -164,10 +193,19 @@ async fn a_partition_keeps_logins_and_local_work_and_loses_or_doubles_nothing() 
     .await;
     fed.wait("the outbox drained", || async { fed.outbox().pending == 0 })
         .await;
-    assert_eq!(alliance.bind_rc(&Alliance::person_dn("dora"), "dora-password-2").await, 0);
+    assert_eq!(
+        alliance
+            .bind_rc(&Alliance::person_dn("dora"), "dora-password-2")
+            .await,
+        0
+    );
     let members = format!("cn=members,ou=groups,ou=quimper,ou=collectives,{SUFFIX}");
     let listed = alliance.values(&members, "member").await;
-    assert_eq!(listed.iter().filter(|m| **m == eve).count(), 1, "{listed:?}");
+    assert_eq!(
+        listed.iter().filter(|m| **m == eve).count(),
+        1,
+        "{listed:?}"
+    );
     let mut root = alliance.root().await;
     let found = commonscloud::directory::alliance::search(
         &mut root,
@@ -215,7 +253,12 @@ async fn concurrent_edits_settle_by_the_authority_rule() {
     fed.wait("the outbox settled", || async { fed.outbox().pending == 0 })
         .await;
     // The password is dora's home node's (here): ours stays, at both ends.
-    assert_eq!(alliance.bind_rc(&dora, "dora-password-here").await, 0, "{}", fed.debug());
+    assert_eq!(
+        alliance.bind_rc(&dora, "dora-password-here").await,
+        0,
+        "{}",
+        fed.debug()
+    );
     let here = Federated::local_dn("dora");
     assert_eq!(fed.fx.inst.bind_rc(&here, "dora-password-here").await, 0);
     // Her name is the alliance's: theirs stays, at both ends.
@@ -223,7 +266,10 @@ async fn concurrent_edits_settle_by_the_authority_rule() {
         fed.values(&here, "displayName").await == vec!["Dora (there)"]
     })
     .await;
-    assert_eq!(alliance.values(&dora, "displayName").await, vec!["Dora (there)"]);
+    assert_eq!(
+        alliance.values(&dora, "displayName").await,
+        vec!["Dora (there)"]
+    );
     let conflicts = fed.fx.store.lock().unwrap().conflicts(10).unwrap();
     let winner = |attr: &str| {
         conflicts

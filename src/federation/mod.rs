@@ -19,6 +19,8 @@ pub mod outbox;
 pub mod replay;
 pub mod rules;
 pub mod sync;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -80,7 +80,15 @@ pub async fn drain(
         if rows.is_empty() {
             return Ok(count);
         }
+        let mut settled: BTreeSet<i64> = BTreeSet::new();
         for row in rows {
+            if settled.contains(&row.id) {
+                continue;
+            }
+            // Later changes of the same entry's attributes go with this one:
+            // the replay pushes current values, so they are in it already,
+            // and only the oldest base tells what the alliance had.
+            let (row, merged) = coalesce(store, row)?;
             let outcome = match replay_one(settings, store, remote, local, &row).await {
                 Ok(o) => o,
                 Err(e) if transient(&e) => {
@@ -89,27 +97,60 @@ pub async fn drain(
                 }
                 Err(e) => Outcome::Failed(e.to_string()),
             };
+            if let Outcome::Failed(m) = &outcome {
+                log::warn!(
+                    "federation: the alliance refused change {} ({} {}): {m}",
+                    row.id,
+                    row.kind,
+                    row.dn
+                );
+            }
             let t = now();
             let s = lock(store)?;
-            match &outcome {
-                Outcome::Done => s.outbox_settle(row.id, "done", None, t)?,
-                Outcome::Conflict(m) => s.outbox_settle(row.id, "conflict", Some(m), t)?,
-                Outcome::Failed(m) => {
-                    log::warn!(
-                        "federation: the alliance refused change {} ({} {}): {m}",
-                        row.id,
-                        row.kind,
-                        row.dn
-                    );
-                    s.outbox_settle(row.id, "failed", Some(m), t)?;
+            for id in std::iter::once(row.id).chain(merged.iter().copied()) {
+                match &outcome {
+                    Outcome::Done => s.outbox_settle(id, "done", None, t)?,
+                    Outcome::Conflict(m) => s.outbox_settle(id, "conflict", Some(m), t)?,
+                    Outcome::Failed(m) => s.outbox_settle(id, "failed", Some(m), t)?,
                 }
+                settled.insert(id);
+                count += 1;
             }
             s.touch_contact(t)?;
             drop(s);
-            count += 1;
-            link.update(|s| s.replayed += 1);
+            link.update(|s| s.replayed += 1 + merged.len() as u64);
         }
     }
+}
+
+/// An attribute change merged with the later pending ones of the same
+/// entry: their attributes joined, each with the oldest base. Returns the
+/// merged row and the ids it took in.
+fn coalesce(
+    store: &Mutex<Store>,
+    row: OutboxRow,
+) -> Result<(OutboxRow, Vec<i64>), FederationError> {
+    let Some(Change::Attrs { dn, mut base }) = outbox::parse(&row) else {
+        return Ok((row, Vec::new()));
+    };
+    let later = lock(store)?.outbox_pending_for(&row.dn)?;
+    let mut merged = Vec::new();
+    for r in later {
+        if r.id <= row.id || r.state != "pending" {
+            continue;
+        }
+        if let Some(Change::Attrs { base: b, .. }) = outbox::parse(&r) {
+            for (k, v) in b {
+                base.entry(k).or_insert(v);
+            }
+            merged.push(r.id);
+        }
+    }
+    if merged.is_empty() {
+        return Ok((row, merged));
+    }
+    let detail = serde_json::to_string(&Change::Attrs { dn, base }).unwrap_or_default();
+    Ok((OutboxRow { detail, ..row }, merged))
 }
 
 /// Replays one change.
