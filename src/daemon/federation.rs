@@ -183,7 +183,26 @@ pub async fn join(shared: &Shared, req: JoinRequest) -> Result<JoinAnswer, Feder
     let config = shared.config();
     let suffix = match req.suffix.clone() {
         Some(s) => s,
-        None => served_suffix(&req).await?,
+        None => match served_suffix(&req).await {
+            Ok(s) => s,
+            Err(e) => {
+                let name = if matches!(e, FederationError::Check(_)) {
+                    "suffix"
+                } else {
+                    "link"
+                };
+                return Ok(JoinAnswer {
+                    checks: vec![Check {
+                        name,
+                        ok: false,
+                        message: e.to_string(),
+                    }],
+                    plan: None,
+                    joined: false,
+                    dry_run: req.dry_run,
+                });
+            }
+        },
     };
     let settings = settings_for(&config, req.url, req.bind_dn, req.password, suffix);
     let answer = join_with(shared, &settings, req.dry_run).await?;

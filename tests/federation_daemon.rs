@@ -1,0 +1,274 @@
+//! Federation through the real daemon and CLI: `alliance join` (and its
+//! dry run), `alliance status`, and `kill -9` in the middle of a replay and
+//! of a refresh, after which nothing is lost or doubled and both sides
+//! converge.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::alliance::{Alliance, NODE, SUFFIX};
+use common::{Appliance, directory_ok, wait_status};
+use commonscloud::directory::{alliance as dir, ldap, people, slapd, tree::Tree};
+
+fn alliance_status(app: &Appliance) -> serde_json::Value {
+    let out = app.cli(&["alliance", "status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Polls `alliance status --json` until `ok` holds.
+fn wait_alliance(
+    app: &Appliance,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = alliance_status(app);
+        if ok(&s) {
+            return s;
+        }
+        assert!(Instant::now() < until, "never {what}: {s:#}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn join(app: &Appliance, alliance: &Alliance, extra: &[&str]) -> std::process::Output {
+    let pw = alliance.password_file(NODE);
+    let account = alliance.account(NODE);
+    let mut args = vec![
+        "alliance",
+        "join",
+        "--url",
+        &alliance.url,
+        "--bind-dn",
+        &account,
+        "--password-file",
+        pw.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    app.cli(&args)
+}
+
+async fn local_root(app: &Appliance) -> (ldap3::Ldap, Tree) {
+    let c = commonscloud::config::load(&app.config).unwrap();
+    let root = ldap::connect_root(&slapd::Paths::new(&c)).await.unwrap();
+    (root, Tree::new(c.suffix().as_str()))
+}
+
+async fn count(l: &mut ldap3::Ldap, base: &str, filter: &str) -> usize {
+    dir::search(l, base, filter, &["1.1"]).await.unwrap().len()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn join_checks_first_and_a_kill_mid_replay_loses_and_doubles_nothing() {
+    const N: usize = 600;
+    let alliance = Alliance::start();
+    let app = Appliance::new();
+    let mut d = app.serve();
+    wait_status(&app, "directory up", directory_ok);
+    let (mut root, tree) = local_root(&app).await;
+    let slug = "quimper".parse().unwrap();
+    let collective = tree.collective(&slug);
+    for i in 0..N {
+        let uid = format!("p{i:04}");
+        let dn = people::create_person(
+            &mut root,
+            &tree,
+            &people::NewPerson {
+                uid: &uid,
+                display_name: &uid,
+                mail: &format!("{uid}@quimper.example.org"),
+                language: "en",
+                collective_dn: &collective,
+                home_node: NODE,
+            },
+        )
+        .await
+        .unwrap();
+        people::add_member(&mut root, &tree.group(&slug, "members"), &dn)
+            .await
+            .unwrap();
+    }
+
+    // Not federated yet; a wrong password changes nothing and says so.
+    let s = alliance_status(&app);
+    assert!(s["enrolment"].is_null(), "{s}");
+    let bad = app.dir.path().join("bad.pw");
+    std::fs::write(&bad, "not-the-password").unwrap();
+    let account = alliance.account(NODE);
+    let out = app.cli(&[
+        "alliance",
+        "join",
+        "--url",
+        &alliance.url,
+        "--bind-dn",
+        &account,
+        "--password-file",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("✗ link") && text.contains("password"),
+        "{text}"
+    );
+    // A dry run shows the push and changes nothing.
+    let out = join(&app, &alliance, &["--dry-run"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&format!("{} entries to add", N)), "{text}");
+    assert!(
+        text.contains("DNs are rewritten from dc=quimper,dc=example,dc=org to dc=alliance,dc=net"),
+        "{text}"
+    );
+    assert!(alliance_status(&app)["enrolment"].is_null());
+
+    let out = join(&app, &alliance, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let pw_file = app.dir.path().join("secrets/alliance-password");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&pw_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // Killed in the middle of the replay.
+    let s = wait_alliance(&app, "replay under way", |s| {
+        s["outbox"]["done"].as_i64() > Some(0)
+    });
+    assert!(
+        s["outbox"]["pending"].as_i64() > Some(0),
+        "the replay finished before the kill: {s}"
+    );
+    d.signal(nix::sys::signal::Signal::SIGKILL);
+    d.wait_exit(Duration::from_secs(10)).unwrap();
+    let _d = app.serve();
+    let s = wait_alliance(&app, "outbox drained", |s| {
+        s["outbox"]["pending"] == 0 && s["link"]["up"] == true
+    });
+    assert_eq!(s["outbox"]["failed"], 0, "{s:#}");
+    assert_eq!(s["outbox"]["conflicts"], 0, "{s:#}");
+
+    let mut a = alliance.root().await;
+    assert_eq!(
+        count(&mut a, &format!("ou=people,{SUFFIX}"), "(uid=p*)").await,
+        N
+    );
+    let members = format!("cn=members,ou=groups,ou=quimper,ou=collectives,{SUFFIX}");
+    let listed = alliance.values(&members, "member").await;
+    let ours: std::collections::BTreeSet<&String> =
+        listed.iter().filter(|m| m.starts_with("uid=p")).collect();
+    assert_eq!(ours.len(), N);
+    // The people came back down as the alliance's: mapped, not copied twice.
+    let s = wait_alliance(&app, "people in scope", |s| {
+        s["entries_in_scope"].as_i64() >= Some(N as i64)
+    });
+    assert_eq!(count(&mut root, &tree.people(), "(uid=p*)").await, N, "{s}");
+    // Human status names the link and the outbox.
+    let out = app.cli(&["alliance", "status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("link       up") && text.contains("outbox     0 pending"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_mid_refresh_resumes_and_converges() {
+    const N: usize = 3000;
+    let alliance = Alliance::start();
+    {
+        let mut a = alliance.root().await;
+        let collective = format!("ou=quimper,ou=collectives,{SUFFIX}");
+        let mut dns = std::collections::HashSet::new();
+        for i in 0..N {
+            let uid = format!("m{i:05}");
+            let dn = Alliance::person_dn(&uid);
+            a.add(
+                &dn,
+                vec![
+                    ("objectClass", ["inetOrgPerson", "commonsPerson"].into()),
+                    ("uid", [uid.as_str()].into()),
+                    ("cn", [uid.as_str()].into()),
+                    ("sn", [uid.as_str()].into()),
+                    (
+                        "mail",
+                        [format!("{uid}@quimper.example.org").as_str()].into(),
+                    ),
+                    ("commonsPrimaryCollective", [collective.as_str()].into()),
+                    ("commonsAccountState", ["active"].into()),
+                    ("commonsHomeNode", [NODE].into()),
+                ],
+            )
+            .await
+            .unwrap()
+            .success()
+            .unwrap();
+            dns.insert(dn);
+        }
+    }
+    let app = Appliance::new();
+    let mut d = app.serve();
+    wait_status(&app, "directory up", directory_ok);
+    let out = join(&app, &alliance, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let (mut root, tree) = local_root(&app).await;
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = count(&mut root, &tree.people(), "(uid=m*)").await;
+        if n >= 200 {
+            assert!(n < N, "the refresh finished before the kill");
+            break;
+        }
+        assert!(Instant::now() < until, "the refresh never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    d.signal(nix::sys::signal::Signal::SIGKILL);
+    d.wait_exit(Duration::from_secs(10)).unwrap();
+    let _d = app.serve();
+    let s = wait_alliance(&app, "the refresh done", |s| {
+        s["link"]["up"] == true
+            && s["link"]["refreshing"] == false
+            && s["entries_in_scope"].as_i64() >= Some(N as i64)
+    });
+    assert_eq!(count(&mut root, &tree.people(), "(uid=m*)").await, N, "{s}");
+    // Persist mode follows changes after the restart.
+    let mut a = alliance.root().await;
+    a.modify(
+        &Alliance::person_dn("m00042"),
+        vec![ldap3::Mod::Replace("displayName", ["Forty-Two"].into())],
+    )
+    .await
+    .unwrap()
+    .success()
+    .unwrap();
+    let local = tree.person("m00042");
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = dir::read(&mut root, &local, &["displayName"])
+            .await
+            .unwrap();
+        if v.is_some_and(|(_, a)| {
+            a.get("displayname")
+                .is_some_and(|d| d.contains("Forty-Two"))
+        }) {
+            break;
+        }
+        assert!(Instant::now() < until, "the change never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
