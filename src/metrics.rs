@@ -31,6 +31,21 @@ pub struct Metrics {
     pub mail_queued: Gauge,
     pub mail_oldest_queued_age_seconds: Gauge,
     pub registrations_awaiting_validation: Gauge,
+    /// Federation with the alliance (0 everywhere on a standalone box).
+    pub federation: FederationGauges,
+}
+
+/// What `alliance status` shows, as gauges.
+#[derive(Default)]
+pub struct FederationGauges {
+    pub link_up: Gauge,
+    pub last_contact_age_seconds: Gauge,
+    pub cookie_age_seconds: Gauge,
+    pub entries_in_scope: Gauge,
+    pub outbox_pending: Gauge,
+    pub outbox_oldest_age_seconds: Gauge,
+    pub outbox_failed: Gauge,
+    pub conflicts: Gauge,
 }
 
 impl Metrics {
@@ -101,8 +116,54 @@ impl Metrics {
             "Registration requests waiting for a collective's admins",
             registrations_awaiting_validation.clone(),
         );
+        let federation = FederationGauges::default();
+        for (name, help, g) in [
+            (
+                "federation_link_up",
+                "1 while the alliance's directory answers",
+                &federation.link_up,
+            ),
+            (
+                "federation_last_contact_age_seconds",
+                "Seconds since the alliance last answered",
+                &federation.last_contact_age_seconds,
+            ),
+            (
+                "federation_cookie_age_seconds",
+                "Age of the sync cookie: how old the local copy may be",
+                &federation.cookie_age_seconds,
+            ),
+            (
+                "federation_entries_in_scope",
+                "Entries copied from the alliance",
+                &federation.entries_in_scope,
+            ),
+            (
+                "federation_outbox_pending",
+                "Local changes waiting for the alliance",
+                &federation.outbox_pending,
+            ),
+            (
+                "federation_outbox_oldest_age_seconds",
+                "Age of the oldest local change waiting (0 when none)",
+                &federation.outbox_oldest_age_seconds,
+            ),
+            (
+                "federation_outbox_failed",
+                "Local changes the alliance refused",
+                &federation.outbox_failed,
+            ),
+            (
+                "federation_conflicts",
+                "Conflicts settled by the authority rule",
+                &federation.conflicts,
+            ),
+        ] {
+            registry.register(name, help, g.clone());
+        }
         Self {
             registry,
+            federation,
             mail_sent,
             mail_send_failures,
             mail_queued,

@@ -174,6 +174,32 @@ async fn join_checks_first_and_a_kill_mid_replay_loses_and_doubles_nothing() {
         s["entries_in_scope"].as_i64() >= Some(N as i64)
     });
     assert_eq!(count(&mut root, &tree.people(), "(uid=p*)").await, N, "{s}");
+    // `status` has a federation component, and metrics the same figures.
+    let st = app.status();
+    let f = common::component(&st, "federation");
+    assert_eq!(f["state"], "ok", "{f}");
+    assert!(
+        f["detail"].as_str().unwrap().contains("nothing waits"),
+        "{f}"
+    );
+    let (code, metrics) = commonscloud::api::client::get(&app.socket(), "/metrics")
+        .await
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics).into_owned();
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("commonscloud_federation_link_up 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("commonscloud_federation_outbox_pending 0"),
+        "{metrics}"
+    );
+    let scope = s["entries_in_scope"].as_i64().unwrap();
+    assert!(
+        metrics.contains(&format!("commonscloud_federation_entries_in_scope {scope}")),
+        "{metrics}"
+    );
     // Human status names the link and the outbox.
     let out = app.cli(&["alliance", "status"]);
     let text = String::from_utf8_lossy(&out.stdout);

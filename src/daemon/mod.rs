@@ -186,6 +186,20 @@ impl Shared {
                 last_reload_refused: refused.as_deref(),
             },
         ));
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        if let Ok(f) = crate::federation::status(&self.store, &self.federation, now) {
+            let obs = status::FederationObservation {
+                enabled: f.link.enabled || f.enrolment.is_some(),
+                up: f.link.up,
+                refreshing: f.link.refreshing,
+                last_error: f.link.last_error.clone(),
+                pending: f.outbox.pending,
+                oldest_age: f.outbox.oldest_pending_at.map(|t| (now - t).max(0)),
+                failed: f.outbox.failed,
+                conflicts: f.outbox.conflicts,
+            };
+            components.extend(status::federation_component(&obs));
+        }
         Status {
             version: env!("CARGO_PKG_VERSION").into(),
             pid: std::process::id(),
@@ -233,6 +247,20 @@ impl Shared {
             s.count_registrations(crate::onboarding::machine::State::AwaitingValidation.as_str())
         }) {
             m.registrations_awaiting_validation.set(n);
+        }
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        if let Ok(f) = crate::federation::status(&self.store, &self.federation, now) {
+            let g = &m.federation;
+            g.link_up.set(i64::from(f.link.up));
+            g.last_contact_age_seconds
+                .set(f.last_contact.map_or(0, |t| (now - t).max(0)));
+            g.cookie_age_seconds.set(f.cookie_age_secs.unwrap_or(0));
+            g.entries_in_scope.set(f.entries_in_scope);
+            g.outbox_pending.set(f.outbox.pending);
+            g.outbox_oldest_age_seconds
+                .set(f.outbox.oldest_pending_at.map_or(0, |t| (now - t).max(0)));
+            g.outbox_failed.set(f.outbox.failed);
+            g.conflicts.set(f.outbox.conflicts);
         }
     }
 

@@ -88,6 +88,76 @@ pub struct Observed<'a> {
     pub last_reload_refused: Option<&'a str>,
 }
 
+/// Federation as the status shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FederationObservation {
+    pub enabled: bool,
+    pub up: bool,
+    pub refreshing: bool,
+    pub last_error: Option<String>,
+    pub pending: i64,
+    /// Seconds the oldest waiting change has waited.
+    pub oldest_age: Option<i64>,
+    pub failed: i64,
+    pub conflicts: i64,
+}
+
+/// The `federation` component; none on a standalone box.
+pub fn federation_component(f: &FederationObservation) -> Option<Component> {
+    if !f.enabled {
+        return None;
+    }
+    let waiting = match (f.pending, f.oldest_age) {
+        (0, _) => "nothing waits for the alliance".to_owned(),
+        (n, Some(age)) => format!("{n} change(s) wait for the alliance, the oldest for {age} s"),
+        (n, None) => format!("{n} change(s) wait for the alliance"),
+    };
+    let mut notes = Vec::new();
+    if f.failed > 0 {
+        notes.push(format!("{} refused", f.failed));
+    }
+    if f.conflicts > 0 {
+        notes.push(format!("{} conflict(s) settled", f.conflicts));
+    }
+    let notes = if notes.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " ({}; see `commonscloud alliance status`)",
+            notes.join(", ")
+        )
+    };
+    let (state, detail) = if f.up {
+        let what = if f.refreshing {
+            "linked, copying the alliance's entries"
+        } else {
+            "linked"
+        };
+        let state = if f.failed > 0 {
+            ComponentState::Degraded
+        } else {
+            ComponentState::Ok
+        };
+        (state, format!("{what}; {waiting}{notes}"))
+    } else {
+        (
+            ComponentState::Degraded,
+            format!(
+                "the alliance cannot be reached{}: logins and local work go on from the local directory; {waiting}{notes}",
+                f.last_error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ),
+        )
+    };
+    Some(Component {
+        name: "federation".into(),
+        state,
+        detail,
+    })
+}
+
 /// Every component, in a stable order.
 pub fn components(config: &Config, o: Observed<'_>) -> Vec<Component> {
     let Observed {
@@ -258,6 +328,43 @@ pub fn components(config: &Config, o: Observed<'_>) -> Vec<Component> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn federation_says_what_waits_and_that_logins_go_on() {
+        assert_eq!(
+            federation_component(&FederationObservation::default()),
+            None
+        );
+        let up = FederationObservation {
+            enabled: true,
+            up: true,
+            ..Default::default()
+        };
+        let c = federation_component(&up).unwrap();
+        assert_eq!(c.state, ComponentState::Ok);
+        assert_eq!(c.detail, "linked; nothing waits for the alliance");
+        let down = FederationObservation {
+            enabled: true,
+            last_error: Some("connection refused".into()),
+            pending: 3,
+            oldest_age: Some(40),
+            conflicts: 1,
+            ..Default::default()
+        };
+        let c = federation_component(&down).unwrap();
+        assert_eq!(c.state, ComponentState::Degraded);
+        assert!(
+            c.detail
+                .contains("(connection refused): logins and local work go on"),
+            "{}",
+            c.detail
+        );
+        assert!(
+            c.detail
+                .contains("3 change(s) wait for the alliance, the oldest for 40 s")
+        );
+        assert!(c.detail.contains("1 conflict(s) settled"));
+    }
     use std::path::Path;
 
     fn config(apps: &str, profile: &str) -> Config {

@@ -155,6 +155,48 @@ fn disk_gb(path: &std::path::Path) -> Option<(u64, u64)> {
     ))
 }
 
+/// The dashboard's federation section: the link, the copy's age, the
+/// outbox and the latest conflicts.
+fn federation(c: &pages::Chrome, f: Option<&crate::federation::Status>, now: i64) -> maud::Markup {
+    let Some(f) = f.filter(|f| f.enrolment.is_some()) else {
+        return html! { p #federation { (c.t(Msg::FederationNone)) } };
+    };
+    let ago = |t: Option<i64>| match t {
+        Some(t) => format!("{} {}", (now - t).max(0), c.t(Msg::SecondsAgo)),
+        None => c.t(Msg::Never).to_owned(),
+    };
+    let url = f
+        .enrolment
+        .as_ref()
+        .map(|e| e.url.clone())
+        .unwrap_or_default();
+    html! {
+        dl #federation {
+            dt { (c.t(Msg::FedLink)) }
+            dd { code { (url) } " · "
+                @if f.link.up { strong { (c.t(Msg::FedUp)) } } @else { strong { (c.t(Msg::FedDown)) } }
+                @if let Some(e) = &f.link.last_error { br; small { (e) } }
+            }
+            dt { (c.t(Msg::FedLastContact)) } dd { (ago(f.last_contact)) }
+            dt { (c.t(Msg::FedSyncAge)) } dd { (ago(f.cookie_age_secs.map(|a| now - a))) }
+            dt { (c.t(Msg::FedInScope)) } dd { (f.entries_in_scope) }
+            dt { (c.t(Msg::FedOutbox)) }
+            dd { (f.outbox.pending)
+                @if let Some(t) = f.outbox.oldest_pending_at { " (" (c.t(Msg::FedOldest)) ": " (ago(Some(t))) ")" }
+                @if f.outbox.failed > 0 { " · " (f.outbox.failed) " " (c.t(Msg::FedRefused)) }
+            }
+            dt { (c.t(Msg::FedConflicts)) } dd { (f.outbox.conflicts) }
+        }
+        @if !f.conflicts.is_empty() {
+            ul #conflicts {
+                @for k in f.conflicts.iter().take(10) {
+                    li { (ago(Some(k.at))) " · " code { (k.dn) } " · " (k.detail) }
+                }
+            }
+        }
+    }
+}
+
 async fn dashboard(State(web): State<Arc<Web>>, mut ctx: Ctx, Query(q): Query<Flash>) -> Response {
     if let Err(r) = admin(&mut ctx) {
         return *r;
@@ -166,6 +208,8 @@ async fn dashboard(State(web): State<Arc<Web>>, mut ctx: Ctx, Query(q): Query<Fl
     let mem = memory_mb();
     let disk = disk_gb(&config.paths.state_dir);
     let apps = ops::app_rows(&web).await;
+    let now = super::now();
+    let fed = crate::federation::status(&web.shared.store, &web.shared.federation, now).ok();
     let fl = flash(&ctx, &q);
     show(&mut ctx, Msg::Dashboard, fl, StatusCode::OK, |c| {
         html! {
@@ -191,7 +235,7 @@ async fn dashboard(State(web): State<Arc<Web>>, mut ctx: Ctx, Query(q): Query<Fl
                     }).collect()))
             }
             h2 { (c.t(Msg::Federation)) }
-            p { (c.t(Msg::FederationNone)) }
+            (federation(c, fed.as_ref(), now))
             h2 { (c.t(Msg::HardwareProfile)) ": " (profile.name) }
             ul {
                 @if let Some((total, avail)) = mem {
@@ -840,4 +884,80 @@ async fn audit(State(web): State<Arc<Web>>, mut ctx: Ctx) -> Response {
                 html! { tr { td { (when) } td { (r.actor) } td { (r.action) } td { (r.detail) } } }
             }).collect())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onboarding::validate::Language;
+
+    fn chrome(lang: Language) -> pages::Chrome {
+        pages::Chrome {
+            lang,
+            user: None,
+            csrf: String::new(),
+            path: "/console".into(),
+        }
+    }
+
+    #[test]
+    fn the_federation_section_shows_link_outbox_and_conflicts() {
+        let c = chrome(Language::En);
+        let none = federation(&c, None, 100).into_string();
+        assert!(none.contains("not federated"), "{none}");
+        let status = crate::federation::Status {
+            enrolment: Some(crate::store::Enrolment {
+                url: "ldaps://dir.alliance.net".into(),
+                bind_dn: "cn=box".into(),
+                suffix: "dc=a".into(),
+                node: "box.q.org".into(),
+                joined_at: 1,
+            }),
+            link: crate::federation::LinkState {
+                enabled: true,
+                last_error: Some("connection refused".into()),
+                ..Default::default()
+            },
+            last_contact: Some(40),
+            cookie_age_secs: Some(70),
+            entries_in_scope: 12,
+            outbox: crate::store::OutboxStats {
+                pending: 3,
+                oldest_pending_at: Some(90),
+                done: 5,
+                failed: 1,
+                conflicts: 1,
+            },
+            conflicts: vec![crate::store::ConflictRow {
+                id: 1,
+                at: 95,
+                dn: "uid=ana,ou=people,dc=q".into(),
+                attr: "displayname".into(),
+                kind: "attribute".into(),
+                winner: "alliance".into(),
+                detail: "displayname of uid=ana changed both here (<A>) and at the alliance".into(),
+                outbox_id: Some(2),
+            }],
+            recent: vec![],
+        };
+        let html = federation(&c, Some(&status), 100).into_string();
+        for needle in [
+            "ldaps://dir.alliance.net",
+            "down: logins and local work go on",
+            "connection refused",
+            "60 s ago",
+            "12",
+            "3 (oldest: 10 s ago) · 1 refused",
+            "uid=ana,ou=people,dc=q",
+            "(&lt;A&gt;)",
+        ] {
+            assert!(html.contains(needle), "{needle} in {html}");
+        }
+        let ca = federation(&chrome(Language::Ca), Some(&status), 100).into_string();
+        assert!(
+            ca.contains("Canvis que esperen l'aliança")
+                || ca.contains("Canvis que esperen l&#39;aliança"),
+            "{ca}"
+        );
+    }
 }
