@@ -94,6 +94,9 @@ log "benchmark: footprint"
 log "benchmark: directory"
 "$CARGO_TARGET_DIR/release/commonscloud" bench directory
 
+log "benchmark: federation"
+"$CARGO_TARGET_DIR/release/commonscloud" bench federation
+
 log "stand-in images: the static standin binary"
 # The image tests build it on demand with exactly this command; building it
 # here keeps that out of the tests' time.

@@ -285,3 +285,39 @@ async fn concurrent_edits_settle_by_the_authority_rule() {
         "hashes never shown: {conflicts:?}"
     );
 }
+
+#[test]
+fn bench_federation_prints_its_figures_and_ratio() {
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "bench",
+            "federation",
+            "--people",
+            "300",
+            "--changes",
+            "50",
+            "--outbox",
+            "40",
+            "--json",
+        ])
+        .current_dir(common::repo())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["people"], 300);
+    assert!(r["baseline_secs"].as_f64().unwrap() > 0.0, "{r}");
+    let ratio = r["sync_ratio"].as_f64().unwrap();
+    let (sync, base) = (
+        r["sync_secs"].as_f64().unwrap(),
+        r["baseline_secs"].as_f64().unwrap(),
+    );
+    assert!((ratio - sync / base).abs() < 1e-9, "{r}");
+    assert!(r["propagation_p99_ms"].as_f64().unwrap() >= r["propagation_p50_ms"].as_f64().unwrap());
+    assert_eq!(r["outbox"], 40);
+    assert!(r["outbox_per_sec"].as_f64().unwrap() > 0.0);
+}

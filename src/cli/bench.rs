@@ -68,6 +68,14 @@ pub enum BenchCommand {
     /// is printed, not an exit code. Needs nginx (apt-get install nginx);
     /// touches no system nginx.
     Proxy(super::bench_proxy::ProxyArgs),
+    /// Federation with the alliance, two slapd on loopback (the alliance's
+    /// made by provision/alliance/alliance.sh): the initial sync of
+    /// --people people against a plain ldap3 search of the same entries
+    /// plus the same adds into a fresh slapd, measured in the same run
+    /// (target ≤ 1.5×); the propagation of alliance writes to the local
+    /// slapd, p50 and p99 (target p99 < 50 ms); and the outbox's drain rate
+    /// after --outbox queued local changes. Run it from the repository.
+    Federation(super::bench_federation::FederationArgs),
     /// The upstream of `bench proxy` (run by it).
     #[command(hide = true)]
     ProxyUpstream,
@@ -85,6 +93,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<i32> {
         BenchCommand::Reconcile(args) => super::bench_reconcile::run(args),
         BenchCommand::Console(args) => super::bench_console::run(args),
         BenchCommand::Proxy(args) => super::bench_proxy::run(args),
+        BenchCommand::Federation(args) => super::bench_federation::run(args),
         BenchCommand::ProxyUpstream => super::bench_proxy::upstream(),
     }
 }

@@ -97,6 +97,32 @@ impl Drop for Scratch {
     }
 }
 
+/// An appliance's slapd (collective quimper) in `dir`, on a free loopback
+/// port, with its service accounts; `started` is set as soon as it runs, so
+/// the caller stops it whatever happens next.
+pub(super) async fn scratch_slapd(
+    dir: &std::path::Path,
+    started: &mut Option<Paths>,
+) -> anyhow::Result<(crate::config::Config, Paths, u16)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let port = super::bench::free_port()?;
+    let text = format!(
+        "[collective]\nname = \"Quimper\"\nslug = \"quimper\"\ndomain = \"quimper.example.org\"\nadmin_email = \"admin@quimper.example.org\"\n\
+         [hardware]\nprofile = \"rpi4-4gb\"\n[directory]\nlisten = [\"ldap://127.0.0.1:{port}\"]\n\
+         [paths]\nstate_dir = \"{0}/state\"\nruntime_dir = \"{0}/run\"\nsecrets_dir = \"{0}/secrets\"\n",
+        dir.display()
+    );
+    let config = crate::config::parse(&text, &dir.join("appliance.toml"))?;
+    std::fs::create_dir_all(&*config.paths.runtime_dir).context("creating the runtime dir")?;
+    let paths = Paths::new(&config);
+    slapd::bootstrap(&config, &paths)?;
+    *started = Some(paths.clone());
+    slapd::start_or_adopt(&config, &paths).await?;
+    let tree = Tree::new(config.suffix().as_str());
+    ldap::ensure_service_accounts(&paths, &tree, &config.paths.secrets_dir).await?;
+    Ok((config, paths, port))
+}
+
 pub fn run(args: DirectoryArgs) -> anyhow::Result<i32> {
     if args.concurrency == 0 || args.people_for_logins == 0 || args.seconds == 0 {
         bail!("--seconds, --concurrency and --people-for-logins must be at least 1");
@@ -129,23 +155,8 @@ pub fn run(args: DirectoryArgs) -> anyhow::Result<i32> {
 }
 
 async fn bench(args: &DirectoryArgs, scratch: &mut Scratch) -> anyhow::Result<DirectoryBench> {
-    std::fs::create_dir_all(&scratch.dir)
-        .with_context(|| format!("creating {}", scratch.dir.display()))?;
-    let port = super::bench::free_port()?;
-    let text = format!(
-        "[collective]\nname = \"Quimper\"\nslug = \"quimper\"\ndomain = \"quimper.example.org\"\nadmin_email = \"admin@quimper.example.org\"\n\
-         [hardware]\nprofile = \"rpi4-4gb\"\n[directory]\nlisten = [\"ldap://127.0.0.1:{port}\"]\n\
-         [paths]\nstate_dir = \"{0}/state\"\nruntime_dir = \"{0}/run\"\nsecrets_dir = \"{0}/secrets\"\n",
-        scratch.dir.display()
-    );
-    let config = crate::config::parse(&text, &scratch.dir.join("appliance.toml"))?;
-    std::fs::create_dir_all(&*config.paths.runtime_dir).context("creating the runtime dir")?;
-    let paths = Paths::new(&config);
-    slapd::bootstrap(&config, &paths)?;
-    scratch.paths = Some(paths.clone());
-    slapd::start_or_adopt(&config, &paths).await?;
+    let (config, paths, port) = scratch_slapd(&scratch.dir, &mut scratch.paths).await?;
     let tree = Tree::new(config.suffix().as_str());
-    ldap::ensure_service_accounts(&paths, &tree, &config.paths.secrets_dir).await?;
     let url = format!("ldap://127.0.0.1:{port}");
 
     // Part 1: logins.

@@ -5,6 +5,7 @@ mod alliance;
 mod bench;
 mod bench_console;
 mod bench_directory;
+mod bench_federation;
 mod bench_proxy;
 mod bench_reconcile;
 mod collective;
