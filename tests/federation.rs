@@ -197,7 +197,9 @@ async fn a_partition_keeps_logins_and_local_work_and_loses_or_doubles_nothing() 
         alliance
             .bind_rc(&Alliance::person_dn("dora"), "dora-password-2")
             .await,
-        0
+        0,
+        "{}",
+        fed.debug()
     );
     let members = format!("cn=members,ou=groups,ou=quimper,ou=collectives,{SUFFIX}");
     let listed = alliance.values(&members, "member").await;
@@ -320,4 +322,98 @@ fn bench_federation_prints_its_figures_and_ratio() {
     assert!(r["propagation_p99_ms"].as_f64().unwrap() >= r["propagation_p50_ms"].as_f64().unwrap());
     assert_eq!(r["outbox"], 40);
     assert!(r["outbox_per_sec"].as_f64().unwrap() > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_uid_taken_at_the_alliance_is_never_overwritten_and_its_owner_chooses_another() {
+    let alliance = Alliance::start();
+    // zoe of Brest: invisible to Quimper's box.
+    alliance
+        .person(
+            "zoe",
+            "brest",
+            "box.brest.example.org",
+            "brest-zoe-password",
+        )
+        .await;
+    let fed = running(&alliance).await;
+    fed.active_person(
+        "zoe",
+        "zoe@quimper.example.org",
+        "our-zoe-password",
+        T0 + 500,
+    )
+    .await;
+    fed.wait("the collision found on replay", || async {
+        fed.fx
+            .store
+            .lock()
+            .unwrap()
+            .has_conflict(&Federated::local_dn("zoe"), "uid_taken")
+            .unwrap()
+    })
+    .await;
+    // Brest's zoe joins Quimper too: she is not copied over ours.
+    alliance.member("quimper", "zoe", true).await;
+    fed.wait("the shadowing seen", || async {
+        fed.fx
+            .store
+            .lock()
+            .unwrap()
+            .has_conflict(&Federated::local_dn("zoe"), "uid_taken_here")
+            .unwrap()
+    })
+    .await;
+    let here = Federated::local_dn("zoe");
+    assert_eq!(
+        fed.values(&here, "mail").await,
+        vec!["zoe@quimper.example.org"]
+    );
+    assert_eq!(
+        fed.fx.inst.bind_rc(&here, "our-zoe-password").await,
+        0,
+        "ours still logs in"
+    );
+    assert_eq!(
+        alliance.values(&Alliance::person_dn("zoe"), "mail").await,
+        vec!["zoe@brest.example.org"],
+        "theirs untouched"
+    );
+
+    // Ours is mailed a link, and chooses another uid.
+    let (params, token) = fed.fx.mail("zoe@quimper.example.org", "uid_taken");
+    assert_eq!(params["uid"], "zoe");
+    // (The replay dated the link by the clock.)
+    let now = commonscloud::federation::now();
+    let e = fed.svc.choose_uid(&token, "zoe", now).await.unwrap_err();
+    assert!(e.to_string().contains("taken"), "{e}");
+    assert_eq!(
+        fed.svc.choose_uid(&token, "zoe.k", now + 1).await.unwrap(),
+        "zoe.k"
+    );
+    let zk = Alliance::person_dn("zoe.k");
+    fed.wait("zoe.k at the alliance with her password", || async {
+        alliance.bind_rc(&zk, "our-zoe-password").await == 0
+    })
+    .await;
+    let members = format!("cn=members,ou=groups,ou=quimper,ou=collectives,{SUFFIX}");
+    fed.wait("zoe.k in Quimper at the alliance", || async {
+        alliance.values(&members, "member").await.contains(&zk)
+    })
+    .await;
+    // The uid is free here now: Brest's zoe is copied in.
+    fed.wait("Brest's zoe copied", || async {
+        fed.values(&here, "mail").await == vec!["zoe@brest.example.org"]
+    })
+    .await;
+    let reg = fed
+        .fx
+        .store
+        .lock()
+        .unwrap()
+        .registration_of_account("zoe.k")
+        .unwrap();
+    assert!(reg.is_some(), "the request follows the new uid");
+    // The link was single-use.
+    assert!(fed.svc.choose_uid(&token, "zoe.x", now + 2).await.is_err());
 }

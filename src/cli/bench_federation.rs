@@ -276,6 +276,8 @@ async fn bench(args: &FederationArgs, s: &mut Scratch) -> anyhow::Result<Report>
         node: NODE.into(),
         local: paths.clone(),
         connect_timeout: Duration::from_secs(10),
+        console_url: format!("https://{NODE}"),
+        collective_name: "Quimper".into(),
     };
     let link = Arc::new(Link::new(true));
     eprintln!("federation: initial sync…");

@@ -37,6 +37,8 @@ fn settings_for(
         node: config.console_host().to_string(),
         local: slapd::Paths::new(config),
         connect_timeout: CONNECT_TIMEOUT,
+        console_url: crate::onboarding::service::Settings::from_config(config).console_url,
+        collective_name: config.collective.name.to_string(),
     }
 }
 

@@ -64,6 +64,10 @@ pub struct Settings {
     pub node: String,
     pub local: Paths,
     pub connect_timeout: Duration,
+    /// `https://box.<domain>`, for the link mailed on a uid collision.
+    pub console_url: String,
+    /// This collective's name, for that mail.
+    pub collective_name: String,
 }
 
 impl std::fmt::Debug for Settings {
@@ -93,6 +97,9 @@ pub struct Link {
     remote: Mutex<Option<Remote>>,
     /// Woken when a local change is queued, so the replay starts at once.
     pub outbox: tokio::sync::Notify,
+    /// Woken by the replay after it settled group memberships: the
+    /// down-sync then checks which people are in scope.
+    pub scope_check: tokio::sync::Notify,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]

@@ -119,6 +119,9 @@ pub async fn drain(
             s.touch_contact(t)?;
             drop(s);
             link.update(|s| s.replayed += 1 + merged.len() as u64);
+            if row.kind == "member" {
+                link.scope_check.notify_one();
+            }
         }
     }
 }
@@ -203,7 +206,14 @@ async fn add(
     let is_person = here.contains_key("uid") && here.contains_key("commonsaccountstate");
     let there = alliance::read(remote, &adn, &["uid", "mail", "commonsHomeNode"]).await?;
     let collision = |kind: &str, what: String| -> Result<Outcome, FederationError> {
-        lock(store)?.record_conflict(now(), dn, "", kind, "alliance", &what, Some(outbox_id))?;
+        let s = lock(store)?;
+        s.atomically(|s| {
+            s.record_conflict(now(), dn, "", kind, "alliance", &what, Some(outbox_id))?;
+            if kind == "uid_taken" {
+                ask_for_another_uid(s, settings, &here)?;
+            }
+            Ok(())
+        })?;
         log::warn!("federation: {what}");
         Ok(Outcome::Conflict(what))
     };
@@ -262,6 +272,50 @@ async fn add(
             res.text
         )),
     })
+}
+
+/// How long the link to choose another uid works.
+const CHOOSE_UID_TTL_SECS: i64 = 14 * 86_400;
+
+/// A uid registered here is someone else's at the alliance: the person is
+/// mailed a link to choose another (their account keeps working here
+/// meanwhile, and their request is kept, renamed once they choose).
+fn ask_for_another_uid(
+    s: &Store,
+    settings: &Settings,
+    here: &Attrs,
+) -> Result<(), crate::store::StoreError> {
+    let uid = first(here, "uid");
+    let reg = s.registration_of_account(uid)?;
+    let (plain, hash) =
+        crate::onboarding::service::new_token(crate::onboarding::service::os_random);
+    let t = now();
+    s.insert_token(
+        &hash,
+        "choose_uid",
+        reg.as_ref().map(|r| r.id),
+        uid,
+        t + CHOOSE_UID_TTL_SECS,
+    )?;
+    let link = format!(
+        "{}/choose-uid?token={plain}",
+        settings.console_url.trim_end_matches('/')
+    );
+    let name = first(here, "displayname");
+    let lang = reg
+        .as_ref()
+        .map(|r| r.language.clone())
+        .unwrap_or_else(|| first(here, "preferredlanguage").to_owned());
+    let params = serde_json::json!({"name": name, "uid": uid,
+        "collective": settings.collective_name, "link": link});
+    s.enqueue_mail(
+        first(here, "mail"),
+        "uid_taken",
+        &lang,
+        &params.to_string(),
+        t,
+    )?;
+    s.audit(t, "federation", "uid-taken", uid)
 }
 
 fn redact(attr: &str, v: Option<&BTreeSet<String>>) -> String {
@@ -401,9 +455,9 @@ async fn membership(
         None => false,
     };
     let (ga, ma) = (sx.to_alliance(group), sx.to_alliance(member));
-    if has {
+    let outcome = if has {
         let res = alliance::modify_value(remote, &ga, "member", &ma, true).await?;
-        return Ok(match res.rc {
+        match res.rc {
             0 | 20 => Outcome::Done,
             32 => Outcome::Failed(format!("the group {ga} is not at the alliance")),
             50 => Outcome::Failed(format!(
@@ -411,18 +465,42 @@ async fn membership(
                 res.text
             )),
             rc => Outcome::Failed(format!("the alliance refused {ga} (rc {rc}): {}", res.text)),
-        });
-    }
-    let tree = Tree::new(&sx.alliance);
-    match people::remove_member(remote, &tree, &ga, &ma).await {
-        Ok(()) => Ok(Outcome::Done),
-        Err(e) => {
-            let e = FederationError::Directory(e);
-            if transient(&e) {
-                Err(e)
-            } else {
-                Ok(Outcome::Failed(e.to_string()))
+        }
+    } else {
+        let tree = Tree::new(&sx.alliance);
+        match people::remove_member(remote, &tree, &ga, &ma).await {
+            Ok(()) => Outcome::Done,
+            Err(e) => {
+                let e = FederationError::Directory(e);
+                if transient(&e) {
+                    return Err(e);
+                }
+                Outcome::Failed(e.to_string())
+            }
+        }
+    };
+    if outcome == Outcome::Done {
+        // The down-sync left this group's members alone while the change
+        // was pending, the echo of our own write included: take the
+        // alliance's list now, so a member it added meanwhile is not lost.
+        if let Some((_, there)) = alliance::read(remote, &ga, &["member"]).await? {
+            let there = sx.attrs_to_local(&there);
+            let here = alliance::read(local, group, &["member"])
+                .await?
+                .map(|(_, a)| a);
+            if let Some(here) = here
+                && let Some(m) = there.get("member")
+                && here.get("member") != Some(m)
+            {
+                alliance::modify(
+                    local,
+                    group,
+                    &[AttrChange::Replace("member".into(), m.clone())],
+                    None,
+                )
+                .await?;
             }
         }
     }
+    Ok(outcome)
 }

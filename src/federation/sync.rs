@@ -135,7 +135,16 @@ async fn down(
     let mut pending = Pending::default();
     let mut refreshing = true;
     loop {
-        let event = stream.next().await?;
+        // Reading the stream is cancel-safe (a channel receive), so a
+        // scope check can come between two events.
+        let event = tokio::select! {
+            e = stream.next() => e?,
+            () = link.scope_check.notified(), if !refreshing => {
+                people_in_scope(settings, &scope, store, &mut local, &mut remote, &mut pending).await?;
+                commit(store, &mut pending, None)?;
+                continue;
+            }
+        };
         match event {
             SyncEvent::Entry {
                 uuid,
@@ -341,6 +350,24 @@ async fn apply_entry(
                 return Ok(false);
             }
         }
+        Some((_, here)) if known.is_none() && shadows(settings, &here, &remote) => {
+            // One of ours holds this uid here, and the alliance's person
+            // with it is someone else: ours is never overwritten (the replay
+            // asks them to choose another uid); theirs waits.
+            let s = lock(store)?;
+            if !s.has_conflict(&dn, "uid_taken_here")? {
+                s.record_conflict(
+                    now(),
+                    &dn,
+                    "",
+                    "uid_taken_here",
+                    "local",
+                    "the alliance's person with this uid is someone else than the one registered here; not copied until ours has chosen another uid",
+                    None,
+                )?;
+            }
+            return Ok(false);
+        }
         Some((_, here)) => {
             let changes = down_changes(&remote, &here, &held);
             let res = alliance::modify(local, &dn, &changes, None).await?;
@@ -352,6 +379,20 @@ async fn apply_entry(
     }
     pending.map.push((uuid.to_vec(), dn));
     Ok(members)
+}
+
+/// Whether `here` is a person made here who is not the alliance's `remote`
+/// (same uid, another mail).
+fn shadows(settings: &Settings, here: &Attrs, remote: &Attrs) -> bool {
+    let first = |a: &Attrs, k: &str| {
+        a.get(k)
+            .and_then(|v| v.iter().next())
+            .map(|v| v.to_ascii_lowercase())
+            .unwrap_or_default()
+    };
+    here.contains_key("uid")
+        && first(here, "commonshomenode") == settings.node.to_ascii_lowercase()
+        && first(here, "mail") != first(remote, "mail")
 }
 
 /// An entry the alliance sent that this directory refused (a mail taken

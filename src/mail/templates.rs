@@ -12,7 +12,7 @@ pub struct Rendered {
 }
 
 /// Templates the appliance sends.
-pub const TEMPLATES: [&str; 13] = [
+pub const TEMPLATES: [&str; 14] = [
     "test",
     "verify",
     "admins_new_request",
@@ -26,6 +26,7 @@ pub const TEMPLATES: [&str; 13] = [
     "join_rejected",
     "suspended",
     "reactivated",
+    "uid_taken",
 ];
 
 fn escape(s: &str) -> String {
@@ -162,6 +163,33 @@ fn texts(template: &str, lang: Language) -> Option<(&'static str, &'static [&'st
                 "Hola {name}:",
                 "Las personas administradoras de {collective} no han aceptado tu solicitud. El motivo:",
                 "{reason}",
+            ],
+        ),
+        ("uid_taken", En) => (
+            "Choose another user name for {collective}",
+            &[
+                "Hello {name},",
+                "You registered at {collective} as \"{uid}\" while the box could not reach the alliance. The alliance now says someone else already has that name, and names are shared across all its collectives.",
+                "Your account keeps working at {collective} meanwhile. Open this link to choose another name; your files, groups and password stay as they are:",
+                "{link}",
+            ],
+        ),
+        ("uid_taken", Ca) => (
+            "Tria un altre nom d'usuari per a {collective}",
+            &[
+                "Hola {name},",
+                "Et vas registrar a {collective} com a \"{uid}\" mentre la caixa no podia arribar a l'aliança. Ara l'aliança diu que aquest nom ja és d'una altra persona, i els noms es comparteixen entre tots els seus col·lectius.",
+                "Mentrestant el teu compte continua funcionant a {collective}. Obre aquest enllaç per triar un altre nom; els teus fitxers, grups i contrasenya es mantenen:",
+                "{link}",
+            ],
+        ),
+        ("uid_taken", Es) => (
+            "Elige otro nombre de usuario para {collective}",
+            &[
+                "Hola {name}:",
+                "Te registraste en {collective} como \"{uid}\" mientras la caja no podía llegar a la alianza. Ahora la alianza dice que ese nombre ya es de otra persona, y los nombres se comparten entre todos sus colectivos.",
+                "Mientras tanto tu cuenta sigue funcionando en {collective}. Abre este enlace para elegir otro nombre; tus archivos, grupos y contraseña se mantienen:",
+                "{link}",
             ],
         ),
         ("reset_password", En) => (

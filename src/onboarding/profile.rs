@@ -6,8 +6,9 @@ use super::service::MIN_PASSWORD;
 use super::service::{Onboarding, OnboardingError};
 use super::validate::{FieldError, Language, display_name};
 use crate::directory::auth::{AuthError, Authenticator};
-use crate::directory::ldap;
 use crate::directory::people::{self, Person};
+use crate::directory::{DirectoryError, ldap};
+use crate::store::StoreError;
 
 /// A service a person may open, and through which collective.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -243,5 +244,86 @@ mod tests {
     fn the_builtin_groups_come_first_once() {
         let g = grantable(&["editors".into(), "members".into()]);
         assert_eq!(g, ["members", "admins", "editors"]);
+    }
+}
+
+impl Onboarding {
+    /// A person whose uid was someone else's at the alliance (found when
+    /// their account was pushed there) chooses another through the mailed
+    /// link: the entry is renamed here (refint moves their group
+    /// memberships), their request and sessions follow, and the new uid
+    /// goes to the alliance with their memberships. Their password stays.
+    pub async fn choose_uid(
+        &self,
+        token: &str,
+        new_uid: &str,
+        now: i64,
+    ) -> Result<String, OnboardingError> {
+        let hash = super::service::hash_token(token);
+        let peek = self
+            .with_store(|s| s.peek_token(&hash, "choose_uid", now))?
+            .ok_or(OnboardingError::BadLink)?;
+        let uid: crate::model::Uid = new_uid
+            .trim()
+            .parse()
+            .map_err(|e: crate::model::Invalid| invalid("uid", e.0))?;
+        let mut root = self.root().await?;
+        let collectives = self.known_collectives(&mut root).await?;
+        if collectives.iter().any(|c| c.slug.as_str() == uid.as_str()) {
+            return Err(invalid(
+                "uid",
+                format!("`{uid}` is the name of a collective here: choose another user name"),
+            ));
+        }
+        let tree = &self.settings.tree;
+        let taken = people::person(&mut root, tree, uid.as_str())
+            .await?
+            .is_some()
+            || self.with_store(|s| s.pending_holder(uid.as_str(), ""))? == Some("uid");
+        if taken || uid.as_str() == peek.uid {
+            return Err(invalid("uid", format!("`{uid}` is taken: choose another")));
+        }
+        let p = self.existing_person(&mut root, &peek.uid).await?;
+        let new_dn = tree.person(uid.as_str());
+        let mut changes = vec![crate::federation::outbox::Change::Add { dn: new_dn.clone() }];
+        for (slug, g) in &p.groups {
+            changes.push(crate::federation::outbox::Change::Member {
+                group: tree.group(slug, g),
+                member: new_dn.clone(),
+                added: true,
+            });
+        }
+        let (_, ids) = self
+            .federated(now, changes, async {
+                let res = crate::directory::alliance::rename(&mut root, &p.dn, &new_dn).await?;
+                if res.rc != 0 {
+                    return Err(OnboardingError::Directory(DirectoryError::Ldap {
+                        what: format!("renaming {} to {new_dn}", p.dn),
+                        source: Box::new(ldap3::LdapError::LdapResult { result: res }),
+                    }));
+                }
+                Ok(())
+            })
+            .await?;
+        self.with_store(|s| {
+            s.atomically(|s| {
+                if s.use_token(&hash, "choose_uid", now)?.is_none() {
+                    return Err(StoreError::Conflict);
+                }
+                s.outbox_release(&ids)?;
+                if let Some(id) = peek.registration_id {
+                    s.rename_registration(id, uid.as_str(), now)?;
+                }
+                s.delete_sessions_of(&peek.uid)?;
+                s.audit(
+                    now,
+                    uid.as_str(),
+                    "choose-uid",
+                    &format!("{} is now {uid}", peek.uid),
+                )
+            })
+        })?;
+        self.wake_replay();
+        Ok(uid.to_string())
     }
 }

@@ -388,6 +388,19 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Whether a conflict of this kind was recorded for `dn`.
+    pub fn has_conflict(&self, dn: &str, kind: &str) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM fed_conflicts WHERE dn = ?1 COLLATE NOCASE AND kind = ?2 LIMIT 1",
+                params![dn, kind],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|o| o.is_some())
+            .map_err(|e| self.err(e))
+    }
+
     /// The latest conflicts, newest first.
     pub fn conflicts(&self, limit: i64) -> Result<Vec<ConflictRow>, StoreError> {
         let mut st = self

@@ -144,6 +144,36 @@ impl Store {
     }
 
     /// Requests, newest first, optionally in one state only.
+    /// The newest request that made `uid`'s account (approved or active).
+    pub fn registration_of_account(
+        &self,
+        uid: &str,
+    ) -> Result<Option<RegistrationRow>, StoreError> {
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT {REG_COLUMNS} FROM registrations WHERE uid = ?1
+                     AND state IN ('approved', 'active') ORDER BY id DESC LIMIT 1"
+                ),
+                [uid],
+                reg,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The account a request made was renamed (its uid was someone else's
+    /// at the alliance).
+    pub fn rename_registration(&self, id: i64, uid: &str, now: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE registrations SET uid = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, uid, now],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
     pub fn registrations(&self, state: Option<&str>) -> Result<Vec<RegistrationRow>, StoreError> {
         let mut stmt = self
             .conn

@@ -128,6 +128,18 @@ messages! {
         "Este enlace ya no funciona: ya se ha usado o ha caducado.",
     ],
     // Passwords
+    ChooseUidTitle => ["Choose another user name", "Tria un altre nom d'usuari", "Elige otro nombre de usuario"],
+    ChooseUidIntro => [
+        "The name you registered with belongs to someone else in the alliance. Choose another: your password, files and groups stay as they are.",
+        "El nom amb què et vas registrar és d'una altra persona de l'aliança. Tria'n un altre: la contrasenya, els fitxers i els grups es mantenen.",
+        "El nombre con el que te registraste es de otra persona de la alianza. Elige otro: tu contraseña, archivos y grupos se mantienen.",
+    ],
+    ChooseUidSubmit => ["Use this name", "Fes servir aquest nom", "Usa este nombre"],
+    UidChosen => [
+        "Done: sign in with your new user name from now on.",
+        "Fet: a partir d'ara inicia la sessió amb el nou nom d'usuari.",
+        "Hecho: a partir de ahora inicia sesión con tu nuevo nombre de usuario.",
+    ],
     SetPasswordTitle => ["Choose your password", "Tria la contrasenya", "Elige tu contraseña"],
     FieldNewPassword => ["New password", "Contrasenya nova", "Contraseña nueva"],
     FieldConfirm => ["Repeat the password", "Repeteix la contrasenya", "Repite la contraseña"],

@@ -318,6 +318,20 @@ pub fn set_password(c: &Chrome, token: &str, errors: &[FieldError]) -> Markup {
     }
 }
 
+pub fn choose_uid(c: &Chrome, token: &str, value: &str, errors: &[FieldError]) -> Markup {
+    html! {
+        (general_errors(c, errors, &["uid"]))
+        p { (c.t(Msg::ChooseUidIntro)) }
+        form method="post" action="/choose-uid" {
+            (csrf(c))
+            input type="hidden" name="token" value=(token);
+            (field(&Field { name: "uid", label: c.t(Msg::FieldUid), kind: "text", value,
+                help: Some(c.t(Msg::FieldUidHelp)), autocomplete: "username", required: true }, errors))
+            button type="submit" { (c.t(Msg::ChooseUidSubmit)) }
+        }
+    }
+}
+
 pub fn forgot(c: &Chrome, errors: &[FieldError]) -> Markup {
     html! {
         (general_errors(c, errors, &["login"]))

@@ -29,6 +29,7 @@ pub fn routes() -> Router<Arc<Web>> {
         .route("/register", get(register_page).post(register))
         .route("/verify", get(verify_page).post(verify))
         .route("/set-password", get(set_password_page).post(set_password))
+        .route("/choose-uid", get(choose_uid_page).post(choose_uid))
         .route("/forgot", get(forgot_page).post(forgot))
         .route("/join", get(join_page).post(join))
         .route("/profile", get(profile_page).post(profile))
@@ -386,6 +387,52 @@ async fn set_password(
         &c,
         c.t(Msg::SetPasswordTitle),
         pages::set_password(&c, &token, &errors),
+    );
+    page(&ctx, StatusCode::UNPROCESSABLE_ENTITY, m)
+}
+
+async fn choose_uid_page(mut ctx: Ctx, Query(q): Query<TokenQuery>) -> Response {
+    let c = ctx.chrome();
+    let m = pages::layout(
+        &c,
+        c.t(Msg::ChooseUidTitle),
+        pages::choose_uid(&c, &q.token, "", &[]),
+    );
+    page(&ctx, StatusCode::OK, m)
+}
+
+async fn choose_uid(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fields>) -> Response {
+    if !ctx.csrf_ok(get_field(&f, "csrf")) {
+        return csrf_refused(&mut ctx);
+    }
+    let token = get_field(&f, "token").to_owned();
+    let uid = get_field(&f, "uid").to_owned();
+    let errors = match web
+        .shared
+        .onboarding()
+        .choose_uid(&token, &uid, now())
+        .await
+    {
+        Ok(_) => {
+            let c = ctx.chrome();
+            let m = pages::message(
+                &c,
+                c.t(Msg::ChooseUidTitle),
+                c.t(Msg::UidChosen),
+                Some(("/login", c.t(Msg::NavSignIn))),
+            );
+            return page(&ctx, StatusCode::OK, m);
+        }
+        Err(e) => match failure(&ctx, e) {
+            Failure::Fields(v) => v,
+            Failure::Page(status, text) => return problem(&mut ctx, status, &text),
+        },
+    };
+    let c = ctx.chrome();
+    let m = pages::layout(
+        &c,
+        c.t(Msg::ChooseUidTitle),
+        pages::choose_uid(&c, &token, &uid, &errors),
     );
     page(&ctx, StatusCode::UNPROCESSABLE_ENTITY, m)
 }

@@ -221,6 +221,8 @@ impl Federated {
             node: NODE.into(),
             local: fx.inst.paths.clone(),
             connect_timeout: Duration::from_secs(5),
+            console_url: "https://box.quimper.example.org".into(),
+            collective_name: "Les Communs de Quimper".into(),
         };
         Federated {
             fx,
