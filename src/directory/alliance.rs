@@ -129,11 +129,28 @@ pub async fn connect(
 }
 
 /// A search entry's text attributes as an attribute map (names in lower case).
+///
+/// slapd's `{ARGON2}` values end in stray bytes after a NUL (CONTRACTS.md);
+/// when those are not UTF-8, ldap3 files the value under `bin_attrs`. Such a
+/// value is taken up to its NUL; any other binary value is left out (the
+/// schema has none).
 pub fn attrs_of(e: &SearchEntry) -> Attrs {
-    e.attrs
+    let mut out: Attrs = e
+        .attrs
         .iter()
         .map(|(k, vs)| (k.to_ascii_lowercase(), vs.iter().cloned().collect()))
-        .collect()
+        .collect();
+    for (k, vs) in &e.bin_attrs {
+        for v in vs {
+            let v = v.split(|b| *b == 0).next().unwrap_or_default();
+            if let Ok(text) = std::str::from_utf8(v) {
+                out.entry(k.to_ascii_lowercase())
+                    .or_default()
+                    .insert(text.to_owned());
+            }
+        }
+    }
+    out
 }
 
 /// Reads an entry: its DN as the server spells it and its attributes.
@@ -465,6 +482,26 @@ mod tests {
         for bad in ["http://x", "ldap://", "ldap://h:port", "ldap://[::1"] {
             assert!(host_port(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_hash_with_stray_binary_bytes_is_kept_up_to_its_nul() {
+        let mut e = SearchEntry {
+            dn: "uid=a".into(),
+            attrs: Default::default(),
+            bin_attrs: Default::default(),
+        };
+        e.bin_attrs.insert(
+            "userPassword".into(),
+            vec![b"{ARGON2}$argon2i$hash\0\xff".to_vec()],
+        );
+        e.bin_attrs.insert("jpegPhoto".into(), vec![vec![0xff, 0xd8]]);
+        let a = attrs_of(&e);
+        assert_eq!(
+            a["userpassword"].iter().next().map(String::as_str),
+            Some("{ARGON2}$argon2i$hash")
+        );
+        assert!(!a.contains_key("jpegphoto"));
     }
 
     #[test]
