@@ -210,7 +210,7 @@ async fn join_checks_first_and_a_kill_mid_replay_loses_and_doubles_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_kill_mid_refresh_resumes_and_converges() {
+async fn a_box_federated_by_its_config_survives_a_kill_mid_refresh() {
     const N: usize = 3000;
     let alliance = Alliance::start();
     {
@@ -243,15 +243,21 @@ async fn a_kill_mid_refresh_resumes_and_converges() {
             dns.insert(dn);
         }
     }
+    // This box is federated by its config: the daemon enrols at start.
     let app = Appliance::new();
+    let text = std::fs::read_to_string(&app.config).unwrap();
+    std::fs::write(
+        &app.config,
+        format!(
+            "{text}\n[alliance]\ndirectory = \"{}\"\nsuffix = \"{SUFFIX}\"\nbind_dn = \"{}\"\nbind_password_file = \"{}\"\n",
+            alliance.url,
+            alliance.account(NODE),
+            alliance.password_file(NODE).display()
+        ),
+    )
+    .unwrap();
     let mut d = app.serve();
     wait_status(&app, "directory up", directory_ok);
-    let out = join(&app, &alliance, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
     let (mut root, tree) = local_root(&app).await;
     let until = Instant::now() + Duration::from_secs(60);
     loop {

@@ -495,7 +495,8 @@ mod tests {
             "userPassword".into(),
             vec![b"{ARGON2}$argon2i$hash\0\xff".to_vec()],
         );
-        e.bin_attrs.insert("jpegPhoto".into(), vec![vec![0xff, 0xd8]]);
+        e.bin_attrs
+            .insert("jpegPhoto".into(), vec![vec![0xff, 0xd8]]);
         let a = attrs_of(&e);
         assert_eq!(
             a["userpassword"].iter().next().map(String::as_str),

@@ -179,7 +179,7 @@ pub async fn replay_one(
             group,
             member,
             added,
-        } => membership(settings, remote, local, &group, &member, added).await,
+        } => membership(settings, store, remote, local, &group, &member, added).await,
     }
 }
 
@@ -438,6 +438,7 @@ async fn attrs(
 
 async fn membership(
     settings: &Settings,
+    store: &Mutex<Store>,
     remote: &mut Ldap,
     local: &mut Ldap,
     group: &str,
@@ -479,10 +480,13 @@ async fn membership(
             }
         }
     };
-    if outcome == Outcome::Done {
-        // The down-sync left this group's members alone while the change
-        // was pending, the echo of our own write included: take the
-        // alliance's list now, so a member it added meanwhile is not lost.
+    // The down-sync left this group's members alone while the change was
+    // pending, the echo of our own write included: with the group's last
+    // pending change settled, take the alliance's list, so a member it
+    // added meanwhile is not lost (never before: the list would undo our
+    // changes still waiting).
+    let last = lock(store)?.outbox_pending_for(group)?.len() <= 1;
+    if outcome == Outcome::Done && last {
         if let Some((_, there)) = alliance::read(remote, &ga, &["member"]).await? {
             let there = sx.attrs_to_local(&there);
             let here = alliance::read(local, group, &["member"])
