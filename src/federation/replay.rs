@@ -486,24 +486,25 @@ async fn membership(
     // added meanwhile is not lost (never before: the list would undo our
     // changes still waiting).
     let last = lock(store)?.outbox_pending_for(group)?.len() <= 1;
-    if outcome == Outcome::Done && last {
-        if let Some((_, there)) = alliance::read(remote, &ga, &["member"]).await? {
-            let there = sx.attrs_to_local(&there);
-            let here = alliance::read(local, group, &["member"])
-                .await?
-                .map(|(_, a)| a);
-            if let Some(here) = here
-                && let Some(m) = there.get("member")
-                && here.get("member") != Some(m)
-            {
-                alliance::modify(
-                    local,
-                    group,
-                    &[AttrChange::Replace("member".into(), m.clone())],
-                    None,
-                )
-                .await?;
-            }
+    if outcome == Outcome::Done
+        && last
+        && let Some((_, there)) = alliance::read(remote, &ga, &["member"]).await?
+    {
+        let there = sx.attrs_to_local(&there);
+        let here = alliance::read(local, group, &["member"])
+            .await?
+            .map(|(_, a)| a);
+        if let Some(here) = here
+            && let Some(m) = there.get("member")
+            && here.get("member") != Some(m)
+        {
+            alliance::modify(
+                local,
+                group,
+                &[AttrChange::Replace("member".into(), m.clone())],
+                None,
+            )
+            .await?;
         }
     }
     Ok(outcome)

@@ -178,75 +178,6 @@ pub fn grantable(groups: &[String]) -> Vec<String> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::CollectiveSlug;
-
-    fn person(groups: &[(&str, &str)]) -> Person {
-        Person {
-            dn: "uid=ana,ou=people,dc=x".into(),
-            uid: "ana".into(),
-            display_name: "Ana".into(),
-            mail: "ana@x.org".into(),
-            language: "en".into(),
-            suspended: false,
-            primary_collective: None,
-            home_node: String::new(),
-            groups: groups
-                .iter()
-                .map(|(c, g)| (c.parse::<CollectiveSlug>().unwrap(), (*g).to_owned()))
-                .collect(),
-        }
-    }
-
-    fn service(name: &str, groups: &[&str]) -> people::Service {
-        people::Service {
-            name: name.into(),
-            url: format!("https://{name}.x.org"),
-            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
-        }
-    }
-
-    #[test]
-    fn a_service_is_allowed_through_a_group_of_the_same_collective() {
-        let p = person(&[("brest", "members"), ("quimper", "editors")]);
-        let all = vec![
-            (
-                "brest".to_owned(),
-                vec![
-                    service("cloud", &["members"]),
-                    service("forum", &["admins"]),
-                ],
-            ),
-            (
-                "quimper".to_owned(),
-                vec![
-                    service("office", &["editors"]),
-                    service("wiki", &["members"]),
-                ],
-            ),
-        ];
-        let names: Vec<(String, String)> = allowed(&p, &all)
-            .into_iter()
-            .map(|s| (s.collective, s.name))
-            .collect();
-        assert_eq!(
-            names,
-            [
-                ("brest".to_owned(), "cloud".to_owned()),
-                ("quimper".to_owned(), "office".to_owned())
-            ]
-        );
-    }
-
-    #[test]
-    fn the_builtin_groups_come_first_once() {
-        let g = grantable(&["editors".into(), "members".into()]);
-        assert_eq!(g, ["members", "admins", "editors"]);
-    }
-}
-
 impl Onboarding {
     /// A person whose uid was someone else's at the alliance (found when
     /// their account was pushed there) chooses another through the mailed
@@ -325,5 +256,74 @@ impl Onboarding {
         })?;
         self.wake_replay();
         Ok(uid.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::CollectiveSlug;
+
+    fn person(groups: &[(&str, &str)]) -> Person {
+        Person {
+            dn: "uid=ana,ou=people,dc=x".into(),
+            uid: "ana".into(),
+            display_name: "Ana".into(),
+            mail: "ana@x.org".into(),
+            language: "en".into(),
+            suspended: false,
+            primary_collective: None,
+            home_node: String::new(),
+            groups: groups
+                .iter()
+                .map(|(c, g)| (c.parse::<CollectiveSlug>().unwrap(), (*g).to_owned()))
+                .collect(),
+        }
+    }
+
+    fn service(name: &str, groups: &[&str]) -> people::Service {
+        people::Service {
+            name: name.into(),
+            url: format!("https://{name}.x.org"),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_service_is_allowed_through_a_group_of_the_same_collective() {
+        let p = person(&[("brest", "members"), ("quimper", "editors")]);
+        let all = vec![
+            (
+                "brest".to_owned(),
+                vec![
+                    service("cloud", &["members"]),
+                    service("forum", &["admins"]),
+                ],
+            ),
+            (
+                "quimper".to_owned(),
+                vec![
+                    service("office", &["editors"]),
+                    service("wiki", &["members"]),
+                ],
+            ),
+        ];
+        let names: Vec<(String, String)> = allowed(&p, &all)
+            .into_iter()
+            .map(|s| (s.collective, s.name))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("brest".to_owned(), "cloud".to_owned()),
+                ("quimper".to_owned(), "office".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn the_builtin_groups_come_first_once() {
+        let g = grantable(&["editors".into(), "members".into()]);
+        assert_eq!(g, ["members", "admins", "editors"]);
     }
 }
