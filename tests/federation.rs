@@ -51,6 +51,27 @@ async fn join_pushes_up_then_changes_flow_both_ways_and_strangers_stay_out() {
         !fed.exists(&Federated::local_dn("carl")).await,
         "carl is out of scope"
     );
+    // At the alliance, this box's account reads nothing of carl.
+    let mut acct = commonscloud::directory::alliance::connect(
+        &alliance.url,
+        &alliance.account(NODE),
+        &alliance.password(NODE),
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let seen = commonscloud::directory::alliance::read(
+        &mut acct,
+        &Alliance::person_dn("carl"),
+        &["*", "+"],
+    )
+    .await
+    .unwrap();
+    assert!(
+        seen.as_ref()
+            .is_none_or(|(_, a)| !a.contains_key("mail") && !a.contains_key("userpassword")),
+        "{seen:?}"
+    );
 
     // Live, down: an edit at the alliance arrives.
     {
@@ -416,4 +437,79 @@ async fn a_uid_taken_at_the_alliance_is_never_overwritten_and_its_owner_chooses_
     assert!(reg.is_some(), "the request follows the new uid");
     // The link was single-use.
     assert!(fed.svc.choose_uid(&token, "zoe.x", now + 2).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renames_and_deletes_at_the_alliance_follow_by_entry_uuid() {
+    let alliance = Alliance::start();
+    // An alliance-wide service, open to everyone.
+    {
+        let mut root = alliance.root().await;
+        root.add(
+            &format!("cn=wiki,ou=services,{SUFFIX}"),
+            vec![
+                ("objectClass", ["commonsService"].into()),
+                ("cn", ["wiki"].into()),
+                ("labeledURI", ["https://wiki.alliance.net"].into()),
+            ],
+        )
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    }
+    let fed = running(&alliance).await;
+    let local = |cn: &str| format!("cn={cn},ou=services,dc=quimper,dc=example,dc=org");
+    fed.wait("the service copied", || async {
+        fed.exists(&local("wiki")).await
+    })
+    .await;
+    // Renamed there: renamed here (the same entry, by its UUID).
+    {
+        let mut root = alliance.root().await;
+        root.modifydn(
+            &format!("cn=wiki,ou=services,{SUFFIX}"),
+            "cn=docs",
+            true,
+            None,
+        )
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    }
+    fed.wait("the rename followed", || async {
+        fed.exists(&local("docs")).await && !fed.exists(&local("wiki")).await
+    })
+    .await;
+    assert_eq!(
+        fed.values(&local("docs"), "labeledURI").await,
+        vec!["https://wiki.alliance.net"]
+    );
+    // Deleted there: deleted here.
+    {
+        let mut root = alliance.root().await;
+        root.delete(&format!("cn=docs,ou=services,{SUFFIX}"))
+            .await
+            .unwrap()
+            .success()
+            .unwrap();
+    }
+    fed.wait("the delete followed", || async {
+        !fed.exists(&local("docs")).await
+    })
+    .await;
+    // bob (homed at Brest) is deleted at the alliance: gone here too.
+    {
+        let mut root = alliance.root().await;
+        root.delete(&Alliance::person_dn("bob"))
+            .await
+            .unwrap()
+            .success()
+            .unwrap();
+    }
+    fed.wait("bob gone here", || async {
+        !fed.exists(&Federated::local_dn("bob")).await
+    })
+    .await;
 }

@@ -255,6 +255,14 @@ pub fn alliance_acls(suffix: &str) -> Vec<String> {
         ),
         format!("to dn.subtree=\"{appliances}\" by self read by anonymous auth by * none"),
         format!("to dn.subtree=\"{}\" by * none", tree.policies()),
+        // That a person exists (their DN, not one attribute): syncprov
+        // tells an appliance of a delete only if it may read the entry,
+        // and a deleted entry has no attributes left for the filters of
+        // its rules to match. (No attribute: a search still finds nothing.)
+        format!(
+            "to dn.one=\"{}\" attrs=entry by dn.one=\"{appliances}\" read by * break",
+            tree.people()
+        ),
         format!(
             "to * by dn.one=\"{appliances}\" none by self read by users read by anonymous auth by * none"
         ),
@@ -539,6 +547,15 @@ olcLastMod: TRUE
     );
     for index in INDEXES {
         let _ = writeln!(out, "olcDbIndex: {index}");
+    }
+    if role == Role::Alliance {
+        // An appliance's sync reads every entry in its scope in one search,
+        // past the frontend's size limit.
+        let _ = writeln!(
+            out,
+            "olcLimits: dn.children=\"{}\" size=unlimited time=unlimited",
+            tree.appliances()
+        );
     }
     let rules = match role {
         Role::Appliance => acls(&s.suffix),
@@ -834,6 +851,34 @@ mod tests {
         );
         // Entries are separated by exactly one blank line (LDIF).
         assert!(!ldif.contains("\n\n\n"));
+    }
+
+    #[test]
+    fn the_alliance_has_memberof_and_no_size_limit_for_appliances() {
+        let s = SlapdSettings {
+            suffix: "dc=a,dc=net".into(),
+            data_dir: "/d".into(),
+            pid_file: "/p".into(),
+            args_file: "/a".into(),
+            root_dn: peercred_dn(0, 0),
+            module_dir: "/m".into(),
+            schema_dir: "/s".into(),
+            argon2_params: String::new(),
+        };
+        let ldif = alliance_config_ldif(&s);
+        for needle in [
+            "olcModuleLoad: memberof",
+            "olcOverlay: {1}memberof",
+            "olcLimits: dn.children=\"ou=appliances,dc=a,dc=net\" size=unlimited time=unlimited",
+            "olcOverlay: {4}syncprov",
+        ] {
+            assert!(ldif.contains(needle), "{needle}");
+        }
+        assert!(!ldif.contains("dynlist"));
+        assert!(!config_ldif(&s).contains("olcLimits"));
+        let rules = appliance_acls("dc=a,dc=net", &slug(), "box.q.org");
+        assert!(rules.iter().all(|r| r.ends_with("by * break")));
+        assert!(rules[2].contains("filter=(commonsHomeNode=box.q.org)"));
     }
 
     #[test]
