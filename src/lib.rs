@@ -22,4 +22,5 @@ pub mod reconcile;
 pub mod sso;
 pub mod store;
 pub mod sys;
+pub mod tls;
 pub mod web;

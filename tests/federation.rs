@@ -57,6 +57,7 @@ async fn join_pushes_up_then_changes_flow_both_ways_and_strangers_stay_out() {
         &alliance.account(NODE),
         &alliance.password(NODE),
         std::time::Duration::from_secs(5),
+        None,
     )
     .await
     .unwrap();
@@ -510,6 +511,35 @@ async fn renames_and_deletes_at_the_alliance_follow_by_entry_uuid() {
     }
     fed.wait("bob gone here", || async {
         !fed.exists(&Federated::local_dn("bob")).await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_ldaps_the_alliance_certificate_is_checked_against_the_ca_file() {
+    let alliance = Alliance::start_tls();
+    assert!(alliance.url.starts_with("ldaps://"));
+    let mut fed = Federated::new(&alliance).await;
+    // Without the alliance's CA, the link check fails and says so.
+    let mut untrusting = fed.settings.clone();
+    untrusting.ca_file = None;
+    let (checks, remote) = commonscloud::federation::join::check(&untrusting).await;
+    assert!(remote.is_none());
+    assert!(!checks[0].ok && checks[0].name == "link", "{checks:?}");
+    // With it, everything works over TLS.
+    fed.fx
+        .active_person("dora", "dora@quimper.example.org", "dora-password-1")
+        .await;
+    fed.join().await;
+    let enrolled = fed.fx.store.lock().unwrap().enrolment().unwrap().unwrap();
+    assert_eq!(
+        enrolled.ca_file.as_deref(),
+        alliance.ca_file.as_ref().and_then(|p| p.to_str())
+    );
+    fed.start();
+    let dora = Alliance::person_dn("dora");
+    fed.wait("dora at the alliance over ldaps", || async {
+        alliance.bind_rc(&dora, "dora-password-1").await == 0
     })
     .await;
 }

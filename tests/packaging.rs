@@ -991,6 +991,12 @@ fn install_script_is_shellcheck_clean() {
         "shellcheck install.sh: {}",
         show(&out)
     );
+    let out = run(Command::new("shellcheck").arg(repo().join("provision/alliance/alliance.sh")));
+    assert!(
+        out.status.success(),
+        "shellcheck alliance.sh: {}",
+        show(&out)
+    );
     let scripts = ["postinst", "prerm", "postrm"].map(|s| repo().join("provision/debian").join(s));
     let out = run(Command::new("shellcheck")
         .args(["--shell=sh"])

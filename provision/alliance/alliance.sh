@@ -3,6 +3,7 @@
 # every appliance syncs from and writes to. See README.md beside this script.
 #
 #   alliance.sh init --dir DIR --suffix SUFFIX --name NAME --listen URL [--listen URL…]
+#                    [--tls-cert CHAIN.pem --tls-key KEY.pem]   (for ldaps:// URLs)
 #   alliance.sh start --dir DIR
 #   alliance.sh stop --dir DIR
 #   alliance.sh add-appliance --dir DIR --collective SLUG --collective-name NAME \
@@ -21,7 +22,7 @@ CC="${COMMONSCLOUD:-commonscloud}"
 cmd="${1:-}"
 [ -n "$cmd" ] || die "usage: alliance.sh init|start|stop|add-appliance … (see the header of this script)"
 shift
-dir= suffix= name= slug= cname= node= pwfile=
+dir='' suffix='' name='' slug='' cname='' node='' pwfile='' tls_cert='' tls_key=''
 listen=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -33,6 +34,8 @@ while [ $# -gt 0 ]; do
     --collective-name) cname="$2"; shift 2 ;;
     --node) node="$2"; shift 2 ;;
     --password-file) pwfile="$2"; shift 2 ;;
+    --tls-cert) tls_cert="$(realpath "$2")"; shift 2 ;;
+    --tls-key) tls_key="$(realpath "$2")"; shift 2 ;;
     *) die "unknown option $1" ;;
   esac
 done
@@ -59,8 +62,17 @@ case "$cmd" in
     mkdir -p "$dir/data" "$dir/run"
     chmod 0700 "$dir" "$dir/data"
     root="gidNumber=$(id -g)+uidNumber=$(id -u),cn=peercred,cn=external,cn=auth"
+    tls=()
+    if [ -n "$tls_cert$tls_key" ]; then
+      if [ ! -r "$tls_cert" ] || [ ! -r "$tls_key" ]; then
+        die "--tls-cert and --tls-key go together and must be readable files"
+      fi
+      tls=(--tls-cert "$tls_cert" --tls-key "$tls_key")
+    elif printf '%s\n' "${listen[@]}" | grep -q '^ldaps://'; then
+      die "an ldaps:// listener needs --tls-cert and --tls-key"
+    fi
     "$CC" alliance provider config --suffix "$suffix" --data-dir "$dir/data" \
-      --run-dir "$dir/run" --root-dn "$root" >"$dir/config.ldif"
+      --run-dir "$dir/run" --root-dn "$root" "${tls[@]}" >"$dir/config.ldif"
     "$CC" alliance provider base --suffix "$suffix" --name "$name" >"$dir/base.ldif"
     mkdir -p "$dir/slapd.d.new"
     "$slapadd_bin" -n0 -F "$dir/slapd.d.new" -l "$dir/config.ldif" >/dev/null

@@ -36,6 +36,10 @@ pub enum AllianceCommand {
         /// The alliance's suffix; by default the one its directory serves.
         #[arg(long)]
         suffix: Option<String>,
+        /// The CA certificate(s), PEM, that the alliance's ldaps://
+        /// certificate chains to (default: the system's roots).
+        #[arg(long)]
+        ca_file: Option<std::path::PathBuf>,
         /// Only check and show what would be pushed.
         #[arg(long)]
         dry_run: bool,
@@ -70,6 +74,12 @@ pub enum ProviderCommand {
         /// The root DN: the SASL EXTERNAL identity of whoever runs slapd.
         #[arg(long)]
         root_dn: String,
+        /// The certificate (chain, PEM) slapd serves ldaps:// with.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<String>,
+        /// Its private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<String>,
     },
     /// The base entries, for `slapadd -n1`.
     Base {
@@ -107,9 +117,17 @@ pub fn run(config_path: &Path, cmd: AllianceCommand) -> anyhow::Result<i32> {
             bind_dn,
             password_file,
             suffix,
+            ca_file,
             dry_run,
             json,
         } => {
+            let ca_file = match ca_file {
+                Some(p) => Some(
+                    std::fs::canonicalize(&p)
+                        .with_context(|| format!("--ca-file: {}", p.display()))?,
+                ),
+                None => None,
+            };
             let password = std::fs::read_to_string(&password_file)
                 .with_context(|| format!("--password-file: reading {}", password_file.display()))?;
             let password = password.trim().to_owned();
@@ -120,7 +138,7 @@ pub fn run(config_path: &Path, cmd: AllianceCommand) -> anyhow::Result<i32> {
             );
             let body = serde_json::json!({
                 "url": url, "bind_dn": bind_dn, "password": password,
-                "suffix": suffix, "dry_run": dry_run,
+                "suffix": suffix, "dry_run": dry_run, "ca_file": ca_file,
             });
             super::runtime()?.block_on(join(config_path, body, json))
         }
@@ -280,16 +298,21 @@ fn provider(cmd: ProviderCommand) -> anyhow::Result<String> {
             data_dir,
             run_dir,
             root_dn,
-        } => tree::alliance_config_ldif(&SlapdSettings {
-            suffix: checked_suffix(&suffix)?,
-            data_dir,
-            pid_file: format!("{run_dir}/slapd.pid"),
-            args_file: format!("{run_dir}/slapd.args"),
-            root_dn,
-            module_dir: "/usr/lib/ldap".into(),
-            schema_dir: "/etc/ldap/schema".into(),
-            argon2_params: crate::directory::slapd::ARGON2_PARAMS.into(),
-        }),
+            tls_cert,
+            tls_key,
+        } => tree::alliance_config_ldif(
+            &SlapdSettings {
+                suffix: checked_suffix(&suffix)?,
+                data_dir,
+                pid_file: format!("{run_dir}/slapd.pid"),
+                args_file: format!("{run_dir}/slapd.args"),
+                root_dn,
+                module_dir: "/usr/lib/ldap".into(),
+                schema_dir: "/etc/ldap/schema".into(),
+                argon2_params: crate::directory::slapd::ARGON2_PARAMS.into(),
+            },
+            tls_cert.as_deref().zip(tls_key.as_deref()),
+        ),
         ProviderCommand::Base { suffix, name } => {
             tree::alliance_base_ldif(&checked_suffix(&suffix)?, &name)
         }

@@ -237,7 +237,7 @@ async fn bench(args: &FederationArgs, s: &mut Scratch) -> anyhow::Result<Report>
     let scope = crate::federation::rules::Scope::new(SUFFIX, "quimper".parse()?);
     eprintln!("federation: baseline (search and add)…");
     let t = Instant::now();
-    let mut remote = dir::connect(&url, &bind_dn, &password, Duration::from_secs(10)).await?;
+    let mut remote = dir::connect(&url, &bind_dn, &password, Duration::from_secs(10), None).await?;
     let found = dir::search(&mut remote, SUFFIX, &scope.filter(), &["*"]).await?;
     let mut local = ldap::connect_root(&base_paths).await?;
     for (dn, attrs) in &found {
@@ -266,6 +266,7 @@ async fn bench(args: &FederationArgs, s: &mut Scratch) -> anyhow::Result<Report>
             suffix: SUFFIX.into(),
             node: NODE.into(),
             joined_at: crate::federation::now(),
+            ca_file: None,
         })?;
     let settings = Settings {
         url: url.clone(),
@@ -278,6 +279,7 @@ async fn bench(args: &FederationArgs, s: &mut Scratch) -> anyhow::Result<Report>
         connect_timeout: Duration::from_secs(10),
         console_url: format!("https://{NODE}"),
         collective_name: "Quimper".into(),
+        ca_file: None,
     };
     let link = Arc::new(Link::new(true));
     eprintln!("federation: initial sync…");
@@ -362,7 +364,7 @@ async fn bench(args: &FederationArgs, s: &mut Scratch) -> anyhow::Result<Report>
             .await?
             .success()?;
     }
-    let mut remote = dir::connect(&url, &bind_dn, &password, Duration::from_secs(10)).await?;
+    let mut remote = dir::connect(&url, &bind_dn, &password, Duration::from_secs(10), None).await?;
     let t = Instant::now();
     let n = replay::drain(&settings, &store, &link, &mut remote, &mut local).await?;
     let drain = t.elapsed().as_secs_f64();

@@ -378,6 +378,10 @@ pub struct Alliance {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bind_password: Option<Secret>,
     pub bind_password_file: Option<AbsPath>,
+    /// The CA certificate(s), PEM, that the directory's `ldaps://`
+    /// certificate must chain to; the system's roots without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<AbsPath>,
     /// Base URL of the alliance's TUF release repository.
     pub releases: Option<HttpUrl>,
 }

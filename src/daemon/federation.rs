@@ -27,6 +27,7 @@ fn settings_for(
     bind_dn: String,
     password: String,
     alliance_suffix: String,
+    ca_file: Option<std::path::PathBuf>,
 ) -> Settings {
     Settings {
         url,
@@ -39,6 +40,7 @@ fn settings_for(
         connect_timeout: CONNECT_TIMEOUT,
         console_url: crate::onboarding::service::Settings::from_config(config).console_url,
         collective_name: config.collective.name.to_string(),
+        ca_file,
     }
 }
 
@@ -63,6 +65,7 @@ fn current(shared: &Shared) -> Result<Option<(Settings, bool)>, String> {
             a.bind_dn.to_string(),
             password,
             a.suffix.to_string(),
+            a.ca_file.as_ref().map(|p| p.to_path_buf()),
         );
         let enrolled = enrolment.is_some_and(|e| {
             e.url == s.url && e.bind_dn == s.bind_dn && e.suffix == s.suffixes.alliance
@@ -73,8 +76,9 @@ fn current(shared: &Shared) -> Result<Option<(Settings, bool)>, String> {
         return Ok(None);
     };
     let password = federation::read_password(&password_path(&config)).map_err(|e| e.to_string())?;
+    let ca = e.ca_file.map(std::path::PathBuf::from);
     Ok(Some((
-        settings_for(&config, e.url, e.bind_dn, password, e.suffix),
+        settings_for(&config, e.url, e.bind_dn, password, e.suffix, ca),
         false,
     )))
 }
@@ -179,6 +183,9 @@ pub struct JoinRequest {
     pub suffix: Option<String>,
     #[serde(default)]
     pub dry_run: bool,
+    /// The CA the alliance's `ldaps://` certificate chains to (absolute).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 pub async fn join(shared: &Shared, req: JoinRequest) -> Result<JoinAnswer, FederationError> {
@@ -206,7 +213,14 @@ pub async fn join(shared: &Shared, req: JoinRequest) -> Result<JoinAnswer, Feder
             }
         },
     };
-    let settings = settings_for(&config, req.url, req.bind_dn, req.password, suffix);
+    let settings = settings_for(
+        &config,
+        req.url,
+        req.bind_dn,
+        req.password,
+        suffix,
+        req.ca_file,
+    );
     let answer = join_with(shared, &settings, req.dry_run).await?;
     if answer.joined {
         shared.federation_restart.notify_one();
@@ -216,8 +230,14 @@ pub async fn join(shared: &Shared, req: JoinRequest) -> Result<JoinAnswer, Feder
 
 /// The alliance's naming context, when the CLI gave none.
 async fn served_suffix(req: &JoinRequest) -> Result<String, FederationError> {
-    let mut remote =
-        alliance::connect(&req.url, &req.bind_dn, &req.password, CONNECT_TIMEOUT).await?;
+    let mut remote = alliance::connect(
+        &req.url,
+        &req.bind_dn,
+        &req.password,
+        CONNECT_TIMEOUT,
+        req.ca_file.as_deref(),
+    )
+    .await?;
     let contexts = alliance::read(&mut remote, "", &["namingContexts"])
         .await?
         .and_then(|(_, a)| a.get("namingcontexts").cloned())

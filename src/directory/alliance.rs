@@ -78,14 +78,16 @@ pub fn host_port(url: &str) -> Result<(String, u16, bool), DirectoryError> {
 
 /// A connection to `url` bound as `bind_dn`, with TCP keepalive (a link
 /// that dies silently is noticed within about a minute) and `timeout` on the
-/// connect and the bind.
+/// connect and the bind. Over `ldaps://` the server's certificate is checked
+/// against `ca_file` (PEM) only, or the system's roots without one.
 pub async fn connect(
     url: &str,
     bind_dn: &str,
     password: &str,
     timeout: Duration,
+    ca_file: Option<&std::path::Path>,
 ) -> Result<Ldap, DirectoryError> {
-    let (host, port, _) = host_port(url)?;
+    let (host, port, tls) = host_port(url)?;
     let io = |what: String| move |source| DirectoryError::Io { what, source };
     let tcp = tokio::time::timeout(
         timeout,
@@ -105,9 +107,19 @@ pub async fn connect(
         .set_tcp_keepalive(&keepalive)
         .map_err(io("setting TCP keepalive".into()))?;
     let std = tcp.into_std().map_err(io("taking the socket".into()))?;
-    let settings = LdapConnSettings::new()
+    let mut settings = LdapConnSettings::new()
         .set_conn_timeout(timeout)
         .set_std_stream(StdStream::Tcp(std));
+    if tls {
+        let config = crate::tls::client_config(ca_file).map_err(|m| DirectoryError::Io {
+            what: format!(
+                "the alliance's CA file {}",
+                ca_file.map(|p| p.display().to_string()).unwrap_or_default()
+            ),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, m),
+        })?;
+        settings = settings.set_config(std::sync::Arc::new(config));
+    }
     let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url)
         .await
         .map_err(ldap_err(format!("connecting to the alliance at {url}")))?;

@@ -449,7 +449,7 @@ const INDEXES: [&str; 8] = [
 
 /// slapd's whole cn=config, for `slapadd -n0`.
 pub fn config_ldif(s: &SlapdSettings) -> String {
-    render_config(s, Role::Appliance)
+    render_config(s, Role::Appliance, None)
 }
 
 /// Which directory a cn=config is for: an appliance's own, or the alliance's
@@ -468,11 +468,13 @@ pub enum Role {
 /// and password hashing, its own ACLs ([`alliance_acls`]; each appliance's
 /// rules are inserted in front by [`appliance_acls`]), memberof instead of
 /// dynlist.
-pub fn alliance_config_ldif(s: &SlapdSettings) -> String {
-    render_config(s, Role::Alliance)
+/// `tls`: the certificate (chain) and key files slapd serves `ldaps://`
+/// with.
+pub fn alliance_config_ldif(s: &SlapdSettings, tls: Option<(&str, &str)>) -> String {
+    render_config(s, Role::Alliance, tls)
 }
 
-fn render_config(s: &SlapdSettings, role: Role) -> String {
+fn render_config(s: &SlapdSettings, role: Role, tls: Option<(&str, &str)>) -> String {
     let tree = Tree::new(&s.suffix);
     let member_of_module = match role {
         Role::Appliance => "dynlist",
@@ -485,7 +487,7 @@ cn: config
 olcPidFile: {pid}
 olcArgsFile: {args}
 olcLogLevel: stats
-
+{tls}
 dn: cn=module{{0}},cn=config
 objectClass: olcModuleList
 cn: module{{0}}
@@ -535,6 +537,11 @@ olcDbDirectory: {data}
 olcDbMaxSize: 1073741824
 olcLastMod: TRUE
 ",
+        tls = tls
+            .map(|(cert, key)| format!(
+                "olcTLSCertificateFile: {cert}\nolcTLSCertificateKeyFile: {key}\n"
+            ))
+            .unwrap_or_default(),
         pid = s.pid_file,
         args = s.args_file,
         modules = s.module_dir,
@@ -865,16 +872,18 @@ mod tests {
             schema_dir: "/s".into(),
             argon2_params: String::new(),
         };
-        let ldif = alliance_config_ldif(&s);
+        let ldif = alliance_config_ldif(&s, Some(("/c.pem", "/k.pem")));
         for needle in [
             "olcModuleLoad: memberof",
             "olcOverlay: {1}memberof",
             "olcLimits: dn.children=\"ou=appliances,dc=a,dc=net\" size=unlimited time=unlimited",
             "olcOverlay: {4}syncprov",
+            "olcTLSCertificateFile: /c.pem\nolcTLSCertificateKeyFile: /k.pem\n",
         ] {
             assert!(ldif.contains(needle), "{needle}");
         }
         assert!(!ldif.contains("dynlist"));
+        assert!(!config_ldif(&s).contains("olcTLS"));
         assert!(!config_ldif(&s).contains("olcLimits"));
         let rules = appliance_acls("dc=a,dc=net", &slug(), "box.q.org");
         assert!(rules.iter().all(|r| r.ends_with("by * break")));

@@ -50,6 +50,7 @@ pub async fn check(settings: &Settings) -> (Vec<Check>, Option<Ldap>) {
         &settings.bind_dn,
         &settings.password,
         settings.connect_timeout,
+        settings.ca_file.as_deref(),
     )
     .await
     {
@@ -247,6 +248,7 @@ pub fn enrol(
             suffix: settings.suffixes.alliance.clone(),
             node: settings.node.clone(),
             joined_at: now,
+            ca_file: settings.ca_file.as_ref().map(|p| p.display().to_string()),
         })?;
         for dn in &plan.add {
             outbox::push(s, now, &Change::Add { dn: dn.clone() })?;

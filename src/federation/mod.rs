@@ -68,6 +68,9 @@ pub struct Settings {
     pub console_url: String,
     /// This collective's name, for that mail.
     pub collective_name: String,
+    /// The CA certificate(s) the alliance's `ldaps://` certificate must
+    /// chain to; the system's roots without it.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -123,6 +126,7 @@ pub struct LinkState {
 pub struct Remote {
     pub url: String,
     pub suffix: String,
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Remote {

@@ -35,6 +35,7 @@ pub async fn run(settings: Settings, store: Arc<Mutex<Store>>, link: Arc<Link>) 
     link.set_remote(Some(super::Remote {
         url: settings.url.clone(),
         suffix: settings.suffixes.alliance.clone(),
+        ca_file: settings.ca_file.clone(),
     }));
     if let Ok(s) = store.lock()
         && let Ok(n) = s.outbox_release_all()
@@ -98,6 +99,7 @@ pub async fn session(
         &settings.bind_dn,
         &settings.password,
         settings.connect_timeout,
+        settings.ca_file.as_deref(),
     )
     .await?;
     let t = now();

@@ -116,6 +116,7 @@ impl Onboarding {
                 &dn,
                 current,
                 std::time::Duration::from_secs(10),
+                remote.ca_file.as_deref(),
             )
             .await
             .map_err(|_| e)?;

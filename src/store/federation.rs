@@ -19,6 +19,8 @@ pub struct Enrolment {
     /// This appliance's node name (its people's `commonsHomeNode`).
     pub node: String,
     pub joined_at: i64,
+    /// The CA file for `ldaps://`, when not the system's roots.
+    pub ca_file: Option<String>,
 }
 
 /// One local change waiting for (or settled at) the alliance.
@@ -79,7 +81,7 @@ impl Store {
     pub fn enrolment(&self) -> Result<Option<Enrolment>, StoreError> {
         self.conn
             .query_row(
-                "SELECT url, bind_dn, suffix, node, joined_at FROM federation WHERE id = 1",
+                "SELECT url, bind_dn, suffix, node, joined_at, ca_file FROM federation WHERE id = 1",
                 [],
                 |r| {
                     Ok(Enrolment {
@@ -88,6 +90,7 @@ impl Store {
                         suffix: r.get(2)?,
                         node: r.get(3)?,
                         joined_at: r.get(4)?,
+                        ca_file: r.get(5)?,
                     })
                 },
             )
@@ -100,14 +103,14 @@ impl Store {
     pub fn enrol(&self, e: &Enrolment) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "INSERT INTO federation (id, url, bind_dn, suffix, node, joined_at)
-                 VALUES (1, ?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO federation (id, url, bind_dn, suffix, node, joined_at, ca_file)
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (id) DO UPDATE SET
                    cookie = CASE WHEN url = excluded.url AND bind_dn = excluded.bind_dn
                                   AND suffix = excluded.suffix THEN cookie ELSE NULL END,
                    url = excluded.url, bind_dn = excluded.bind_dn,
-                   suffix = excluded.suffix, node = excluded.node",
-                params![e.url, e.bind_dn, e.suffix, e.node, e.joined_at],
+                   suffix = excluded.suffix, node = excluded.node, ca_file = excluded.ca_file",
+                params![e.url, e.bind_dn, e.suffix, e.node, e.joined_at, e.ca_file],
             )
             .map(drop)
             .map_err(|e| self.err(e))
@@ -444,6 +447,7 @@ mod tests {
             suffix: "dc=a".into(),
             node: "box.q.org".into(),
             joined_at: 5,
+            ca_file: None,
         }
     }
 

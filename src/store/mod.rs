@@ -184,6 +184,7 @@ const MIGRATIONS: &[&str] = &[
          suffix       TEXT NOT NULL,
          node         TEXT NOT NULL,
          joined_at    INTEGER NOT NULL,
+         ca_file      TEXT,
          cookie       BLOB,
          cookie_at    INTEGER,
          last_contact INTEGER

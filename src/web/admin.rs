@@ -912,6 +912,7 @@ mod tests {
                 suffix: "dc=a".into(),
                 node: "box.q.org".into(),
                 joined_at: 1,
+                ca_file: None,
             }),
             link: crate::federation::LinkState {
                 enabled: true,

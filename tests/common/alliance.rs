@@ -23,6 +23,8 @@ pub struct Alliance {
     pub dir: tempfile::TempDir,
     pub url: String,
     pub port: u16,
+    /// With `start_tls`: the CA that signed the alliance's certificate.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn script(args: &[&str]) -> std::process::Output {
@@ -42,19 +44,44 @@ fn script(args: &[&str]) -> std::process::Output {
 
 impl Alliance {
     pub fn start() -> Alliance {
+        Self::start_with(false)
+    }
+
+    /// The alliance on `ldaps://`, with a certificate for 127.0.0.1 from a
+    /// CA of the test's own (`ca_file`).
+    pub fn start_tls() -> Alliance {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Alliance {
         let dir = tempfile::Builder::new()
             .prefix("cc-alliance-")
             .tempdir()
             .unwrap();
         let port = free_port();
-        let url = format!("ldap://127.0.0.1:{port}");
+        let url = format!("{}://127.0.0.1:{port}", if tls { "ldaps" } else { "ldap" });
         let d = dir.path().join("a");
         let d = d.to_str().unwrap();
-        script(&[
+        let mut args: Vec<String> = [
             "init", "--dir", d, "--suffix", SUFFIX, "--name", "Alliance", "--listen", &url,
-        ]);
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut ca_file = None;
+        if tls {
+            let (ca, cert, key) = test_pki(dir.path());
+            args.extend(["--tls-cert".into(), cert, "--tls-key".into(), key]);
+            ca_file = Some(ca);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        script(&args);
         script(&["start", "--dir", d]);
-        let a = Alliance { dir, url, port };
+        let a = Alliance {
+            dir,
+            url,
+            port,
+            ca_file,
+        };
         a.add_appliance("quimper", "Quimper", NODE);
         a.add_appliance("brest", "Brest", "box.brest.example.org");
         a
@@ -170,10 +197,54 @@ impl Alliance {
     }
 
     pub async fn bind_rc(&self, dn: &str, pw: &str) -> u32 {
-        let (conn, mut l) = LdapConnAsync::new(&self.url).await.unwrap();
+        let url = format!("ldap://127.0.0.1:{}", self.port);
+        let url = if self.ca_file.is_some() {
+            // Checked over ldapi: the test's TLS is the appliance's to prove.
+            format!(
+                "ldapi://{}",
+                self.dir
+                    .path()
+                    .join("a/run/ldapi")
+                    .to_str()
+                    .unwrap()
+                    .replace('/', "%2F")
+            )
+        } else {
+            url
+        };
+        let (conn, mut l) = LdapConnAsync::new(&url).await.unwrap();
         ldap3::drive!(conn);
         l.simple_bind(dn, pw).await.unwrap().rc
     }
+}
+
+/// A CA and a leaf for 127.0.0.1 signed by it, as PEM files in `dir`:
+/// (CA file, certificate chain, key).
+fn test_pki(dir: &std::path::Path) -> (std::path::PathBuf, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "Alliance test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, &ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let ca_file = dir.join("ca.pem");
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    std::fs::write(&cert, format!("{}{}", leaf.pem(), ca_cert.pem())).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    (
+        ca_file,
+        cert.display().to_string(),
+        key.display().to_string(),
+    )
 }
 
 impl Drop for Alliance {
@@ -223,6 +294,7 @@ impl Federated {
             connect_timeout: Duration::from_secs(5),
             console_url: "https://box.quimper.example.org".into(),
             collective_name: "Les Communs de Quimper".into(),
+            ca_file: alliance.ca_file.clone(),
         };
         Federated {
             fx,

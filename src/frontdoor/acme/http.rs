@@ -32,43 +32,10 @@ impl Client {
     /// A client trusting the certificates in `ca_file` (PEM) only, or the
     /// system's roots without one.
     pub fn new(ca_file: Option<&Path>) -> Result<Self, AcmeError> {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        match ca_file {
-            Some(path) => {
-                let bad = |message: String| AcmeError::CaFile {
-                    path: path.to_owned(),
-                    message,
-                };
-                let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-                for cert in CertificateDer::pem_slice_iter(&pem) {
-                    let cert = cert.map_err(|e| bad(format!("not PEM certificates: {e}")))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| bad(format!("not a CA certificate: {e}")))?;
-                }
-                if roots.is_empty() {
-                    return Err(bad("holds no certificate".into()));
-                }
-            }
-            None => {
-                // Certificates the system has but rustls cannot read are
-                // skipped, as lettre does.
-                let found = rustls_native_certs::load_native_certs();
-                roots.add_parsable_certificates(found.certs);
-            }
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| AcmeError::CaFile {
+        let config = crate::tls::client_config(ca_file).map_err(|message| AcmeError::CaFile {
             path: ca_file.map(Path::to_owned).unwrap_or_default(),
-            message: e.to_string(),
-        })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+            message,
+        })?;
         Ok(Client {
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
         })
