@@ -74,6 +74,20 @@ pub struct Facts {
     pub ports: Vec<(&'static str, u16, bool)>,
     /// Whether the daemon answered on its socket.
     pub daemon: Result<(), String>,
+    /// Federation as the daemon reports it, when the box is federated.
+    pub federation: Option<FederationFacts>,
+}
+
+/// What `alliance status` says, for the doctor's verdict.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FederationFacts {
+    pub url: String,
+    pub up: bool,
+    pub last_error: Option<String>,
+    pub pending: i64,
+    /// When the oldest waiting change was made.
+    pub oldest_pending_at: Option<i64>,
+    pub failed: i64,
 }
 
 fn check(name: &'static str, level: Level, message: String, fix: &str) -> Check {
@@ -307,7 +321,70 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
         Result::Ok(()) => check("daemon", Ok, "running and healthy".into(), ""),
         Err(e) => check("daemon", Warn, e.clone(), "systemctl start commonscloud"),
     });
+    if let Some(fed) = &f.federation {
+        out.push(alliance(fed, f.now_unix));
+    }
     out
+}
+
+/// Changes that wait longer than this for the alliance are worth a look.
+const OUTBOX_STALE_SECS: i64 = 3600;
+
+fn alliance(f: &FederationFacts, now: i64) -> Check {
+    use Level::*;
+    let waiting = match f.pending {
+        0 => "nothing waits".to_owned(),
+        n => format!("{n} change(s) wait"),
+    };
+    if !f.up {
+        return check(
+            "alliance",
+            Warn,
+            format!(
+                "the alliance at {} cannot be reached{}; logins and local work go on from this box, {waiting}",
+                f.url,
+                f.last_error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ),
+            &format!(
+                "check the network path to {} (link, firewall, DNS) and the password file; `commonscloud alliance status` shows the last error",
+                f.url
+            ),
+        );
+    }
+    if f.failed > 0 {
+        return check(
+            "alliance",
+            Warn,
+            format!(
+                "linked to {}; the alliance refused {} change(s)",
+                f.url, f.failed
+            ),
+            "`commonscloud alliance status --json` lists them (state \"failed\"); most are changes the alliance leaves to another box, such as a person homed there",
+        );
+    }
+    if let Some(at) = f.oldest_pending_at
+        && now - at > OUTBOX_STALE_SECS
+    {
+        return check(
+            "alliance",
+            Warn,
+            format!(
+                "linked to {}, yet a change has waited {} min: the replay is stuck",
+                f.url,
+                (now - at) / 60
+            ),
+            "see the daemon's log (journalctl -u commonscloud) for federation errors",
+        );
+    }
+    check(
+        "alliance",
+        Ok,
+        format!("linked to {}; {waiting}", f.url),
+        "",
+    )
 }
 
 /// 0 when all is well, 1 with warnings, 2 with failures.
@@ -356,6 +433,7 @@ mod tests {
             now_unix: RELEASE_UNIX + 86_400,
             clock_synced: Some(true),
             daemon: Ok(()),
+            federation: None,
         }
     }
 
@@ -378,6 +456,58 @@ mod tests {
             [
                 "config", "docker", "slapd", "disk", "swap", "memory", "clock", "ports", "daemon"
             ]
+        );
+    }
+
+    #[test]
+    fn the_alliance_check_says_what_is_wrong_and_what_goes_on() {
+        let mut f = good();
+        let linked = FederationFacts {
+            url: "ldaps://dir.alliance.net".into(),
+            up: true,
+            ..Default::default()
+        };
+        f.federation = Some(linked.clone());
+        let c = evaluate(&f).pop().unwrap();
+        assert_eq!((c.name, c.level), ("alliance", Level::Ok));
+        f.federation = Some(FederationFacts {
+            up: false,
+            last_error: Some("connection refused".into()),
+            pending: 2,
+            ..linked.clone()
+        });
+        let c = evaluate(&f).pop().unwrap();
+        assert_eq!(c.level, Level::Warn);
+        assert!(
+            c.message.contains(
+                "(connection refused); logins and local work go on from this box, 2 change(s) wait"
+            ),
+            "{}",
+            c.message
+        );
+        assert!(c.fix.contains("ldaps://dir.alliance.net"));
+        f.federation = Some(FederationFacts {
+            failed: 1,
+            ..linked.clone()
+        });
+        assert!(
+            evaluate(&f)
+                .pop()
+                .unwrap()
+                .message
+                .contains("refused 1 change(s)")
+        );
+        f.federation = Some(FederationFacts {
+            pending: 1,
+            oldest_pending_at: Some(f.now_unix - 7200),
+            ..linked
+        });
+        assert!(
+            evaluate(&f)
+                .pop()
+                .unwrap()
+                .message
+                .contains("waited 120 min")
         );
     }
 

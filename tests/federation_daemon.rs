@@ -200,6 +200,21 @@ async fn join_checks_first_and_a_kill_mid_replay_loses_and_doubles_nothing() {
         metrics.contains(&format!("commonscloud_federation_entries_in_scope {scope}")),
         "{metrics}"
     );
+    // doctor has its say on the alliance too.
+    let out = app.cli(&["doctor", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let check = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "alliance")
+        .cloned()
+        .unwrap_or_else(|| panic!("no alliance check in {v}"));
+    assert_eq!(check["level"], "ok", "{check}");
+    assert!(
+        check["message"].as_str().unwrap().contains(&alliance.url),
+        "{check}"
+    );
     // Human status names the link and the outbox.
     let out = app.cli(&["alliance", "status"]);
     let text = String::from_utf8_lossy(&out.stdout);

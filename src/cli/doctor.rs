@@ -38,6 +38,27 @@ pub async fn run(config_path: &Path, json: bool) -> anyhow::Result<i32> {
         },
         Err(_) => Err("not checked: no valid config".into()),
     };
+    // Federation, as the daemon reports it (nothing when not federated).
+    let federation = match (&config, &daemon) {
+        (Ok(c), Ok(())) => match crate::api::client::get(&c.api_socket(), "/v1/alliance").await {
+            Ok((200, body)) => serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .filter(|v| v["enrolment"].is_object())
+                .map(|v| doctor::FederationFacts {
+                    url: v["enrolment"]["url"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    up: v["link"]["up"].as_bool().unwrap_or(false),
+                    last_error: v["link"]["last_error"].as_str().map(str::to_owned),
+                    pending: v["outbox"]["pending"].as_i64().unwrap_or(0),
+                    oldest_pending_at: v["outbox"]["oldest_pending_at"].as_i64(),
+                    failed: v["outbox"]["failed"].as_i64().unwrap_or(0),
+                }),
+            _ => None,
+        },
+        _ => None,
+    };
     let facts = Facts {
         config_path: config_path.display().to_string(),
         docker: crate::docker::probe(&crate::docker::socket_path(), Duration::from_secs(5))
@@ -54,6 +75,7 @@ pub async fn run(config_path: &Path, json: bool) -> anyhow::Result<i32> {
         clock_synced: sys::clock_synced(),
         ports,
         daemon,
+        federation,
     };
     let checks = doctor::evaluate(&facts);
     if json {
