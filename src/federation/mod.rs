@@ -209,11 +209,18 @@ pub struct Status {
     pub recent: Vec<crate::store::OutboxRow>,
 }
 
+/// The store, or an error saying its lock is poisoned.
+pub(crate) fn lock(
+    store: &Mutex<Store>,
+) -> Result<std::sync::MutexGuard<'_, Store>, FederationError> {
+    store
+        .lock()
+        .map_err(|_| FederationError::Task("the store lock is poisoned".into()))
+}
+
 /// Gathers the status from the store and the link.
 pub fn status(store: &Mutex<Store>, link: &Link, now: i64) -> Result<Status, FederationError> {
-    let s = store
-        .lock()
-        .map_err(|_| FederationError::Task("the store lock is poisoned".into()))?;
+    let s = lock(store)?;
     Ok(Status {
         enrolment: s.enrolment()?,
         link: link.state(),

@@ -11,7 +11,7 @@ use ldap3::Ldap;
 
 use super::outbox::{self, Change};
 use super::rules::{self, AttrChange, Attrs, Settle, Winner, copyable, lock_change, settle};
-use super::{FederationError, Link, Settings, now};
+use super::{FederationError, Link, Settings, lock, now};
 use crate::directory::alliance;
 use crate::directory::{DirectoryError, ldap as local_ldap, people, tree::Tree};
 use crate::store::{OutboxRow, Store};
@@ -24,12 +24,6 @@ pub enum Outcome {
     Conflict(String),
     /// The alliance refused it for good (not allowed, invalid).
     Failed(String),
-}
-
-fn lock(store: &Mutex<Store>) -> Result<std::sync::MutexGuard<'_, Store>, FederationError> {
-    store
-        .lock()
-        .map_err(|_| FederationError::Task("the store lock is poisoned".into()))
 }
 
 /// Whether an error is the link's (try again later) rather than the

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use ldap3::Ldap;
 
 use super::rules::{self, Attrs, Scope, copyable, down_changes, lock_change, normalize_dn};
-use super::{FederationError, Link, Settings, now, outbox};
+use super::{FederationError, Link, Settings, lock, now, outbox};
 use crate::directory::alliance::{self, SyncEvent};
 use crate::directory::ldap as local_ldap;
 use crate::store::Store;
@@ -79,12 +79,6 @@ pub async fn run(settings: Settings, store: Arc<Mutex<Store>>, link: Arc<Link>) 
         };
         tokio::time::sleep(delay).await;
     }
-}
-
-fn lock(store: &Mutex<Store>) -> Result<std::sync::MutexGuard<'_, Store>, FederationError> {
-    store
-        .lock()
-        .map_err(|_| FederationError::Task("the store lock is poisoned".into()))
 }
 
 /// One connection's life: connect, replay and sync until something breaks.
