@@ -208,13 +208,8 @@ pub async fn plan_push(
         match there {
             None => plan.add.push(dn),
             Some((_, there)) => {
-                let f = |a: &super::rules::Attrs, k: &str| {
-                    a.get(k)
-                        .and_then(|v| v.iter().next().cloned())
-                        .unwrap_or_default()
-                        .to_ascii_lowercase()
-                };
-                if f(&here, "mail") == f(&there, "mail") {
+                let mail = |a| super::rules::first(a, "mail");
+                if mail(&here).eq_ignore_ascii_case(mail(&there)) {
                     plan.present.push(dn);
                 } else {
                     plan.collisions.push(dn);

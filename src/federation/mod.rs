@@ -23,7 +23,7 @@ pub mod sync;
 mod tests;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::directory::DirectoryError;
@@ -242,6 +242,3 @@ pub fn read_password(path: &std::path::Path) -> Result<String, FederationError> 
             source,
         })
 }
-
-/// The shared handle the daemon's tasks and services hold.
-pub type Shared = Arc<Link>;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use ldap3::Ldap;
 
 use super::outbox::{self, Change};
-use super::rules::{self, AttrChange, Attrs, Settle, Winner, copyable, lock_change, settle};
+use super::rules::{self, AttrChange, Attrs, Settle, Winner, copyable, first, lock_change, settle};
 use super::{FederationError, Link, Settings, lock, now};
 use crate::directory::alliance;
 use crate::directory::{DirectoryError, ldap as local_ldap, people, tree::Tree};
@@ -169,19 +169,10 @@ pub async fn replay_one(
         Change::Attrs { dn, base } => {
             attrs(settings, store, remote, local, &dn, &base, row.id).await
         }
-        Change::Member {
-            group,
-            member,
-            added,
-        } => membership(settings, store, remote, local, &group, &member, added).await,
+        Change::Member { group, member, .. } => {
+            membership(settings, store, remote, local, &group, &member).await
+        }
     }
-}
-
-fn first<'a>(a: &'a Attrs, k: &str) -> &'a str {
-    a.get(k)
-        .and_then(|v| v.iter().next())
-        .map(String::as_str)
-        .unwrap_or_default()
 }
 
 async fn add(
@@ -199,6 +190,10 @@ async fn add(
     let adn = sx.to_alliance(dn);
     let is_person = here.contains_key("uid") && here.contains_key("commonsaccountstate");
     let there = alliance::read(remote, &adn, &["uid", "mail", "commonsHomeNode"]).await?;
+    let uid_taken = format!(
+        "the uid \"{}\" registered here is someone else's at the alliance",
+        first(&here, "uid")
+    );
     let collision = |kind: &str, what: String| -> Result<Outcome, FederationError> {
         let s = lock(store)?;
         s.atomically(|s| {
@@ -220,13 +215,7 @@ async fn add(
         return if ours {
             Ok(Outcome::Done)
         } else {
-            collision(
-                "uid_taken",
-                format!(
-                    "the uid \"{}\" registered here is someone else's at the alliance",
-                    first(&here, "uid")
-                ),
-            )
+            collision("uid_taken", uid_taken.clone())
         };
     }
     let mut copy = copyable(&sx.attrs_to_alliance(&here));
@@ -238,13 +227,7 @@ async fn add(
         0 => Outcome::Done,
         // Exists, though we could not read it: someone else's uid.
         68 if is_person => {
-            return collision(
-                "uid_taken",
-                format!(
-                    "the uid \"{}\" registered here is someone else's at the alliance",
-                    first(&here, "uid")
-                ),
-            );
+            return collision("uid_taken", uid_taken.clone());
         }
         68 => Outcome::Done,
         19 if is_person => {
@@ -437,7 +420,6 @@ async fn membership(
     local: &mut Ldap,
     group: &str,
     member: &str,
-    _added: bool,
 ) -> Result<Outcome, FederationError> {
     let sx = &settings.suffixes;
     // What the group holds here now decides, whatever the row said: a

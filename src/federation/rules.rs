@@ -58,6 +58,15 @@ pub fn owner(attr: &str) -> Owner {
     }
 }
 
+/// An attribute's first value ("" when absent): for single-valued
+/// attributes such as `uid`, `mail` or `commonsHomeNode`.
+pub fn first<'a>(a: &'a Attrs, k: &str) -> &'a str {
+    a.get(k)
+        .and_then(|v| v.iter().next())
+        .map(String::as_str)
+        .unwrap_or_default()
+}
+
 /// Whether an attribute is copied between the directories at all.
 pub fn copied(attr: &str) -> bool {
     !NOT_COPIED.contains(&attr.to_ascii_lowercase().as_str())

@@ -380,15 +380,9 @@ async fn apply_entry(
 /// Whether `here` is a person made here who is not the alliance's `remote`
 /// (same uid, another mail).
 fn shadows(settings: &Settings, here: &Attrs, remote: &Attrs) -> bool {
-    let first = |a: &Attrs, k: &str| {
-        a.get(k)
-            .and_then(|v| v.iter().next())
-            .map(|v| v.to_ascii_lowercase())
-            .unwrap_or_default()
-    };
     here.contains_key("uid")
-        && first(here, "commonshomenode") == settings.node.to_ascii_lowercase()
-        && first(here, "mail") != first(remote, "mail")
+        && rules::first(here, "commonshomenode").eq_ignore_ascii_case(&settings.node)
+        && !rules::first(here, "mail").eq_ignore_ascii_case(rules::first(remote, "mail"))
 }
 
 /// An entry the alliance sent that this directory refused (a mail taken

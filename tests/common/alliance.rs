@@ -188,12 +188,7 @@ impl Alliance {
     /// One attribute's values at the alliance (empty: absent or no entry).
     pub async fn values(&self, dn: &str, attr: &str) -> Vec<String> {
         let mut root = self.root().await;
-        remote::read(&mut root, dn, &[attr])
-            .await
-            .unwrap()
-            .and_then(|(_, a)| a.get(&attr.to_ascii_lowercase()).cloned())
-            .map(|v| v.into_iter().collect())
-            .unwrap_or_default()
+        values_in(&mut root, dn, attr).await
     }
 
     pub async fn bind_rc(&self, dn: &str, pw: &str) -> u32 {
@@ -245,6 +240,16 @@ fn test_pki(dir: &std::path::Path) -> (std::path::PathBuf, String, String) {
         cert.display().to_string(),
         key.display().to_string(),
     )
+}
+
+/// One attribute's values of `dn` (empty: absent, or no such entry).
+async fn values_in(l: &mut Ldap, dn: &str, attr: &str) -> Vec<String> {
+    remote::read(l, dn, &[attr])
+        .await
+        .unwrap()
+        .and_then(|(_, a)| a.get(&attr.to_ascii_lowercase()).cloned())
+        .map(|v| v.into_iter().collect())
+        .unwrap_or_default()
 }
 
 impl Drop for Alliance {
@@ -375,12 +380,7 @@ impl Federated {
     /// One attribute's values here.
     pub async fn values(&self, dn: &str, attr: &str) -> Vec<String> {
         let mut root = self.fx.inst.root().await;
-        remote::read(&mut root, dn, &[attr])
-            .await
-            .unwrap()
-            .and_then(|(_, a)| a.get(&attr.to_ascii_lowercase()).cloned())
-            .map(|v| v.into_iter().collect())
-            .unwrap_or_default()
+        values_in(&mut root, dn, attr).await
     }
 
     pub async fn exists(&self, dn: &str) -> bool {
