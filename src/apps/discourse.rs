@@ -8,6 +8,12 @@ use crate::config::ImageRole;
 use crate::model::AppName;
 
 const APP: AppName = AppName::Discourse;
+
+/// The image needs a developer address (it refuses to start without one);
+/// this one is under `.invalid` (RFC 6761), which no mailbox has and the
+/// SSO provider never answers for, so nobody becomes an admin by it.
+pub const DEVELOPER_EMAIL: &str = "no-developer@commonscloud.invalid";
+
 /// The shortest and longest login or collective slug (`model::Uid`,
 /// `model::CollectiveSlug`): Discourse's username length settings.
 const MIN_NAME: usize = 2;
@@ -48,10 +54,12 @@ pub fn app(ctx: &Ctx<'_>) -> Part {
     let small = ctx.memory_mb < 2048;
     for (k, v) in [
         ("DISCOURSE_HOSTNAME", p(ctx.host(APP))),
-        (
-            "DISCOURSE_DEVELOPER_EMAILS",
-            p(config.collective.admin_email.to_string()),
-        ),
+        // Discourse makes whoever signs up with one of these addresses an
+        // admin. Through DiscourseConnect the address is the directory's,
+        // which people outside this box can write (an appliance writes its
+        // people's at the alliance): so none that anyone can hold. The SSO
+        // provider refuses an address under `.invalid` (`sso::service`).
+        ("DISCOURSE_DEVELOPER_EMAILS", p(DEVELOPER_EMAIL)),
         ("DISCOURSE_DB_HOST", p(db.role.clone())),
         ("DISCOURSE_DB_PORT", p("5432")),
         ("DISCOURSE_DB_NAME", p("discourse")),

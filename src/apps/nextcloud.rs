@@ -16,11 +16,43 @@ const APP: AppName = AppName::Nextcloud;
 /// Nextcloud's own admin (not a directory person: `admin` is a reserved uid).
 pub const ADMIN_USER: &str = "admin";
 
-/// Who may log in to Nextcloud: active people only. A suspended person is
-/// also locked in slapd; the filter keeps them out of lists and shares.
-pub const USER_FILTER: &str = "(&(objectClass=inetOrgPerson)(commonsAccountState=active))";
-pub const LOGIN_FILTER: &str =
-    "(&(objectClass=inetOrgPerson)(commonsAccountState=active)(|(uid=%uid)(mail=%uid)))";
+/// Who Nextcloud knows: active people who are members of one of this
+/// box's collectives (their `members` groups, which only this box writes).
+/// A suspended person is also locked in slapd; the filter keeps them out
+/// of lists and shares. Someone another appliance put in the directory
+/// through the alliance, whom no collective here took, is not a user.
+pub fn user_filter(tree: &Tree, collectives: &[crate::model::CollectiveSlug]) -> String {
+    format!(
+        "(&(objectClass=inetOrgPerson)(commonsAccountState=active){})",
+        members_of(tree, collectives)
+    )
+}
+
+/// The same, for the login name typed (uid or mail).
+pub fn login_filter(tree: &Tree, collectives: &[crate::model::CollectiveSlug]) -> String {
+    format!(
+        "(&(objectClass=inetOrgPerson)(commonsAccountState=active){}(|(uid=%uid)(mail=%uid)))",
+        members_of(tree, collectives)
+    )
+}
+
+/// `(|(memberOf=<members of c1>)…)`; with no collective, a filter nobody
+/// matches.
+fn members_of(tree: &Tree, collectives: &[crate::model::CollectiveSlug]) -> String {
+    if collectives.is_empty() {
+        return "(!(objectClass=*))".into();
+    }
+    let any: String = collectives
+        .iter()
+        .map(|c| {
+            format!(
+                "(memberOf={})",
+                ldap3::ldap_escape(tree.group(c, "members"))
+            )
+        })
+        .collect();
+    format!("(|{any})")
+}
 pub const GROUP_FILTER: &str = "(objectClass=groupOfNames)";
 
 fn occ(ctx: &Ctx<'_>, args: &[&str]) -> Wiring {
@@ -175,6 +207,8 @@ fn wiring(ctx: &Ctx<'_>) -> Vec<Wiring> {
     let host = ctx.host(APP);
     let ldap_url = ctx.ldap_url();
     let (ldap_host, ldap_port) = ldap_url.rsplit_once(':').unwrap_or((&ldap_url, "389"));
+    let slugs: Vec<crate::model::CollectiveSlug> =
+        ctx.collectives.iter().map(|(s, _)| s.clone()).collect();
     let mut w = vec![
         occ(
             ctx,
@@ -199,9 +233,9 @@ fn wiring(ctx: &Ctx<'_>) -> Vec<Wiring> {
         ("ldapBaseUsers", p(tree.people())),
         ("ldapBaseGroups", p(tree.collectives())),
         ("ldapUserFilterMode", p("1")),
-        ("ldapUserFilter", p(USER_FILTER)),
+        ("ldapUserFilter", p(user_filter(&tree, &slugs))),
         ("ldapLoginFilterMode", p("1")),
-        ("ldapLoginFilter", p(LOGIN_FILTER)),
+        ("ldapLoginFilter", p(login_filter(&tree, &slugs))),
         ("ldapGroupFilterMode", p("1")),
         ("ldapGroupFilter", p(GROUP_FILTER)),
         ("ldapGroupMemberAssocAttr", p("member")),

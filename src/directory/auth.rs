@@ -12,7 +12,8 @@ use super::slapd::Paths;
 use super::tree::Tree;
 use crate::model::Uid;
 
-/// Why a login failed; what the person is told is the same for both.
+/// Why a login failed; what the person is told is the same for every
+/// refusal (wrong password, unknown uid, suspended, not a member here).
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("wrong user name or password, or the account is suspended")]
@@ -75,7 +76,8 @@ impl Authenticator {
         found
     }
 
-    /// The person, if the password is theirs and the account is not locked.
+    /// The person, if the password is theirs, the account is not suspended
+    /// and they are a member of one of this box's collectives.
     pub async fn authenticate(&self, uid: &str, password: &str) -> Result<Person, AuthError> {
         // Not a possible uid, or an empty password (an anonymous bind would
         // "succeed"): refuse without asking slapd.
@@ -83,7 +85,9 @@ impl Authenticator {
             return Err(AuthError::Refused);
         }
         let person = self.find(uid).await?.ok_or(AuthError::Refused)?;
-        if person.suspended {
+        // A suspension, or nobody of this box's collectives (someone
+        // another appliance put in through the alliance).
+        if !person.may_sign_in() {
             return Err(AuthError::Refused);
         }
         if super::ldap::check_password(&self.paths.ldapi_url(), &person.dn, password).await? {

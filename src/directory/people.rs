@@ -210,6 +210,15 @@ impl Person {
         self.groups.iter().any(|(s, g)| s == slug && g == cn)
     }
 
+    /// Whether they may sign in to this box (console, forum, Nextcloud):
+    /// not suspended, and a member of one of its collectives. Only this
+    /// box writes its collectives' `members` groups, so a person another
+    /// appliance put in the directory (through the alliance) is not let in
+    /// until this collective's admins took them.
+    pub fn may_sign_in(&self) -> bool {
+        !self.suspended && !self.collectives().is_empty()
+    }
+
     /// Collectives they are a member of.
     pub fn collectives(&self) -> Vec<CollectiveSlug> {
         self.groups
@@ -256,8 +265,10 @@ fn to_person(tree: &Tree, e: SearchEntry) -> Person {
         display_name: first(&e, "displayName"),
         mail: first(&e, "mail"),
         language: first(&e, "preferredLanguage"),
-        suspended: first(&e, "commonsAccountState").eq_ignore_ascii_case("suspended")
-            || e.attrs.contains_key("pwdAccountLockedTime"),
+        suspended: is_suspension(
+            &first(&e, "commonsAccountState"),
+            e.attrs.get("pwdAccountLockedTime").map(Vec::as_slice),
+        ),
         primary_collective,
         home_node: first(&e, "commonsHomeNode"),
         groups,
@@ -388,6 +399,15 @@ pub async fn set_profile(
 
 /// ppolicy's value for a lock that only an admin lifts.
 pub const PERMANENT_LOCK: &str = "000001010000Z";
+
+/// Whether an account's state and lock say an admin suspended it: the
+/// appliance's own state, or slapd's permanent lock. Any other lock time is
+/// slapd's temporary lock after failed binds (only an older release's
+/// policy made them), which ends by itself and is not a suspension.
+pub fn is_suspension(state: &str, locked_time: Option<&[String]>) -> bool {
+    state.eq_ignore_ascii_case("suspended")
+        || locked_time.is_some_and(|v| v.iter().any(|t| t == PERMANENT_LOCK))
+}
 
 /// Members of a group (DNs), without the placeholder.
 pub async fn group_members(
@@ -691,4 +711,20 @@ pub async fn migrate_tree(ldap: &mut Ldap, tree: &Tree, from: u32) -> Result<u32
         }
     }
     Ok(super::tree::TREE_VERSION)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_admins_lock_is_a_suspension() {
+        let temp = ["20260101120000Z".to_owned()];
+        let permanent = [PERMANENT_LOCK.to_owned()];
+        assert!(!is_suspension("active", None));
+        assert!(!is_suspension("active", Some(&temp)), "slapd's own lock");
+        assert!(is_suspension("active", Some(&permanent)));
+        assert!(is_suspension("Suspended", None));
+        assert!(is_suspension("suspended", Some(&temp)));
+    }
 }

@@ -272,12 +272,14 @@ pub fn alliance_acls(suffix: &str) -> Vec<String> {
 /// The rules of one appliance at the alliance, to be inserted in front of
 /// [`alliance_acls`] (each ends in `break`, so others fall through): it
 /// writes its collective's subtree and the people homed at it (password and
-/// account state included, and adding them), reads the people of its
+/// account state included, and adding them, but only into its own
+/// collective and homed at itself), reads the people of its
 /// collective (password hashes included, so logins work offline) and the
 /// alliance-wide services, and may search from the suffix.
 pub fn appliance_acls(suffix: &str, slug: &CollectiveSlug, node: &str) -> Vec<String> {
     let tree = Tree::new(suffix);
     let me = tree.appliance(node);
+    let people = tree.people();
     let node = ldap3::ldap_escape(node);
     vec![
         format!(
@@ -288,9 +290,28 @@ pub fn appliance_acls(suffix: &str, slug: &CollectiveSlug, node: &str) -> Vec<St
             "to dn.base=\"{}\" attrs=children by dn.exact=\"{me}\" write by * break",
             tree.people()
         ),
+        // The people homed at it. Their password it sets as slapd's
+        // password admin (`manage`: it replicates hashes, which the policy's
+        // quality check would refuse from anyone else). The two attributes
+        // that place a person take one value each: its own collective and
+        // itself; a replace needs the whole attribute and is refused, so it
+        // can neither move a person into another collective (whose
+        // appliance would copy them in) nor hand them to another node.
         format!(
-            "to dn.one=\"{}\" filter=(commonsHomeNode={node}) by dn.exact=\"{me}\" write by * break",
-            tree.people()
+            "to dn.one=\"{people}\" filter=(commonsHomeNode={node}) attrs=userPassword by dn.exact=\"{me}\" manage by * break",
+        ),
+        format!(
+            "to dn.one=\"{people}\" filter=(commonsHomeNode={node}) attrs=commonsPrimaryCollective val.base=\"{}\" by dn.exact=\"{me}\" write by * break",
+            tree.collective(slug)
+        ),
+        format!(
+            "to dn.one=\"{people}\" filter=(commonsHomeNode={node}) attrs=commonsHomeNode val=\"{node}\" by dn.exact=\"{me}\" write by * break",
+        ),
+        format!(
+            "to dn.one=\"{people}\" filter=(commonsHomeNode={node}) attrs=commonsPrimaryCollective,commonsHomeNode by dn.exact=\"{me}\" read by * break",
+        ),
+        format!(
+            "to dn.one=\"{people}\" filter=(commonsHomeNode={node}) by dn.exact=\"{me}\" write by * break",
         ),
         format!(
             "to dn.one=\"{}\" filter=(|(commonsPrimaryCollective={})(memberOf={})) by dn.exact=\"{me}\" read by * break",
@@ -375,11 +396,43 @@ fn top_entry(suffix: &str, name: &str) -> String {
     format!("dn: {suffix}\n{top}\n")
 }
 
+/// The shortest password slapd accepts from anyone but its root (a person
+/// writing their own over LDAP, or Password Modify as themselves); the
+/// console asks for as many characters (`onboarding::service::MIN_PASSWORD`).
+/// slapd counts bytes, so the console's rule is the stricter of the two
+/// for passwords with non-ASCII characters.
+pub const MIN_PASSWORD: usize = 10;
+
+/// The default password policy's settings, in the order written. No lockout
+/// on failures (`pwdMaxFailure: 0`): slapd cannot tell an attacker's bind
+/// from the person's (Nextcloud binds as them from its own address), so any
+/// lockout here would be one a stranger could keep on. `pwdLockout: TRUE`
+/// stays, because it is what makes slapd honour the admin's lock
+/// ([`super::people::PERMANENT_LOCK`]); `pwdLockoutDuration` only ends
+/// temporary locks an older release left. `pwdCheckQuality: 2` makes slapd
+/// check `pwdMinLength` and refuse a value it cannot check (one already
+/// hashed) from anyone but a password admin.
+pub fn policy_settings() -> Vec<(&'static str, String)> {
+    vec![
+        ("pwdLockout", "TRUE".into()),
+        ("pwdMaxFailure", "0".into()),
+        ("pwdLockoutDuration", "300".into()),
+        ("pwdMinLength", MIN_PASSWORD.to_string()),
+        ("pwdCheckQuality", "2".into()),
+        ("pwdAllowUserChange", "TRUE".into()),
+    ]
+}
+
 fn policy_ldif(tree: &Tree) -> String {
-    format!(
-        "dn: {}\nobjectClass: organizationalRole\nobjectClass: pwdPolicy\ncn: default\npwdAttribute: userPassword\npwdLockout: TRUE\npwdMaxFailure: 10\npwdLockoutDuration: 300\npwdFailureCountInterval: 300\npwdMinLength: 10\npwdCheckQuality: 0\npwdAllowUserChange: TRUE\n\n",
+    let mut out = format!(
+        "dn: {}\nobjectClass: organizationalRole\nobjectClass: pwdPolicy\ncn: default\npwdAttribute: userPassword\n",
         tree.default_policy()
-    )
+    );
+    for (k, v) in policy_settings() {
+        let _ = writeln!(out, "{k}: {v}");
+    }
+    out.push('\n');
+    out
 }
 
 /// One cn=config attribute the daemon keeps as the code says, whatever an
@@ -391,12 +444,13 @@ pub struct ConfigAttr {
     pub values: Vec<String>,
 }
 
-/// The cn=config settings that may change between releases and apply live.
-/// (Module parameters and listen addresses need a restart instead.)
+/// The cn=config settings that may change between releases and apply live,
+/// and the default password policy's. (Module parameters and listen
+/// addresses need a restart instead.)
 pub fn managed_config(suffix: &str) -> Vec<ConfigAttr> {
     let tree = Tree::new(suffix);
     let mdb = "olcDatabase={1}mdb,cn=config".to_owned();
-    vec![
+    let mut out = vec![
         ConfigAttr {
             dn: mdb.clone(),
             attr: "olcAccess",
@@ -421,7 +475,15 @@ pub fn managed_config(suffix: &str) -> Vec<ConfigAttr> {
             attr: "olcPasswordHash",
             values: vec!["{ARGON2}".into()],
         },
-    ]
+    ];
+    // The default policy is an entry of the data, not of cn=config, but it
+    // is a setting all the same: kept as this release says.
+    out.extend(policy_settings().into_iter().map(|(attr, v)| ConfigAttr {
+        dn: tree.default_policy(),
+        attr,
+        values: vec![v],
+    }));
+    out
 }
 
 /// The managed settings as one text, to tell whether they changed.
@@ -888,6 +950,10 @@ mod tests {
         let rules = appliance_acls("dc=a,dc=net", &slug(), "box.q.org");
         assert!(rules.iter().all(|r| r.ends_with("by * break")));
         assert!(rules[2].contains("filter=(commonsHomeNode=box.q.org)"));
+        assert!(rules[3].contains(
+            "attrs=commonsPrimaryCollective val.base=\"ou=quimper,ou=collectives,dc=a,dc=net\""
+        ));
+        assert!(rules[4].contains("attrs=commonsHomeNode val=\"box.q.org\""));
     }
 
     #[test]
@@ -903,10 +969,19 @@ mod tests {
             argon2_params: String::new(),
         };
         let ldif = config_ldif(&s);
+        let base = base_ldif("dc=q,dc=org", &slug(), "Quimper", "box.q.org");
+        let policy = Tree::new("dc=q,dc=org").default_policy();
+        let policy_entry = base
+            .split("\n\n")
+            .find(|e| e.starts_with(&format!("dn: {policy}\n")))
+            .unwrap()
+            .to_owned()
+            + "\n";
         for c in managed_config("dc=q,dc=org") {
+            let written = if c.dn == policy { &policy_entry } else { &ldif };
             for v in &c.values {
                 assert!(
-                    ldif.contains(&format!("{}: {v}\n", c.attr)),
+                    written.contains(&format!("{}: {v}\n", c.attr)),
                     "{}: {v}",
                     c.attr
                 );
@@ -935,5 +1010,9 @@ mod tests {
             assert!(ldif.contains(&format!("{dn}\n")), "{dn}");
         }
         assert!(ldif.contains("pwdLockout: TRUE"));
+        // No lockout a stranger could cause; the length is checked.
+        assert!(ldif.contains("pwdMaxFailure: 0\n"));
+        assert!(ldif.contains("pwdCheckQuality: 2\n"));
+        assert!(ldif.contains(&format!("pwdMinLength: {MIN_PASSWORD}\n")));
     }
 }

@@ -371,6 +371,15 @@ async fn apply_entry(
                 record_down_conflict(store, &dn, &res.text, res.rc)?;
                 return Ok(false);
             }
+            // A password set elsewhere ends the person's sessions here, as
+            // one set here does.
+            let password = changes.iter().any(|c| {
+                matches!(c, rules::AttrChange::Replace(k, _) | rules::AttrChange::Delete(k)
+                    if k.eq_ignore_ascii_case("userPassword"))
+            });
+            if password && let Some(uid) = here.get("uid").and_then(|v| v.iter().next()) {
+                lock(store)?.delete_sessions_of(uid)?;
+            }
         }
     }
     pending.map.push((uuid.to_vec(), dn));

@@ -68,7 +68,7 @@ pub async fn login_as(
     now: i64,
 ) -> Result<String, LoginError> {
     let (secret, req) = check(store, secrets_dir, sso, sig, now)?;
-    if person.suspended {
+    if !person.may_sign_in() {
         return Err(LoginError::Refused);
     }
     respond(store, paths, tree, &secret, &req, person, now).await
@@ -104,6 +104,12 @@ async fn respond(
     person: &Person,
     now: i64,
 ) -> Result<String, LoginError> {
+    // Discourse makes an admin of whoever comes with a developer address:
+    // never answer with one it could take for that (see
+    // `apps::discourse::DEVELOPER_EMAIL`).
+    if reserved_address(&person.mail) {
+        return Err(LoginError::Refused);
+    }
     let mut root = ldap::connect_root(paths).await?;
     let uuid = ldap::read(&mut root, &person.dn, &["entryUUID"])
         .await?
@@ -140,4 +146,37 @@ async fn respond(
         s.audit(now, &person.uid, "sso-discourse", "signed in to the forum")?;
     }
     Ok(discourse::redirect(&req.return_sso_url, &payload, &sig))
+}
+
+/// An address under `.invalid` (RFC 6761: no mailbox has one), whatever
+/// its case or trailing dots; the forum's developer address is one.
+pub fn reserved_address(mail: &str) -> bool {
+    let domain = mail.rsplit_once('@').map_or(mail, |(_, d)| d);
+    let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+    domain == "invalid" || domain.ends_with(".invalid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_developer_address_is_never_answered_for() {
+        assert!(reserved_address(crate::apps::discourse::DEVELOPER_EMAIL));
+        for m in [
+            "No-Developer@CommonsCloud.INVALID",
+            "x@commonscloud.invalid.",
+            "x@invalid",
+            " x@a.invalid ",
+        ] {
+            assert!(reserved_address(m), "{m}");
+        }
+        for m in [
+            "ana@example.org",
+            "invalid@example.org",
+            "x@invalid.example.org",
+        ] {
+            assert!(!reserved_address(m), "{m}");
+        }
+    }
 }
