@@ -219,7 +219,13 @@ async fn invitations_let_a_person_join_or_preselect_the_collective() {
     let mut fm = form("cy", "cy@example.org");
     fm.collective = "quimper".into(); // the invitation decides
     fm.invite = token.to_owned();
-    let id = f.svc.register(&fm, "192.0.2.9", T0 + 220).await.unwrap();
+    let id = f
+        .svc
+        .register(&fm, "192.0.2.9", T0 + 220)
+        .await
+        .unwrap()
+        .request()
+        .unwrap();
     assert_eq!(f.state(id), "awaiting_validation");
     assert_eq!(f.count_mails("cy@example.org", "verify"), 0);
     assert_eq!(
@@ -261,7 +267,13 @@ async fn invitations_let_a_person_join_or_preselect_the_collective() {
     };
     let mut fm = form("dee", "other@example.org");
     fm.invite = token;
-    let id = f.svc.register(&fm, "192.0.2.9", T0 + 310).await.unwrap();
+    let id = f
+        .svc
+        .register(&fm, "192.0.2.9", T0 + 310)
+        .await
+        .unwrap()
+        .request()
+        .unwrap();
     assert_eq!(f.state(id), "email_unverified");
     let r = f.store.lock().unwrap().registration(id).unwrap().unwrap();
     assert_eq!(r.collective, "brest");
@@ -583,14 +595,19 @@ async fn a_forgotten_password_is_reset_by_a_mailed_link() {
         .await
         .unwrap();
     assert_eq!(f.count_mails("nobody@example.org", "reset_password"), 0);
-    // Limits: three per account per hour.
+    // Limits: three mails per account per hour. Past them the answer is
+    // the same and no mail goes (the last hour's links still work): a
+    // stranger asking for resets neither floods the mailbox nor keeps the
+    // owner from a link.
     f.svc
         .forgot_password("ana", "192.0.2.2", T0 + 301)
         .await
         .unwrap();
-    assert!(matches!(
-        f.svc.forgot_password("ana", "192.0.2.3", T0 + 302).await,
-        Err(OnboardingError::RateLimited { .. })
-    ));
+    let mailed = f.count_mails("ana@example.org", "reset_password");
+    f.svc
+        .forgot_password("ana", "192.0.2.3", T0 + 302)
+        .await
+        .unwrap();
+    assert_eq!(f.count_mails("ana@example.org", "reset_password"), mailed);
     assert_eq!(f.audited("reset-password"), ["ana "]);
 }

@@ -7,7 +7,7 @@ mod common;
 use common::flow::{T0, field_of, fixture, form};
 use commonscloud::directory::{ldap, people};
 use commonscloud::onboarding::machine::LINK_TTL_SECS;
-use commonscloud::onboarding::service::OnboardingError;
+use commonscloud::onboarding::service::{OnboardingError, Registered};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_path_ends_with_a_bind() {
@@ -16,6 +16,8 @@ async fn the_whole_path_ends_with_a_bind() {
         .svc
         .register(&form("ana", "Ana@Example.org"), "192.0.2.1", T0)
         .await
+        .unwrap()
+        .request()
         .unwrap();
     assert_eq!(f.state(id), "email_unverified");
     let mut root = ldap::connect_root(&f.inst.paths).await.unwrap();
@@ -131,6 +133,8 @@ async fn rejection_mails_the_reason_and_frees_the_uid() {
         .svc
         .register(&form("bob", "bob@example.org"), "192.0.2.1", T0)
         .await
+        .unwrap()
+        .request()
         .unwrap();
     let (_, t) = f.mail("bob@example.org", "verify");
     f.svc.verify_email(&t, T0 + 1).await.unwrap();
@@ -161,6 +165,8 @@ async fn expiry_releases_the_uid_and_kills_the_link() {
         .svc
         .register(&form("cara", "cara@example.org"), "192.0.2.1", T0)
         .await
+        .unwrap()
+        .request()
         .unwrap();
     let (_, t) = f.mail("cara@example.org", "verify");
     assert_eq!(f.svc.expire_due(T0 + LINK_TTL_SECS - 1).unwrap(), 0);
@@ -178,33 +184,41 @@ async fn expiry_releases_the_uid_and_kills_the_link() {
             T0 + LINK_TTL_SECS + 1,
         )
         .await
+        .unwrap()
+        .request()
         .unwrap();
     assert_ne!(again, id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicates_are_refused_by_field() {
+async fn taken_uids_are_refused_and_taken_addresses_mail_their_owner() {
     let f = fixture().await;
     f.active_person("dan", "dan@example.org", "dan's long password")
         .await;
-    f.svc
+    let eva = f
+        .svc
         .register(&form("eva", "eva@example.org"), "192.0.2.1", T0)
         .await
+        .unwrap()
+        .request()
         .unwrap();
-    // Pending request holds uid and mail.
+    // A pending request holds its uid...
     let e = f
         .svc
         .register(&form("eva", "other@example.org"), "192.0.2.9", T0)
         .await
         .unwrap_err();
     assert_eq!(field_of(&e), ["uid"]);
-    let e = f
+    // ...but not, unverified, its address: a stranger who registered it
+    // first does not keep its owner out.
+    let eve = f
         .svc
         .register(&form("eve", "EVA@example.org"), "192.0.2.9", T0)
         .await
-        .unwrap_err();
-    assert_eq!(field_of(&e), ["email"]);
-    // An existing person holds them in the directory.
+        .unwrap()
+        .request()
+        .expect("a request of its own");
+    // An existing person holds their uid in the directory.
     let e = f
         .svc
         .register(&form("dan", "new@example.org"), "192.0.2.9", T0)
@@ -212,12 +226,61 @@ async fn duplicates_are_refused_by_field() {
         .unwrap_err();
     assert_eq!(field_of(&e), ["uid"]);
     assert!(e.to_string().contains("already taken"));
-    let e = f
+    // Their address answers as a fresh one would; the owner is mailed
+    // what they have, and no request is made.
+    let told = f
         .svc
         .register(&form("daniel", "Dan@Example.org"), "192.0.2.9", T0)
         .await
-        .unwrap_err();
+        .unwrap();
+    assert_eq!(told, Registered::OwnerTold);
+    let (m, _) = f.mail("dan@example.org", "register_existing");
+    assert_eq!(m["uid"], "dan");
+    assert!(m["link"].as_str().unwrap().ends_with("/forgot"), "{m}");
+    assert!(
+        f.store
+            .lock()
+            .unwrap()
+            .pending_holder("daniel", "nobody@example.org")
+            .unwrap()
+            .is_none()
+    );
+    // The first request verified takes the address; the other then stops
+    // at its link, and a new registration mails the owner instead.
+    let tokens: Vec<String> = {
+        let store = f.store.lock().unwrap();
+        store
+            .due_mail(i64::MAX, 1000)
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.recipient == "eva@example.org" && m.template == "verify")
+            .map(|m| {
+                let p: serde_json::Value = serde_json::from_str(&m.params).unwrap();
+                p["link"]
+                    .as_str()
+                    .unwrap()
+                    .split("token=")
+                    .nth(1)
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(tokens.len(), 2, "one verify mail per request, in order");
+    let (t_eva, t_eve) = (&tokens[0], &tokens[1]);
+    f.svc.verify_email(t_eve, T0 + 1).await.unwrap();
+    assert_eq!(f.state(eve), "awaiting_validation");
+    let e = f.svc.verify_email(t_eva, T0 + 2).await.unwrap_err();
     assert_eq!(field_of(&e), ["email"]);
+    assert_eq!(f.state(eva), "email_unverified");
+    let told = f
+        .svc
+        .register(&form("evita", "eva@example.org"), "192.0.2.7", T0 + 3)
+        .await
+        .unwrap();
+    assert_eq!(told, Registered::OwnerTold);
+    let (m, _) = f.mail("eva@example.org", "register_pending");
+    assert_eq!(m["name"], "eve Person");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,6 +313,57 @@ async fn rate_limits_and_the_honeypot() {
         .register(&form("late", "late@example.org"), "198.51.100.2", T0)
         .await
         .unwrap();
+    // An IPv6 client is one address per /64, whichever it picks in it.
+    for i in 0..10 {
+        f.svc
+            .register(
+                &form(&format!("v{i}x"), &format!("v{i}@example.org")),
+                &format!("2001:db8:7:7::{:x}", i + 1),
+                T0,
+            )
+            .await
+            .unwrap();
+    }
+    let e = f
+        .svc
+        .register(
+            &form("v6late", "v6late@example.org"),
+            "2001:db8:7:7:ffff::1",
+            T0,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, OnboardingError::RateLimited { .. }), "{e}");
+    // One mail address gets 3 mails a day per client network and 10 from
+    // all of them: a stranger on one network cannot keep its owner out.
+    for i in 0..3 {
+        f.svc
+            .register(&form(&format!("m{i}x"), "m@example.org"), "203.0.113.1", T0)
+            .await
+            .unwrap();
+    }
+    let e = f
+        .svc
+        .register(&form("m3x", "m@example.org"), "203.0.113.1", T0)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, OnboardingError::RateLimited { .. }), "{e}");
+    for i in 3..10 {
+        f.svc
+            .register(
+                &form(&format!("m{i}x"), "m@example.org"),
+                &format!("203.0.113.{}", i + 10),
+                T0,
+            )
+            .await
+            .unwrap();
+    }
+    let e = f
+        .svc
+        .register(&form("m10x", "m@example.org"), "203.0.113.99", T0)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, OnboardingError::RateLimited { .. }), "{e}");
 }
 
 /// Hostile strings reach LDAP only escaped: a mail address made of filter
@@ -284,6 +398,8 @@ async fn hostile_input_matches_and_touches_nothing_else() {
         .svc
         .register(&form("zed", "*@example.org"), "192.0.2.7", T0)
         .await
+        .unwrap()
+        .request()
         .unwrap();
     let (_, t) = f.mail("*@example.org", "verify");
     f.svc.verify_email(&t, T0 + 1).await.unwrap();
@@ -302,6 +418,8 @@ async fn an_interrupted_approval_completes_on_retry() {
         .svc
         .register(&form("fay", "fay@example.org"), "192.0.2.1", T0)
         .await
+        .unwrap()
+        .request()
         .unwrap();
     let (_, t) = f.mail("fay@example.org", "verify");
     f.svc.verify_email(&t, T0 + 1).await.unwrap();

@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use crate::onboarding::membership::Refusal;
-use crate::onboarding::service::OnboardingError;
+use crate::onboarding::service::{OnboardingError, Registered};
 use crate::onboarding::validate::Form;
 use axum::{Json, Router};
 
@@ -84,6 +84,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
             post(super::members::accept_invitation),
         )
         .fallback(not_found)
+        // What the CLI sends is small; the console's own limits are in `web`.
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .layer(middleware::from_fn_with_state(shared.clone(), count))
         .with_state(shared)
 }
@@ -213,9 +215,18 @@ async fn register(State(shared): State<Arc<Shared>>, Json(b): Json<RegisterBody>
         b.ip
     };
     match shared.onboarding().register(&b.form, &ip, now()).await {
-        Ok(id) => {
+        Ok(Registered::Request(id)) => {
             shared.mail_wakeup.notify_one();
             (StatusCode::CREATED, Json(serde_json::json!({"id": id}))).into_response()
+        }
+        // The local API is the admins': it may say what happened.
+        Ok(Registered::OwnerTold) => {
+            shared.mail_wakeup.notify_one();
+            (
+                StatusCode::OK,
+                Json(serde_json::json!({"id": null, "owner_told": true})),
+            )
+                .into_response()
         }
         Err(e) => onboarding_error(e),
     }

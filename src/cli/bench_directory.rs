@@ -352,7 +352,9 @@ async fn create_people(config: &crate::config::Config, count: usize) -> anyhow::
         let id = svc
             .register(&form, &ip, now)
             .await
-            .with_context(|| format!("registering {}", form.uid))?;
+            .with_context(|| format!("registering {}", form.uid))?
+            .request()
+            .with_context(|| format!("{email} already had an account"))?;
         register += t.elapsed();
         let t = Instant::now();
         // The newest verify mail to this address: scans from the end of the

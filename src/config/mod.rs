@@ -422,6 +422,89 @@ fn default_secrets_dir() -> AbsPath {
 pub struct Log {
     #[serde(default)]
     pub level: LogLevel,
+    /// The audit log keeps entries this many days...
+    #[serde(default)]
+    pub audit_keep_days: AuditDays,
+    /// ...and at most this many (the oldest go first).
+    #[serde(default)]
+    pub audit_max_entries: AuditEntries,
+}
+
+/// Days the audit log keeps an entry: 1 to 3650 (default 365).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "i64")]
+pub struct AuditDays(u16);
+
+impl AuditDays {
+    pub fn days(self) -> u16 {
+        self.0
+    }
+}
+
+impl Default for AuditDays {
+    fn default() -> Self {
+        AuditDays(365)
+    }
+}
+
+impl TryFrom<i64> for AuditDays {
+    type Error = Invalid;
+    fn try_from(n: i64) -> Result<Self, Invalid> {
+        u16::try_from(n)
+            .ok()
+            .filter(|d| (1..=3650).contains(d))
+            .map(AuditDays)
+            .ok_or_else(|| {
+                Invalid(format!(
+                    "{n} days is out of range: expected 1 to 3650 (365 keeps a year)"
+                ))
+            })
+    }
+}
+
+impl From<AuditDays> for i64 {
+    fn from(d: AuditDays) -> i64 {
+        i64::from(d.0)
+    }
+}
+
+/// Entries the audit log keeps at most: 1,000 to 100,000,000 (default
+/// 500,000, some 100 MB at worst).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "i64")]
+pub struct AuditEntries(u64);
+
+impl AuditEntries {
+    pub fn entries(self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for AuditEntries {
+    fn default() -> Self {
+        AuditEntries(500_000)
+    }
+}
+
+impl TryFrom<i64> for AuditEntries {
+    type Error = Invalid;
+    fn try_from(n: i64) -> Result<Self, Invalid> {
+        u64::try_from(n)
+            .ok()
+            .filter(|d| (1_000..=100_000_000).contains(d))
+            .map(AuditEntries)
+            .ok_or_else(|| {
+                Invalid(format!(
+                    "{n} entries is out of range: expected 1000 to 100000000 (500000 suits most boxes)"
+                ))
+            })
+    }
+}
+
+impl From<AuditEntries> for i64 {
+    fn from(d: AuditEntries) -> i64 {
+        i64::try_from(d.0).unwrap_or(i64::MAX)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -299,3 +299,26 @@ fn the_consoles_choice_of_apps_overrides_the_file_and_bad_json_names_it() {
     assert!(e.message.contains("delete the file"), "{e}");
     assert_eq!(c.apps.enabled, [AppName::Nextcloud], "unchanged on error");
 }
+
+#[test]
+fn audit_retention_defaults_and_bounds() {
+    let c = parse(MINIMAL, Path::new("a.toml")).unwrap();
+    assert_eq!(c.log.audit_keep_days.days(), 365);
+    assert_eq!(c.log.audit_max_entries.entries(), 500_000);
+    let text = format!("{MINIMAL}\n[log]\naudit_keep_days = 30\naudit_max_entries = 2000\n");
+    let c = parse(&text, Path::new("a.toml")).unwrap();
+    assert_eq!(c.log.audit_keep_days.days(), 30);
+    assert_eq!(c.log.audit_max_entries.entries(), 2000);
+    for (key, bad) in [
+        ("audit_keep_days", "0"),
+        ("audit_keep_days", "4000"),
+        ("audit_max_entries", "10"),
+    ] {
+        let text = format!("{MINIMAL}\n[log]\n{key} = {bad}\n");
+        let e = parse(&text, Path::new("a.toml")).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("log.{key}")) && e.contains("expected"),
+            "{e}"
+        );
+    }
+}

@@ -537,6 +537,7 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
                             Ok(n) => log::info!(task = "onboarding-sweep"; "{n} registration request(s) expired; their user names are free again"),
                             Err(e) => log::warn!(task = "onboarding-sweep"; "{e}"),
                         }
+                        prune_records(&shared, now);
                     }
                 }
             }
@@ -924,6 +925,24 @@ fn report_acme(shared: &Shared, run: crate::frontdoor::AcmeRun) {
             log::error!(task = TASK; "ACME: {error}");
             shared.audit("acme-failed", &error.to_string());
         }
+    }
+}
+
+/// Keeps what the box records bounded: the audit log by age and size (as
+/// `[log]` says) and the sign-in addresses people stopped using.
+fn prune_records(shared: &Shared, now: i64) {
+    let log = shared.config().log.clone();
+    let before = now - i64::from(log.audit_keep_days.days()) * 86_400;
+    match shared.with_store(|s| s.prune_audit(before, log.audit_max_entries.entries())) {
+        Ok(0) => {}
+        Ok(n) => {
+            log::info!(task = "onboarding-sweep"; "{n} audit entries past [log] audit_keep_days or audit_max_entries removed")
+        }
+        Err(e) => log::warn!(task = "onboarding-sweep"; "pruning the audit log: {e}"),
+    }
+    let forgotten = now - crate::web::session::KNOWN_FOR_SECS;
+    if let Err(e) = shared.with_store(|s| s.forget_addresses_before(forgotten)) {
+        log::warn!(task = "onboarding-sweep"; "forgetting old sign-in addresses: {e}");
     }
 }
 

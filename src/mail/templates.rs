@@ -12,7 +12,7 @@ pub struct Rendered {
 }
 
 /// Templates the appliance sends.
-pub const TEMPLATES: [&str; 14] = [
+pub const TEMPLATES: [&str; 16] = [
     "test",
     "verify",
     "admins_new_request",
@@ -27,6 +27,8 @@ pub const TEMPLATES: [&str; 14] = [
     "suspended",
     "reactivated",
     "uid_taken",
+    "register_existing",
+    "register_pending",
 ];
 
 fn escape(s: &str) -> String {
@@ -391,6 +393,63 @@ fn texts(template: &str, lang: Language) -> Option<(&'static str, &'static [&'st
             &[
                 "Hola {name}:",
                 "Tu cuenta en {collective} vuelve a estar activa: puedes iniciar sesión y usar los servicios del colectivo como antes.",
+            ],
+        ),
+        ("register_existing", En) => (
+            "You already have an account at {collective}",
+            &[
+                "Hello {name},",
+                "Someone (hopefully you) asked for a new account at {collective} with this address. It already has one: your user name is \"{uid}\", and no new account was made.",
+                "If you forgot your password, ask for a new one here:",
+                "{link}",
+                "If it was not you, ignore this mail: nothing changed.",
+            ],
+        ),
+        ("register_existing", Ca) => (
+            "Ja tens un compte a {collective}",
+            &[
+                "Hola {name},",
+                "Algú (esperem que tu) ha demanat un compte nou a {collective} amb aquesta adreça. Ja en té un: el teu nom d'usuari és \"{uid}\", i no s'ha creat cap compte nou.",
+                "Si has oblidat la contrasenya, demana'n una de nova aquí:",
+                "{link}",
+                "Si no has estat tu, ignora aquest correu: no ha canviat res.",
+            ],
+        ),
+        ("register_existing", Es) => (
+            "Ya tienes una cuenta en {collective}",
+            &[
+                "Hola {name}:",
+                "Alguien (esperamos que tú) ha pedido una cuenta nueva en {collective} con esta dirección. Ya tiene una: tu nombre de usuario es \"{uid}\", y no se ha creado ninguna cuenta nueva.",
+                "Si has olvidado la contraseña, pide una nueva aquí:",
+                "{link}",
+                "Si no has sido tú, ignora este correo: no ha cambiado nada.",
+            ],
+        ),
+        ("register_pending", En) => (
+            "Your request to join {collective} is waiting",
+            &[
+                "Hello {name},",
+                "Someone (hopefully you) asked again for an account at {collective} with this address. A request with it is already waiting for the collective's admins, so no new one was made: you will get a mail when they decide.",
+                "Once you have your account, sign in here: {link}",
+                "If it was not you, ignore this mail: nothing changed.",
+            ],
+        ),
+        ("register_pending", Ca) => (
+            "La teva sol·licitud per unir-te a {collective} està pendent",
+            &[
+                "Hola {name},",
+                "Algú (esperem que tu) ha tornat a demanar un compte a {collective} amb aquesta adreça. Ja hi ha una sol·licitud amb aquesta adreça esperant les persones administradores del col·lectiu, així que no se n'ha creat cap de nova: rebràs un correu quan decideixin.",
+                "Quan tinguis el compte, inicia la sessió aquí: {link}",
+                "Si no has estat tu, ignora aquest correu: no ha canviat res.",
+            ],
+        ),
+        ("register_pending", Es) => (
+            "Tu solicitud para unirte a {collective} está pendiente",
+            &[
+                "Hola {name}:",
+                "Alguien (esperamos que tú) ha vuelto a pedir una cuenta en {collective} con esta dirección. Ya hay una solicitud con esta dirección esperando a las personas administradoras del colectivo, así que no se ha creado ninguna nueva: recibirás un correo cuando decidan.",
+                "Cuando tengas la cuenta, inicia sesión aquí: {link}",
+                "Si no has sido tú, ignora este correo: no ha cambiado nada.",
             ],
         ),
         _ => return None,

@@ -159,7 +159,7 @@ impl Onboarding {
     }
 
     /// The name of a person's primary collective, for mails.
-    fn home_name(&self, p: &Person) -> String {
+    pub(super) fn home_name(&self, p: &Person) -> String {
         p.primary_collective
             .as_ref()
             .map(|c| self.name_of(c.as_str()))
@@ -844,7 +844,8 @@ impl Onboarding {
                 "give your user name or your mail address".into(),
             ));
         }
-        self.limit(&self.reset_per_ip, "this address", ip, now)?;
+        let net = super::ratelimit::address_key(ip);
+        self.limit(&self.reset_per_ip, "this address", &net, now)?;
         let mut root = self.root().await?;
         let tree = &self.settings.tree;
         let found = if login.contains('@') {
@@ -852,10 +853,18 @@ impl Onboarding {
         } else {
             people::person(&mut root, tree, &login).await?
         };
-        // Per account, whichever way it was named.
+        // Per account, whichever way it was named. Past the limit the
+        // answer is the same and no mail goes: the links mailed in the last
+        // hour are still in the owner's mailbox (they last 2 hours), so a
+        // stranger asking for resets cannot keep them from one.
         let key = found.as_ref().map_or(login.as_str(), |p| p.uid.as_str());
-        self.limit(&self.reset_per_login, "this account", key, now)?;
-        let Some(p) = found.filter(|p| !p.suspended) else {
+        if self
+            .limit(&self.reset_per_login, "this account", key, now)
+            .is_err()
+        {
+            return Ok(());
+        }
+        let Some(p) = found.filter(|p| p.may_sign_in()) else {
             self.audit(
                 now,
                 "anonymous",

@@ -247,6 +247,7 @@ impl Onboarding {
                     s.rename_registration(id, uid.as_str(), now)?;
                 }
                 s.delete_sessions_of(&peek.uid)?;
+                s.rename_addresses(&peek.uid, uid.as_str())?;
                 s.audit(
                     now,
                     uid.as_str(),

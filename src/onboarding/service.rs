@@ -19,8 +19,30 @@ use crate::directory::{DirectoryError, ldap};
 use crate::model::CollectiveSlug;
 use crate::store::{NewRegistration, RegistrationRow, Store, StoreError};
 
-/// Shortest password accepted (the directory's policy agrees).
-pub const MIN_PASSWORD: usize = 10;
+/// Shortest password accepted, in characters (the directory's policy asks
+/// for as many bytes: `directory::tree::MIN_PASSWORD`).
+pub const MIN_PASSWORD: usize = crate::directory::tree::MIN_PASSWORD;
+
+/// What a registration led to. Both answer the person the same way ("look
+/// in your mailbox"), so nobody learns whether an address has an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registered {
+    /// A new request, its verification link mailed.
+    Request(i64),
+    /// The address already has an account or a verified request: its
+    /// owner was mailed what they have, and no request was made.
+    OwnerTold,
+}
+
+impl Registered {
+    /// The new request's id, if one was made.
+    pub fn request(self) -> Option<i64> {
+        match self {
+            Registered::Request(id) => Some(id),
+            Registered::OwnerTold => None,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum OnboardingError {
@@ -133,6 +155,7 @@ pub struct Onboarding {
     pub(super) random: Random,
     per_ip: Mutex<Limiter>,
     per_email: Mutex<Limiter>,
+    per_email_total: Mutex<Limiter>,
     pub(super) reset_per_ip: Mutex<Limiter>,
     pub(super) reset_per_login: Mutex<Limiter>,
     /// Collectives' human names as last read from the directory, for mails.
@@ -150,7 +173,11 @@ impl Onboarding {
             // A household or a school shares an IP: be generous there, strict
             // per address.
             per_ip: Mutex::new(Limiter::new(10, 3600)),
+            // Mails to one address: 3 a day per client network, 10 a day
+            // from all of them. A stranger needs several networks to keep
+            // an address from registering, and then only for a day.
             per_email: Mutex::new(Limiter::new(3, 86_400)),
+            per_email_total: Mutex::new(Limiter::new(10, 86_400)),
             reset_per_ip: Mutex::new(Limiter::new(10, 3600)),
             reset_per_login: Mutex::new(Limiter::new(3, 3600)),
             names: Mutex::new(Default::default()),
@@ -313,9 +340,18 @@ impl Onboarding {
 
     /// A new request: validated, rate-limited, checked against pending
     /// requests and the directory, stored with its verification token, and
-    /// its mail queued. Returns the request id.
-    pub async fn register(&self, form: &Form, ip: &str, now: i64) -> Result<i64, OnboardingError> {
-        self.limit(&self.per_ip, "this address", ip, now)?;
+    /// its mail queued. An address that already has an account or a
+    /// verified request makes no request: its owner is mailed instead, and
+    /// the answer is the same, so the form tells nobody which addresses
+    /// have accounts. An unverified request holds no address.
+    pub async fn register(
+        &self,
+        form: &Form,
+        ip: &str,
+        now: i64,
+    ) -> Result<Registered, OnboardingError> {
+        let net = super::ratelimit::address_key(ip);
+        self.limit(&self.per_ip, "this address", &net, now)?;
         let mut root = ldap::connect_root(&self.settings.ldap).await?;
         // An invitation's link preselects its collective.
         let invitation = match form.invite.trim() {
@@ -333,29 +369,31 @@ impl Onboarding {
             .map(|c| c.slug)
             .collect();
         let r = validate::validate(&form, &collectives).map_err(OnboardingError::Invalid)?;
-        self.limit(&self.per_email, "this mail address", r.email.as_str(), now)?;
-        let taken_msg = |f: &'static str| match f {
-            "uid" => field(
+        let mail = r.email.as_str();
+        self.limit(
+            &self.per_email,
+            "this mail address",
+            &format!("{mail} {net}"),
+            now,
+        )?;
+        self.limit(&self.per_email_total, "this mail address", mail, now)?;
+        let uid_taken = || {
+            field(
                 "uid",
                 format!("`{}` is already taken: choose another user name", r.uid),
-            ),
-            _ => field(
-                "email",
-                "this mail address already has an account or a pending request",
-            ),
+            )
         };
-        if let Some(f) = self.with_store(|s| s.pending_holder(r.uid.as_str(), r.email.as_str()))? {
-            return Err(taken_msg(f));
+        let held = self.with_store(|s| s.pending_holder(r.uid.as_str(), mail))?;
+        if held == Some("uid") {
+            return Err(uid_taken());
         }
-        if let Some(f) = people::taken(
-            &mut root,
-            &self.settings.tree,
-            r.uid.as_str(),
-            r.email.as_str(),
-        )
-        .await?
-        {
-            return Err(taken_msg(f));
+        let taken = people::taken(&mut root, &self.settings.tree, r.uid.as_str(), mail).await?;
+        if taken == Some("uid") {
+            return Err(uid_taken());
+        }
+        if held.is_some() || taken.is_some() {
+            self.tell_owner(&mut root, &r, now).await?;
+            return Ok(Registered::OwnerTold);
         }
         // Invited at this very address: the invitation proved it.
         let invited = invitation
@@ -437,14 +475,66 @@ impl Onboarding {
             })
         });
         // Two registrations racing for one uid: the partial unique index
-        // lets one through.
-        id.map_err(|e| match e {
+        // lets one through. (Or, invited at this address, another request
+        // for it was verified meanwhile: the same answer as a taken uid.)
+        id.map(Registered::Request).map_err(|e| match e {
             OnboardingError::Store(StoreError::Sqlite {
                 source: rusqlite::Error::SqliteFailure(f, _),
                 ..
-            }) if f.code == rusqlite::ErrorCode::ConstraintViolation => taken_msg("uid"),
+            }) if f.code == rusqlite::ErrorCode::ConstraintViolation => uid_taken(),
             OnboardingError::Store(StoreError::Conflict) => OnboardingError::BadLink,
             e => e,
+        })
+    }
+
+    /// Someone registered with an address that has an account or a
+    /// verified request: its owner is told what they already have (and
+    /// how to sign in or reset their password), in their language.
+    async fn tell_owner(
+        &self,
+        root: &mut ldap3::Ldap,
+        r: &validate::Registration,
+        now: i64,
+    ) -> Result<(), OnboardingError> {
+        let mail = r.email.as_str();
+        let console = self.settings.console_url.trim_end_matches('/');
+        let (template, language, params) =
+            match people::person_by_mail(root, &self.settings.tree, mail).await? {
+                Some(p) => (
+                    "register_existing",
+                    p.language.clone(),
+                    json!({"name": p.display_name, "uid": p.uid,
+                        "collective": self.home_name(&p), "link": format!("{console}/forgot")}),
+                ),
+                None => {
+                    let pending = self.with_store(|s| s.pending_request_for(mail))?;
+                    let (name, collective, language) = pending
+                        .map(|q| (q.display_name, self.name_of(&q.collective), q.language))
+                        .unwrap_or_else(|| {
+                            (
+                                String::new(),
+                                self.settings.collective_name.clone(),
+                                "en".into(),
+                            )
+                        });
+                    (
+                        "register_pending",
+                        language,
+                        json!({"name": name, "collective": collective,
+                            "link": format!("{console}/login")}),
+                    )
+                }
+            };
+        self.with_store(|s| {
+            s.atomically(|s| {
+                s.enqueue_mail(mail, template, &language, &params.to_string(), now)?;
+                s.audit(
+                    now,
+                    "anonymous",
+                    "register-taken-address",
+                    "a registration named an address that has an account or a verified request; its owner was mailed",
+                )
+            })
         })
     }
 
@@ -493,9 +583,24 @@ impl Onboarding {
             &Event::VerifyEmail,
             now,
         )?;
+        // Unverified requests hold no address: the first one verified takes
+        // it, and a later one (or one for an address that got an account
+        // meanwhile) stops here, told to its mailbox's owner.
+        let address_taken = || {
+            field(
+                "email",
+                "this mail address already has an account or a request waiting for the admins: sign in, or use \"forgot your password\"",
+            )
+        };
+        let mut root = ldap::connect_root(&self.settings.ldap).await?;
+        if people::person_by_mail(&mut root, &self.settings.tree, &r.email)
+            .await?
+            .is_some()
+        {
+            return Err(address_taken());
+        }
         let admins = match r.collective.parse::<CollectiveSlug>() {
             Ok(slug) => {
-                let mut root = ldap::connect_root(&self.settings.ldap).await?;
                 self.known_collectives(&mut root).await?;
                 self.admin_mails(&mut root, &slug).await?
             }
@@ -520,7 +625,13 @@ impl Onboarding {
                 s.audit(now, &r.uid, "verify-email", &format!("request {id}"))
             })
         })
-        .map_err(conflict)?;
+        .map_err(|e| match e {
+            OnboardingError::Store(StoreError::Sqlite {
+                source: rusqlite::Error::SqliteFailure(f, _),
+                ..
+            }) if f.code == rusqlite::ErrorCode::ConstraintViolation => address_taken(),
+            e => conflict(e),
+        })?;
         Ok(id)
     }
 
@@ -645,7 +756,8 @@ impl Onboarding {
     }
 
     /// The person chose a password through the mailed link. slapd hashes it
-    /// (Password Modify); the token is spent only once that worked.
+    /// (Password Modify); the token is spent only once that worked, and
+    /// every console session of theirs ends with it.
     pub async fn set_password(
         &self,
         token: &str,
@@ -695,6 +807,8 @@ impl Onboarding {
                 {
                     s.transition(id, &r.state, State::Active.as_str(), None, "", "", now)?;
                 }
+                // Whoever had a session with the old password loses it.
+                s.delete_sessions_of(&peek.uid)?;
                 s.audit(
                     now,
                     &peek.uid,

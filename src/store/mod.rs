@@ -219,6 +219,23 @@ const MIGRATIONS: &[&str] = &[
          detail    TEXT NOT NULL,
          outbox_id INTEGER
      ) STRICT;",
+    // 9: sign-in hardening. `known_addresses`: the client networks (an
+    // IPv4 address, an IPv6 /64) a person signed in from or finished a
+    // password link at; the per-account limit of failed sign-ins leaves
+    // them alone, so a stranger hammering an account does not keep its
+    // owner out. A registration that has not proven its mail address no
+    // longer holds it (a stranger could keep the owner from registering
+    // for the 48 h of the link): only verified requests do.
+    "CREATE TABLE known_addresses (
+         uid       TEXT NOT NULL,
+         net       TEXT NOT NULL,
+         last_used INTEGER NOT NULL,
+         PRIMARY KEY (uid, net)
+     ) STRICT, WITHOUT ROWID;
+     CREATE INDEX known_addresses_used ON known_addresses (last_used);
+     DROP INDEX registrations_pending_email;
+     CREATE UNIQUE INDEX registrations_pending_email ON registrations (email)
+         WHERE state IN ('awaiting_validation', 'approved');",
 ];
 
 fn migrations(upto: usize) -> Migrations<'static> {
@@ -394,6 +411,31 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Forgets audit entries older than `before`, then the oldest beyond
+    /// the newest `keep`. How many went.
+    pub fn prune_audit(&self, before: i64, keep: u64) -> Result<usize, StoreError> {
+        let old = self
+            .conn
+            .execute("DELETE FROM audit WHERE at < ?1", [before])
+            .map_err(|e| self.err(e))?;
+        let over = self
+            .conn
+            .execute(
+                "DELETE FROM audit WHERE id <= (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+                [i64::try_from(keep).unwrap_or(i64::MAX)],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(old + over)
+    }
+
+    /// How many entries the audit log holds.
+    pub fn audit_len(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row("SELECT count(*) FROM audit", [], |r| r.get::<_, i64>(0))
+            .map(|n| u64::try_from(n).unwrap_or(0))
+            .map_err(|e| self.err(e))
+    }
+
     /// The newest audit entries, newest first.
     pub fn recent_audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         let mut stmt = self
@@ -525,6 +567,30 @@ mod tests {
             files_before,
             "no -wal or -shm file appeared"
         );
+    }
+
+    #[test]
+    fn audit_is_pruned_by_age_then_by_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..100 {
+            store.audit(i, "daemon", &format!("a{i}"), "").unwrap();
+        }
+        // Older than 30: 30 entries go.
+        assert_eq!(store.prune_audit(30, 1000).unwrap(), 30);
+        assert_eq!(store.audit_len().unwrap(), 70);
+        // Then only the newest 10 stay.
+        assert_eq!(store.prune_audit(0, 10).unwrap(), 60);
+        let kept: Vec<_> = store
+            .recent_audit(100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        assert_eq!(kept.len(), 10);
+        assert_eq!((kept[0].as_str(), kept[9].as_str()), ("a99", "a90"));
+        assert_eq!(store.prune_audit(0, 10).unwrap(), 0);
+        assert_eq!(store.prune_audit(0, 0).unwrap(), 10);
     }
 
     #[test]

@@ -111,10 +111,33 @@ impl Store {
         if holds("uid", uid)? {
             return Ok(Some("uid"));
         }
-        if holds("email", email)? {
+        if self.verified_request_for(email)? {
             return Ok(Some("email"));
         }
         Ok(None)
+    }
+
+    /// The verified request (waiting for the admins, or approved) that
+    /// holds `email`, if any.
+    pub fn pending_request_for(&self, email: &str) -> Result<Option<RegistrationRow>, StoreError> {
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT {REG_COLUMNS} FROM registrations WHERE email = ?1
+                     AND state IN ('awaiting_validation', 'approved') ORDER BY id DESC LIMIT 1"
+                ),
+                [email],
+                reg,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Whether a request whose mail address was proven (waiting for the
+    /// admins, or approved) holds `email`. Unverified requests do not: any
+    /// number may name an address, and the first verified one takes it.
+    pub fn verified_request_for(&self, email: &str) -> Result<bool, StoreError> {
+        Ok(self.pending_request_for(email)?.is_some())
     }
 
     pub fn insert_registration(
@@ -423,14 +446,48 @@ mod tests {
     }
 
     #[test]
-    fn a_pending_request_holds_its_uid_and_mail_until_released() {
+    fn a_pending_request_holds_its_uid_and_once_verified_its_mail() {
         let (_d, s) = store();
         let id = s.insert_registration(&new("ana", "ana@x.org"), 1).unwrap();
         assert_eq!(s.pending_holder("ana", "other@x.org").unwrap(), Some("uid"));
-        assert_eq!(s.pending_holder("bob", "ana@x.org").unwrap(), Some("email"));
+        // Unverified, the address is not held: a stranger's request does
+        // not keep its owner out.
+        assert_eq!(s.pending_holder("bob", "ana@x.org").unwrap(), None);
+        let other = s.insert_registration(&new("bob", "ana@x.org"), 2).unwrap();
         assert!(
             s.insert_registration(&new("ana", "b@x.org"), 2).is_err(),
             "index refuses a second"
+        );
+        // The first verified takes it; the other can no longer be verified.
+        assert!(
+            s.transition(
+                other,
+                "email_unverified",
+                "awaiting_validation",
+                Some(9),
+                "",
+                "",
+                2
+            )
+            .unwrap()
+        );
+        assert_eq!(s.pending_holder("cy", "ana@x.org").unwrap(), Some("email"));
+        assert!(
+            s.transition(
+                id,
+                "email_unverified",
+                "awaiting_validation",
+                Some(9),
+                "",
+                "",
+                2
+            )
+            .is_err(),
+            "index refuses a second verified request for one address"
+        );
+        assert!(
+            s.transition(other, "awaiting_validation", "rejected", None, "r", "x", 3)
+                .unwrap()
         );
         assert!(
             s.transition(id, "email_unverified", "expired", None, "", "", 3)

@@ -90,6 +90,66 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Whether `uid` signed in from network `net` (see
+    /// `onboarding::ratelimit::address_key`) at or after `since`.
+    pub fn is_known_address(&self, uid: &str, net: &str, since: i64) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM known_addresses WHERE uid = ?1 AND net = ?2 AND last_used >= ?3",
+                params![uid, net, since],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|o| o.is_some())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records that `uid` signed in (or finished a password link) from
+    /// `net` at `now`, keeping only their `keep` most recent networks.
+    pub fn remember_address(
+        &self,
+        uid: &str,
+        net: &str,
+        now: i64,
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO known_addresses (uid, net, last_used) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (uid, net) DO UPDATE SET last_used = max(last_used, excluded.last_used)",
+                params![uid, net, now],
+            )
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .execute(
+                "DELETE FROM known_addresses WHERE uid = ?1 AND net NOT IN
+                 (SELECT net FROM known_addresses WHERE uid = ?1
+                  ORDER BY last_used DESC, net LIMIT ?2)",
+                params![uid, i64::try_from(keep).unwrap_or(i64::MAX)],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// A person's known networks follow them to a new uid (and do not stay
+    /// behind for whoever takes the old one).
+    pub fn rename_addresses(&self, old: &str, new: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE OR REPLACE known_addresses SET uid = ?2 WHERE uid = ?1",
+                params![old, new],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Forgets networks not used since `before`. How many.
+    pub fn forget_addresses_before(&self, before: i64) -> Result<usize, StoreError> {
+        self.conn
+            .execute("DELETE FROM known_addresses WHERE last_used < ?1", [before])
+            .map_err(|e| self.err(e))
+    }
+
     /// Forgets expired sessions. How many.
     pub fn prune_sessions(&self, now: i64) -> Result<usize, StoreError> {
         self.conn
@@ -125,5 +185,30 @@ mod tests {
         s.insert_session("h5", "ana", "c5", "", 500, 900).unwrap();
         assert_eq!(s.delete_sessions_of("ana").unwrap(), 2);
         assert_eq!(s.session("h4", 501).unwrap(), None);
+    }
+
+    #[test]
+    fn known_addresses_are_per_person_bounded_and_age_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.remember_address("ana", "192.0.2.1", 100, 3).unwrap();
+        assert!(s.is_known_address("ana", "192.0.2.1", 50).unwrap());
+        assert!(
+            !s.is_known_address("ana", "192.0.2.1", 101).unwrap(),
+            "too old"
+        );
+        assert!(!s.is_known_address("bob", "192.0.2.1", 0).unwrap());
+        for (i, net) in ["a", "b", "c", "d"].iter().enumerate() {
+            s.remember_address("ana", net, 200 + i as i64, 3).unwrap();
+        }
+        // Only the 3 most recent stay.
+        assert!(!s.is_known_address("ana", "192.0.2.1", 0).unwrap());
+        assert!(!s.is_known_address("ana", "a", 0).unwrap());
+        assert!(s.is_known_address("ana", "d", 0).unwrap());
+        s.rename_addresses("ana", "ana2").unwrap();
+        assert!(!s.is_known_address("ana", "d", 0).unwrap());
+        assert!(s.is_known_address("ana2", "d", 0).unwrap());
+        assert_eq!(s.forget_addresses_before(203).unwrap(), 2);
+        assert!(s.is_known_address("ana2", "d", 0).unwrap());
     }
 }

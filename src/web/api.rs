@@ -20,7 +20,15 @@ use crate::onboarding::validate::Form as RegistrationForm;
 
 pub fn routes() -> Router<Arc<Web>> {
     Router::new()
-        .route("/session", get(whoami).post(login).delete(logout))
+        .route(
+            "/session",
+            get(whoami)
+                .post(login)
+                .delete(logout)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    super::SIGN_IN_BODY_LIMIT,
+                )),
+        )
         .route("/me/services", get(my_services))
         .route("/me/profile", post(profile))
         .route("/me/password", post(change_password))
@@ -362,9 +370,14 @@ async fn register(
         .register(&form, &ctx.ip, now())
         .await
     {
-        Ok(id) => {
+        // The same answer whether or not the address had an account.
+        Ok(_) => {
             web.shared.mail_wakeup.notify_one();
-            reply(&ctx, StatusCode::CREATED, json!({"id": id}))
+            reply(
+                &ctx,
+                StatusCode::ACCEPTED,
+                json!({"sent": true, "message": "look in your mailbox: the next step is in a mail to the address you gave"}),
+            )
         }
         Err(e) => crate::api::server::onboarding_error(e),
     }
@@ -405,6 +418,7 @@ async fn set_password(
         .onboarding()
         .set_password(&b.token, &b.password, now())
         .await
+        .inspect(|uid| super::remember_address(&web, uid, &ctx.ip, now()))
         .map(|uid| json!({"uid": uid}));
     answer(&web, &ctx, r)
 }

@@ -78,12 +78,21 @@ impl Web {
     }
 }
 
-/// The router served on the console socket.
+/// The largest body any console form or API call takes: the longest
+/// field is a 2,000-character message (up to 8,000 bytes of UTF-8, three
+/// times that URL-encoded), with room for the rest.
+pub const BODY_LIMIT: usize = 32 * 1024;
+/// Signing in takes a user name and a password.
+pub const SIGN_IN_BODY_LIMIT: usize = 4 * 1024;
+
+/// The router served on the console socket. Bodies over the limits are
+/// refused (413) before a handler sees them.
 pub fn router(web: Arc<Web>) -> Router {
     public::routes()
         .merge(admin::routes())
         .nest("/api/v1", api::routes())
         .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(web)
 }
 
@@ -145,11 +154,12 @@ impl FromRequestParts<Arc<Web>> for Ctx {
         );
         let mut ctx = Ctx {
             lang,
+            // The front door always sets it to the peer's address.
             ip: h
                 .get("x-real-ip")
                 .and_then(|v| v.to_str().ok())
-                .unwrap_or("local")
-                .to_owned(),
+                .and_then(|v| v.parse::<std::net::IpAddr>().ok())
+                .map_or_else(|| "local".to_owned(), |a| a.to_string()),
             // With its port, as the browser's `Origin` has it.
             host: header_str(h, header::HOST)
                 .unwrap_or("")
@@ -182,7 +192,8 @@ impl FromRequestParts<Arc<Web>> for Ctx {
 }
 
 /// The session behind a cookie, if it is live and its person may still
-/// sign in (a suspension or removal ends it at once).
+/// sign in (a suspension, a removal or leaving the last collective ends it
+/// at once).
 async fn load_session(web: &Web, ctx: &mut Ctx, token: &str) -> Option<Session> {
     let hash = hash_token(token);
     let now = now();
@@ -195,7 +206,7 @@ async fn load_session(web: &Web, ctx: &mut Ctx, token: &str) -> Option<Session> 
             return None;
         }
     };
-    let Some(person) = person.filter(|p| !p.suspended) else {
+    let Some(person) = person.filter(|p| p.may_sign_in()) else {
         let _ = web.shared.with_store(|s| s.delete_session(&hash));
         return None;
     };
@@ -423,6 +434,12 @@ pub enum LoginRefusal {
 }
 
 /// Checks the limits and the password; counts and audits a failure.
+///
+/// A user name that cannot exist is refused before anything: it is not
+/// counted, kept or audited, so junk costs the box nothing. Otherwise the
+/// attempt is counted before the password is checked, in one step with
+/// the limits (see [`session::LoginLimits`]); a success gives it back and
+/// makes this address known to the account.
 pub async fn check_login(
     web: &Web,
     ctx: &Ctx,
@@ -430,14 +447,26 @@ pub async fn check_login(
     password: &str,
 ) -> Result<Person, LoginRefusal> {
     let now = now();
-    let uid = uid.trim();
-    if let Some(wait) = web.limits().blocked(uid, &ctx.ip, now) {
-        return Err(LoginRefusal::Limited(wait));
+    let uid = uid.trim().to_ascii_lowercase();
+    if uid.parse::<crate::model::Uid>().is_err() || password.is_empty() {
+        return Err(LoginRefusal::Refused);
     }
-    match web.auth().authenticate(uid, password).await {
-        Ok(p) => Ok(p),
+    let net = crate::onboarding::ratelimit::address_key(&ctx.ip);
+    let known = web
+        .shared
+        .with_store(|s| s.is_known_address(&uid, &net, now - session::KNOWN_FOR_SECS))
+        .unwrap_or(false);
+    let attempt = match web.limits().begin(&uid, &ctx.ip, known, now) {
+        Ok(a) => a,
+        Err(wait) => return Err(LoginRefusal::Limited(wait)),
+    };
+    match web.auth().authenticate(&uid, password).await {
+        Ok(p) => {
+            web.limits().forgive(&attempt);
+            remember_address(web, &p.uid, &ctx.ip, now);
+            Ok(p)
+        }
         Err(crate::directory::auth::AuthError::Refused) => {
-            web.limits().failed(uid, &ctx.ip, now);
             let _ = web.shared.with_store(|s| {
                 s.audit(
                     now,
@@ -449,9 +478,22 @@ pub async fn check_login(
             Err(LoginRefusal::Refused)
         }
         Err(crate::directory::auth::AuthError::Directory(e)) => {
+            web.limits().forgive(&attempt);
             log::warn!(target: "web", "sign-in: {e}");
             Err(LoginRefusal::Unavailable)
         }
+    }
+}
+
+/// Makes `ip`'s network known to `uid`'s account: they signed in from it,
+/// or finished a mailed password link there (which proves the mailbox).
+pub fn remember_address(web: &Web, uid: &str, ip: &str, now: i64) {
+    let net = crate::onboarding::ratelimit::address_key(ip);
+    if let Err(e) = web
+        .shared
+        .with_store(|s| s.remember_address(uid, &net, now, session::KNOWN_PER_PERSON))
+    {
+        log::warn!(target: "web", "cannot remember a sign-in address: {e}");
     }
 }
 

@@ -24,7 +24,14 @@ use super::{Fields, get_field};
 pub fn routes() -> Router<Arc<Web>> {
     Router::new()
         .route("/", get(home))
-        .route("/login", get(login_page).post(login))
+        .route(
+            "/login",
+            get(login_page)
+                .post(login)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    super::SIGN_IN_BODY_LIMIT,
+                )),
+        )
         .route("/logout", axum::routing::post(logout))
         .route("/register", get(register_page).post(register))
         .route("/verify", get(verify_page).post(verify))
@@ -366,7 +373,10 @@ async fn set_password(
             .set_password(&token, get_field(&f, "password"), now())
             .await
         {
-            Ok(_) => {
+            Ok(uid) => {
+                // Finishing a mailed link proves the mailbox: this address
+                // is the person's now, whoever else is hammering the account.
+                super::remember_address(&web, &uid, &ctx.ip, now());
                 let c = ctx.chrome();
                 let m = pages::message(
                     &c,

@@ -76,16 +76,37 @@ pub fn same_origin(origin: Option<&str>, host: &str) -> bool {
     }
 }
 
-/// Failed sign-ins allowed per account and per address in [`LOGIN_WINDOW`].
+/// Failed sign-ins allowed per account (from addresses it has not signed
+/// in from) and per client address (an IPv4 address, an IPv6 /64) in
+/// [`LOGIN_WINDOW`].
 pub const PER_ACCOUNT: usize = 5;
 pub const PER_IP: usize = 20;
 pub const LOGIN_WINDOW: i64 = 15 * 60;
+/// An address a person signed in from (or finished a password link at)
+/// stays known to their account this long after its last use...
+pub const KNOWN_FOR_SECS: i64 = 90 * 86_400;
+/// ...and each person keeps at most this many.
+pub const KNOWN_PER_PERSON: usize = 20;
 
-/// Failed sign-ins, per account and per client address. Only failures
-/// count, so a person who signs in often is never slowed down.
+/// Sign-in attempts, per account and per client address. An attempt is
+/// counted before the password is checked, in one step with the check of
+/// the limits, so many attempts in parallel cost as many tries; one that
+/// succeeds is taken back ([`LoginLimits::forgive`]), so a person who
+/// signs in often is never slowed down. The per-account limit leaves the
+/// account's known addresses alone: a stranger hammering an account from
+/// elsewhere slows only the addresses it has not seen succeed.
 pub struct LoginLimits {
     account: Limiter,
     ip: Limiter,
+    pruned_at: i64,
+}
+
+/// An attempt counted by [`LoginLimits::begin`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    account: Option<String>,
+    ip: String,
+    at: i64,
 }
 
 impl Default for LoginLimits {
@@ -93,24 +114,52 @@ impl Default for LoginLimits {
         Self {
             account: Limiter::new(PER_ACCOUNT, LOGIN_WINDOW),
             ip: Limiter::new(PER_IP, LOGIN_WINDOW),
+            pruned_at: 0,
         }
     }
 }
 
 impl LoginLimits {
-    /// Seconds to wait, if either limit is reached.
-    pub fn blocked(&self, account: &str, ip: &str, now: i64) -> Option<i64> {
-        let a = self.account.blocked(&account.to_lowercase(), now);
-        let i = self.ip.blocked(ip, now);
-        a.max(i)
+    /// Counts an attempt on `account` (a valid uid) from `ip`, or says how
+    /// many seconds to wait. `known`: the account signed in from this
+    /// address before, so only the address's own limit applies.
+    pub fn begin(
+        &mut self,
+        account: &str,
+        ip: &str,
+        known: bool,
+        now: i64,
+    ) -> Result<Attempt, i64> {
+        if now - self.pruned_at >= 60 {
+            self.account.prune(now);
+            self.ip.prune(now);
+            self.pruned_at = now;
+        }
+        let ip = crate::onboarding::ratelimit::address_key(ip);
+        self.ip.hit(&ip, now)?;
+        let account = if known {
+            None
+        } else {
+            if let Err(wait) = self.account.hit(account, now) {
+                self.ip.undo(&ip, now);
+                return Err(wait);
+            }
+            Some(account.to_owned())
+        };
+        Ok(Attempt {
+            account,
+            ip,
+            at: now,
+        })
     }
 
-    /// Counts a failure.
-    pub fn failed(&mut self, account: &str, ip: &str, now: i64) {
-        let _ = self.account.hit(&account.to_lowercase(), now);
-        let _ = self.ip.hit(ip, now);
-        self.account.prune(now);
-        self.ip.prune(now);
+    /// Takes back an attempt that did not fail: the password was right,
+    /// or the directory could not say.
+    pub fn forgive(&mut self, a: &Attempt) {
+        self.ip.undo(&a.ip, a.at);
+        if let Some(acc) = &a.account {
+            self.account.undo(acc, a.at);
+        }
     }
 }
 
@@ -182,17 +231,67 @@ mod tests {
     fn failures_block_the_account_and_the_address() {
         let mut l = LoginLimits::default();
         for i in 0..PER_ACCOUNT {
-            assert_eq!(l.blocked("Ana", "192.0.2.1", 1000), None, "try {i}");
-            l.failed("ana", &format!("192.0.2.{i}"), 1000);
+            assert!(
+                l.begin("ana", &format!("192.0.2.{i}"), false, 1000).is_ok(),
+                "try {i}"
+            );
         }
-        // The account is blocked from any address, in any case.
-        assert!(l.blocked("ANA", "198.51.100.7", 1001).is_some());
-        assert_eq!(l.blocked("bea", "198.51.100.7", 1001), None);
-        assert_eq!(l.blocked("ana", "192.0.2.1", 1000 + LOGIN_WINDOW), None);
+        // The account is blocked from any address it has not signed in
+        // from, but not from one it has.
+        assert!(l.begin("ana", "198.51.100.7", false, 1001).is_err());
+        assert!(l.begin("ana", "198.51.100.8", true, 1001).is_ok());
+        assert!(l.begin("bea", "198.51.100.7", false, 1001).is_ok());
+        assert!(
+            l.begin("ana", "192.0.2.1", false, 1000 + LOGIN_WINDOW)
+                .is_ok()
+        );
         let mut l = LoginLimits::default();
         for i in 0..PER_IP {
-            l.failed(&format!("user{i}"), "203.0.113.9", 2000);
+            l.begin(&format!("user{i}"), "203.0.113.9", false, 2000)
+                .unwrap();
         }
-        assert!(l.blocked("someone", "203.0.113.9", 2001).is_some());
+        assert!(l.begin("someone", "203.0.113.9", false, 2001).is_err());
+        assert!(l.begin("someone", "203.0.113.9", true, 2001).is_err());
+        // A /64 is one address.
+        let mut l = LoginLimits::default();
+        for i in 0..PER_IP {
+            l.begin(&format!("u{i}"), &format!("2001:db8::{i:x}"), false, 3000)
+                .unwrap();
+        }
+        assert!(l.begin("v", "2001:db8::ffff:1", false, 3001).is_err());
+        assert!(l.begin("v", "2001:db8:0:1::1", false, 3001).is_ok());
+    }
+
+    #[test]
+    fn a_refused_attempt_costs_nothing_and_a_forgiven_one_is_given_back() {
+        let mut l = LoginLimits::default();
+        let mut attempts = Vec::new();
+        for i in 0..PER_ACCOUNT {
+            attempts.push(l.begin("ana", &format!("192.0.2.{i}"), false, 10).unwrap());
+        }
+        // Refused by the account's limit: the address is not charged.
+        for _ in 0..PER_IP * 2 {
+            assert!(l.begin("ana", "198.51.100.1", false, 11).is_err());
+        }
+        assert!(l.begin("bea", "198.51.100.1", false, 11).is_ok());
+        // The right password gives its attempt back.
+        l.forgive(&attempts[0]);
+        assert!(l.begin("ana", "198.51.100.2", false, 12).is_ok());
+        assert!(l.begin("ana", "198.51.100.2", false, 12).is_err());
+    }
+
+    proptest::proptest! {
+        /// However attempts interleave, no more than the limit are let
+        /// through before any of them is decided.
+        #[test]
+        fn parallel_attempts_never_pass_the_limit(ips in proptest::collection::vec(0u8..4, 1..60)) {
+            let mut l = LoginLimits::default();
+            let passed = ips
+                .iter()
+                .filter(|i| l.begin("ana", &format!("192.0.2.{i}"), false, 5).is_ok())
+                .count();
+            proptest::prop_assert!(passed <= PER_ACCOUNT);
+            proptest::prop_assert_eq!(passed, ips.len().min(PER_ACCOUNT));
+        }
     }
 }

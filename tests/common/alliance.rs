@@ -317,6 +317,8 @@ impl Federated {
             .svc
             .register(&flow::form(uid, email), "192.0.2.1", at)
             .await
+            .unwrap()
+            .request()
             .unwrap();
         let (_, t) = self.fx.mail(email, "verify");
         self.svc.verify_email(&t, at + 10).await.unwrap();

@@ -81,6 +81,8 @@ impl Fixture {
             .svc
             .register(&form(uid, email), "192.0.2.1", T0)
             .await
+            .unwrap()
+            .request()
             .unwrap();
         let (_, t) = self.mail(email, "verify");
         self.svc.verify_email(&t, T0 + 10).await.unwrap();
