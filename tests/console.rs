@@ -186,7 +186,8 @@ async fn console_security_csrf_fixation_logout_and_rate_limits() {
     );
 
     // ---- rate limits -------------------------------------------------
-    let mut guess = b.client();
+    // From an address Bea never signed in from.
+    let mut guess = b.client_from("127.0.0.2");
     for i in 0..5 {
         let a = guess.sign_in("bea", &format!("guess {i}")).await;
         assert_eq!(a.status, 401, "try {i}: {}", a.body);
@@ -224,7 +225,7 @@ async fn console_security_csrf_fixation_logout_and_rate_limits() {
     assert_eq!(api.status, 429);
     assert!(api.headers.contains_key("retry-after"));
     // Another account from the same address still signs in.
-    let mut other = b.client();
+    let mut other = b.client_from("127.0.0.2");
     assert_eq!(
         other
             .sign_in("mallory", "mallory's own password")
@@ -232,6 +233,9 @@ async fn console_security_csrf_fixation_logout_and_rate_limits() {
             .status,
         303
     );
+    // And Bea, from where she signed in before, is not held up.
+    let mut home = b.client();
+    assert_eq!(home.sign_in("bea", ADMIN_PW).await.status, 303);
     assert_eq!(b.audited("login-failed").len(), 5);
 }
 

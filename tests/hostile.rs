@@ -554,7 +554,9 @@ async fn attack(f: &Fixture, auth: &Authenticator, h: &str) -> Vec<String> {
             svc.register(&fm, &ip(), now).await,
         );
     }
-    if !valid_email || MAILS.contains(&lower.as_str()) {
+    // (A person's own address is answered as a fresh one, its owner mailed:
+    // `registration_answers_the_same_for_a_taken_and_a_fresh_address`.)
+    if !valid_email {
         let (uid, _) = fresh();
         let fm = form_with(&uid, h, |_| {});
         c.refused(
@@ -696,4 +698,791 @@ fn hostile_strings_match_and_touch_nothing() {
     }
     // The run as a whole changed nothing either.
     assert_eq!(rt.block_on(snapshot(&f)), start);
+}
+
+// ---- issue 14: nobody locks people out, exhausts the box, or reaches what
+// is not theirs. Each test attacks as a stranger would: over the real front
+// door and TLS, with straight LDAP binds to the appliance's slapd, or with
+// another appliance's account at a real alliance.
+
+use common::console::{Client, ConsoleBox};
+
+const VICTIM_PW: &str = "the victim's own passphrase";
+
+/// `POST /api/v1/session` as JSON; the status.
+async fn api_sign_in(c: &mut Client, uid: &str, password: &str) -> u16 {
+    c.post_json(
+        "/api/v1/session",
+        serde_json::json!({"uid": uid, "password": password}),
+        None,
+    )
+    .await
+    .status
+}
+
+/// A stranger hammers a member's account with wrong passwords: in parallel
+/// through the console (forms and API, from ten addresses), and with straight
+/// binds to slapd as Nextcloud's login form would make them. Only as many
+/// attempts as the per-account limit allows reach slapd; slapd locks nothing;
+/// the member still signs in at once from where they signed in before, and
+/// from a new address as soon as they finished a mailed reset link there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lockout_strangers_cannot_keep_a_member_out() {
+    let b = ConsoleBox::start().await;
+    b.person("vic", "vic@example.org", VICTIM_PW);
+    let mut home = b.client();
+    assert_eq!(api_sign_in(&mut home, "vic", VICTIM_PW).await, 200);
+
+    // 60 wrong passwords at once, half as forms and half as JSON, from
+    // 127.0.0.3 to 127.0.0.12.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let mut c = b.client_from(&format!("127.0.0.{}", 3 + i % 10));
+        tasks.spawn(async move {
+            let pw = format!("guess number {i}");
+            if i % 2 == 0 {
+                api_sign_in(&mut c, "vic", &pw).await
+            } else {
+                let csrf = c.get("/login").await.csrf();
+                c.post_form(
+                    "/login",
+                    &[("csrf", &csrf), ("uid", "vic"), ("password", &pw)],
+                )
+                .await
+                .status
+            }
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(s) = tasks.join_next().await {
+        statuses.push(s.unwrap());
+    }
+    let tried = statuses.iter().filter(|s| **s == 401).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(
+        (tried, limited),
+        (5, 55),
+        "60 parallel attempts must cost 60 tries: {statuses:?}"
+    );
+    let failures: Vec<String> = b
+        .audited("login-failed")
+        .into_iter()
+        .filter(|a| a.contains(" vic from "))
+        .collect();
+    assert_eq!(failures.len(), 5, "{failures:?}");
+
+    // Nextcloud binds to slapd as the person: 30 wrong binds in parallel,
+    // three times what the old policy locked the account after.
+    let url = b.app.ldap_url();
+    let dn = "uid=vic,ou=people,dc=quimper,dc=example,dc=org";
+    let bind = |pw: String| {
+        let url = url.clone();
+        async move {
+            let (conn, mut l) = ldap3::LdapConnAsync::new(&url).await.unwrap();
+            ldap3::drive!(conn);
+            l.simple_bind(dn, &pw).await.unwrap().rc
+        }
+    };
+    let mut binds = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        binds.spawn(bind(format!("ldap guess {i}")));
+    }
+    while let Some(rc) = binds.join_next().await {
+        assert_eq!(rc.unwrap(), 49);
+    }
+    assert_eq!(bind(VICTIM_PW.into()).await, 0, "slapd locked the account");
+
+    // From where she signed in before: at once, through the attack.
+    let mut home = b.client();
+    assert_eq!(api_sign_in(&mut home, "vic", VICTIM_PW).await, 200);
+    // From a new address the account is held for now...
+    let mut away = b.client_from("127.0.0.20");
+    assert_eq!(api_sign_in(&mut away, "vic", VICTIM_PW).await, 429);
+    // ...until she follows a mailed reset link there.
+    let forgot = away
+        .post_json(
+            "/api/v1/password/forgot",
+            serde_json::json!({"login": "vic"}),
+            None,
+        )
+        .await;
+    assert_eq!(forgot.status, 200, "{}", forgot.body);
+    let mail = common::console::off_runtime(|| {
+        b.sink
+            .wait_for("vic@example.org", "asked to reset the password")
+    });
+    let token = common::token_in(&mail);
+    let set = away
+        .post_json(
+            "/api/v1/password",
+            serde_json::json!({"token": token, "password": "a new passphrase for vic"}),
+            None,
+        )
+        .await;
+    assert_eq!(set.status, 200, "{}", set.body);
+    assert_eq!(
+        api_sign_in(&mut away, "vic", "a new passphrase for vic").await,
+        200
+    );
+}
+
+/// A user name that cannot exist costs nothing: a megabyte is refused at
+/// the body limit, and one under it is answered without counting against
+/// the address or writing the audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_user_names_are_refused_before_limits_and_the_audit_log() {
+    let b = ConsoleBox::start().await;
+    b.person("ana", "ana@example.org", VICTIM_PW);
+    let audit_before = b.audited("login-failed").len();
+    let huge = "a".repeat(1024 * 1024);
+    let mut c = b.client_from("127.0.0.5");
+    let csrf = c.get("/login").await.csrf();
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([("csrf", csrf.as_str()), ("uid", &huge), ("password", "x")])
+        .finish();
+    let a = c
+        .request(
+            "POST",
+            "/login",
+            &[],
+            Some(("application/x-www-form-urlencoded", body.into_bytes())),
+        )
+        .await;
+    // Refused before any handler: 413 from the console, or 502 when the
+    // front door was still streaming the upload as the console closed.
+    assert!(matches!(a.status, 413 | 502), "{}: {}", a.status, a.body);
+    let json = serde_json::json!({"uid": huge, "password": "x"}).to_string();
+    let a = c
+        .request(
+            "POST",
+            "/api/v1/session",
+            &[],
+            Some(("application/json", json.into_bytes())),
+        )
+        .await;
+    assert!(matches!(a.status, 413 | 502), "{}: {}", a.status, a.body);
+    // Under the limit, but no user name: refused, never limited.
+    let junk = "Ü*)(uid=*".repeat(300);
+    for _ in 0..30 {
+        assert_eq!(api_sign_in(&mut c, &junk, "x").await, 401);
+    }
+    assert_eq!(b.audited("login-failed").len(), audit_before);
+    // The address was not charged: a real failure still counts, and the
+    // right password still works from it.
+    assert_eq!(api_sign_in(&mut c, "ana", "wrong").await, 401);
+    assert_eq!(b.audited("login-failed").len(), audit_before + 1);
+    assert_eq!(api_sign_in(&mut c, "ana", VICTIM_PW).await, 200);
+    // Every other form has its limit too.
+    let big = "x".repeat(64 * 1024);
+    let a = c
+        .post_form("/register", &[("csrf", &csrf), ("message", &big)])
+        .await;
+    assert!(matches!(a.status, 413 | 502), "{}: {}", a.status, a.body);
+}
+
+/// The audit log is pruned as `[log]` says: entries past `audit_keep_days`
+/// and the oldest beyond `audit_max_entries`, by the daemon at start and
+/// every minute.
+#[test]
+fn the_audit_log_is_pruned_by_age_and_by_size() {
+    let app = common::Appliance::new();
+    let text = std::fs::read_to_string(&app.config).unwrap();
+    assert!(!text.contains("[log]"), "{text}");
+    std::fs::write(
+        &app.config,
+        format!("{text}\n[log]\naudit_keep_days = 30\naudit_max_entries = 1000\n"),
+    )
+    .unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    {
+        let state = app.dir.path().join("state");
+        let store = commonscloud::store::Store::open(&state).unwrap();
+        store.audit(now - 40 * 86_400, "t", "too-old", "").unwrap();
+        for i in 0..1500 {
+            store
+                .audit(now - 86_400, "t", "planted", &i.to_string())
+                .unwrap();
+        }
+    }
+    let daemon = app.serve_with(&[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
+    let db = app.dir.path().join("state/state.db");
+    let count = |sql: &str| -> i64 {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.query_row(sql, [], |r| r.get(0)).unwrap()
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while count("SELECT count(*) FROM audit WHERE action = 'too-old'") > 0 {
+        assert!(
+            std::time::Instant::now() < until,
+            "the audit log was not pruned: {}",
+            daemon.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Both rules ran in the one sweep: at most 1000 entries were left (the
+    // daemon may have audited its own start since).
+    let started = count("SELECT count(*) FROM audit WHERE actor <> 't'");
+    let total = count("SELECT count(*) FROM audit");
+    assert!(total <= 1000 + started, "{total} entries");
+    // The oldest planted went, the newest stayed.
+    assert_eq!(
+        count("SELECT count(*) FROM audit WHERE action = 'planted' AND detail = '0'"),
+        0
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM audit WHERE action = 'planted' AND detail = '1499'"),
+        1
+    );
+}
+
+/// A reset link ends every session of the person: whoever had their old
+/// password (and a browser signed in with it) is out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_reset_ends_another_browsers_session() {
+    let b = ConsoleBox::start().await;
+    b.person("ana", "ana@example.org", VICTIM_PW);
+    let mut thief = b.client_from("127.0.0.7");
+    assert_eq!(thief.sign_in("ana", VICTIM_PW).await.status, 303);
+    assert_eq!(thief.get("/api/v1/session").await.status, 200);
+    let mut ana = b.client();
+    let csrf = ana.get("/forgot").await.csrf();
+    let sent = ana
+        .post_form("/forgot", &[("csrf", &csrf), ("login", "ana")])
+        .await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let mail = common::console::off_runtime(|| {
+        b.sink
+            .wait_for("ana@example.org", "asked to reset the password")
+    });
+    let token = common::token_in(&mail);
+    let page = ana.get(&format!("/set-password?token={token}")).await;
+    let done = ana
+        .post_form(
+            "/set-password",
+            &[
+                ("csrf", &page.csrf()),
+                ("token", &token),
+                ("password", "a brand new passphrase"),
+                ("confirm", "a brand new passphrase"),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(thief.get("/api/v1/session").await.status, 401);
+    assert!(thief.get("/").await.body.contains("name=\"password\""));
+}
+
+/// Registering with someone's address tells the stranger nothing and
+/// blocks nobody: the answer is the same as for a fresh address, and the
+/// owner is mailed instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_answers_the_same_for_a_taken_and_a_fresh_address() {
+    let b = ConsoleBox::start().await;
+    b.person("ana", "ana@example.org", VICTIM_PW);
+    let strip = |body: &str| {
+        // The page's own form token differs from browser to browser.
+        let mut out = body.to_owned();
+        while let Some(at) = out.find(r#"name="csrf" value=""#) {
+            let start = at + r#"name="csrf" value=""#.len();
+            let end = start + out[start..].find('"').unwrap();
+            out.replace_range(at..end, "CSRF");
+        }
+        out
+    };
+    let register = |uid: &'static str, mail: &'static str| {
+        let mut c = b.client_from("127.0.0.9");
+        async move {
+            let csrf = c.get("/register").await.csrf();
+            c.post_form(
+                "/register",
+                &[
+                    ("csrf", &csrf),
+                    ("uid", uid),
+                    ("display_name", "Someone"),
+                    ("email", mail),
+                    ("collective", "quimper"),
+                    ("language", "en"),
+                ],
+            )
+            .await
+        }
+    };
+    let fresh = register("newbie", "newbie@example.org").await;
+    let taken = register("impostor", "ana@example.org").await;
+    assert_eq!(fresh.status, 200, "{}", fresh.body);
+    assert_eq!(taken.status, fresh.status);
+    assert_eq!(strip(&taken.body), strip(&fresh.body));
+    // The JSON API answers alike too.
+    let mut c = b.client_from("127.0.0.9");
+    let form = |uid: &str, mail: &str| {
+        serde_json::json!({"uid": uid, "display_name": "Someone", "email": mail,
+            "collective": "quimper", "language": "en"})
+    };
+    let a = c
+        .post_json(
+            "/api/v1/registrations",
+            form("newbie2", "n2@example.org"),
+            None,
+        )
+        .await;
+    let t = c
+        .post_json(
+            "/api/v1/registrations",
+            form("impostor2", "ANA@example.org"),
+            None,
+        )
+        .await;
+    assert_eq!((a.status, &a.body), (t.status, &t.body));
+    assert_eq!(a.status, 202, "{}", a.body);
+    // The fresh address got its link; the owner got a note, twice.
+    common::console::off_runtime(|| {
+        b.sink.wait_for("newbie@example.org", "/verify?token=");
+        let note = b.sink.wait_for("ana@example.org", "already has one");
+        assert!(note.contains("\"ana\""), "{note}");
+        assert!(!note.contains("/verify?token="), "{note}");
+    });
+    // And the owner is not blocked: her address is still hers to use.
+    assert!(
+        b.audited("register")
+            .iter()
+            .all(|a| !a.starts_with("impostor")),
+        "no request was made for the impostor"
+    );
+}
+
+/// An alliance appliance account may place the people homed at it only in
+/// its own collective and at itself: what would put someone in another
+/// appliance's collective (whose sync would copy them in) is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_appliance_cannot_place_people_in_another_collective() {
+    use commonscloud::directory::alliance as remote;
+    use commonscloud::federation::rules::AttrChange;
+    let alliance = common::alliance::Alliance::start();
+    const BREST: &str = "box.brest.example.org";
+    let suffix = common::alliance::SUFFIX;
+    let (conn, mut brest) = ldap3::LdapConnAsync::new(&alliance.url).await.unwrap();
+    ldap3::drive!(conn);
+    brest
+        .simple_bind(&alliance.account(BREST), &alliance.password(BREST))
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    let collective = |slug: &str| format!("ou={slug},ou=collectives,{suffix}");
+    let person = |uid: &str, primary: &str, home: &str| {
+        let mut a = commonscloud::federation::rules::Attrs::new();
+        for (k, v) in [
+            ("objectclass", vec!["inetOrgPerson", "commonsPerson"]),
+            ("uid", vec![uid]),
+            ("cn", vec![uid]),
+            ("sn", vec![uid]),
+            ("mail", vec![&*format!("{uid}@brest.example.org")]),
+            ("commonsprimarycollective", vec![primary]),
+            ("commonsaccountstate", vec!["active"]),
+            ("commonshomenode", vec![home]),
+        ] {
+            a.insert(k.into(), v.into_iter().map(str::to_owned).collect());
+        }
+        a
+    };
+    let dn = |uid: &str| common::alliance::Alliance::person_dn(uid);
+    // Into another collective, or homed at another node: refused.
+    let rc = remote::add(
+        &mut brest,
+        &dn("mal"),
+        &person("mal", &collective("quimper"), BREST),
+    )
+    .await
+    .unwrap()
+    .rc;
+    assert_eq!(rc, 50, "an add into quimper");
+    let rc = remote::add(
+        &mut brest,
+        &dn("mal"),
+        &person("mal", &collective("brest"), common::alliance::NODE),
+    )
+    .await
+    .unwrap()
+    .rc;
+    assert_eq!(rc, 50, "an add homed at quimper's box");
+    // Its own person, in its own collective: fine, and so are their name,
+    // mail and (replicated, already hashed) password.
+    let rc = remote::add(
+        &mut brest,
+        &dn("bo"),
+        &person("bo", &collective("brest"), BREST),
+    )
+    .await
+    .unwrap()
+    .rc;
+    assert_eq!(rc, 0);
+    let set = |k: &str, v: &str| AttrChange::Replace(k.into(), [v.to_owned()].into());
+    for ok in [
+        set("mail", "bo2@brest.example.org"),
+        set("displayName", "Bo"),
+        set("userPassword", "{SSHA}5en6G6MezRroT3XKqkdPOmY/BfQNTIxMg=="),
+    ] {
+        let res = remote::modify(&mut brest, &dn("bo"), std::slice::from_ref(&ok), None)
+            .await
+            .unwrap();
+        assert_eq!(res.rc, 0, "{ok:?}: {}", res.text);
+    }
+    // Moving them into quimper, or handing them to quimper's box: refused.
+    for bad in [
+        set("commonsPrimaryCollective", &collective("quimper")),
+        set("commonsHomeNode", common::alliance::NODE),
+        AttrChange::Delete("commonsPrimaryCollective".into()),
+    ] {
+        let res = remote::modify(&mut brest, &dn("bo"), std::slice::from_ref(&bad), None)
+            .await
+            .unwrap();
+        assert_eq!(res.rc, 50, "{bad:?}");
+    }
+    assert_eq!(
+        alliance.values(&dn("bo"), "commonsPrimaryCollective").await,
+        [collective("brest")]
+    );
+    // Nor may it write quimper's groups.
+    let res = remote::modify_value(
+        &mut brest,
+        &format!("cn=members,ou=groups,{}", collective("quimper")),
+        "member",
+        &dn("bo"),
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.rc, 50);
+}
+
+/// Someone another appliance put in this box's directory (here by an
+/// alliance whose rules were not yet fixed) is not let in: not to the
+/// console, not to the forum, not by Nextcloud's filters, all against the
+/// real slapd the federation task copied them into.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_person_copied_in_cannot_sign_in_here() {
+    use commonscloud::directory::auth::{AuthError, Authenticator};
+    let alliance = common::alliance::Alliance::start();
+    let mut fed = common::alliance::Federated::new(&alliance).await;
+    fed.active_person("ana", "ana@example.org", VICTIM_PW, common::flow::T0)
+        .await;
+    fed.join().await;
+    fed.start();
+    // Brest's person, moved into quimper at the alliance by its root.
+    let mal = alliance
+        .person("mal", "brest", "box.brest.example.org", VICTIM_PW)
+        .await;
+    let mut root = alliance.root().await;
+    let quimper = format!("ou=quimper,ou=collectives,{}", common::alliance::SUFFIX);
+    root.modify(
+        &mal,
+        vec![ldap3::Mod::Replace(
+            "commonsPrimaryCollective",
+            [quimper.as_str()].into(),
+        )],
+    )
+    .await
+    .unwrap()
+    .success()
+    .unwrap();
+    let here = common::alliance::Federated::local_dn("mal");
+    fed.wait("mal copied in by the sync", || fed.exists(&here))
+        .await;
+
+    let inst = &fed.fx.inst;
+    let auth = Authenticator::new(inst.paths.clone(), inst.tree.clone());
+    assert!(matches!(
+        auth.authenticate("mal", VICTIM_PW).await,
+        Err(AuthError::Refused)
+    ));
+    assert!(auth.authenticate("ana", VICTIM_PW).await.is_ok());
+    // The forum's sign-in.
+    let secrets = &inst.config.paths.secrets_dir;
+    let secret = "0123456789abcdef-connect";
+    std::fs::write(secrets.join("discourse-connect-secret"), secret).unwrap();
+    for (uid, nonce, ok) in [("mal", "n-mal", false), ("ana", "n-ana", true)] {
+        let (sso, sig) = commonscloud::sso::discourse::sign_request(
+            secret.as_bytes(),
+            nonce,
+            "https://forum.quimper.example.org/session/sso_login",
+        );
+        let r = commonscloud::sso::service::login(
+            &fed.fx.store,
+            &inst.paths,
+            &inst.tree,
+            secrets,
+            &sso,
+            &sig,
+            uid,
+            VICTIM_PW,
+            common::flow::T0 + 100,
+        )
+        .await;
+        assert_eq!(r.is_ok(), ok, "{uid}: {r:?}");
+    }
+    // Nextcloud's filters, searched as Nextcloud's account.
+    let slugs = ["quimper".parse().unwrap()];
+    let nc = inst
+        .bind(
+            &inst.tree.service_account("nextcloud"),
+            inst.secret("nextcloud").trim(),
+        )
+        .await;
+    let found = |filter: String| {
+        let mut nc = nc.clone();
+        let base = inst.tree.people();
+        async move {
+            let (rs, _) = nc
+                .search(&base, ldap3::Scope::OneLevel, &filter, vec!["uid"])
+                .await
+                .unwrap()
+                .success()
+                .unwrap();
+            let mut uids: Vec<String> = rs
+                .into_iter()
+                .map(|e| ldap3::SearchEntry::construct(e).attrs["uid"][0].clone())
+                .collect();
+            uids.sort();
+            uids
+        }
+    };
+    let users = commonscloud::apps::nextcloud::user_filter(&inst.tree, &slugs);
+    assert_eq!(found(users).await, ["ana"]);
+    let login = commonscloud::apps::nextcloud::login_filter(&inst.tree, &slugs);
+    assert!(found(login.replace("%uid", "mal")).await.is_empty());
+    assert_eq!(found(login.replace("%uid", "ana")).await, ["ana"]);
+    // Without the membership rule the old filter would have let them in.
+    assert_eq!(
+        found("(&(objectClass=inetOrgPerson)(commonsAccountState=active))".into()).await,
+        ["ana", "mal"]
+    );
+}
+
+/// The directory itself holds the console's password rule: a person
+/// writing their own password over LDAP, or with Password Modify, gets a
+/// short one refused by slapd, and cannot slip one past it pre-hashed. An
+/// upgraded directory gets the rule from the managed settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slapd_refuses_a_short_password_from_the_person() {
+    use commonscloud::directory::{ldap as dl, tree};
+    use ldap3::exop::PasswordModify;
+    let inst = common::slapd::Instance::start().await;
+    let ana = inst.person("ana", "ana@example.org", VICTIM_PW).await;
+    let policy = inst.tree.default_policy();
+    // As an older release left it: quality unchecked, lockout after 10.
+    let mut root = inst.root().await;
+    root.modify(
+        &policy,
+        vec![
+            ldap3::Mod::Replace("pwdCheckQuality", ["0"].into()),
+            ldap3::Mod::Replace("pwdMaxFailure", ["10"].into()),
+        ],
+    )
+    .await
+    .unwrap()
+    .success()
+    .unwrap();
+    let mut me = inst.bind(&ana, VICTIM_PW).await;
+    let short = "9 chars!!";
+    assert_eq!(short.len(), tree::MIN_PASSWORD - 1);
+    let rc = me
+        .modify(
+            &ana,
+            vec![ldap3::Mod::Replace("userPassword", [short].into())],
+        )
+        .await
+        .unwrap()
+        .rc;
+    assert_eq!(rc, 0, "the old policy let it through");
+    // The upgrade applies this release's settings.
+    dl::apply_config(&inst.paths, &tree::managed_config(inst.tree.suffix()))
+        .await
+        .unwrap();
+    let mut me = inst.bind(&ana, short).await;
+    let modify = |v: &'static str| ldap3::Mod::Replace("userPassword", [v].into());
+    for bad in ["tiny", "{SSHA}5en6G6MezRroT3XKqkdPOmY/BfQNTIxMg=="] {
+        let res = me.modify(&ana, vec![modify(bad)]).await.unwrap();
+        assert_eq!(res.rc, 19, "{bad}: {res:?}");
+    }
+    let res = me
+        .extended(PasswordModify {
+            user_id: None,
+            old_pass: None,
+            new_pass: Some("tiny"),
+        })
+        .await
+        .unwrap()
+        .1;
+    assert_eq!(res.rc, 19, "{res:?}");
+    assert_eq!(inst.bind_rc(&ana, short).await, 0, "unchanged");
+    let res = me
+        .extended(PasswordModify {
+            user_id: None,
+            old_pass: None,
+            new_pass: Some("ten chars!"),
+        })
+        .await
+        .unwrap()
+        .1;
+    assert_eq!(res.rc, 0, "{res:?}");
+    assert_eq!(inst.bind_rc(&ana, "ten chars!").await, 0);
+    let e = dl::read(&mut root, &policy, &["pwdMaxFailure", "pwdCheckQuality"])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.attrs["pwdMaxFailure"], ["0"]);
+    assert_eq!(e.attrs["pwdCheckQuality"], ["2"]);
+}
+
+/// An alliance an older release made (per-appliance rules that let an
+/// appliance write any attribute of its people, no attribute checks on
+/// adds, lockout on failed binds) is brought to this release's rules by
+/// `alliance.sh upgrade`, and every appliance keeps its rights.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_alliance_is_upgraded_to_the_new_rules() {
+    use commonscloud::directory::alliance as remote;
+    use commonscloud::directory::tree::{Tree, alliance_acls};
+    let alliance = common::alliance::Alliance::start();
+    const BREST: &str = "box.brest.example.org";
+    let suffix = common::alliance::SUFFIX;
+    let tree = Tree::new(suffix);
+    // The rules as the previous release wrote them.
+    let mut old = Vec::new();
+    for (slug, node) in [("quimper", common::alliance::NODE), ("brest", BREST)] {
+        let me = tree.appliance(node);
+        let slug: commonscloud::model::CollectiveSlug = slug.parse().unwrap();
+        old.push(format!(
+            "to dn.subtree=\"{}\" by dn.exact=\"{me}\" write by * break",
+            tree.collective(&slug)
+        ));
+        old.push(format!(
+            "to dn.base=\"{}\" attrs=children by dn.exact=\"{me}\" write by * break",
+            tree.people()
+        ));
+        old.push(format!("to dn.one=\"{}\" filter=(commonsHomeNode={node}) by dn.exact=\"{me}\" write by * break", tree.people()));
+        old.push(format!(
+            "to dn.one=\"{}\" filter=(|(commonsPrimaryCollective={})(memberOf={})) by dn.exact=\"{me}\" read by * break",
+            tree.people(),
+            tree.collective(&slug),
+            tree.group(&slug, "members")
+        ));
+        old.push(format!(
+            "to dn.subtree=\"{}\" by dn.exact=\"{me}\" read by * break",
+            tree.services()
+        ));
+        old.push(format!(
+            "to dn.base=\"{suffix}\" by dn.exact=\"{me}\" read by * break"
+        ));
+    }
+    old.extend(alliance_acls(suffix));
+    let old: Vec<String> = old
+        .iter()
+        .enumerate()
+        .map(|(i, r)| format!("{{{i}}}{r}"))
+        .collect();
+    let mut root = alliance.root().await;
+    let config = "olcDatabase={1}mdb,cn=config";
+    root.modify(
+        config,
+        vec![
+            ldap3::Mod::Replace("olcAccess", old.iter().map(String::as_str).collect()),
+            ldap3::Mod::Replace("olcAddContentAcl", ["FALSE"].into()),
+        ],
+    )
+    .await
+    .unwrap()
+    .success()
+    .unwrap();
+    root.modify(
+        &tree.default_policy(),
+        vec![ldap3::Mod::Replace("pwdMaxFailure", ["10"].into())],
+    )
+    .await
+    .unwrap()
+    .success()
+    .unwrap();
+    let (conn, mut brest) = ldap3::LdapConnAsync::new(&alliance.url).await.unwrap();
+    ldap3::drive!(conn);
+    brest
+        .simple_bind(&alliance.account(BREST), &alliance.password(BREST))
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    let quimper = format!("ou=quimper,ou=collectives,{suffix}");
+    let brest_c = format!("ou=brest,ou=collectives,{suffix}");
+    let person = |uid: &str, primary: &str| {
+        let mut a = commonscloud::federation::rules::Attrs::new();
+        for (k, v) in [
+            ("objectclass", vec!["inetOrgPerson", "commonsPerson"]),
+            ("uid", vec![uid]),
+            ("cn", vec![uid]),
+            ("sn", vec![uid]),
+            ("commonsprimarycollective", vec![primary]),
+            ("commonsaccountstate", vec!["active"]),
+            ("commonshomenode", vec![BREST]),
+        ] {
+            a.insert(k.into(), v.into_iter().map(str::to_owned).collect());
+        }
+        a
+    };
+    let dn = common::alliance::Alliance::person_dn;
+    // The hole, before.
+    let rc = remote::add(&mut brest, &dn("mal"), &person("mal", &quimper))
+        .await
+        .unwrap()
+        .rc;
+    assert_eq!(
+        rc, 0,
+        "the old rules let an appliance add into another collective"
+    );
+    root.delete(&dn("mal")).await.unwrap().success().unwrap();
+
+    let out = std::process::Command::new(common::repo().join("provision/alliance/alliance.sh"))
+        .args(["upgrade", "--dir", &alliance.home()])
+        .env("COMMONSCLOUD", common::BIN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2 appliance(s)"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let rc = remote::add(&mut brest, &dn("mal"), &person("mal", &quimper))
+        .await
+        .unwrap()
+        .rc;
+    assert_eq!(rc, 50, "closed after the upgrade");
+    let rc = remote::add(&mut brest, &dn("bo"), &person("bo", &brest_c))
+        .await
+        .unwrap()
+        .rc;
+    assert_eq!(rc, 0, "brest still adds its own people");
+    assert_eq!(
+        alliance
+            .values(&tree.default_policy(), "pwdMaxFailure")
+            .await,
+        ["0"]
+    );
+    // Quimper's account still writes its collective.
+    let (conn, mut q) = ldap3::LdapConnAsync::new(&alliance.url).await.unwrap();
+    ldap3::drive!(conn);
+    q.simple_bind(
+        &alliance.account(common::alliance::NODE),
+        &alliance.password(common::alliance::NODE),
+    )
+    .await
+    .unwrap()
+    .success()
+    .unwrap();
+    let res = remote::modify_value(&mut q, &quimper, "description", "upgraded", true)
+        .await
+        .unwrap();
+    assert_eq!(res.rc, 0, "{}", res.text);
 }

@@ -8,6 +8,8 @@
 #   alliance.sh stop --dir DIR
 #   alliance.sh add-appliance --dir DIR --collective SLUG --collective-name NAME \
 #                             --node HOSTNAME --password-file FILE
+#   alliance.sh upgrade --dir DIR   (this release's rules and password policy,
+#                                    for an alliance an older release made)
 #
 # The LDIF comes from `commonscloud alliance provider …` (the same schema,
 # ACL and overlay code the appliances use); slapd and ldap-utils do the rest.
@@ -134,5 +136,23 @@ case "$cmd" in
     echo "appliance $node added for collective $slug: it binds as $account with the password in $pwfile"
     echo "on the appliance: commonscloud alliance join --url <this directory's URL> --bind-dn '$account' --password-file <a copy of $pwfile>"
     ;;
-  *) die "unknown command $cmd: init, start, stop or add-appliance" ;;
+  upgrade)
+    running_pid >/dev/null || die "slapd is not running: \`alliance.sh start --dir $dir\` first"
+    suffix="$(ldapsearch -Q -LLL -Y EXTERNAL -H "$ldapi" -s base -b "" namingContexts | sed -n 's/^namingContexts: //p' | head -n1)"
+    [ -n "$suffix" ] || die "cannot read the suffix over $ldapi"
+    # Every appliance with the collective homed at it: the rules are written
+    # anew, so one whose collective cannot be found stops the upgrade.
+    pairs=()
+    while read -r n; do
+      [ -n "$n" ] || continue
+      s="$(ldapsearch -Q -LLL -o ldif-wrap=no -Y EXTERNAL -H "$ldapi" -s one -b "ou=collectives,$suffix" \
+        "(commonsHomeNode=$n)" ou | sed -n 's/^ou: //p' | head -n1)"
+      [ -n "$s" ] || die "appliance $n has no collective homed at it: nothing was changed"
+      pairs+=(--appliance "$s=$n")
+    done < <(ldapsearch -Q -LLL -o ldif-wrap=no -Y EXTERNAL -H "$ldapi" -s one -b "ou=appliances,$suffix" cn | sed -n 's/^cn: //p')
+    "$CC" alliance provider upgrade --suffix "$suffix" "${pairs[@]}" >"$dir/upgrade.ldif"
+    ldapmodify -Q -Y EXTERNAL -H "$ldapi" -f "$dir/upgrade.ldif" >/dev/null
+    echo "alliance upgraded: the rules of $(( ${#pairs[@]} / 2 )) appliance(s) and the password policy are this release's"
+    ;;
+  *) die "unknown command $cmd: init, start, stop, add-appliance or upgrade" ;;
 esac

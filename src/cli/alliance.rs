@@ -103,6 +103,16 @@ pub enum ProviderCommand {
         #[arg(long)]
         node: String,
     },
+    /// This release's rules and password policy for an alliance an older
+    /// release made, for `ldapmodify` (`alliance.sh upgrade`).
+    Upgrade {
+        #[arg(long)]
+        suffix: String,
+        /// Every appliance, as `<collective slug>=<node>`: the rules are
+        /// written anew, so one left out loses its access.
+        #[arg(long = "appliance")]
+        appliances: Vec<String>,
+    },
 }
 
 pub fn run(config_path: &Path, cmd: AllianceCommand) -> anyhow::Result<i32> {
@@ -333,7 +343,30 @@ fn provider(cmd: ProviderCommand) -> anyhow::Result<String> {
                 &node,
             )
         }
+        ProviderCommand::Upgrade { suffix, appliances } => {
+            tree::alliance_upgrade_ldif(&checked_suffix(&suffix)?, &appliance_pairs(&appliances)?)
+        }
     })
+}
+
+/// `<slug>=<node>` pairs, checked.
+fn appliance_pairs(given: &[String]) -> anyhow::Result<Vec<(CollectiveSlug, String)>> {
+    given
+        .iter()
+        .map(|a| {
+            let (slug, node) = a.split_once('=').ok_or_else(|| {
+                anyhow::anyhow!("--appliance `{a}`: give <collective slug>=<node>, e.g. quimper=box.quimper.example.org")
+            })?;
+            let slug: CollectiveSlug = slug
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--appliance `{a}`: {e}"))?;
+            anyhow::ensure!(
+                crate::model::Domain::try_from(node.to_owned()).is_ok(),
+                "--appliance `{a}`: `{node}` is not a hostname: give the appliance's console hostname"
+            );
+            Ok((slug, node.to_owned()))
+        })
+        .collect()
 }
 
 fn checked_suffix(suffix: &str) -> anyhow::Result<String> {

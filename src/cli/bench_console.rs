@@ -6,6 +6,12 @@
 //! machine's Docker is left alone), makes an admin in the directory, signs
 //! every client in through `/api/v1/session`, then each client asks for
 //! `/console` (or `/login`) over its own keep-alive connection.
+//!
+//! Then sign-in under attack: the admin signs in again and again from the
+//! address they signed in from (127.0.0.1), alone, then while attackers on
+//! other loopback addresses (127.0.0.2…, another machine to the front door)
+//! post wrong passwords for the same account as fast as they can; both
+//! rates and their ratio are printed, with what the attack got.
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -34,9 +40,40 @@ pub struct ConsoleArgs {
     /// How long each page is measured, in seconds.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
+    /// How long sign-ins are measured, unattacked and then attacked, in
+    /// seconds (0 skips the sign-in measurement).
+    #[arg(long, default_value_t = 5)]
+    pub attack_seconds: u64,
+    /// Attacking connections, each posting wrong passwords in a loop.
+    #[arg(long, default_value_t = 32)]
+    pub attackers: usize,
+    /// Loopback addresses the attackers come from (127.0.0.2 on), 1 to 250.
+    #[arg(long, default_value_t = 16)]
+    pub attack_addresses: u8,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Sign-ins of the legitimate person, alone and under attack.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignInBench {
+    pub seconds: u64,
+    /// Successful sign-ins per second from the person's known address.
+    pub unattacked_per_sec: f64,
+    pub attacked_per_sec: f64,
+    /// attacked / unattacked.
+    pub ratio: f64,
+    pub attackers: usize,
+    pub attack_addresses: u8,
+    /// Wrong-password posts the attackers got answered.
+    pub attack_requests: usize,
+    /// Of those, how many reached the password check (401); the rest were
+    /// refused by the limits (429).
+    pub attack_checked: usize,
+    pub attack_limited: usize,
+    /// The person's sign-ins that did not succeed (must be 0).
+    pub errors: usize,
 }
 
 /// Latencies of one page under load.
@@ -59,6 +96,8 @@ pub struct ConsoleBench {
     /// `/console`: the session, the admin look-up and the dashboard.
     pub dashboard: Load,
     pub p99_ratio: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sign_in: Option<SignInBench>,
 }
 
 pub fn run(args: ConsoleArgs) -> anyhow::Result<i32> {
@@ -75,6 +114,11 @@ pub fn run(args: ConsoleArgs) -> anyhow::Result<i32> {
 pub fn measure(args: &ConsoleArgs) -> anyhow::Result<ConsoleBench> {
     if args.clients == 0 || args.seconds == 0 {
         bail!("--clients and --seconds must be at least 1");
+    }
+    if args.attack_seconds > 0
+        && (args.attackers == 0 || !(1..=250).contains(&args.attack_addresses))
+    {
+        bail!("--attackers must be at least 1 and --attack-addresses 1 to 250");
     }
     let exe = std::env::current_exe().context("finding this binary")?;
     let mut scratch = Scratch {
@@ -193,13 +237,127 @@ async fn bench(
     } else {
         0.0
     };
+    let sign_in = if args.attack_seconds > 0 {
+        Some(sign_in_under_attack(args, &connector, addr, &host).await?)
+    } else {
+        None
+    };
     Ok(ConsoleBench {
         clients: args.clients,
         seconds: args.seconds,
         baseline,
         dashboard,
         p99_ratio,
+        sign_in,
     })
+}
+
+/// The admin's sign-ins from 127.0.0.1 (where they signed in already), for
+/// `attack_seconds` alone and as long again while attackers post wrong
+/// passwords for the same account from other addresses.
+async fn sign_in_under_attack(
+    args: &ConsoleArgs,
+    connector: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+    host: &str,
+) -> anyhow::Result<SignInBench> {
+    let run_for = Duration::from_secs(args.attack_seconds);
+    // As many sign-ins in flight as the box has cores to check passwords.
+    let legit = super::DAEMON_WORKERS.max(1);
+    let (alone, _) = legit_sign_ins(connector, addr, host, legit, run_for).await?;
+    let stop = Instant::now() + run_for;
+    let mut attack = Vec::with_capacity(args.attackers);
+    for i in 0..args.attackers {
+        let from = std::net::IpAddr::from([
+            127,
+            0,
+            0,
+            2 + (i % usize::from(args.attack_addresses)) as u8,
+        ]);
+        let mut conn = Conn::open_from(connector, addr, host, Some(from)).await?;
+        attack.push(tokio::spawn(async move {
+            let (mut checked, mut limited, mut n) = (0usize, 0usize, 0usize);
+            while Instant::now() < stop {
+                match conn
+                    .post_session(ADMIN, &format!("wrong guess {i}.{n}"))
+                    .await
+                {
+                    Ok(401) => checked += 1,
+                    Ok(429) => limited += 1,
+                    Ok(_) | Err(_) => {
+                        // A closed connection: open another, as an attacker would.
+                        if let Ok(c) =
+                            Conn::open_from(&conn.connector, addr, &conn.host, Some(from)).await
+                        {
+                            conn = c;
+                        }
+                    }
+                }
+                n += 1;
+            }
+            (checked, limited)
+        }));
+    }
+    let (attacked, errors) = legit_sign_ins(connector, addr, host, legit, run_for).await?;
+    let (mut checked, mut limited) = (0, 0);
+    for t in attack {
+        if let Ok((c, l)) = t.await {
+            checked += c;
+            limited += l;
+        }
+    }
+    if alone == 0.0 {
+        bail!("the admin could not sign in at all without an attack");
+    }
+    Ok(SignInBench {
+        seconds: args.attack_seconds,
+        unattacked_per_sec: alone,
+        attacked_per_sec: attacked,
+        ratio: attacked / alone,
+        attackers: args.attackers,
+        attack_addresses: args.attack_addresses,
+        attack_requests: checked + limited,
+        attack_checked: checked,
+        attack_limited: limited,
+        errors,
+    })
+}
+
+/// `workers` connections from 127.0.0.1 signing the admin in for
+/// `run_for`: successful sign-ins per second, and failures.
+async fn legit_sign_ins(
+    connector: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+    host: &str,
+    workers: usize,
+    run_for: Duration,
+) -> anyhow::Result<(f64, usize)> {
+    let end = Instant::now() + run_for;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let mut conn = Conn::open(connector, addr, host).await?;
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0usize, 0usize);
+            while Instant::now() < end {
+                match conn.post_session(ADMIN, PASSWORD).await {
+                    Ok(200) => ok += 1,
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    let (mut ok, mut failed) = (0, 0);
+    for t in tasks {
+        let (o, f) = t.await?;
+        ok += o;
+        failed += f;
+    }
+    Ok((
+        ok as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        failed,
+    ))
 }
 
 /// An admin of the box's collective, straight in the directory (the
@@ -246,6 +404,7 @@ async fn make_admin(config: &crate::config::Config) -> anyhow::Result<()> {
 struct Conn {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     host: String,
+    connector: tokio_rustls::TlsConnector,
 }
 
 impl Conn {
@@ -254,7 +413,25 @@ impl Conn {
         addr: SocketAddr,
         host: &str,
     ) -> anyhow::Result<Conn> {
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        Self::open_from(c, addr, host, None).await
+    }
+
+    /// A connection from a given local address (any of 127.0.0.0/8 on
+    /// loopback: another client to the front door).
+    async fn open_from(
+        c: &tokio_rustls::TlsConnector,
+        addr: SocketAddr,
+        host: &str,
+        from: Option<std::net::IpAddr>,
+    ) -> anyhow::Result<Conn> {
+        let tcp = match from {
+            None => tokio::net::TcpStream::connect(addr).await?,
+            Some(ip) => {
+                let sock = tokio::net::TcpSocket::new_v4()?;
+                sock.bind(SocketAddr::new(ip, 0))?;
+                sock.connect(addr).await?
+            }
+        };
         let name = rustls::pki_types::ServerName::try_from(host.to_owned())?;
         let tls = c.connect(name, tcp).await?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
@@ -262,7 +439,22 @@ impl Conn {
         Ok(Conn {
             sender,
             host: host.to_owned(),
+            connector: c.clone(),
         })
+    }
+
+    /// `POST /api/v1/session`; the status (the body is read and dropped).
+    async fn post_session(&mut self, uid: &str, password: &str) -> anyhow::Result<u16> {
+        let body = serde_json::json!({"uid": uid, "password": password}).to_string();
+        let req = hyper::Request::post("/api/v1/session")
+            .header("host", &self.host)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))?;
+        self.sender.ready().await?;
+        let resp = self.sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        resp.into_body().collect().await?;
+        Ok(status)
     }
 
     async fn get(&mut self, path: &str, cookie: Option<&str>) -> anyhow::Result<(u16, Bytes)> {
@@ -372,12 +564,28 @@ pub fn report(b: &ConsoleBench) -> String {
             l.page, l.per_sec, l.p50_ms, l.p99_ms, l.requests, l.errors
         )
     };
-    format!(
+    let mut out = format!(
         "console through the front door, {} signed-in clients, {} s per page:\n{}{}  dashboard p99 / sign-in page p99: {:.2}×\n",
         b.clients,
         b.seconds,
         line(&b.baseline),
         line(&b.dashboard),
         b.p99_ratio
-    )
+    );
+    if let Some(s) = &b.sign_in {
+        out.push_str(&format!(
+            "sign-in from a known address, {} s each:\n  alone              {:>8.1} /s\n  under attack       {:>8.1} /s  ({} connections from {} other addresses: {} wrong passwords answered, {} checked, {} refused by the limits)\n  attacked / alone:  {:.2}×  ({} failed sign-ins)\n",
+            s.seconds,
+            s.unattacked_per_sec,
+            s.attacked_per_sec,
+            s.attackers,
+            s.attack_addresses,
+            s.attack_requests,
+            s.attack_checked,
+            s.attack_limited,
+            s.ratio,
+            s.errors
+        ));
+    }
+    out
 }

@@ -180,6 +180,8 @@ async fn bench(args: &DirectoryArgs, scratch: &mut Scratch) -> anyhow::Result<Di
             },
         )
         .await?;
+        // A member of the collective, as everyone who may sign in is.
+        people::add_member(&mut root, &tree.group(&slug, "members"), &dn).await?;
         let pw = format!("pw-{uid}-bench-password");
         ldap::set_password(&mut root, &dn, &pw).await?;
         logins.push(Login { uid, dn, pw });

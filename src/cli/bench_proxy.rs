@@ -264,6 +264,10 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<i32> {
             &super::bench_console::ConsoleArgs {
                 clients: args.console_clients,
                 seconds: args.seconds.min(5),
+                // Sign-in under attack is `bench console`'s own.
+                attack_seconds: 0,
+                attackers: 1,
+                attack_addresses: 1,
                 json: false,
             },
         )?);

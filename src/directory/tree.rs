@@ -369,6 +369,30 @@ pub fn appliance_ldif(suffix: &str, slug: &CollectiveSlug, name: &str, node: &st
     out
 }
 
+/// What `alliance.sh upgrade` applies over ldapi to an alliance an older
+/// release made: every rule written anew from this release's code (each
+/// appliance's, `(collective, node)`, in front of the alliance's own),
+/// attribute checks on adds, and the default password policy's settings.
+pub fn alliance_upgrade_ldif(suffix: &str, appliances: &[(CollectiveSlug, String)]) -> String {
+    let tree = Tree::new(suffix);
+    let mut rules: Vec<String> = appliances
+        .iter()
+        .flat_map(|(slug, node)| appliance_acls(suffix, slug, node))
+        .collect();
+    rules.extend(alliance_acls(suffix));
+    let mut out =
+        "dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\nreplace: olcAccess\n".to_owned();
+    for (i, rule) in rules.iter().enumerate() {
+        let _ = writeln!(out, "olcAccess: {{{i}}}{rule}");
+    }
+    out.push_str("-\nreplace: olcAddContentAcl\nolcAddContentAcl: TRUE\n-\n\n");
+    let _ = writeln!(out, "dn: {}\nchangetype: modify", tree.default_policy());
+    for (k, v) in policy_settings() {
+        let _ = write!(out, "replace: {k}\n{k}: {v}\n-\n");
+    }
+    out
+}
+
 /// An appliance's account at the alliance (its password is set afterwards
 /// with Password Modify, so slapd hashes it).
 pub fn appliance_account(tree: &Tree, node: &str) -> Entry {
@@ -625,6 +649,10 @@ olcLastMod: TRUE
             "olcLimits: dn.children=\"{}\" size=unlimited time=unlimited",
             tree.appliances()
         );
+        // Without it slapd checks only the entry, not its attributes, on an
+        // add: an appliance could add a person straight into another
+        // collective ([`appliance_acls`] limits the values it may write).
+        let _ = writeln!(out, "olcAddContentAcl: TRUE");
     }
     let rules = match role {
         Role::Appliance => acls(&s.suffix),
@@ -941,6 +969,7 @@ mod tests {
             "olcLimits: dn.children=\"ou=appliances,dc=a,dc=net\" size=unlimited time=unlimited",
             "olcOverlay: {4}syncprov",
             "olcTLSCertificateFile: /c.pem\nolcTLSCertificateKeyFile: /k.pem\n",
+            "olcAddContentAcl: TRUE\n",
         ] {
             assert!(ldif.contains(needle), "{needle}");
         }
@@ -954,6 +983,27 @@ mod tests {
             "attrs=commonsPrimaryCollective val.base=\"ou=quimper,ou=collectives,dc=a,dc=net\""
         ));
         assert!(rules[4].contains("attrs=commonsHomeNode val=\"box.q.org\""));
+    }
+
+    #[test]
+    fn an_alliance_upgrade_rewrites_every_rule_and_the_policy() {
+        let apps = [
+            (slug(), "box.q.org".to_owned()),
+            ("brest".parse().unwrap(), "box.b.org".to_owned()),
+        ];
+        let ldif = alliance_upgrade_ldif("dc=a,dc=net", &apps);
+        let rules = ldif.matches("\nolcAccess: {").count();
+        assert_eq!(
+            rules,
+            2 * appliance_acls("dc=a,dc=net", &slug(), "x.org").len()
+                + alliance_acls("dc=a,dc=net").len()
+        );
+        assert!(ldif.starts_with("dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\nreplace: olcAccess\nolcAccess: {0}"));
+        assert!(ldif.contains("val.base=\"ou=brest,ou=collectives,dc=a,dc=net\""));
+        assert!(ldif.contains("replace: olcAddContentAcl\nolcAddContentAcl: TRUE\n"));
+        assert!(ldif.contains("dn: cn=default,ou=policies,dc=a,dc=net\nchangetype: modify\n"));
+        assert!(ldif.contains("replace: pwdMaxFailure\npwdMaxFailure: 0\n-\n"));
+        assert!(ldif.ends_with("-\n"));
     }
 
     #[test]

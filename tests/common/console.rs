@@ -107,7 +107,17 @@ impl ConsoleBox {
         Client {
             connector: super::tls_connector(&self.ca),
             addr: format!("127.0.0.1:{}", self.https).parse().unwrap(),
+            from: None,
             cookies: BTreeMap::new(),
+        }
+    }
+
+    /// A client whose connections come from another loopback address
+    /// (`127.0.0.2`…): to the front door, another machine.
+    pub fn client_from(&self, ip: &str) -> Client {
+        Client {
+            from: Some(ip.parse().unwrap()),
+            ..self.client()
         }
     }
 
@@ -215,6 +225,8 @@ impl Answer {
 pub struct Client {
     connector: tokio_rustls::TlsConnector,
     addr: SocketAddr,
+    /// The local address connections come from (any loopback one).
+    from: Option<std::net::IpAddr>,
     pub cookies: BTreeMap<String, String>,
 }
 
@@ -226,9 +238,16 @@ impl Client {
         headers: &[(&str, &str)],
         body: Option<(&str, Vec<u8>)>,
     ) -> Result<Answer, String> {
-        let tcp = tokio::net::TcpStream::connect(self.addr)
-            .await
-            .map_err(|e| e.to_string())?;
+        let tcp = match self.from {
+            None => tokio::net::TcpStream::connect(self.addr).await,
+            Some(ip) => {
+                let sock = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+                sock.bind(SocketAddr::new(ip, 0))
+                    .map_err(|e| e.to_string())?;
+                sock.connect(self.addr).await
+            }
+        }
+        .map_err(|e| e.to_string())?;
         let name = rustls::pki_types::ServerName::try_from(HOST).unwrap();
         let tls = self
             .connector
