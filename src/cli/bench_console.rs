@@ -281,6 +281,7 @@ async fn sign_in_under_attack(
                 match conn
                     .post_session(ADMIN, &format!("wrong guess {i}.{n}"))
                     .await
+                    .map(|r| r.0)
                 {
                     Ok(401) => checked += 1,
                     Ok(429) => limited += 1,
@@ -340,7 +341,7 @@ async fn legit_sign_ins(
         tasks.push(tokio::spawn(async move {
             let (mut ok, mut failed) = (0usize, 0usize);
             while Instant::now() < end {
-                match conn.post_session(ADMIN, PASSWORD).await {
+                match conn.post_session(ADMIN, PASSWORD).await.map(|r| r.0) {
                     Ok(200) => ok += 1,
                     _ => failed += 1,
                 }
@@ -443,8 +444,13 @@ impl Conn {
         })
     }
 
-    /// `POST /api/v1/session`; the status (the body is read and dropped).
-    async fn post_session(&mut self, uid: &str, password: &str) -> anyhow::Result<u16> {
+    /// `POST /api/v1/session`: the status, the session cookie if one was
+    /// set, and the body.
+    async fn post_session(
+        &mut self,
+        uid: &str,
+        password: &str,
+    ) -> anyhow::Result<(u16, Option<String>, Bytes)> {
         let body = serde_json::json!({"uid": uid, "password": password}).to_string();
         let req = hyper::Request::post("/api/v1/session")
             .header("host", &self.host)
@@ -453,8 +459,16 @@ impl Conn {
         self.sender.ready().await?;
         let resp = self.sender.send_request(req).await?;
         let status = resp.status().as_u16();
-        resp.into_body().collect().await?;
-        Ok(status)
+        let cookie = resp
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|c| c.starts_with("__Host-cc_session="))
+            .and_then(|c| c.split(';').next())
+            .map(str::to_owned);
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok((status, cookie, body))
     }
 
     async fn get(&mut self, path: &str, cookie: Option<&str>) -> anyhow::Result<(u16, Bytes)> {
@@ -474,25 +488,9 @@ impl Conn {
 
     /// Signs in as the bench's admin; the session cookie.
     async fn sign_in(&mut self) -> anyhow::Result<String> {
-        let body = serde_json::json!({"uid": ADMIN, "password": PASSWORD}).to_string();
-        let req = hyper::Request::post("/api/v1/session")
-            .header("host", &self.host)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))?;
-        self.sender.ready().await?;
-        let resp = self.sender.send_request(req).await?;
-        let status = resp.status();
-        let cookie = resp
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|c| c.starts_with("__Host-cc_session="))
-            .and_then(|c| c.split(';').next())
-            .map(str::to_owned);
-        let body = resp.into_body().collect().await?.to_bytes();
+        let (status, cookie, body) = self.post_session(ADMIN, PASSWORD).await?;
         match cookie {
-            Some(c) if status.is_success() => Ok(c),
+            Some(c) if status == 200 => Ok(c),
             _ => bail!(
                 "signing in failed ({status}): {}",
                 String::from_utf8_lossy(&body)

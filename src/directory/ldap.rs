@@ -147,13 +147,27 @@ pub async fn ensure_service_accounts(
 }
 
 /// Replaces each managed cn=config attribute with the code's values, as
-/// `ldapmodify` over ldapi would. slapd re-numbers ordered values itself.
+/// `ldapmodify` over ldapi would, in one modify per attribute. The values
+/// go in their order: the first replaces, each next one is added after it
+/// (one set of values would reach slapd in a hash set's order, and slapd
+/// keeps ordered values such as `olcAccess` in the order they arrive,
+/// whatever their `{n}`).
 pub async fn apply_config(paths: &Paths, attrs: &[ConfigAttr]) -> Result<(), DirectoryError> {
     let mut ldap = connect_root(paths).await?;
     for a in attrs {
-        let values: std::collections::HashSet<&str> = a.values.iter().map(String::as_str).collect();
+        fn one(v: &str) -> std::collections::HashSet<&str> {
+            std::collections::HashSet::from([v])
+        }
+        let mut mods: Vec<ldap3::Mod<&str>> = Vec::with_capacity(a.values.len());
+        match a.values.split_first() {
+            Some((first, rest)) => {
+                mods.push(ldap3::Mod::Replace(a.attr, one(first)));
+                mods.extend(rest.iter().map(|v| ldap3::Mod::Add(a.attr, one(v))));
+            }
+            None => mods.push(ldap3::Mod::Replace(a.attr, Default::default())),
+        }
         ldap.with_timeout(OP_TIMEOUT)
-            .modify(&a.dn, vec![ldap3::Mod::Replace(a.attr, values)])
+            .modify(&a.dn, mods)
             .await
             .map_err(ldap_err("changing cn=config"))?
             .success()

@@ -120,13 +120,24 @@ impl Store {
     /// The verified request (waiting for the admins, or approved) that
     /// holds `email`, if any.
     pub fn pending_request_for(&self, email: &str) -> Result<Option<RegistrationRow>, StoreError> {
+        self.newest_request("email", email, "'awaiting_validation', 'approved'")
+    }
+
+    /// The newest request whose `column` is `value`, in one of `states`
+    /// (an SQL list of literals, never input).
+    fn newest_request(
+        &self,
+        column: &str,
+        value: &str,
+        states: &str,
+    ) -> Result<Option<RegistrationRow>, StoreError> {
         self.conn
             .query_row(
                 &format!(
-                    "SELECT {REG_COLUMNS} FROM registrations WHERE email = ?1
-                     AND state IN ('awaiting_validation', 'approved') ORDER BY id DESC LIMIT 1"
+                    "SELECT {REG_COLUMNS} FROM registrations WHERE {column} = ?1
+                     AND state IN ({states}) ORDER BY id DESC LIMIT 1"
                 ),
-                [email],
+                [value],
                 reg,
             )
             .optional()
@@ -172,17 +183,7 @@ impl Store {
         &self,
         uid: &str,
     ) -> Result<Option<RegistrationRow>, StoreError> {
-        self.conn
-            .query_row(
-                &format!(
-                    "SELECT {REG_COLUMNS} FROM registrations WHERE uid = ?1
-                     AND state IN ('approved', 'active') ORDER BY id DESC LIMIT 1"
-                ),
-                [uid],
-                reg,
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+        self.newest_request("uid", uid, "'approved', 'active'")
     }
 
     /// The account a request made was renamed (its uid was someone else's
