@@ -52,15 +52,7 @@ async fn join_pushes_up_then_changes_flow_both_ways_and_strangers_stay_out() {
         "carl is out of scope"
     );
     // At the alliance, this box's account reads nothing of carl.
-    let mut acct = commonscloud::directory::alliance::connect(
-        &alliance.url,
-        &alliance.account(NODE),
-        &alliance.password(NODE),
-        std::time::Duration::from_secs(5),
-        None,
-    )
-    .await
-    .unwrap();
+    let mut acct = fed.settings.connect().await.unwrap();
     let seen = commonscloud::directory::alliance::read(
         &mut acct,
         &Alliance::person_dn("carl"),

@@ -54,6 +54,14 @@ pub async fn run(config_path: &Path, json: bool) -> anyhow::Result<i32> {
                     pending: v["outbox"]["pending"].as_i64().unwrap_or(0),
                     oldest_pending_at: v["outbox"]["oldest_pending_at"].as_i64(),
                     failed: v["outbox"]["failed"].as_i64().unwrap_or(0),
+                    refused: v["link"]["refused"].as_str().map(str::to_owned),
+                    hold: v["hold"]
+                        .as_object()
+                        .filter(|h| h.get("confirmed_at").is_none_or(|c| c.is_null()))
+                        .map(|h| {
+                            let n = |k: &str| h.get(k).and_then(|v| v.as_i64()).unwrap_or(0);
+                            (n("delete") + n("keep"), n("keep"), n("local_copy"))
+                        }),
                 }),
             _ => None,
         },

@@ -299,3 +299,44 @@ fn the_consoles_choice_of_apps_overrides_the_file_and_bad_json_names_it() {
     assert!(e.message.contains("delete the file"), "{e}");
     assert_eq!(c.apps.enabled, [AppName::Nextcloud], "unchanged on error");
 }
+
+#[test]
+fn alliance_tuning_needs_no_enrolment_and_an_enrolment_needs_all_its_keys() {
+    // A box joined with `alliance join` sets only how the link is kept safe.
+    let c = parse(
+        &format!("{MINIMAL}\n[alliance]\ninsecure = true\nmax_refresh_deletions = 5\n"),
+        Path::new("a.toml"),
+    )
+    .unwrap();
+    let a = c.alliance.unwrap();
+    assert!(a.insecure && !a.starttls && a.enrolment().is_none());
+    let l = a.deletion_limits();
+    assert_eq!((l.entries, l.percent), (5, 10));
+    let e = err(&format!(
+        "{MINIMAL}\n[alliance]\ndirectory = \"ldaps://dir.a.net\"\nbind_dn = \"cn=box,dc=a\"\nbind_password_file = \"/etc/cc/a.pw\"\n"
+    ));
+    assert_eq!(e.key, "alliance.suffix", "{e}");
+    assert!(e.message.contains("together"), "{e}");
+    let e = err(&format!(
+        "{MINIMAL}\n[alliance]\nmax_refresh_deletions_percent = 150\n"
+    ));
+    assert_eq!(e.key, "alliance.max_refresh_deletions_percent", "{e}");
+    assert!(e.message.contains("0 to 100"), "{e}");
+    let c = parse(
+        &format!(
+            "{MINIMAL}\n[alliance]\ndirectory = \"ldap://dir.a.net\"\nsuffix = \"dc=a\"\nbind_dn = \"cn=box,dc=a\"\nbind_password_file = \"/etc/cc/a.pw\"\nstarttls = true\n"
+        ),
+        Path::new("a.toml"),
+    )
+    .unwrap();
+    let a = c.alliance.unwrap();
+    assert_eq!(
+        a.enrolment().unwrap().directory.as_str(),
+        "ldap://dir.a.net"
+    );
+    assert!(a.starttls);
+    assert_eq!(
+        a.deletion_limits(),
+        crate::federation::guard::DeletionLimits::default()
+    );
+}

@@ -23,8 +23,19 @@ pub struct Alliance {
     pub dir: tempfile::TempDir,
     pub url: String,
     pub port: u16,
-    /// With `start_tls`: the CA that signed the alliance's certificate.
+    /// With `start_tls` or `start_starttls`: the CA that signed the
+    /// alliance's certificate.
     pub ca_file: Option<std::path::PathBuf>,
+    /// An `ldap://` URL on which slapd serves StartTLS.
+    pub starttls: bool,
+}
+
+/// How the test alliance listens.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Listen {
+    Plain,
+    Ldaps,
+    StartTls,
 }
 
 fn script(args: &[&str]) -> std::process::Output {
@@ -43,23 +54,37 @@ fn script(args: &[&str]) -> std::process::Output {
 }
 
 impl Alliance {
+    /// The alliance on plain `ldap://` (loopback: appliances need
+    /// `insecure = true`).
     pub fn start() -> Alliance {
-        Self::start_with(false)
+        Self::start_with(Listen::Plain)
     }
 
     /// The alliance on `ldaps://`, with a certificate for 127.0.0.1 from a
     /// CA of the test's own (`ca_file`).
     pub fn start_tls() -> Alliance {
-        Self::start_with(true)
+        Self::start_with(Listen::Ldaps)
     }
 
-    fn start_with(tls: bool) -> Alliance {
+    /// The alliance on `ldap://` with a certificate (as `start_tls`), so
+    /// slapd offers StartTLS there.
+    pub fn start_starttls() -> Alliance {
+        Self::start_with(Listen::StartTls)
+    }
+
+    fn start_with(listen: Listen) -> Alliance {
+        let tls = listen != Listen::Plain;
         let dir = tempfile::Builder::new()
             .prefix("cc-alliance-")
             .tempdir()
             .unwrap();
         let port = free_port();
-        let url = format!("{}://127.0.0.1:{port}", if tls { "ldaps" } else { "ldap" });
+        let scheme = if listen == Listen::Ldaps {
+            "ldaps"
+        } else {
+            "ldap"
+        };
+        let url = format!("{scheme}://127.0.0.1:{port}");
         let d = dir.path().join("a");
         let d = d.to_str().unwrap();
         let mut args: Vec<String> = [
@@ -81,6 +106,7 @@ impl Alliance {
             url,
             port,
             ca_file,
+            starttls: listen == Listen::StartTls,
         };
         a.add_appliance("quimper", "Quimper", NODE);
         a.add_appliance("brest", "Brest", "box.brest.example.org");
@@ -139,6 +165,27 @@ impl Alliance {
         ldap3::drive!(conn);
         l.sasl_external_bind().await.unwrap().success().unwrap();
         l
+    }
+
+    /// Breaks the alliance's ACL as a bad edit would: appliances still bind
+    /// and search from the suffix, but read nothing else, so a refresh
+    /// lists nothing.
+    pub async fn hide_everything(&self) {
+        let mut root = self.root().await;
+        let rules: std::collections::HashSet<String> = [
+            "{0}to attrs=userPassword by anonymous auth by * none".to_owned(),
+            format!("{{1}}to dn.base=\"{SUFFIX}\" by * read"),
+            "{2}to * by * none".to_owned(),
+        ]
+        .into();
+        root.modify(
+            "olcDatabase={1}mdb,cn=config",
+            vec![ldap3::Mod::Replace("olcAccess".to_owned(), rules)],
+        )
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
     }
 
     pub fn person_dn(uid: &str) -> String {
@@ -300,6 +347,10 @@ impl Federated {
             console_url: "https://box.quimper.example.org".into(),
             collective_name: "Les Communs de Quimper".into(),
             ca_file: alliance.ca_file.clone(),
+            starttls: alliance.starttls,
+            // The plain test alliances run on loopback.
+            insecure: alliance.ca_file.is_none(),
+            deletion_limits: Default::default(),
         };
         Federated {
             fx,
