@@ -350,6 +350,28 @@ async fn a_box_federated_by_its_config_survives_a_kill_mid_refresh() {
     }
 }
 
+/// As [`wait_alliance`], with the daemon's log when it times out.
+fn wait_logged(
+    app: &Appliance,
+    d: &common::Daemon,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = alliance_status(app);
+        if ok(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < until,
+            "never {what}: {s:#}\nlog:\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn doctor_alliance(app: &Appliance) -> serde_json::Value {
     let out = app.cli(&["doctor", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -454,7 +476,7 @@ async fn a_refresh_that_would_delete_our_people_and_collective_is_held_until_con
         store.set_sync_cookie(None, 1).unwrap();
     }
     let mut d = app.serve();
-    let s = wait_alliance(&app, "the refresh held", |s| s["hold"].is_object());
+    let s = wait_logged(&app, &d, "the refresh held", |s| s["hold"].is_object());
     let hold = &s["hold"];
     assert_eq!(hold["confirmed_at"], serde_json::Value::Null, "{s:#}");
     assert_eq!(hold["local_copy"].as_i64(), Some(copy), "{s:#}");
@@ -526,7 +548,7 @@ async fn a_refresh_that_would_delete_our_people_and_collective_is_held_until_con
     d.signal(nix::sys::signal::Signal::SIGKILL);
     d.wait_exit(Duration::from_secs(10)).unwrap();
     let mut d = app.serve();
-    let s = wait_alliance(&app, "linked again, still held", |s| {
+    let s = wait_logged(&app, &d, "linked again, still held", |s| {
         s["link"]["up"] == true && s["hold"].is_object()
     });
     assert_eq!(s["hold"]["id"].as_i64(), Some(id), "{s:#}");
@@ -547,7 +569,7 @@ async fn a_refresh_that_would_delete_our_people_and_collective_is_held_until_con
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains(&format!("confirmed hold {id}")), "{text}");
-    let s = wait_alliance(&app, "the hold applied", |s| s["hold"].is_null());
+    let s = wait_logged(&app, &d, "the hold applied", |s| s["hold"].is_null());
     for dn in &theirs {
         assert!(
             !exists(&mut root, dn).await,
@@ -594,7 +616,7 @@ async fn a_refresh_that_would_delete_our_people_and_collective_is_held_until_con
         store.set_sync_cookie(None, 1).unwrap();
     }
     let mut d = app.serve();
-    let s = wait_alliance(&app, "a whole refresh done", |s| {
+    let s = wait_logged(&app, &d, "a whole refresh done", |s| {
         s["cookie_age_secs"].is_i64() && s["link"]["refreshing"] == false
     });
     assert!(s["hold"].is_null(), "{s:#}");
@@ -610,7 +632,7 @@ async fn a_refresh_that_would_delete_our_people_and_collective_is_held_until_con
     d.signal(nix::sys::signal::Signal::SIGHUP);
     d.wait_for("RELOADING=1", Duration::from_secs(10));
     d.wait_for("READY=1", Duration::from_secs(10));
-    let s = wait_alliance(&app, "the link refused", |s| {
+    let s = wait_logged(&app, &d, "the link refused", |s| {
         s["link"]["refused"].is_string()
     });
     assert_eq!(s["link"]["up"], false, "{s:#}");

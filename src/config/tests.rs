@@ -340,3 +340,22 @@ fn alliance_tuning_needs_no_enrolment_and_an_enrolment_needs_all_its_keys() {
         crate::federation::guard::DeletionLimits::default()
     );
 }
+
+#[test]
+fn example_alliance_table_is_valid_once_uncommented() {
+    let text = include_str!("../../provision/appliance.example.toml");
+    let start = text.find("# [alliance]").expect("the documented table");
+    let block: String = text[start..]
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .filter(|l| !l.starts_with("# #"))
+        .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+        .collect();
+    let c = parse(&format!("{MINIMAL}\n{block}"), Path::new("a.toml")).unwrap();
+    let a = c.alliance.expect("uncommented");
+    assert!(a.enrolment().is_some() && !a.insecure && !a.starttls);
+    assert_eq!(
+        a.deletion_limits(),
+        crate::federation::guard::DeletionLimits::default()
+    );
+}

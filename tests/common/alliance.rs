@@ -172,15 +172,22 @@ impl Alliance {
     /// lists nothing.
     pub async fn hide_everything(&self) {
         let mut root = self.root().await;
-        let rules: std::collections::HashSet<String> = [
+        // In order, one value per change: slapd places a value by its {n}
+        // among those already there, so a set in any order could misplace.
+        let rules = [
             "{0}to attrs=userPassword by anonymous auth by * none".to_owned(),
             format!("{{1}}to dn.base=\"{SUFFIX}\" by * read"),
             "{2}to * by * none".to_owned(),
-        ]
-        .into();
+        ];
+        let attr = || "olcAccess".to_owned();
+        let one = |r: &String| std::collections::HashSet::from([r.clone()]);
         root.modify(
             "olcDatabase={1}mdb,cn=config",
-            vec![ldap3::Mod::Replace("olcAccess".to_owned(), rules)],
+            vec![
+                ldap3::Mod::Replace(attr(), one(&rules[0])),
+                ldap3::Mod::Add(attr(), one(&rules[1])),
+                ldap3::Mod::Add(attr(), one(&rules[2])),
+            ],
         )
         .await
         .unwrap()
