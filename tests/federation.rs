@@ -436,21 +436,7 @@ async fn a_uid_taken_at_the_alliance_is_never_overwritten_and_its_owner_chooses_
 async fn renames_and_deletes_at_the_alliance_follow_by_entry_uuid() {
     let alliance = Alliance::start();
     // An alliance-wide service, open to everyone.
-    {
-        let mut root = alliance.root().await;
-        root.add(
-            &format!("cn=wiki,ou=services,{SUFFIX}"),
-            vec![
-                ("objectClass", ["commonsService"].into()),
-                ("cn", ["wiki"].into()),
-                ("labeledURI", ["https://wiki.alliance.net"].into()),
-            ],
-        )
-        .await
-        .unwrap()
-        .success()
-        .unwrap();
-    }
+    alliance.service("wiki", "https://wiki.alliance.net").await;
     let fed = running(&alliance).await;
     let local = |cn: &str| format!("cn={cn},ou=services,dc=quimper,dc=example,dc=org");
     fed.wait("the service copied", || async {

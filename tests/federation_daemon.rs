@@ -27,13 +27,36 @@ fn wait_alliance(
     what: &str,
     ok: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
+    wait_with_log(app, None, what, ok)
+}
+
+/// As [`wait_alliance`], with the daemon's log when it times out.
+fn wait_logged(
+    app: &Appliance,
+    d: &common::Daemon,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    wait_with_log(app, Some(d), what, ok)
+}
+
+fn wait_with_log(
+    app: &Appliance,
+    d: Option<&common::Daemon>,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let until = Instant::now() + Duration::from_secs(60);
     loop {
         let s = alliance_status(app);
         if ok(&s) {
             return s;
         }
-        assert!(Instant::now() < until, "never {what}: {s:#}");
+        assert!(
+            Instant::now() < until,
+            "never {what}: {s:#}\nlog:\n{}",
+            d.map(common::Daemon::log_text).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -76,6 +99,28 @@ async fn local_root(app: &Appliance) -> (ldap3::Ldap, Tree) {
     (root, Tree::new(c.suffix().as_str()))
 }
 
+/// A person made here (homed here), in Quimper's members.
+async fn member_here(root: &mut ldap3::Ldap, tree: &Tree, uid: &str) {
+    let slug = "quimper".parse().unwrap();
+    let dn = people::create_person(
+        root,
+        tree,
+        &people::NewPerson {
+            uid,
+            display_name: uid,
+            mail: &format!("{uid}@quimper.example.org"),
+            language: "en",
+            collective_dn: &tree.collective(&slug),
+            home_node: NODE,
+        },
+    )
+    .await
+    .unwrap();
+    people::add_member(root, &tree.group(&slug, "members"), &dn)
+        .await
+        .unwrap();
+}
+
 async fn count(l: &mut ldap3::Ldap, base: &str, filter: &str) -> usize {
     dir::search(l, base, filter, &["1.1"]).await.unwrap().len()
 }
@@ -88,27 +133,8 @@ async fn join_checks_first_and_a_kill_mid_replay_loses_and_doubles_nothing() {
     let mut d = app.serve();
     wait_status(&app, "directory up", directory_ok);
     let (mut root, tree) = local_root(&app).await;
-    let slug = "quimper".parse().unwrap();
-    let collective = tree.collective(&slug);
     for i in 0..N {
-        let uid = format!("p{i:04}");
-        let dn = people::create_person(
-            &mut root,
-            &tree,
-            &people::NewPerson {
-                uid: &uid,
-                display_name: &uid,
-                mail: &format!("{uid}@quimper.example.org"),
-                language: "en",
-                collective_dn: &collective,
-                home_node: NODE,
-            },
-        )
-        .await
-        .unwrap();
-        people::add_member(&mut root, &tree.group(&slug, "members"), &dn)
-            .await
-            .unwrap();
+        member_here(&mut root, &tree, &format!("p{i:04}")).await;
     }
 
     // Not federated yet. The test alliance is plain ldap:// (loopback):
@@ -350,26 +376,12 @@ async fn a_box_federated_by_its_config_survives_a_kill_mid_refresh() {
     }
 }
 
-/// As [`wait_alliance`], with the daemon's log when it times out.
-fn wait_logged(
-    app: &Appliance,
-    d: &common::Daemon,
-    what: &str,
-    ok: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let until = Instant::now() + Duration::from_secs(60);
-    loop {
-        let s = alliance_status(app);
-        if ok(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < until,
-            "never {what}: {s:#}\nlog:\n{}",
-            d.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Asserts that `v[key]` is text containing `needle`.
+fn says(v: &serde_json::Value, key: &str, needle: &str) {
+    assert!(
+        v[key].as_str().is_some_and(|t| t.contains(needle)),
+        "{key} should say {needle:?}: {v:#}"
+    );
 }
 
 fn doctor_alliance(app: &Appliance) -> serde_json::Value {
@@ -405,21 +417,7 @@ async fn a_refresh_that_would_delete_our_people_and_collective_is_held_until_con
             .await;
         alliance.member("quimper", uid, true).await;
     }
-    {
-        let mut a = alliance.root().await;
-        a.add(
-            &format!("cn=wiki,ou=services,{SUFFIX}"),
-            vec![
-                ("objectClass", ["commonsService"].into()),
-                ("cn", ["wiki"].into()),
-                ("labeledURI", ["https://wiki.alliance.net"].into()),
-            ],
-        )
-        .await
-        .unwrap()
-        .success()
-        .unwrap();
-    }
+    alliance.service("wiki", "https://wiki.alliance.net").await;
     let app = Appliance::new();
     let mut d = app.serve();
     wait_status(&app, "directory up", directory_ok);
@@ -429,23 +427,7 @@ async fn a_refresh_that_would_delete_our_people_and_collective_is_held_until_con
     let collective = tree.collective(&slug);
     let ours: Vec<String> = (0..5).map(|i| format!("p{i}")).collect();
     for uid in &ours {
-        let dn = people::create_person(
-            &mut root,
-            &tree,
-            &people::NewPerson {
-                uid,
-                display_name: uid,
-                mail: &format!("{uid}@quimper.example.org"),
-                language: "en",
-                collective_dn: &collective,
-                home_node: NODE,
-            },
-        )
-        .await
-        .unwrap();
-        people::add_member(&mut root, &tree.group(&slug, "members"), &dn)
-            .await
-            .unwrap();
+        member_here(&mut root, &tree, uid).await;
     }
     let out = join(&app, &alliance, &[]);
     assert!(
@@ -517,13 +499,7 @@ async fn a_refresh_that_would_delete_our_people_and_collective_is_held_until_con
     );
     let check = doctor_alliance(&app);
     assert_eq!(check["level"], "warn", "{check}");
-    assert!(
-        check["fix"]
-            .as_str()
-            .unwrap()
-            .contains("commonscloud alliance confirm-deletions"),
-        "{check}"
-    );
+    says(&check, "fix", "commonscloud alliance confirm-deletions");
     let text = String::from_utf8_lossy(&app.cli(&["alliance", "status"]).stdout).into_owned();
     assert!(text.contains("held       hold"), "{text}");
     // Without --yes: the list, and nothing confirmed.
@@ -639,22 +615,10 @@ async fn a_refresh_that_would_delete_our_people_and_collective_is_held_until_con
     let st = app.status();
     let f = common::component(&st, "federation");
     assert_eq!(f["state"], "down", "{f}");
-    assert!(
-        f["detail"]
-            .as_str()
-            .unwrap()
-            .contains("`insecure = true` under [alliance]"),
-        "{f}"
-    );
+    says(f, "detail", "`insecure = true` under [alliance]");
     let check = doctor_alliance(&app);
     assert_eq!(check["level"], "fail", "{check}");
-    assert!(
-        check["message"]
-            .as_str()
-            .unwrap()
-            .contains("insecure = true"),
-        "{check}"
-    );
+    says(&check, "message", "insecure = true");
     let text = String::from_utf8_lossy(&app.cli(&["alliance", "status"]).stdout).into_owned();
     assert!(text.contains("link       refused: "), "{text}");
 }

@@ -27,19 +27,26 @@ fn example_config_is_valid() {
     assert_eq!(c.suffix().as_str(), "dc=quimper,dc=example,dc=org");
 }
 
-#[test]
-fn example_acme_table_is_valid_once_uncommented() {
+/// A table the example config documents commented out, uncommented (its
+/// `# #` lines are comments still).
+fn example_table(header: &str) -> String {
     let text = include_str!("../../provision/appliance.example.toml");
-    let start = text
-        .find("# [front_door.acme]")
-        .expect("the documented table");
-    let block: String = text[start..]
+    let start = text.find(header).expect("the documented table");
+    text[start..]
         .lines()
         .take_while(|l| l.starts_with('#'))
         .filter(|l| !l.starts_with("# #"))
         .map(|l| format!("{}\n", l.trim_start_matches("# ")))
-        .collect();
-    let c = parse(&format!("{MINIMAL}\n{block}"), Path::new("a.toml")).unwrap();
+        .collect()
+}
+
+#[test]
+fn example_acme_table_is_valid_once_uncommented() {
+    let c = parse(
+        &format!("{MINIMAL}\n{}", example_table("# [front_door.acme]")),
+        Path::new("a.toml"),
+    )
+    .unwrap();
     let acme = c.front_door.acme.expect("uncommented");
     assert_eq!(
         acme.directory.as_str(),
@@ -343,15 +350,11 @@ fn alliance_tuning_needs_no_enrolment_and_an_enrolment_needs_all_its_keys() {
 
 #[test]
 fn example_alliance_table_is_valid_once_uncommented() {
-    let text = include_str!("../../provision/appliance.example.toml");
-    let start = text.find("# [alliance]").expect("the documented table");
-    let block: String = text[start..]
-        .lines()
-        .take_while(|l| l.starts_with('#'))
-        .filter(|l| !l.starts_with("# #"))
-        .map(|l| format!("{}\n", l.trim_start_matches("# ")))
-        .collect();
-    let c = parse(&format!("{MINIMAL}\n{block}"), Path::new("a.toml")).unwrap();
+    let c = parse(
+        &format!("{MINIMAL}\n{}", example_table("# [alliance]")),
+        Path::new("a.toml"),
+    )
+    .unwrap();
     let a = c.alliance.expect("uncommented");
     assert!(a.enrolment().is_some() && !a.insecure && !a.starttls);
     assert_eq!(

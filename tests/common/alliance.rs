@@ -230,6 +230,23 @@ impl Alliance {
         dn
     }
 
+    /// An alliance-wide service (`ou=services`), made as the alliance's root.
+    pub async fn service(&self, cn: &str, url: &str) {
+        let mut root = self.root().await;
+        root.add(
+            &format!("cn={cn},ou=services,{SUFFIX}"),
+            vec![
+                ("objectClass", ["commonsService"].into()),
+                ("cn", [cn].into()),
+                ("labeledURI", [url].into()),
+            ],
+        )
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    }
+
     pub async fn member(&self, collective: &str, uid: &str, add: bool) {
         let mut root = self.root().await;
         let group = format!("cn=members,ou=groups,ou={collective},ou=collectives,{SUFFIX}");
