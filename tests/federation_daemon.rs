@@ -497,6 +497,14 @@ async fn a_refresh_that_would_delete_our_people_and_collective_is_held_until_con
             && detail.contains("commonscloud alliance confirm-deletions"),
         "{detail}"
     );
+    let (_, metrics) = commonscloud::api::client::get(&app.socket(), "/metrics")
+        .await
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("commonscloud_federation_deletions_held 3"),
+        "{metrics}"
+    );
     let check = doctor_alliance(&app);
     assert_eq!(check["level"], "warn", "{check}");
     says(&check, "fix", "commonscloud alliance confirm-deletions");

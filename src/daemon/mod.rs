@@ -268,6 +268,12 @@ impl Shared {
                 .set(f.outbox.oldest_pending_at.map_or(0, |t| (now - t).max(0)));
             g.outbox_failed.set(f.outbox.failed);
             g.conflicts.set(f.outbox.conflicts);
+            g.deletions_held.set(
+                f.hold
+                    .as_ref()
+                    .filter(|h| h.hold.confirmed_at.is_none())
+                    .map_or(0, |h| h.hold.delete),
+            );
         }
     }
 
