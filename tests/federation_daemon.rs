@@ -65,9 +65,15 @@ fn wait_with_log(
 /// reloads: the test alliances listen on plain ldap:// on loopback.
 fn allow_plain_ldap(app: &Appliance, d: &mut common::Daemon, extra: &str) {
     let text = std::fs::read_to_string(&app.config).unwrap();
+    // The tests write [alliance] last, when they write it.
+    let table = if text.contains("\n[alliance]\n") {
+        ""
+    } else {
+        "\n[alliance]\n"
+    };
     std::fs::write(
         &app.config,
-        format!("{text}\n[alliance]\ninsecure = true\n{extra}"),
+        format!("{text}{table}insecure = true\n{extra}"),
     )
     .unwrap();
     d.signal(nix::sys::signal::Signal::SIGHUP);
@@ -315,12 +321,14 @@ async fn a_box_federated_by_its_config_survives_a_kill_mid_refresh() {
         }
     }
     // This box is federated by its config: the daemon enrols at start.
+    // Its alliance is plain ldap://: refused (the box still runs, and
+    // status and doctor say what to change) until `insecure = true`.
     let app = Appliance::new();
     let text = std::fs::read_to_string(&app.config).unwrap();
     std::fs::write(
         &app.config,
         format!(
-            "{text}\n[alliance]\ndirectory = \"{}\"\nsuffix = \"{SUFFIX}\"\nbind_dn = \"{}\"\nbind_password_file = \"{}\"\ninsecure = true\n",
+            "{text}\n[alliance]\ndirectory = \"{}\"\nsuffix = \"{SUFFIX}\"\nbind_dn = \"{}\"\nbind_password_file = \"{}\"\n",
             alliance.url,
             alliance.account(NODE),
             alliance.password_file(NODE).display()
@@ -329,6 +337,19 @@ async fn a_box_federated_by_its_config_survives_a_kill_mid_refresh() {
     .unwrap();
     let mut d = app.serve();
     wait_status(&app, "directory up", directory_ok);
+    wait_status(&app, "federation refused", |s| {
+        common::component(s, "federation")["state"] == "down"
+    });
+    says(
+        common::component(&app.status(), "federation"),
+        "detail",
+        "`insecure = true` under [alliance]",
+    );
+    let check = doctor_alliance(&app);
+    assert_eq!(check["level"], "fail", "{check}");
+    says(&check, "message", "plain LDAP");
+    assert!(alliance_status(&app)["enrolment"].is_null());
+    allow_plain_ldap(&app, &mut d, "");
     let (mut root, tree) = local_root(&app).await;
     let until = Instant::now() + Duration::from_secs(60);
     loop {

@@ -259,6 +259,10 @@ async fn status(config_path: &Path, json: bool) -> anyhow::Result<i32> {
     }
     let now = crate::federation::now();
     let Some(e) = v["enrolment"].as_object() else {
+        if let Some(refused) = v["link"]["refused"].as_str() {
+            println!("link       refused: {refused}");
+            return Ok(0);
+        }
         println!(
             "not federated: this box's accounts live here only. Join with `commonscloud alliance join`."
         );
