@@ -88,6 +88,11 @@ pub struct FederationFacts {
     /// When the oldest waiting change was made.
     pub oldest_pending_at: Option<i64>,
     pub failed: i64,
+    /// Why the daemon will not make the link at all (what to change).
+    pub refused: Option<String>,
+    /// A held refresh, not yet confirmed: (entries it would delete, of
+    /// them kept, the local copy).
+    pub hold: Option<(i64, i64, i64)>,
 }
 
 fn check(name: &'static str, level: Level, message: String, fix: &str) -> Check {
@@ -336,6 +341,24 @@ fn alliance(f: &FederationFacts, now: i64) -> Check {
         0 => "nothing waits".to_owned(),
         n => format!("{n} change(s) wait"),
     };
+    if let Some(why) = &f.refused {
+        return check(
+            "alliance",
+            Fail,
+            format!("the daemon will not link to {}: {why}", f.url),
+            "change [alliance] in the config as the message says (or join again with an ldaps:// URL or --starttls), then `systemctl reload commonscloud`",
+        );
+    }
+    if let Some((asked, kept, copy)) = f.hold {
+        return check(
+            "alliance",
+            Warn,
+            format!(
+                "the alliance's last refresh would delete {asked} of the {copy} entries copied here ({kept} of them homed here, which stay in any case); nothing was deleted, and the alliance's changes wait"
+            ),
+            "check the alliance's directory (its ACLs, a restore, the suffix) with its admins; if those deletions are right, `commonscloud alliance confirm-deletions` lists them and `--yes` lets them go",
+        );
+    }
     if !f.up {
         return check(
             "alliance",
@@ -497,6 +520,30 @@ mod tests {
                 .message
                 .contains("refused 1 change(s)")
         );
+        f.federation = Some(FederationFacts {
+            hold: Some((85, 55, 90)),
+            ..linked.clone()
+        });
+        let c = evaluate(&f).pop().unwrap();
+        assert_eq!(c.level, Level::Warn);
+        assert!(
+            c.message.contains("would delete 85 of the 90"),
+            "{}",
+            c.message
+        );
+        assert!(
+            c.fix.contains("commonscloud alliance confirm-deletions"),
+            "{}",
+            c.fix
+        );
+        f.federation = Some(FederationFacts {
+            up: false,
+            refused: Some("… set `insecure = true` under [alliance] …".into()),
+            ..linked.clone()
+        });
+        let c = evaluate(&f).pop().unwrap();
+        assert_eq!(c.level, Level::Fail);
+        assert!(c.message.contains("insecure = true"), "{}", c.message);
         f.federation = Some(FederationFacts {
             pending: 1,
             oldest_pending_at: Some(f.now_unix - 7200),

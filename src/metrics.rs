@@ -46,6 +46,8 @@ pub struct FederationGauges {
     pub outbox_oldest_age_seconds: Gauge,
     pub outbox_failed: Gauge,
     pub conflicts: Gauge,
+    /// Entries a held refresh would delete (0: nothing held).
+    pub deletions_held: Gauge,
 }
 
 impl Metrics {
@@ -157,6 +159,11 @@ impl Metrics {
                 "federation_conflicts",
                 "Conflicts settled by the authority rule",
                 &federation.conflicts,
+            ),
+            (
+                "federation_deletions_held",
+                "Entries a refresh held for an admin would delete (0 when nothing is held)",
+                &federation.deletions_held,
             ),
         ] {
             registry.register(name, help, g.clone());

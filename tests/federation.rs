@@ -52,15 +52,7 @@ async fn join_pushes_up_then_changes_flow_both_ways_and_strangers_stay_out() {
         "carl is out of scope"
     );
     // At the alliance, this box's account reads nothing of carl.
-    let mut acct = commonscloud::directory::alliance::connect(
-        &alliance.url,
-        &alliance.account(NODE),
-        &alliance.password(NODE),
-        std::time::Duration::from_secs(5),
-        None,
-    )
-    .await
-    .unwrap();
+    let mut acct = fed.settings.connect().await.unwrap();
     let seen = commonscloud::directory::alliance::read(
         &mut acct,
         &Alliance::person_dn("carl"),
@@ -444,21 +436,7 @@ async fn a_uid_taken_at_the_alliance_is_never_overwritten_and_its_owner_chooses_
 async fn renames_and_deletes_at_the_alliance_follow_by_entry_uuid() {
     let alliance = Alliance::start();
     // An alliance-wide service, open to everyone.
-    {
-        let mut root = alliance.root().await;
-        root.add(
-            &format!("cn=wiki,ou=services,{SUFFIX}"),
-            vec![
-                ("objectClass", ["commonsService"].into()),
-                ("cn", ["wiki"].into()),
-                ("labeledURI", ["https://wiki.alliance.net"].into()),
-            ],
-        )
-        .await
-        .unwrap()
-        .success()
-        .unwrap();
-    }
+    alliance.service("wiki", "https://wiki.alliance.net").await;
     let fed = running(&alliance).await;
     let local = |cn: &str| format!("cn={cn},ou=services,dc=quimper,dc=example,dc=org");
     fed.wait("the service copied", || async {
@@ -542,4 +520,133 @@ async fn over_ldaps_the_alliance_certificate_is_checked_against_the_ca_file() {
         alliance.bind_rc(&dora, "dora-password-1").await == 0
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_ldap_is_refused_without_insecure_naming_the_key() {
+    let alliance = Alliance::start();
+    assert!(alliance.url.starts_with("ldap://"));
+    let mut fed = Federated::new(&alliance).await;
+    fed.settings.insecure = false;
+    // The join's first check fails before anything is sent.
+    let (checks, remote) = commonscloud::federation::join::check(&fed.settings).await;
+    assert!(remote.is_none());
+    assert_eq!(checks.len(), 1, "{checks:?}");
+    let link = &checks[0];
+    assert!(!link.ok && link.name == "link", "{checks:?}");
+    assert!(
+        link.message.contains("plain LDAP")
+            && link.message.contains("`insecure = true` under [alliance]")
+            && link.message.contains("starttls = true"),
+        "{}",
+        link.message
+    );
+    // An enrolment made before (an ldap:// URL stored) is not used either:
+    // the task says why and never connects.
+    fed.fx
+        .active_person("dora", "dora@quimper.example.org", "dora-password-1")
+        .await;
+    fed.start();
+    fed.wait("the link refused", || async {
+        fed.link.state().refused.is_some()
+    })
+    .await;
+    let st = fed.link.state();
+    assert!(!st.up, "{st:?}");
+    assert!(
+        st.refused.unwrap().contains("insecure = true"),
+        "names the key"
+    );
+    assert_eq!(fed.fx.store.lock().unwrap().last_contact().unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn starttls_works_with_the_alliances_ca_and_fails_without_it() {
+    let alliance = Alliance::start_starttls();
+    assert!(alliance.url.starts_with("ldap://") && alliance.starttls);
+    let mut fed = Federated::new(&alliance).await;
+    assert!(fed.settings.starttls && !fed.settings.insecure);
+    // Without the alliance's CA, the upgrade fails (the certificate is
+    // checked), and the box does not fall back to plain LDAP.
+    let mut untrusting = fed.settings.clone();
+    untrusting.ca_file = None;
+    let (checks, remote) = commonscloud::federation::join::check(&untrusting).await;
+    assert!(remote.is_none());
+    assert!(!checks[0].ok && checks[0].name == "link", "{checks:?}");
+    assert!(checks[0].message.contains("StartTLS"), "{checks:?}");
+    // Without StartTLS, the same URL is plain LDAP: refused.
+    let mut plain = fed.settings.clone();
+    plain.starttls = false;
+    let (checks, _) = commonscloud::federation::join::check(&plain).await;
+    assert!(checks[0].message.contains("insecure = true"), "{checks:?}");
+    // A server that offers no StartTLS is not spoken to in clear.
+    let bare = Alliance::start();
+    let mut no_tls = fed.settings.clone();
+    no_tls.url = bare.url.clone();
+    no_tls.password = bare.password(NODE);
+    let (checks, remote) = commonscloud::federation::join::check(&no_tls).await;
+    assert!(remote.is_none() && !checks[0].ok, "{checks:?}");
+    assert!(checks[0].message.contains("(StartTLS)"), "{checks:?}");
+    // With the CA, everything works over StartTLS, kept with the enrolment.
+    fed.fx
+        .active_person("dora", "dora@quimper.example.org", "dora-password-1")
+        .await;
+    let (checks, _) = commonscloud::federation::join::check(&fed.settings).await;
+    assert!(checks[0].message.contains("over StartTLS"), "{checks:?}");
+    fed.join().await;
+    let enrolled = fed.fx.store.lock().unwrap().enrolment().unwrap().unwrap();
+    assert!(enrolled.starttls);
+    fed.start();
+    let dora = Alliance::person_dn("dora");
+    fed.wait("dora at the alliance over StartTLS", || async {
+        alliance.bind_rc(&dora, "dora-password-1").await == 0
+    })
+    .await;
+    assert_eq!(
+        fed.link.state().security,
+        Some(commonscloud::federation::guard::LinkSecurity::StartTls)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_alliance_deleting_a_person_homed_here_deletes_nothing_here() {
+    let alliance = Alliance::start();
+    let fed = running(&alliance).await;
+    let dora = Federated::local_dn("dora");
+    let bob = Federated::local_dn("bob");
+    fed.wait("dora linked", || async {
+        fed.fx
+            .store
+            .lock()
+            .unwrap()
+            .fed_entries()
+            .unwrap()
+            .iter()
+            .any(|(_, d)| *d == dora)
+    })
+    .await;
+    {
+        let mut root = alliance.root().await;
+        for uid in ["dora", "bob"] {
+            root.delete(&Alliance::person_dn(uid))
+                .await
+                .unwrap()
+                .success()
+                .unwrap();
+        }
+    }
+    // bob (homed at Brest) goes; dora, homed here, stays and still signs in.
+    fed.wait("bob gone here", || async { !fed.exists(&bob).await })
+        .await;
+    fed.wait("dora kept, recorded", || async {
+        fed.fx
+            .store
+            .lock()
+            .unwrap()
+            .has_conflict(&dora, "kept_here")
+            .unwrap()
+    })
+    .await;
+    assert!(fed.exists(&dora).await);
+    assert_eq!(fed.fx.inst.bind_rc(&dora, "dora-password-1").await, 0);
 }

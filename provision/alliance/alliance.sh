@@ -3,7 +3,7 @@
 # every appliance syncs from and writes to. See README.md beside this script.
 #
 #   alliance.sh init --dir DIR --suffix SUFFIX --name NAME --listen URL [--listen URL…]
-#                    [--tls-cert CHAIN.pem --tls-key KEY.pem]   (for ldaps:// URLs)
+#                    [--tls-cert CHAIN.pem --tls-key KEY.pem]   (ldaps://, and StartTLS on ldap://)
 #   alliance.sh start --dir DIR
 #   alliance.sh stop --dir DIR
 #   alliance.sh add-appliance --dir DIR --collective SLUG --collective-name NAME \
@@ -134,7 +134,7 @@ case "$cmd" in
     chmod 0600 "$pwfile"
     ldappasswd -Q -Y EXTERNAL -H "$ldapi" -T "$pwfile" "$account" >/dev/null
     echo "appliance $node added for collective $slug: it binds as $account with the password in $pwfile"
-    echo "on the appliance: commonscloud alliance join --url <this directory's URL> --bind-dn '$account' --password-file <a copy of $pwfile>"
+    echo "on the appliance: commonscloud alliance join --url <this directory's URL> --bind-dn '$account' --password-file <a copy of $pwfile> (add --starttls for an ldap:// URL)"
     ;;
   upgrade)
     running_pid >/dev/null || die "slapd is not running: \`alliance.sh start --dir $dir\` first"

@@ -28,6 +28,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/directory/check", get(directory_check))
         .route("/v1/alliance", get(alliance_status))
         .route("/v1/alliance/join", post(alliance_join))
+        .route("/v1/alliance/hold", get(alliance_hold))
+        .route(
+            "/v1/alliance/confirm-deletions",
+            post(alliance_confirm_deletions),
+        )
         .route("/v1/registrations", get(list_registrations).post(register))
         .route("/v1/registrations/verify", post(verify_email))
         .route("/v1/registrations/{id}", get(show_registration))
@@ -134,6 +139,58 @@ async fn alliance_join(
             (code, Json(a)).into_response()
         }
         Err(e) => error(StatusCode::BAD_GATEWAY, "alliance", e.to_string()),
+    }
+}
+
+/// The held refresh with all its entries.
+async fn alliance_hold(State(shared): State<Arc<Shared>>) -> Response {
+    let held = crate::federation::lock(&shared.store)
+        .and_then(|s| crate::federation::hold_view(&s, i64::MAX));
+    match held {
+        Ok(Some(h)) => Json(h).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "no_hold",
+            "no refresh is held: nothing waits for a confirmation".into(),
+        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct ConfirmDeletions {
+    /// The hold the admin looked at.
+    hold: i64,
+    by: String,
+}
+
+async fn alliance_confirm_deletions(
+    State(shared): State<Arc<Shared>>,
+    Json(req): Json<ConfirmDeletions>,
+) -> Response {
+    use crate::federation::Confirmation;
+    match crate::federation::confirm_deletions(
+        &shared.store,
+        &shared.federation,
+        req.hold,
+        &req.by,
+        now(),
+    ) {
+        Ok(Confirmation::Confirmed(h)) => Json(h).into_response(),
+        Ok(Confirmation::NoHold) => error(
+            StatusCode::NOT_FOUND,
+            "no_hold",
+            "no refresh is held: nothing to confirm".into(),
+        ),
+        Ok(Confirmation::Changed(h)) => error(
+            StatusCode::CONFLICT,
+            "hold_changed",
+            format!(
+                "the held refresh is now hold {} ({} to delete, {} kept), not hold {}: nothing was confirmed; look at it again",
+                h.id, h.delete, h.keep, req.hold
+            ),
+        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
     }
 }
 

@@ -22,8 +22,10 @@ pub enum AllianceCommand {
     /// starts syncing. Accounts then work at every collective of the
     /// alliance, and logins keep working here while the link is down.
     Join {
-        /// The alliance's directory: ldaps://host[:port] (or ldap:// on a
-        /// trusted network).
+        /// The alliance's directory: ldaps://host[:port], or ldap://host[:port]
+        /// with --starttls. Plain ldap:// (password hashes in clear) is
+        /// refused unless the config says `insecure = true` under
+        /// [alliance] (test networks only).
         #[arg(long)]
         url: String,
         /// This appliance's account there, e.g.
@@ -36,10 +38,14 @@ pub enum AllianceCommand {
         /// The alliance's suffix; by default the one its directory serves.
         #[arg(long)]
         suffix: Option<String>,
-        /// The CA certificate(s), PEM, that the alliance's ldaps://
-        /// certificate chains to (default: the system's roots).
+        /// The CA certificate(s), PEM, that the alliance's certificate
+        /// chains to (default: the system's roots).
         #[arg(long)]
         ca_file: Option<std::path::PathBuf>,
+        /// Upgrade the ldap:// URL with StartTLS before binding (kept with
+        /// the enrolment); a server that refuses it is not used in clear.
+        #[arg(long)]
+        starttls: bool,
         /// Only check and show what would be pushed.
         #[arg(long)]
         dry_run: bool,
@@ -49,6 +55,27 @@ pub enum AllianceCommand {
     },
     /// The link to the alliance, the sync's age, the outbox and conflicts.
     Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lets a held refresh delete what it asked to.
+    ///
+    /// A refresh from the alliance that would delete more than
+    /// `max_refresh_deletions` entries and more than
+    /// `max_refresh_deletions_percent` % of the local copy is held: nothing
+    /// is deleted and the alliance's changes wait. This lists what it would
+    /// delete (and what stays: people homed here and this box's collective
+    /// are never deleted by a refresh); with --yes, it confirms that very
+    /// list, and the next refresh deletes those entries. Check the
+    /// alliance first: a broken ACL or a wrong restore there looks the same.
+    ConfirmDeletions {
+        /// Confirm (without it, only show what would be deleted).
+        #[arg(long)]
+        yes: bool,
+        /// Who confirms, for the audit log (default: cli:$SUDO_USER or $USER).
+        #[arg(long = "as")]
+        by: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -122,12 +149,16 @@ pub fn run(config_path: &Path, cmd: AllianceCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         AllianceCommand::Status { json } => super::runtime()?.block_on(status(config_path, json)),
+        AllianceCommand::ConfirmDeletions { yes, by, json } => super::runtime()?.block_on(
+            confirm_deletions(config_path, yes, super::user::actor(by), json),
+        ),
         AllianceCommand::Join {
             url,
             bind_dn,
             password_file,
             suffix,
             ca_file,
+            starttls,
             dry_run,
             json,
         } => {
@@ -149,6 +180,7 @@ pub fn run(config_path: &Path, cmd: AllianceCommand) -> anyhow::Result<i32> {
             let body = serde_json::json!({
                 "url": url, "bind_dn": bind_dn, "password": password,
                 "suffix": suffix, "dry_run": dry_run, "ca_file": ca_file,
+                "starttls": starttls,
             });
             super::runtime()?.block_on(join(config_path, body, json))
         }
@@ -237,6 +269,10 @@ async fn status(config_path: &Path, json: bool) -> anyhow::Result<i32> {
     }
     let now = crate::federation::now();
     let Some(e) = v["enrolment"].as_object() else {
+        if let Some(refused) = v["link"]["refused"].as_str() {
+            println!("link       refused: {refused}");
+            return Ok(0);
+        }
         println!(
             "not federated: this box's accounts live here only. Join with `commonscloud alliance join`."
         );
@@ -249,14 +285,27 @@ async fn status(config_path: &Path, json: bool) -> anyhow::Result<i32> {
         e["url"].as_str().unwrap_or_default(),
         e["bind_dn"].as_str().unwrap_or_default()
     );
-    println!(
-        "link       {}{}",
-        if up { "up" } else { "down" },
-        link["last_error"]
-            .as_str()
-            .map(|m| format!(": {m}"))
-            .unwrap_or_default()
-    );
+    if let Some(refused) = link["refused"].as_str() {
+        println!("link       refused: {refused}");
+    } else {
+        println!(
+            "link       {}{}{}",
+            if up { "up" } else { "down" },
+            match link["security"].as_str() {
+                Some("ldaps") if up => " (ldaps)",
+                Some("start_tls") if up => " (StartTLS)",
+                Some("plain") if up => " (plain LDAP: insecure = true)",
+                _ => "",
+            },
+            link["last_error"]
+                .as_str()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(h) = v["hold"].as_object() {
+        print_hold(h, now);
+    }
     println!("contact    {}", ago(now, v["last_contact"].as_i64()));
     println!(
         "sync       cookie {}{}",
@@ -296,6 +345,114 @@ async fn status(config_path: &Path, json: bool) -> anyhow::Result<i32> {
             ago(now, c["at"].as_i64()),
             c["winner"].as_str().unwrap_or_default(),
             c["detail"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(0)
+}
+
+/// A held refresh, for people: the figures, then its entries.
+fn print_hold(h: &serde_json::Map<String, serde_json::Value>, now: i64) {
+    let n = |k: &str| h.get(k).and_then(|v| v.as_i64()).unwrap_or_default();
+    let (delete, keep) = (n("delete"), n("keep"));
+    match h.get("confirmed_at").and_then(|v| v.as_i64()) {
+        None => println!(
+            "held       hold {}, {}: the alliance's refresh would delete {} of the {} entries copied here; nothing was deleted and the alliance's changes wait",
+            n("id"),
+            ago(now, Some(n("at"))),
+            delete + keep,
+            n("local_copy"),
+        ),
+        Some(at) => println!(
+            "held       hold {} confirmed by {} {}: the next refresh deletes them",
+            n("id"),
+            h.get("confirmed_by")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default(),
+            ago(now, Some(at)),
+        ),
+    }
+    println!(
+        "  {delete} would be deleted; {keep} stay (people homed here and this box's collective are never deleted by a refresh)"
+    );
+    let entries = h
+        .get("entries")
+        .and_then(|v| v.as_array())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for e in entries {
+        println!(
+            "  {} {}",
+            if e["kept"].as_bool() == Some(true) {
+                "keep  "
+            } else {
+                "delete"
+            },
+            e["dn"].as_str().unwrap_or_default()
+        );
+    }
+    let shown = i64::try_from(entries.len()).unwrap_or_default();
+    if shown < delete + keep {
+        println!(
+            "  … and {} more (`commonscloud alliance confirm-deletions` lists them all)",
+            delete + keep - shown
+        );
+    }
+}
+
+async fn confirm_deletions(
+    config_path: &Path,
+    yes: bool,
+    by: String,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let (socket, _) = crate::config::api_socket_lenient(config_path);
+    let (code, body) = client::get(&socket, "/v1/alliance/hold").await?;
+    if code == 404 {
+        if json {
+            println!("{}", serde_json::json!({"hold": null, "confirmed": false}));
+        } else {
+            println!("no refresh is held: nothing waits for a confirmation");
+        }
+        return Ok(0);
+    }
+    let hold = super::user::answer(code, &body)?;
+    let now = crate::federation::now();
+    if !json && let Some(h) = hold.as_object() {
+        print_hold(h, now);
+    }
+    let id = hold["id"].as_i64().unwrap_or_default();
+    if !yes || hold["confirmed_at"].is_i64() {
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"hold": hold, "confirmed": false})
+                )?
+            );
+        } else if !hold["confirmed_at"].is_i64() {
+            println!(
+                "nothing was confirmed. If the alliance is right, run `commonscloud alliance confirm-deletions --yes` to delete them here"
+            );
+        }
+        return Ok(0);
+    }
+    let (code, body) = client::post(
+        &socket,
+        "/v1/alliance/confirm-deletions",
+        &serde_json::json!({"hold": id, "by": by}),
+    )
+    .await?;
+    let confirmed = super::user::answer(code, &body)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"hold": confirmed, "confirmed": true})
+            )?
+        );
+    } else {
+        println!(
+            "confirmed hold {id}: the sync refreshes again now and deletes those entries; see `commonscloud alliance status`"
         );
     }
     Ok(0)

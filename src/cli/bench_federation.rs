@@ -237,7 +237,17 @@ async fn bench(args: &FederationArgs, s: &mut Scratch) -> anyhow::Result<Report>
     let scope = crate::federation::rules::Scope::new(SUFFIX, "quimper".parse()?);
     eprintln!("federation: baseline (search and add)…");
     let t = Instant::now();
-    let mut remote = dir::connect(&url, &bind_dn, &password, Duration::from_secs(10), None).await?;
+    // Both slapd are on loopback: plain LDAP, as `insecure = true` allows.
+    let plain = crate::federation::guard::LinkSecurity::Plain;
+    let mut remote = dir::connect(
+        &url,
+        plain,
+        None,
+        &bind_dn,
+        &password,
+        Duration::from_secs(10),
+    )
+    .await?;
     let found = dir::search(&mut remote, SUFFIX, &scope.filter(), &["*"]).await?;
     let mut local = ldap::connect_root(&base_paths).await?;
     for (dn, attrs) in &found {
@@ -267,6 +277,7 @@ async fn bench(args: &FederationArgs, s: &mut Scratch) -> anyhow::Result<Report>
             node: NODE.into(),
             joined_at: crate::federation::now(),
             ca_file: None,
+            starttls: false,
         })?;
     let settings = Settings {
         url: url.clone(),
@@ -280,6 +291,9 @@ async fn bench(args: &FederationArgs, s: &mut Scratch) -> anyhow::Result<Report>
         console_url: format!("https://{NODE}"),
         collective_name: "Quimper".into(),
         ca_file: None,
+        starttls: false,
+        insecure: true,
+        deletion_limits: Default::default(),
     };
     let link = Arc::new(Link::new(true));
     eprintln!("federation: initial sync…");
@@ -364,7 +378,7 @@ async fn bench(args: &FederationArgs, s: &mut Scratch) -> anyhow::Result<Report>
             .await?
             .success()?;
     }
-    let mut remote = dir::connect(&url, &bind_dn, &password, Duration::from_secs(10), None).await?;
+    let mut remote = settings.connect().await?;
     let t = Instant::now();
     let n = replay::drain(&settings, &store, &link, &mut remote, &mut local).await?;
     let drain = t.elapsed().as_secs_f64();

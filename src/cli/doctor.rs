@@ -43,17 +43,26 @@ pub async fn run(config_path: &Path, json: bool) -> anyhow::Result<i32> {
         (Ok(c), Ok(())) => match crate::api::client::get(&c.api_socket(), "/v1/alliance").await {
             Ok((200, body)) => serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
-                .filter(|v| v["enrolment"].is_object())
+                // Enrolled, or refused before it could enrol (by the config).
+                .filter(|v| v["enrolment"].is_object() || v["link"]["refused"].is_string())
                 .map(|v| doctor::FederationFacts {
                     url: v["enrolment"]["url"]
                         .as_str()
-                        .unwrap_or_default()
+                        .unwrap_or("the alliance")
                         .to_owned(),
                     up: v["link"]["up"].as_bool().unwrap_or(false),
                     last_error: v["link"]["last_error"].as_str().map(str::to_owned),
                     pending: v["outbox"]["pending"].as_i64().unwrap_or(0),
                     oldest_pending_at: v["outbox"]["oldest_pending_at"].as_i64(),
                     failed: v["outbox"]["failed"].as_i64().unwrap_or(0),
+                    refused: v["link"]["refused"].as_str().map(str::to_owned),
+                    hold: v["hold"]
+                        .as_object()
+                        .filter(|h| h.get("confirmed_at").is_none_or(|c| c.is_null()))
+                        .map(|h| {
+                            let n = |k: &str| h.get(k).and_then(|v| v.as_i64()).unwrap_or(0);
+                            (n("delete") + n("keep"), n("keep"), n("local_copy"))
+                        }),
                 }),
             _ => None,
         },

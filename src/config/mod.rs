@@ -368,22 +368,77 @@ fn default_smtp_security() -> SmtpSecurity {
     SmtpSecurity::Starttls
 }
 
+/// `[alliance]`: the enrolment (`directory`, `suffix`, `bind_dn` and a
+/// password, all or none: a box joined with `alliance join` has none) and
+/// how the link is kept safe, which applies to either kind of enrolment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Alliance {
     /// The alliance's LDAP provider.
-    pub directory: LdapUrl,
-    pub suffix: Dn,
-    pub bind_dn: Dn,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<LdapUrl>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suffix: Option<Dn>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_dn: Option<Dn>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind_password: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind_password_file: Option<AbsPath>,
-    /// The CA certificate(s), PEM, that the directory's `ldaps://`
-    /// certificate must chain to; the system's roots without it.
+    /// The CA certificate(s), PEM, that the directory's certificate
+    /// (`ldaps://` or StartTLS) must chain to; the system's roots without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<AbsPath>,
+    /// Upgrade an `ldap://` link with StartTLS before binding.
+    #[serde(default)]
+    pub starttls: bool,
+    /// Allow plain `ldap://` (password hashes in clear): test networks only.
+    #[serde(default)]
+    pub insecure: bool,
+    /// A refresh that would delete more than this many entries here…
+    #[serde(default = "default_max_refresh_deletions")]
+    pub max_refresh_deletions: u32,
+    /// …and more than this share (%) of the local copy waits for an admin
+    /// (`alliance confirm-deletions`).
+    #[serde(default = "default_max_refresh_deletions_percent")]
+    pub max_refresh_deletions_percent: u8,
     /// Base URL of the alliance's TUF release repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub releases: Option<HttpUrl>,
+}
+
+fn default_max_refresh_deletions() -> u32 {
+    crate::federation::guard::DeletionLimits::default().entries
+}
+fn default_max_refresh_deletions_percent() -> u8 {
+    crate::federation::guard::DeletionLimits::default().percent
+}
+
+/// The enrolment `[alliance]` names, when it names one.
+#[derive(Debug, Clone, Copy)]
+pub struct AllianceEnrolment<'a> {
+    pub directory: &'a LdapUrl,
+    pub suffix: &'a Dn,
+    pub bind_dn: &'a Dn,
+}
+
+impl Alliance {
+    /// The enrolment, when `directory` (with `suffix` and `bind_dn`, which
+    /// [`parse`] requires with it) is set.
+    pub fn enrolment(&self) -> Option<AllianceEnrolment<'_>> {
+        Some(AllianceEnrolment {
+            directory: self.directory.as_ref()?,
+            suffix: self.suffix.as_ref()?,
+            bind_dn: self.bind_dn.as_ref()?,
+        })
+    }
+
+    pub fn deletion_limits(&self) -> crate::federation::guard::DeletionLimits {
+        crate::federation::guard::DeletionLimits {
+            entries: self.max_refresh_deletions,
+            percent: self.max_refresh_deletions_percent,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -955,11 +1010,17 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     {
         return Err(both("smtp", "password", "password_file"));
     }
-    if let Some(alliance) = &config.alliance
-        && alliance.bind_password.is_some()
-        && alliance.bind_password_file.is_some()
-    {
-        return Err(both("alliance", "bind_password", "bind_password_file"));
+    if let Some(alliance) = &config.alliance {
+        if alliance.bind_password.is_some() && alliance.bind_password_file.is_some() {
+            return Err(both("alliance", "bind_password", "bind_password_file"));
+        }
+        if let Some((key, message)) = alliance_keys(alliance) {
+            return Err(located(
+                key_span(text, &["alliance", key]).or_else(|| key_span(text, &["alliance"])),
+                format!("alliance.{key}"),
+                message,
+            ));
+        }
     }
     if config.directory.listen.is_empty() {
         return Err(located(
@@ -971,6 +1032,38 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     }
     fill_defaults(&mut config);
     Ok(config)
+}
+
+/// The `[alliance]` keys that only make sense together: the key at fault
+/// and what to do.
+fn alliance_keys(a: &Alliance) -> Option<(&'static str, String)> {
+    let enrolment = [
+        ("directory", a.directory.is_some()),
+        ("suffix", a.suffix.is_some()),
+        ("bind_dn", a.bind_dn.is_some()),
+    ];
+    let any = enrolment.iter().any(|(_, set)| *set)
+        || a.bind_password.is_some()
+        || a.bind_password_file.is_some();
+    if any && let Some((missing, _)) = enrolment.iter().find(|(_, set)| !*set) {
+        return Some((
+            missing,
+            "required with the rest of the enrolment: set directory, suffix, bind_dn and bind_password_file together (or none of them, for a box joined with `commonscloud alliance join`)".into(),
+        ));
+    }
+    if a.max_refresh_deletions_percent > 100 {
+        return Some((
+            "max_refresh_deletions_percent",
+            format!(
+                "{} is not a share: give a percentage from 0 to 100 (100 never holds a refresh)",
+                a.max_refresh_deletions_percent
+            ),
+        ));
+    }
+    // Whether the link may be made (plain ldap:// needs `insecure`) is the
+    // federation task's to say, in status and doctor: a box whose config
+    // predates that rule keeps starting, its federation refused.
+    None
 }
 
 fn fill_defaults(c: &mut Config) {

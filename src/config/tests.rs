@@ -27,19 +27,26 @@ fn example_config_is_valid() {
     assert_eq!(c.suffix().as_str(), "dc=quimper,dc=example,dc=org");
 }
 
-#[test]
-fn example_acme_table_is_valid_once_uncommented() {
+/// A table the example config documents commented out, uncommented (its
+/// `# #` lines are comments still).
+fn example_table(header: &str) -> String {
     let text = include_str!("../../provision/appliance.example.toml");
-    let start = text
-        .find("# [front_door.acme]")
-        .expect("the documented table");
-    let block: String = text[start..]
+    let start = text.find(header).expect("the documented table");
+    text[start..]
         .lines()
         .take_while(|l| l.starts_with('#'))
         .filter(|l| !l.starts_with("# #"))
         .map(|l| format!("{}\n", l.trim_start_matches("# ")))
-        .collect();
-    let c = parse(&format!("{MINIMAL}\n{block}"), Path::new("a.toml")).unwrap();
+        .collect()
+}
+
+#[test]
+fn example_acme_table_is_valid_once_uncommented() {
+    let c = parse(
+        &format!("{MINIMAL}\n{}", example_table("# [front_door.acme]")),
+        Path::new("a.toml"),
+    )
+    .unwrap();
     let acme = c.front_door.acme.expect("uncommented");
     assert_eq!(
         acme.directory.as_str(),
@@ -321,4 +328,60 @@ fn audit_retention_defaults_and_bounds() {
             "{e}"
         );
     }
+}
+
+#[test]
+fn alliance_tuning_needs_no_enrolment_and_an_enrolment_needs_all_its_keys() {
+    // A box joined with `alliance join` sets only how the link is kept safe.
+    let c = parse(
+        &format!("{MINIMAL}\n[alliance]\ninsecure = true\nmax_refresh_deletions = 5\n"),
+        Path::new("a.toml"),
+    )
+    .unwrap();
+    let a = c.alliance.unwrap();
+    assert!(a.insecure && !a.starttls && a.enrolment().is_none());
+    let l = a.deletion_limits();
+    assert_eq!((l.entries, l.percent), (5, 10));
+    let e = err(&format!(
+        "{MINIMAL}\n[alliance]\ndirectory = \"ldaps://dir.a.net\"\nbind_dn = \"cn=box,dc=a\"\nbind_password_file = \"/etc/cc/a.pw\"\n"
+    ));
+    assert_eq!(e.key, "alliance.suffix", "{e}");
+    assert!(e.message.contains("together"), "{e}");
+    let e = err(&format!(
+        "{MINIMAL}\n[alliance]\nmax_refresh_deletions_percent = 150\n"
+    ));
+    assert_eq!(e.key, "alliance.max_refresh_deletions_percent", "{e}");
+    assert!(e.message.contains("0 to 100"), "{e}");
+    let c = parse(
+        &format!(
+            "{MINIMAL}\n[alliance]\ndirectory = \"ldap://dir.a.net\"\nsuffix = \"dc=a\"\nbind_dn = \"cn=box,dc=a\"\nbind_password_file = \"/etc/cc/a.pw\"\nstarttls = true\n"
+        ),
+        Path::new("a.toml"),
+    )
+    .unwrap();
+    let a = c.alliance.unwrap();
+    assert_eq!(
+        a.enrolment().unwrap().directory.as_str(),
+        "ldap://dir.a.net"
+    );
+    assert!(a.starttls);
+    assert_eq!(
+        a.deletion_limits(),
+        crate::federation::guard::DeletionLimits::default()
+    );
+}
+
+#[test]
+fn example_alliance_table_is_valid_once_uncommented() {
+    let c = parse(
+        &format!("{MINIMAL}\n{}", example_table("# [alliance]")),
+        Path::new("a.toml"),
+    )
+    .unwrap();
+    let a = c.alliance.expect("uncommented");
+    assert!(a.enrolment().is_some() && !a.insecure && !a.starttls);
+    assert_eq!(
+        a.deletion_limits(),
+        crate::federation::guard::DeletionLimits::default()
+    );
 }

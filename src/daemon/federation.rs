@@ -21,6 +21,8 @@ fn password_path(config: &Config) -> std::path::PathBuf {
     config.paths.secrets_dir.join(federation::PASSWORD_FILE)
 }
 
+/// The settings for a link to `url`; how it is kept safe (`insecure`, the
+/// deletion limits) comes from `[alliance]`, whichever way the box joined.
 fn settings_for(
     config: &Config,
     url: String,
@@ -28,7 +30,9 @@ fn settings_for(
     password: String,
     alliance_suffix: String,
     ca_file: Option<std::path::PathBuf>,
+    starttls: bool,
 ) -> Settings {
+    let a = config.alliance.as_ref();
     Settings {
         url,
         bind_dn,
@@ -41,6 +45,9 @@ fn settings_for(
         console_url: crate::onboarding::service::Settings::from_config(config).console_url,
         collective_name: config.collective.name.to_string(),
         ca_file,
+        starttls: starttls || a.is_some_and(|a| a.starttls),
+        insecure: a.is_some_and(|a| a.insecure),
+        deletion_limits: a.map(|a| a.deletion_limits()).unwrap_or_default(),
     }
 }
 
@@ -49,7 +56,9 @@ fn settings_for(
 fn current(shared: &Shared) -> Result<Option<(Settings, bool)>, String> {
     let config = shared.config();
     let enrolment = shared.with_store(|s| s.enrolment())?;
-    if let Some(a) = &config.alliance {
+    if let Some(a) = &config.alliance
+        && let Some(named) = a.enrolment()
+    {
         let password = match (&a.bind_password, &a.bind_password_file) {
             (Some(p), _) => p.expose().to_owned(),
             (None, Some(f)) => federation::read_password(f).map_err(|e| e.to_string())?,
@@ -61,11 +70,12 @@ fn current(shared: &Shared) -> Result<Option<(Settings, bool)>, String> {
         };
         let s = settings_for(
             &config,
-            a.directory.to_string(),
-            a.bind_dn.to_string(),
+            named.directory.to_string(),
+            named.bind_dn.to_string(),
             password,
-            a.suffix.to_string(),
+            named.suffix.to_string(),
             a.ca_file.as_ref().map(|p| p.to_path_buf()),
+            a.starttls,
         );
         let enrolled = enrolment.is_some_and(|e| {
             e.url == s.url && e.bind_dn == s.bind_dn && e.suffix == s.suffixes.alliance
@@ -76,9 +86,16 @@ fn current(shared: &Shared) -> Result<Option<(Settings, bool)>, String> {
         return Ok(None);
     };
     let password = federation::read_password(&password_path(&config)).map_err(|e| e.to_string())?;
-    let ca = e.ca_file.map(std::path::PathBuf::from);
+    let ca = e.ca_file.map(std::path::PathBuf::from).or_else(|| {
+        config
+            .alliance
+            .as_ref()
+            .and_then(|a| a.ca_file.as_ref().map(|p| p.to_path_buf()))
+    });
     Ok(Some((
-        settings_for(&config, e.url, e.bind_dn, password, e.suffix, ca),
+        settings_for(
+            &config, e.url, e.bind_dn, password, e.suffix, ca, e.starttls,
+        ),
         false,
     )))
 }
@@ -124,6 +141,20 @@ pub(super) async fn run(shared: Arc<Shared>, token: CancellationToken) {
             }
         };
         link.update(|s| s.enabled = true);
+        if let Err(e) = settings.security() {
+            // Refused until the config (or the enrolment) changes.
+            log::warn!(task = "federation"; "{e}");
+            link.update(|s| {
+                s.up = false;
+                s.refused = Some(e.to_string());
+                s.last_error = Some(e.to_string());
+            });
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = shared.federation_restart.notified() => continue,
+            }
+        }
+        link.update(|s| s.refused = None);
         tokio::select! {
             _ = token.cancelled() => return,
             _ = directory_ready(&shared) => {}
@@ -183,17 +214,28 @@ pub struct JoinRequest {
     pub suffix: Option<String>,
     #[serde(default)]
     pub dry_run: bool,
-    /// The CA the alliance's `ldaps://` certificate chains to (absolute).
+    /// The CA the alliance's certificate chains to (absolute).
     #[serde(default)]
     pub ca_file: Option<std::path::PathBuf>,
+    /// Upgrade an `ldap://` URL with StartTLS.
+    #[serde(default)]
+    pub starttls: bool,
 }
 
 pub async fn join(shared: &Shared, req: JoinRequest) -> Result<JoinAnswer, FederationError> {
     let config = shared.config();
-    let suffix = match req.suffix.clone() {
-        Some(s) => s,
-        None => match served_suffix(&req).await {
-            Ok(s) => s,
+    let mut settings = settings_for(
+        &config,
+        req.url,
+        req.bind_dn,
+        req.password,
+        req.suffix.clone().unwrap_or_default(),
+        req.ca_file,
+        req.starttls,
+    );
+    if req.suffix.is_none() {
+        match served_suffix(&settings).await {
+            Ok(s) => settings.suffixes = Suffixes::new(config.suffix().as_str(), &s),
             Err(e) => {
                 let name = if matches!(e, FederationError::Check(_)) {
                     "suffix"
@@ -211,16 +253,8 @@ pub async fn join(shared: &Shared, req: JoinRequest) -> Result<JoinAnswer, Feder
                     dry_run: req.dry_run,
                 });
             }
-        },
-    };
-    let settings = settings_for(
-        &config,
-        req.url,
-        req.bind_dn,
-        req.password,
-        suffix,
-        req.ca_file,
-    );
+        }
+    }
     let answer = join_with(shared, &settings, req.dry_run).await?;
     if answer.joined {
         shared.federation_restart.notify_one();
@@ -229,15 +263,8 @@ pub async fn join(shared: &Shared, req: JoinRequest) -> Result<JoinAnswer, Feder
 }
 
 /// The alliance's naming context, when the CLI gave none.
-async fn served_suffix(req: &JoinRequest) -> Result<String, FederationError> {
-    let mut remote = alliance::connect(
-        &req.url,
-        &req.bind_dn,
-        &req.password,
-        CONNECT_TIMEOUT,
-        req.ca_file.as_deref(),
-    )
-    .await?;
+async fn served_suffix(settings: &Settings) -> Result<String, FederationError> {
+    let mut remote = settings.connect().await?;
     let contexts = alliance::read(&mut remote, "", &["namingContexts"])
         .await?
         .and_then(|(_, a)| a.get("namingcontexts").cloned())

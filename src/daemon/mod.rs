@@ -197,6 +197,13 @@ impl Shared {
                 oldest_age: f.outbox.oldest_pending_at.map(|t| (now - t).max(0)),
                 failed: f.outbox.failed,
                 conflicts: f.outbox.conflicts,
+                refused: f.link.refused.clone(),
+                hold: f.hold.as_ref().map(|h| status::HeldRefresh {
+                    delete: h.hold.delete,
+                    keep: h.hold.keep,
+                    local_copy: h.hold.local_copy,
+                    confirmed: h.hold.confirmed_at.is_some(),
+                }),
             };
             components.extend(status::federation_component(&obs));
         }
@@ -261,6 +268,12 @@ impl Shared {
                 .set(f.outbox.oldest_pending_at.map_or(0, |t| (now - t).max(0)));
             g.outbox_failed.set(f.outbox.failed);
             g.conflicts.set(f.outbox.conflicts);
+            g.deletions_held.set(
+                f.hold
+                    .as_ref()
+                    .filter(|h| h.hold.confirmed_at.is_none())
+                    .map_or(0, |h| h.hold.delete),
+            );
         }
     }
 

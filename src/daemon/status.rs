@@ -100,12 +100,46 @@ pub struct FederationObservation {
     pub oldest_age: Option<i64>,
     pub failed: i64,
     pub conflicts: i64,
+    /// Why the daemon will not make the link at all (what to change).
+    pub refused: Option<String>,
+    /// A refresh's deletions held for an admin.
+    pub hold: Option<HeldRefresh>,
+}
+
+/// A held refresh, in figures.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeldRefresh {
+    pub delete: i64,
+    pub keep: i64,
+    pub local_copy: i64,
+    pub confirmed: bool,
 }
 
 /// The `federation` component; none on a standalone box.
 pub fn federation_component(f: &FederationObservation) -> Option<Component> {
     if !f.enabled {
         return None;
+    }
+    if let Some(why) = &f.refused {
+        return Some(Component {
+            name: "federation".into(),
+            state: ComponentState::Down,
+            detail: format!(
+                "the link to the alliance is refused: {why}. Logins and local work go on from the local directory"
+            ),
+        });
+    }
+    if let Some(h) = f.hold.as_ref().filter(|h| !h.confirmed) {
+        return Some(Component {
+            name: "federation".into(),
+            state: ComponentState::Degraded,
+            detail: format!(
+                "the alliance's last refresh would delete {} of the {} entries copied here ({} of them people homed here or this box's collective, which stay): nothing was deleted, and the alliance's changes wait. Check the alliance, then run `commonscloud alliance confirm-deletions`",
+                h.delete + h.keep,
+                h.local_copy,
+                h.keep
+            ),
+        });
     }
     let waiting = match (f.pending, f.oldest_age) {
         (0, _) => "nothing waits for the alliance".to_owned(),
@@ -364,6 +398,47 @@ mod tests {
                 .contains("3 change(s) wait for the alliance, the oldest for 40 s")
         );
         assert!(c.detail.contains("1 conflict(s) settled"));
+    }
+
+    #[test]
+    fn federation_shows_a_refused_link_and_a_held_refresh() {
+        let refused = FederationObservation {
+            enabled: true,
+            refused: Some("ldap://a is plain LDAP: … `insecure = true` …".into()),
+            ..Default::default()
+        };
+        let c = federation_component(&refused).unwrap();
+        assert_eq!(c.state, ComponentState::Down);
+        assert!(c.detail.contains("refused") && c.detail.contains("insecure = true"));
+        let mut held = FederationObservation {
+            enabled: true,
+            up: true,
+            hold: Some(HeldRefresh {
+                delete: 30,
+                keep: 55,
+                local_copy: 90,
+                confirmed: false,
+            }),
+            ..Default::default()
+        };
+        let c = federation_component(&held).unwrap();
+        assert_eq!(c.state, ComponentState::Degraded);
+        assert!(
+            c.detail.contains("would delete 85 of the 90 entries")
+                && c.detail.contains("55 of them")
+                && c.detail.contains("nothing was deleted")
+                && c.detail.contains("commonscloud alliance confirm-deletions"),
+            "{}",
+            c.detail
+        );
+        // Confirmed: the next refresh applies it; the link is what counts.
+        if let Some(h) = held.hold.as_mut() {
+            h.confirmed = true;
+        }
+        assert_eq!(
+            federation_component(&held).unwrap().state,
+            ComponentState::Ok
+        );
     }
     use std::path::Path;
 

@@ -18,6 +18,7 @@ use ldap3::{
 };
 
 use super::DirectoryError;
+use crate::federation::guard::LinkSecurity;
 use crate::federation::rules::{AttrChange, Attrs};
 
 const SYNC_STATE_OID: &str = "1.3.6.1.4.1.4203.1.9.1.2";
@@ -78,16 +79,29 @@ pub fn host_port(url: &str) -> Result<(String, u16, bool), DirectoryError> {
 
 /// A connection to `url` bound as `bind_dn`, with TCP keepalive (a link
 /// that dies silently is noticed within about a minute) and `timeout` on the
-/// connect and the bind. Over `ldaps://` the server's certificate is checked
-/// against `ca_file` (PEM) only, or the system's roots without one.
+/// connect and the bind. `security` is what `federation::guard` decided for
+/// this URL: over `ldaps://`, or `ldap://` with StartTLS (the upgrade comes
+/// before the bind, and a server that refuses it is not spoken to in
+/// clear), the server's certificate is checked against `ca_file` (PEM)
+/// only, or the system's roots without one.
 pub async fn connect(
     url: &str,
+    security: LinkSecurity,
+    ca_file: Option<&std::path::Path>,
     bind_dn: &str,
     password: &str,
     timeout: Duration,
-    ca_file: Option<&std::path::Path>,
 ) -> Result<Ldap, DirectoryError> {
     let (host, port, tls) = host_port(url)?;
+    if tls != (security == LinkSecurity::Ldaps) {
+        return Err(DirectoryError::Io {
+            what: format!("alliance URL `{url}`"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{security} does not fit this URL's scheme"),
+            ),
+        });
+    }
     let io = |what: String| move |source| DirectoryError::Io { what, source };
     let tcp = tokio::time::timeout(
         timeout,
@@ -110,7 +124,7 @@ pub async fn connect(
     let mut settings = LdapConnSettings::new()
         .set_conn_timeout(timeout)
         .set_std_stream(StdStream::Tcp(std));
-    if tls {
+    if security.encrypted() {
         let config = crate::tls::client_config(ca_file).map_err(|m| DirectoryError::Io {
             what: format!(
                 "the alliance's CA file {}",
@@ -118,11 +132,15 @@ pub async fn connect(
             ),
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, m),
         })?;
-        settings = settings.set_config(std::sync::Arc::new(config));
+        settings = settings
+            .set_config(std::sync::Arc::new(config))
+            .set_starttls(security == LinkSecurity::StartTls);
     }
     let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url)
         .await
-        .map_err(ldap_err(format!("connecting to the alliance at {url}")))?;
+        .map_err(ldap_err(format!(
+            "connecting to the alliance at {url} ({security})"
+        )))?;
     ldap3::drive!(conn);
     let res = ldap
         .with_timeout(timeout)

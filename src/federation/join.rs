@@ -45,29 +45,37 @@ pub struct PushPlan {
 /// connection when every one passed.
 pub async fn check(settings: &Settings) -> (Vec<Check>, Option<Ldap>) {
     let mut out = Vec::new();
-    let mut remote = match alliance::connect(
-        &settings.url,
-        &settings.bind_dn,
-        &settings.password,
-        settings.connect_timeout,
-        settings.ca_file.as_deref(),
-    )
-    .await
-    {
+    let mut remote = match settings.connect().await {
         Ok(l) => {
             out.push(Check {
                 name: "link",
                 ok: true,
-                message: format!("{} answers and accepts {}", settings.url, settings.bind_dn),
+                message: format!(
+                    "{} answers over {} and accepts {}",
+                    settings.url,
+                    settings
+                        .security()
+                        .map(|s| s.to_string())
+                        .unwrap_or_default(),
+                    settings.bind_dn
+                ),
             });
             l
+        }
+        Err(FederationError::Security(e)) => {
+            out.push(Check {
+                name: "link",
+                ok: false,
+                message: e.to_string(),
+            });
+            return (out, None);
         }
         Err(e) => {
             out.push(Check {
                 name: "link",
                 ok: false,
                 message: format!(
-                    "{e}; check the URL, that port's firewall, the bind DN and the password file"
+                    "{e}; check the URL, that port's firewall, the CA file (for TLS), the bind DN and the password file"
                 ),
             });
             return (out, None);
@@ -244,6 +252,7 @@ pub fn enrol(
             node: settings.node.clone(),
             joined_at: now,
             ca_file: settings.ca_file.as_ref().map(|p| p.display().to_string()),
+            starttls: settings.starttls,
         })?;
         for dn in &plan.add {
             outbox::push(s, now, &Change::Add { dn: dn.clone() })?;

@@ -11,9 +11,10 @@
 //! - [`join`] enrols an appliance (checks first) and pushes a standalone
 //!   appliance's people up.
 //!
-//! Decisions are in [`rules`] (pure); LDAP goes through
+//! Decisions are in [`rules`] and [`guard`] (pure); LDAP goes through
 //! `directory::alliance`, the only LDAP code; state through `store`.
 
+pub mod guard;
 pub mod join;
 pub mod outbox;
 pub mod replay;
@@ -46,6 +47,8 @@ pub enum FederationError {
     },
     #[error("the sync task stopped: {0}")]
     Task(String),
+    #[error(transparent)]
+    Security(#[from] guard::LinkSecurityError),
 }
 
 /// Secret file holding the alliance account's password (0600).
@@ -68,9 +71,15 @@ pub struct Settings {
     pub console_url: String,
     /// This collective's name, for that mail.
     pub collective_name: String,
-    /// The CA certificate(s) the alliance's `ldaps://` certificate must
-    /// chain to; the system's roots without it.
+    /// The CA certificate(s) the alliance's certificate (`ldaps://` or
+    /// StartTLS) must chain to; the system's roots without it.
     pub ca_file: Option<PathBuf>,
+    /// Upgrade an `ldap://` URL with StartTLS.
+    pub starttls: bool,
+    /// Allow plain `ldap://` (`[alliance] insecure = true`).
+    pub insecure: bool,
+    /// Past these, a refresh's deletions wait for an admin.
+    pub deletion_limits: guard::DeletionLimits,
 }
 
 impl std::fmt::Debug for Settings {
@@ -81,6 +90,8 @@ impl std::fmt::Debug for Settings {
             .field("password", &"<redacted>")
             .field("suffixes", &self.suffixes)
             .field("node", &self.node)
+            .field("starttls", &self.starttls)
+            .field("insecure", &self.insecure)
             .finish_non_exhaustive()
     }
 }
@@ -88,6 +99,26 @@ impl std::fmt::Debug for Settings {
 impl Settings {
     pub fn scope(&self) -> rules::Scope {
         rules::Scope::new(&self.suffixes.alliance, self.collective.clone())
+    }
+
+    /// How the link must be protected, or why it may not be made.
+    pub fn security(&self) -> Result<guard::LinkSecurity, guard::LinkSecurityError> {
+        guard::link_security(&self.url, self.starttls, self.insecure)
+    }
+
+    /// A connection to the alliance as this appliance's account, once
+    /// [`Settings::security`] allows it.
+    pub async fn connect(&self) -> Result<ldap3::Ldap, FederationError> {
+        let security = self.security()?;
+        Ok(crate::directory::alliance::connect(
+            &self.url,
+            security,
+            self.ca_file.as_deref(),
+            &self.bind_dn,
+            &self.password,
+            self.connect_timeout,
+        )
+        .await?)
     }
 }
 
@@ -103,6 +134,9 @@ pub struct Link {
     /// Woken by the replay after it settled group memberships: the
     /// down-sync then checks which people are in scope.
     pub scope_check: tokio::sync::Notify,
+    /// Woken when an admin confirmed a held refresh's deletions: the
+    /// down-sync refreshes again at once.
+    pub deletions_confirmed: tokio::sync::Notify,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -119,6 +153,11 @@ pub struct LinkState {
     pub applied: u64,
     /// Outbox entries replayed since the daemon started.
     pub replayed: u64,
+    /// Why the daemon will not make the link at all until the config
+    /// changes (plain `ldap://` without `insecure = true`, say).
+    pub refused: Option<String>,
+    /// How the link is protected, once connected.
+    pub security: Option<guard::LinkSecurity>,
 }
 
 /// Where the alliance is, for a person who changes their own password there.
@@ -127,6 +166,8 @@ pub struct Remote {
     pub url: String,
     pub suffix: String,
     pub ca_file: Option<PathBuf>,
+    /// As the sync's own link (a person's password crosses it).
+    pub security: guard::LinkSecurity,
 }
 
 impl Remote {
@@ -207,6 +248,29 @@ pub struct Status {
     pub outbox: crate::store::OutboxStats,
     pub conflicts: Vec<crate::store::ConflictRow>,
     pub recent: Vec<crate::store::OutboxRow>,
+    /// A refresh's deletions held for an admin, with the first entries.
+    pub hold: Option<HoldView>,
+}
+
+/// A held refresh as `alliance status` shows it: the figures and the
+/// first entries of each kind (`alliance confirm-deletions` lists them all).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HoldView {
+    #[serde(flatten)]
+    pub hold: crate::store::Hold,
+    pub entries: Vec<crate::store::HeldEntry>,
+}
+
+/// How many entries of a hold `alliance status` shows.
+pub const HOLD_SHOWN: i64 = 20;
+
+/// The hold with up to `limit` of its entries, if one is held.
+pub fn hold_view(store: &Store, limit: i64) -> Result<Option<HoldView>, FederationError> {
+    let Some(hold) = store.fed_hold()? else {
+        return Ok(None);
+    };
+    let entries = store.fed_hold_entries(hold.id, limit)?;
+    Ok(Some(HoldView { hold, entries }))
 }
 
 /// The store, or an error saying its lock is poisoned.
@@ -230,7 +294,63 @@ pub fn status(store: &Mutex<Store>, link: &Link, now: i64) -> Result<Status, Fed
         outbox: s.outbox_stats()?,
         conflicts: s.conflicts(20)?,
         recent: s.outbox_recent(20)?,
+        hold: hold_view(&s, HOLD_SHOWN)?,
     })
+}
+
+/// What an admin's confirmation of a held refresh came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirmation {
+    /// Confirmed: the down-sync refreshes again and deletes them.
+    Confirmed(crate::store::Hold),
+    /// Nothing is held.
+    NoHold,
+    /// The hold now is another than the one the admin saw (`id`): nothing
+    /// was confirmed.
+    Changed(crate::store::Hold),
+}
+
+/// Confirms hold `id` (the one `by` looked at), audited, and wakes the
+/// down-sync.
+pub fn confirm_deletions(
+    store: &Mutex<Store>,
+    link: &Link,
+    id: i64,
+    by: &str,
+    now: i64,
+) -> Result<Confirmation, FederationError> {
+    let s = lock(store)?;
+    let Some(hold) = s.fed_hold()? else {
+        return Ok(Confirmation::NoHold);
+    };
+    if hold.id != id {
+        return Ok(Confirmation::Changed(hold));
+    }
+    let done = s.atomically(|s| {
+        if !s.confirm_fed_hold(id, by, now)? {
+            return Ok(false);
+        }
+        s.audit(
+            now,
+            by,
+            "alliance-confirm-deletions",
+            &format!(
+                "hold {id}: {} entries to delete, {} kept (homed here), of {} copied here",
+                hold.delete, hold.keep, hold.local_copy
+            ),
+        )?;
+        Ok(true)
+    })?;
+    let now_held = s.fed_hold()?;
+    drop(s);
+    match (done, now_held) {
+        (true, Some(h)) => {
+            link.deletions_confirmed.notify_one();
+            Ok(Confirmation::Confirmed(h))
+        }
+        (_, Some(h)) => Ok(Confirmation::Changed(h)),
+        (_, None) => Ok(Confirmation::NoHold),
+    }
 }
 
 /// Reads the alliance password file.

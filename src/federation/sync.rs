@@ -4,16 +4,23 @@
 //! malformed message makes ldap3's parser panic (the session is a task of
 //! its own, so a panic ends only it).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ldap3::Ldap;
 
+use super::guard::{self, Deletions};
 use super::rules::{self, Attrs, Scope, copyable, down_changes, lock_change, normalize_dn};
 use super::{FederationError, Link, Settings, lock, now, outbox};
 use crate::directory::alliance::{self, SyncEvent};
 use crate::directory::ldap as local_ldap;
-use crate::store::Store;
+use crate::directory::tree::Tree;
+use crate::store::{HeldEntry, Store};
+
+/// How long a held refresh waits for an admin before it is tried again
+/// (the alliance may have been put right meanwhile).
+const HOLD_RETRY: Duration = Duration::from_secs(600);
 
 /// Bookkeeping waiting for the next cookie: written with it, in one
 /// transaction, after the LDAP changes it describes.
@@ -21,21 +28,43 @@ use crate::store::Store;
 struct Pending {
     map: Vec<(Vec<u8>, String)>,
     unmap: Vec<Vec<u8>>,
+    /// The refresh went past any hold: drop it with the next write.
+    clear_hold: bool,
+    /// Entries the alliance no longer gives us, gathered (over a whole
+    /// refresh) until [`judge`] decides what happens to them. Not written:
+    /// a session that ends first leaves them to the next refresh.
+    remove: BTreeSet<Vec<u8>>,
 }
 
 impl Pending {
     fn len(&self) -> usize {
-        self.map.len() + self.unmap.len()
+        self.map.len() + self.unmap.len() + usize::from(self.clear_hold)
     }
 }
 
 /// Runs federation until the daemon stops: sessions one after another.
 pub async fn run(settings: Settings, store: Arc<Mutex<Store>>, link: Arc<Link>) {
     let mut failures: u32 = 0;
+    let security = match settings.security() {
+        Ok(s) => s,
+        Err(e) => {
+            // Nothing to retry: only a change of settings (which starts
+            // federation again) can allow this link.
+            log::warn!("federation: {e}");
+            link.update(|s| {
+                s.up = false;
+                s.refused = Some(e.to_string());
+                s.last_error = Some(e.to_string());
+            });
+            return std::future::pending().await;
+        }
+    };
+    link.update(|s| s.refused = None);
     link.set_remote(Some(super::Remote {
         url: settings.url.clone(),
         suffix: settings.suffixes.alliance.clone(),
         ca_file: settings.ca_file.clone(),
+        security,
     }));
     if let Ok(s) = store.lock()
         && let Ok(n) = s.outbox_release_all()
@@ -88,18 +117,17 @@ pub async fn session(
     store: Arc<Mutex<Store>>,
     link: Arc<Link>,
 ) -> Result<(), FederationError> {
-    let remote = alliance::connect(
-        &settings.url,
-        &settings.bind_dn,
-        &settings.password,
-        settings.connect_timeout,
-        settings.ca_file.as_deref(),
-    )
-    .await?;
+    let remote = settings.connect().await?;
     let t = now();
     lock(&store)?.touch_contact(t)?;
     link.set_up(true, t, None);
-    log::info!("federation: connected to {}", settings.url);
+    let security = settings.security().ok();
+    link.update(|s| s.security = security);
+    log::info!(
+        "federation: connected to {} ({})",
+        settings.url,
+        security.map(|s| s.to_string()).unwrap_or_default()
+    );
     let replay = super::replay::run(&settings, &store, &link, remote.clone());
     let down = down(&settings, &store, &link, remote);
     tokio::select! {
@@ -108,7 +136,10 @@ pub async fn session(
     }
 }
 
-/// The down-sync over one connection.
+/// The down-sync over one connection. The deletions a refresh asks for
+/// (listed deletes and whatever a present phase did not list) are gathered
+/// and judged together when it ends, and its cookie is written only then:
+/// a refresh that is held, or cut short, is gone through again.
 async fn down(
     settings: &Settings,
     store: &Mutex<Store>,
@@ -130,6 +161,7 @@ async fn down(
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
     let mut pending = Pending::default();
     let mut refreshing = true;
+    let mut refresh_cookie: Option<Vec<u8>> = None;
     loop {
         // Reading the stream is cancel-safe (a channel receive), so a
         // scope check can come between two events.
@@ -137,11 +169,15 @@ async fn down(
             e = stream.next() => e?,
             () = link.scope_check.notified(), if !refreshing => {
                 people_in_scope(settings, &scope, store, &mut local, &mut remote, &mut pending).await?;
+                if judge(settings, store, &mut local, &mut pending).await? {
+                    return park(store, link, &mut pending).await;
+                }
                 commit(store, &mut pending, None)?;
                 continue;
             }
         };
-        match event {
+        // The event's cookie, and whether it ends the refresh (or the search).
+        let (cookie, refresh_over, search_over) = match event {
             SyncEvent::Entry {
                 uuid,
                 dn,
@@ -175,14 +211,12 @@ async fn down(
                     }
                 }
                 seen.insert(uuid);
-                if cookie.is_some() || pending.len() >= 1000 {
-                    commit(store, &mut pending, cookie)?;
-                }
+                (cookie, false, false)
             }
             SyncEvent::Delete { uuid, cookie, .. } => {
-                delete_known(store, &mut local, &uuid, &mut pending).await?;
+                pending.remove.insert(uuid);
                 link.update(|s| s.applied += 1);
-                commit(store, &mut pending, cookie)?;
+                (cookie, false, false)
             }
             SyncEvent::IdSet {
                 uuids,
@@ -190,13 +224,11 @@ async fn down(
                 cookie,
             } => {
                 if deleted {
-                    for u in &uuids {
-                        delete_known(store, &mut local, u, &mut pending).await?;
-                    }
+                    pending.remove.extend(uuids);
                 } else {
                     seen.extend(uuids);
                 }
-                commit(store, &mut pending, cookie)?;
+                (cookie, false, false)
             }
             SyncEvent::RefreshDone {
                 present,
@@ -206,30 +238,28 @@ async fn down(
                 if present || reload {
                     // Whatever the alliance did not list is gone from scope.
                     let known = lock(store)?.fed_entries()?;
-                    for (u, _) in known {
-                        if !seen.contains(&u) {
-                            delete_known(store, &mut local, &u, &mut pending).await?;
-                        }
-                    }
+                    pending.remove.extend(
+                        known
+                            .into_iter()
+                            .map(|(u, _)| u)
+                            .filter(|u| !seen.contains(u)),
+                    );
                 }
                 seen.clear();
-                people_in_scope(
-                    settings,
-                    &scope,
-                    store,
-                    &mut local,
-                    &mut remote,
-                    &mut pending,
-                )
-                .await?;
-                commit(store, &mut pending, cookie)?;
                 if done {
-                    refreshing = false;
-                    link.update(|s| s.refreshing = false);
-                    log::info!("federation: refresh done, following changes");
+                    people_in_scope(
+                        settings,
+                        &scope,
+                        store,
+                        &mut local,
+                        &mut remote,
+                        &mut pending,
+                    )
+                    .await?;
                 }
+                (cookie, done, false)
             }
-            SyncEvent::NewCookie(c) => commit(store, &mut pending, Some(c))?,
+            SyncEvent::NewCookie(c) => (Some(c), false, false),
             SyncEvent::RefreshRequired => {
                 log::warn!("federation: the alliance cannot resume from our cookie; reloading");
                 commit(store, &mut pending, None)?;
@@ -237,12 +267,141 @@ async fn down(
                 stream.abandon().await;
                 return Ok(());
             }
-            SyncEvent::Done { cookie } => {
-                commit(store, &mut pending, cookie)?;
-                return Ok(());
+            SyncEvent::Done { cookie } => (cookie, refreshing, true),
+        };
+        if refreshing && !refresh_over {
+            if cookie.is_some() {
+                refresh_cookie = cookie;
             }
+            if pending.len() >= 1000 {
+                commit(store, &mut pending, None)?;
+            }
+            continue;
+        }
+        if judge(settings, store, &mut local, &mut pending).await? {
+            return park(store, link, &mut pending).await;
+        }
+        if refreshing {
+            pending.clear_hold = true;
+            commit(store, &mut pending, cookie.or(refresh_cookie.take()))?;
+            refreshing = false;
+            link.update(|s| s.refreshing = false);
+            log::info!("federation: refresh done, following changes");
+        } else if cookie.is_some() || pending.len() > 0 {
+            commit(store, &mut pending, cookie)?;
+        }
+        if search_over {
+            return Ok(());
         }
     }
+}
+
+/// Judges the deletions gathered in `pending.remove` by
+/// [`guard::deletions`]. Within the limits (or confirmed by an admin):
+/// deletes here what may go, keeps what is protected (forgetting only its
+/// link to the alliance's entry, recorded as a `kept_here` conflict), and
+/// returns false. Past them: records the hold, changes nothing here, and
+/// returns true.
+async fn judge(
+    settings: &Settings,
+    store: &Mutex<Store>,
+    local: &mut Ldap,
+    pending: &mut Pending,
+) -> Result<bool, FederationError> {
+    if pending.remove.is_empty() {
+        return Ok(false);
+    }
+    let tree = Tree::new(&settings.suffixes.local);
+    let protected = guard::Protected::new(&tree, &settings.collective, &settings.node);
+    let mut entries: Vec<HeldEntry> = Vec::new();
+    for uuid in std::mem::take(&mut pending.remove) {
+        let Some(dn) = lock(store)?.fed_entry(&uuid)? else {
+            continue;
+        };
+        let home = if tree.uid_of(&dn).is_some() {
+            alliance::read(local, &dn, &["commonsHomeNode"])
+                .await?
+                .map(|(_, a)| rules::first(&a, "commonshomenode").to_owned())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let kept = protected.covers(&dn, &home);
+        entries.push(HeldEntry { uuid, dn, kept });
+    }
+    let (copy, confirmed) = {
+        let s = lock(store)?;
+        (s.fed_entry_count()?, s.fed_hold_confirmed()?)
+    };
+    let keys: Vec<(Vec<u8>, bool)> = entries.iter().map(|e| (e.uuid.clone(), e.kept)).collect();
+    let decision = guard::deletions(
+        &keys,
+        usize::try_from(copy).unwrap_or_default(),
+        settings.deletion_limits,
+        confirmed.as_ref(),
+    );
+    let (delete, keep) = match decision {
+        Deletions::Hold => {
+            let kept = entries.iter().filter(|e| e.kept).count();
+            let id = lock(store)?.hold_fed_deletions(now(), copy, &entries)?;
+            log::warn!(
+                "federation: the alliance's refresh would delete {} of the {copy} entries copied here ({kept} of them this box's own: people homed here, its collective, its directory's containers, which stay in any case); nothing was deleted (hold {id}). `commonscloud alliance status` lists them; once the alliance is known to be right, `commonscloud alliance confirm-deletions` lets them go",
+                entries.len()
+            );
+            return Ok(true);
+        }
+        Deletions::Apply { delete, keep } => (delete, keep),
+    };
+    let dn_of: BTreeMap<&[u8], &str> = entries
+        .iter()
+        .map(|e| (e.uuid.as_slice(), e.dn.as_str()))
+        .collect();
+    for uuid in delete {
+        if let Some(dn) = dn_of.get(uuid.as_slice()) {
+            delete_tree(local, dn).await?;
+        }
+        pending.unmap.push(uuid);
+    }
+    for uuid in keep {
+        if let Some(dn) = dn_of.get(uuid.as_slice()) {
+            let s = lock(store)?;
+            if !s.has_conflict(dn, "kept_here")? {
+                log::warn!(
+                    "federation: the alliance no longer gives {dn} to this box; it is this box's own, so it stays"
+                );
+                s.record_conflict(
+                    now(),
+                    dn,
+                    "",
+                    "kept_here",
+                    "local",
+                    "the alliance no longer gives this entry to this box; it is this box's own (a person homed here, its collective, or a container of its directory), so it stays, and only its link to the alliance's entry is forgotten",
+                    None,
+                )?;
+            }
+        }
+        pending.unmap.push(uuid);
+    }
+    Ok(false)
+}
+
+/// A held refresh: the down-sync waits (the replay goes on) until an admin
+/// confirms or [`HOLD_RETRY`] passes, then ends the session, so the next
+/// one refreshes again from the last cookie written.
+async fn park(
+    store: &Mutex<Store>,
+    link: &Link,
+    pending: &mut Pending,
+) -> Result<(), FederationError> {
+    commit(store, pending, None)?;
+    link.update(|s| s.refreshing = false);
+    tokio::select! {
+        () = link.deletions_confirmed.notified() => {
+            log::info!("federation: the held deletions were confirmed; refreshing again");
+        }
+        () = tokio::time::sleep(HOLD_RETRY) => {}
+    }
+    Ok(())
 }
 
 /// Writes the bookkeeping and, if the server sent one, the new cookie, in
@@ -264,12 +423,17 @@ fn commit(
         for u in &pending.unmap {
             s.unmap_fed_entry(u)?;
         }
+        if pending.clear_hold {
+            s.clear_fed_hold()?;
+        }
         match &cookie {
             Some(c) => s.set_sync_cookie(Some(c), t),
             None => s.touch_contact(t),
         }
     })?;
-    *pending = Pending::default();
+    pending.map.clear();
+    pending.unmap.clear();
+    pending.clear_hold = false;
     Ok(())
 }
 
@@ -293,7 +457,7 @@ async fn apply_entry(
             "federation: the alliance sent {alliance_dn}, which is outside this appliance's scope; not copied"
         );
         if known.is_some() {
-            delete_known(store, local, uuid, pending).await?;
+            pending.remove.insert(uuid.to_vec());
         }
         return Ok(false);
     }
@@ -415,22 +579,6 @@ fn record_down_conflict(
     Ok(())
 }
 
-/// Deletes here the entry the alliance knows by `uuid` (and anything under
-/// it), if we have it.
-async fn delete_known(
-    store: &Mutex<Store>,
-    local: &mut Ldap,
-    uuid: &[u8],
-    pending: &mut Pending,
-) -> Result<(), FederationError> {
-    let Some(dn) = lock(store)?.fed_entry(uuid)? else {
-        return Ok(());
-    };
-    delete_tree(local, &dn).await?;
-    pending.unmap.push(uuid.to_vec());
-    Ok(())
-}
-
 async fn delete_tree(local: &mut Ldap, dn: &str) -> Result<(), FederationError> {
     let mut under = alliance::search(local, dn, "(objectClass=*)", &["1.1"])
         .await
@@ -449,7 +597,7 @@ async fn delete_tree(local: &mut Ldap, dn: &str) -> Result<(), FederationError> 
 /// Keeps the people in step with our collective's `members` group: a change
 /// of membership alone does not reach syncprov (the memberof overlay writes
 /// memberOf without replicating it), so people who joined are fetched and
-/// people who left are removed here.
+/// people who left are handed to [`judge`].
 async fn people_in_scope(
     settings: &Settings,
     scope: &Scope,
@@ -502,8 +650,7 @@ async fn people_in_scope(
             None => false,
         };
         if !still {
-            delete_tree(local, &dn).await?;
-            pending.unmap.push(uuid);
+            pending.remove.insert(uuid);
         }
     }
     Ok(())

@@ -113,10 +113,11 @@ impl Onboarding {
             let dn = remote.person_dn(&p.uid);
             let mut conn = crate::directory::alliance::connect(
                 &remote.url,
+                remote.security,
+                remote.ca_file.as_deref(),
                 &dn,
                 current,
                 std::time::Duration::from_secs(10),
-                remote.ca_file.as_deref(),
             )
             .await
             .map_err(|_| e)?;

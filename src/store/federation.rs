@@ -19,8 +19,37 @@ pub struct Enrolment {
     /// This appliance's node name (its people's `commonsHomeNode`).
     pub node: String,
     pub joined_at: i64,
-    /// The CA file for `ldaps://`, when not the system's roots.
+    /// The CA file for `ldaps://` or StartTLS, when not the system's roots.
     pub ca_file: Option<String>,
+    /// The `ldap://` link is upgraded by StartTLS.
+    #[serde(default)]
+    pub starttls: bool,
+}
+
+/// A refresh's deletions, held until an admin confirms them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Hold {
+    /// Never reused: a confirmation names the hold the admin looked at.
+    pub id: i64,
+    pub at: i64,
+    /// Entries copied here from the alliance when it was held.
+    pub local_copy: i64,
+    /// Entries the refresh would delete here (and will, once confirmed).
+    pub delete: i64,
+    /// Entries it asked to delete that stay (homed here, or this box's
+    /// collective): never deleted by a refresh.
+    pub keep: i64,
+    pub confirmed_at: Option<i64>,
+    pub confirmed_by: Option<String>,
+}
+
+/// One entry of a hold.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HeldEntry {
+    #[serde(skip)]
+    pub uuid: Vec<u8>,
+    pub dn: String,
+    pub kept: bool,
 }
 
 /// One local change waiting for (or settled at) the alliance.
@@ -81,7 +110,8 @@ impl Store {
     pub fn enrolment(&self) -> Result<Option<Enrolment>, StoreError> {
         self.conn
             .query_row(
-                "SELECT url, bind_dn, suffix, node, joined_at, ca_file FROM federation WHERE id = 1",
+                "SELECT url, bind_dn, suffix, node, joined_at, ca_file, starttls
+                 FROM federation WHERE id = 1",
                 [],
                 |r| {
                     Ok(Enrolment {
@@ -91,6 +121,7 @@ impl Store {
                         node: r.get(3)?,
                         joined_at: r.get(4)?,
                         ca_file: r.get(5)?,
+                        starttls: r.get(6)?,
                     })
                 },
             )
@@ -103,14 +134,23 @@ impl Store {
     pub fn enrol(&self, e: &Enrolment) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "INSERT INTO federation (id, url, bind_dn, suffix, node, joined_at, ca_file)
-                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO federation (id, url, bind_dn, suffix, node, joined_at, ca_file, starttls)
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (id) DO UPDATE SET
                    cookie = CASE WHEN url = excluded.url AND bind_dn = excluded.bind_dn
                                   AND suffix = excluded.suffix THEN cookie ELSE NULL END,
                    url = excluded.url, bind_dn = excluded.bind_dn,
-                   suffix = excluded.suffix, node = excluded.node, ca_file = excluded.ca_file",
-                params![e.url, e.bind_dn, e.suffix, e.node, e.joined_at, e.ca_file],
+                   suffix = excluded.suffix, node = excluded.node, ca_file = excluded.ca_file,
+                   starttls = excluded.starttls",
+                params![
+                    e.url,
+                    e.bind_dn,
+                    e.suffix,
+                    e.node,
+                    e.joined_at,
+                    e.ca_file,
+                    e.starttls
+                ],
             )
             .map(drop)
             .map_err(|e| self.err(e))
@@ -203,6 +243,138 @@ impl Store {
     pub fn fed_entry_count(&self) -> Result<i64, StoreError> {
         self.conn
             .query_row("SELECT count(*) FROM fed_entries", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// The held refresh, if one is held (or confirmed and not yet applied).
+    pub fn fed_hold(&self) -> Result<Option<Hold>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT h.id, h.at, h.local_copy,
+                        (SELECT count(*) FROM fed_hold_entries e WHERE e.hold_id = h.id AND NOT e.kept),
+                        (SELECT count(*) FROM fed_hold_entries e WHERE e.hold_id = h.id AND e.kept),
+                        h.confirmed_at, h.confirmed_by
+                 FROM fed_hold h ORDER BY h.id DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(Hold {
+                        id: r.get(0)?,
+                        at: r.get(1)?,
+                        local_copy: r.get(2)?,
+                        delete: r.get(3)?,
+                        keep: r.get(4)?,
+                        confirmed_at: r.get(5)?,
+                        confirmed_by: r.get(6)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// A hold's entries, those to delete first, each part by DN; at most
+    /// `limit`.
+    pub fn fed_hold_entries(&self, id: i64, limit: i64) -> Result<Vec<HeldEntry>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT uuid, dn, kept FROM fed_hold_entries WHERE hold_id = ?1
+                 ORDER BY kept, dn LIMIT ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        st.query_map(params![id, limit], |r| {
+            Ok(HeldEntry {
+                uuid: r.get(0)?,
+                dn: r.get(1)?,
+                kept: r.get(2)?,
+            })
+        })
+        .and_then(Iterator::collect)
+        .map_err(|e| self.err(e))
+    }
+
+    /// The entries of the hold, once an admin confirmed it.
+    pub fn fed_hold_confirmed(&self) -> Result<Option<BTreeSet<Vec<u8>>>, StoreError> {
+        let Some(hold) = self.fed_hold()? else {
+            return Ok(None);
+        };
+        if hold.confirmed_at.is_none() {
+            return Ok(None);
+        }
+        let mut st = self
+            .conn
+            .prepare("SELECT uuid FROM fed_hold_entries WHERE hold_id = ?1")
+            .map_err(|e| self.err(e))?;
+        st.query_map([hold.id], |r| r.get(0))
+            .and_then(Iterator::collect)
+            .map(Some)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Holds a refresh's deletions: the same entries as the current hold
+    /// keep it (and its confirmation); others replace it under a new id.
+    /// Returns the hold's id.
+    pub fn hold_fed_deletions(
+        &self,
+        now: i64,
+        local_copy: i64,
+        entries: &[HeldEntry],
+    ) -> Result<i64, StoreError> {
+        self.atomically(|s| {
+            if let Some(h) = s.fed_hold()? {
+                let mut st = s
+                    .conn
+                    .prepare("SELECT uuid FROM fed_hold_entries WHERE hold_id = ?1")
+                    .map_err(|e| s.err(e))?;
+                let held: BTreeSet<Vec<u8>> = st
+                    .query_map([h.id], |r| r.get(0))
+                    .and_then(Iterator::collect)
+                    .map_err(|e| s.err(e))?;
+                let asked: BTreeSet<&[u8]> = entries.iter().map(|e| e.uuid.as_slice()).collect();
+                if asked.len() == held.len() && held.iter().all(|u| asked.contains(u.as_slice())) {
+                    return Ok(h.id);
+                }
+            }
+            s.clear_fed_hold()?;
+            s.conn
+                .execute(
+                    "INSERT INTO fed_hold (at, local_copy) VALUES (?1, ?2)",
+                    params![now, local_copy],
+                )
+                .map_err(|e| s.err(e))?;
+            let id = s.conn.last_insert_rowid();
+            let mut st = s
+                .conn
+                .prepare(
+                    "INSERT OR IGNORE INTO fed_hold_entries (hold_id, uuid, dn, kept)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(|e| s.err(e))?;
+            for e in entries {
+                st.execute(params![id, e.uuid, e.dn, e.kept])
+                    .map_err(|e| s.err(e))?;
+            }
+            Ok(id)
+        })
+    }
+
+    /// Confirms hold `id`, if it is the current one. Returns whether it was.
+    pub fn confirm_fed_hold(&self, id: i64, by: &str, now: i64) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE fed_hold SET confirmed_at = ?2, confirmed_by = ?3
+                 WHERE id = ?1 AND id = (SELECT max(id) FROM fed_hold)",
+                params![id, now, by],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n == 1)
+    }
+
+    /// Drops the hold (the sync went past it).
+    pub fn clear_fed_hold(&self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch("DELETE FROM fed_hold_entries; DELETE FROM fed_hold;")
             .map_err(|e| self.err(e))
     }
 
@@ -448,7 +620,76 @@ mod tests {
             node: "box.q.org".into(),
             joined_at: 5,
             ca_file: None,
+            starttls: false,
         }
+    }
+
+    fn held(uuid: &[u8], kept: bool) -> HeldEntry {
+        HeldEntry {
+            uuid: uuid.to_vec(),
+            dn: format!("uid={},ou=people,dc=q", String::from_utf8_lossy(uuid)),
+            kept,
+        }
+    }
+
+    #[test]
+    fn a_hold_keeps_its_id_for_the_same_entries_and_a_confirmation_names_it() {
+        let (_d, s) = store();
+        assert_eq!(s.fed_hold().unwrap(), None);
+        let a = [held(b"a", false), held(b"b", true), held(b"c", false)];
+        let id = s.hold_fed_deletions(10, 40, &a).unwrap();
+        let h = s.fed_hold().unwrap().unwrap();
+        assert_eq!(
+            (h.id, h.at, h.local_copy, h.delete, h.keep),
+            (id, 10, 40, 2, 1)
+        );
+        assert_eq!(s.fed_hold_confirmed().unwrap(), None, "not confirmed yet");
+        let listed = s.fed_hold_entries(id, 10).unwrap();
+        assert_eq!(
+            listed
+                .iter()
+                .map(|e| (e.dn.as_str(), e.kept))
+                .collect::<Vec<_>>(),
+            [
+                ("uid=a,ou=people,dc=q", false),
+                ("uid=c,ou=people,dc=q", false),
+                ("uid=b,ou=people,dc=q", true)
+            ]
+        );
+        // The same refresh again: the same hold, its time kept.
+        assert_eq!(s.hold_fed_deletions(20, 40, &a).unwrap(), id);
+        assert!(!s.confirm_fed_hold(id + 1, "admin", 30).unwrap());
+        assert!(s.confirm_fed_hold(id, "admin", 30).unwrap());
+        let c = s.fed_hold_confirmed().unwrap().unwrap();
+        assert_eq!(c.len(), 3);
+        assert_eq!(
+            s.hold_fed_deletions(40, 40, &a).unwrap(),
+            id,
+            "still confirmed"
+        );
+        assert!(s.fed_hold_confirmed().unwrap().is_some());
+        // Other entries: a new hold, unconfirmed; the old id confirms nothing.
+        let id2 = s.hold_fed_deletions(50, 40, &a[..2]).unwrap();
+        assert!(id2 > id);
+        assert_eq!(s.fed_hold_confirmed().unwrap(), None);
+        assert!(!s.confirm_fed_hold(id, "admin", 60).unwrap());
+        s.clear_fed_hold().unwrap();
+        assert_eq!(s.fed_hold().unwrap(), None);
+        // Ids are never reused, even after a clear.
+        assert!(s.hold_fed_deletions(70, 40, &a).unwrap() > id2);
+    }
+
+    #[test]
+    fn starttls_is_kept_with_the_enrolment() {
+        let (_d, s) = store();
+        s.enrol(&Enrolment {
+            starttls: true,
+            ..enrolment("ldap://a")
+        })
+        .unwrap();
+        assert!(s.enrolment().unwrap().unwrap().starttls);
+        s.enrol(&enrolment("ldap://a")).unwrap();
+        assert!(!s.enrolment().unwrap().unwrap().starttls);
     }
 
     #[test]

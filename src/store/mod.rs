@@ -14,7 +14,7 @@ mod journal;
 mod membership;
 mod onboarding;
 mod sessions;
-pub use federation::{ConflictRow, Enrolment, OutboxRow, OutboxStats};
+pub use federation::{ConflictRow, Enrolment, HeldEntry, Hold, OutboxRow, OutboxStats};
 pub use journal::{RunRow, StepRow};
 pub use membership::{InvitationRow, JoinRequestRow};
 pub use onboarding::{MailRow, NewRegistration, RegistrationRow, TokenRow};
@@ -236,6 +236,28 @@ const MIGRATIONS: &[&str] = &[
      DROP INDEX registrations_pending_email;
      CREATE UNIQUE INDEX registrations_pending_email ON registrations (email)
          WHERE state IN ('awaiting_validation', 'approved');",
+    // 10: federation hardening. `starttls`: the enrolment's ldap:// link is
+    // upgraded by StartTLS. `fed_hold`: the deletions of a refresh that
+    // would have deleted too much of the local copy, held (nothing deleted)
+    // until an admin confirms these very entries; one hold at a time, its
+    // id never reused, so a confirmation names what the admin saw.
+    // `fed_hold_entries`: its entries (`kept`: homed here or this box's
+    // collective, which a refresh never deletes).
+    "ALTER TABLE federation ADD COLUMN starttls INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE fed_hold (
+         id           INTEGER PRIMARY KEY AUTOINCREMENT,
+         at           INTEGER NOT NULL,
+         local_copy   INTEGER NOT NULL,
+         confirmed_at INTEGER,
+         confirmed_by TEXT
+     ) STRICT;
+     CREATE TABLE fed_hold_entries (
+         hold_id INTEGER NOT NULL REFERENCES fed_hold (id) ON DELETE CASCADE,
+         uuid    BLOB NOT NULL,
+         dn      TEXT NOT NULL,
+         kept    INTEGER NOT NULL CHECK (kept IN (0, 1)),
+         PRIMARY KEY (hold_id, uuid)
+     ) STRICT;",
 ];
 
 fn migrations(upto: usize) -> Migrations<'static> {

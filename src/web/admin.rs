@@ -913,6 +913,7 @@ mod tests {
                 node: "box.q.org".into(),
                 joined_at: 1,
                 ca_file: None,
+                starttls: false,
             }),
             link: crate::federation::LinkState {
                 enabled: true,
@@ -940,6 +941,7 @@ mod tests {
                 outbox_id: Some(2),
             }],
             recent: vec![],
+            hold: None,
         };
         let html = federation(&c, Some(&status), 100).into_string();
         for needle in [

@@ -23,8 +23,19 @@ pub struct Alliance {
     pub dir: tempfile::TempDir,
     pub url: String,
     pub port: u16,
-    /// With `start_tls`: the CA that signed the alliance's certificate.
+    /// With `start_tls` or `start_starttls`: the CA that signed the
+    /// alliance's certificate.
     pub ca_file: Option<std::path::PathBuf>,
+    /// An `ldap://` URL on which slapd serves StartTLS.
+    pub starttls: bool,
+}
+
+/// How the test alliance listens.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Listen {
+    Plain,
+    Ldaps,
+    StartTls,
 }
 
 fn script(args: &[&str]) -> std::process::Output {
@@ -43,23 +54,37 @@ fn script(args: &[&str]) -> std::process::Output {
 }
 
 impl Alliance {
+    /// The alliance on plain `ldap://` (loopback: appliances need
+    /// `insecure = true`).
     pub fn start() -> Alliance {
-        Self::start_with(false)
+        Self::start_with(Listen::Plain)
     }
 
     /// The alliance on `ldaps://`, with a certificate for 127.0.0.1 from a
     /// CA of the test's own (`ca_file`).
     pub fn start_tls() -> Alliance {
-        Self::start_with(true)
+        Self::start_with(Listen::Ldaps)
     }
 
-    fn start_with(tls: bool) -> Alliance {
+    /// The alliance on `ldap://` with a certificate (as `start_tls`), so
+    /// slapd offers StartTLS there.
+    pub fn start_starttls() -> Alliance {
+        Self::start_with(Listen::StartTls)
+    }
+
+    fn start_with(listen: Listen) -> Alliance {
+        let tls = listen != Listen::Plain;
         let dir = tempfile::Builder::new()
             .prefix("cc-alliance-")
             .tempdir()
             .unwrap();
         let port = free_port();
-        let url = format!("{}://127.0.0.1:{port}", if tls { "ldaps" } else { "ldap" });
+        let scheme = if listen == Listen::Ldaps {
+            "ldaps"
+        } else {
+            "ldap"
+        };
+        let url = format!("{scheme}://127.0.0.1:{port}");
         let d = dir.path().join("a");
         let d = d.to_str().unwrap();
         let mut args: Vec<String> = [
@@ -81,6 +106,7 @@ impl Alliance {
             url,
             port,
             ca_file,
+            starttls: listen == Listen::StartTls,
         };
         a.add_appliance("quimper", "Quimper", NODE);
         a.add_appliance("brest", "Brest", "box.brest.example.org");
@@ -141,6 +167,34 @@ impl Alliance {
         l
     }
 
+    /// Breaks the alliance's ACL as a bad edit would: appliances still bind
+    /// and search from the suffix, but read nothing else, so a refresh
+    /// lists nothing.
+    pub async fn hide_everything(&self) {
+        let mut root = self.root().await;
+        // In order, one value per change: slapd places a value by its {n}
+        // among those already there, so a set in any order could misplace.
+        let rules = [
+            "{0}to attrs=userPassword by anonymous auth by * none".to_owned(),
+            format!("{{1}}to dn.base=\"{SUFFIX}\" by * read"),
+            "{2}to * by * none".to_owned(),
+        ];
+        let attr = || "olcAccess".to_owned();
+        let one = |r: &String| std::collections::HashSet::from([r.clone()]);
+        root.modify(
+            "olcDatabase={1}mdb,cn=config",
+            vec![
+                ldap3::Mod::Replace(attr(), one(&rules[0])),
+                ldap3::Mod::Add(attr(), one(&rules[1])),
+                ldap3::Mod::Add(attr(), one(&rules[2])),
+            ],
+        )
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    }
+
     pub fn person_dn(uid: &str) -> String {
         format!("uid={uid},ou=people,{SUFFIX}")
     }
@@ -174,6 +228,23 @@ impl Alliance {
         local_ldap::set_password(&mut root, &dn, pw).await.unwrap();
         self.member(collective, uid, true).await;
         dn
+    }
+
+    /// An alliance-wide service (`ou=services`), made as the alliance's root.
+    pub async fn service(&self, cn: &str, url: &str) {
+        let mut root = self.root().await;
+        root.add(
+            &format!("cn={cn},ou=services,{SUFFIX}"),
+            vec![
+                ("objectClass", ["commonsService"].into()),
+                ("cn", [cn].into()),
+                ("labeledURI", [url].into()),
+            ],
+        )
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
     }
 
     pub async fn member(&self, collective: &str, uid: &str, add: bool) {
@@ -300,6 +371,10 @@ impl Federated {
             console_url: "https://box.quimper.example.org".into(),
             collective_name: "Les Communs de Quimper".into(),
             ca_file: alliance.ca_file.clone(),
+            starttls: alliance.starttls,
+            // The plain test alliances run on loopback.
+            insecure: alliance.ca_file.is_none(),
+            deletion_limits: Default::default(),
         };
         Federated {
             fx,
