@@ -280,6 +280,45 @@ fn acme_values_say_what_is_allowed() {
 }
 
 #[test]
+fn front_door_limits_default_and_say_what_is_allowed() {
+    let c = parse(MINIMAL, Path::new("a.toml")).unwrap();
+    let l = c.front_door.limits;
+    assert_eq!(l, FrontDoorLimits::default());
+    assert_eq!(l.connections, None);
+    assert_eq!(l.connections_per_address.get(), 256);
+    assert_eq!(l.body_idle_secs.duration().as_secs(), 60);
+    let text = format!(
+        "{MINIMAL}\n[front_door.limits]\nconnections = 100\nconnections_per_address = 10\nwebsocket_idle_secs = 5\n"
+    );
+    let c = parse(&text, Path::new("a.toml")).unwrap();
+    let l = c.front_door.limits;
+    assert_eq!(l.connections.map(Count::get), Some(100));
+    assert_eq!(l.connections_per_address.get(), 10);
+    assert_eq!(l.websocket_idle_secs.duration().as_secs(), 5);
+    assert_eq!(
+        l.header_secs.duration().as_secs(),
+        30,
+        "the others keep their defaults"
+    );
+    let again = parse(&c.to_redacted_toml(), Path::new("b.toml")).unwrap();
+    assert_eq!(again, c);
+
+    let limits = |body: &str| err(&format!("{MINIMAL}\n[front_door.limits]\n{body}\n"));
+    let e = limits("connections = 0");
+    assert_eq!(e.key, "front_door.limits.connections", "{e}");
+    assert!(e.message.contains("1 to 1000000"), "{e}");
+    let e = limits("body_idle_secs = -1");
+    assert_eq!(e.key, "front_door.limits.body_idle_secs", "{e}");
+    assert!(e.message.contains("1 to 86400"), "{e}");
+    let e = limits("idle = 3");
+    assert_eq!(e.key, "front_door.limits.idle", "{e}");
+    assert!(
+        e.message.contains("websocket_idle_secs"),
+        "lists the allowed keys: {e}"
+    );
+}
+
+#[test]
 fn the_consoles_choice_of_apps_overrides_the_file_and_bad_json_names_it() {
     let mut c = parse(MINIMAL, Path::new("appliance.toml")).unwrap();
     let at = Path::new("/var/lib/commonscloud/console/apps.json");
