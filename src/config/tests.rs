@@ -27,25 +27,50 @@ fn example_config_is_valid() {
     assert_eq!(c.suffix().as_str(), "dc=quimper,dc=example,dc=org");
 }
 
-#[test]
-fn example_acme_table_is_valid_once_uncommented() {
+/// A commented-out table of the example config, from its `header` line to
+/// the first uncommented one, uncommented (its `# #` comments dropped).
+fn example_table(header: &str) -> String {
     let text = include_str!("../../provision/appliance.example.toml");
-    let start = text
-        .find("# [front_door.acme]")
-        .expect("the documented table");
-    let block: String = text[start..]
+    let start = text.find(header).expect("the documented table");
+    text[start..]
         .lines()
         .take_while(|l| l.starts_with('#'))
         .filter(|l| !l.starts_with("# #"))
         .map(|l| format!("{}\n", l.trim_start_matches("# ")))
-        .collect();
-    let c = parse(&format!("{MINIMAL}\n{block}"), Path::new("a.toml")).unwrap();
+        .collect()
+}
+
+#[test]
+fn example_acme_table_is_valid_once_uncommented() {
+    let c = parse(
+        &format!("{MINIMAL}\n{}", example_table("# [front_door.acme]")),
+        Path::new("a.toml"),
+    )
+    .unwrap();
     let acme = c.front_door.acme.expect("uncommented");
     assert_eq!(
         acme.directory.as_str(),
         "https://acme-v02.api.letsencrypt.org/directory"
     );
     assert_eq!(acme.renew_before_days.days(), 30);
+}
+
+#[test]
+fn example_limits_table_is_valid_once_uncommented_and_says_the_defaults() {
+    let c = parse(
+        &format!("{MINIMAL}\n{}", example_table("# [front_door.limits]")),
+        Path::new("a.toml"),
+    )
+    .unwrap();
+    let defaults = FrontDoorLimits {
+        connections: c.front_door.limits.connections,
+        ..FrontDoorLimits::default()
+    };
+    assert_eq!(c.front_door.limits, defaults);
+    assert_eq!(
+        c.front_door.limits.connections.map(Count::get),
+        Some(FrontDoorLimits::CONNECTIONS as usize)
+    );
 }
 
 #[test]

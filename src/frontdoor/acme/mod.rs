@@ -138,19 +138,22 @@ pub fn migrate_legacy(files: &Files) -> Result<bool, AcmeError> {
         }
     }
     for path in [&files.legacy_cert, &files.legacy_key] {
-        match std::fs::remove_file(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(AcmeError::Io {
-                    what: "removing",
-                    path: path.clone(),
-                    source,
-                });
-            }
-        }
+        remove(path)?;
     }
     Ok(made)
+}
+
+/// Removes a file; whether it was there.
+fn remove(path: &Path) -> Result<bool, AcmeError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(AcmeError::Io {
+            what: "removing",
+            path: path.to_owned(),
+            source,
+        }),
+    }
 }
 
 /// A certificate an ACME server issued.
@@ -365,17 +368,8 @@ pub fn forget(files: &Files) -> Result<bool, AcmeError> {
         &files.legacy_cert,
         &files.legacy_key,
     ] {
-        match std::fs::remove_file(path) {
-            Ok(()) => had |= path == &files.pair || path == &files.legacy_cert,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(AcmeError::Io {
-                    what: "removing",
-                    path: path.clone(),
-                    source,
-                });
-            }
-        }
+        let was = remove(path)?;
+        had |= was && (path == &files.pair || path == &files.legacy_cert);
     }
     Ok(had)
 }
