@@ -1126,6 +1126,18 @@ fn files_of_a_release_before_the_pair_file_become_a_matching_pair_or_go() {
     assert!(commonscloud::frontdoor::ca::pair_loads(&acme.pair));
     assert!(!acme.legacy_cert.exists() && !acme.legacy_key.exists());
 
+    // An answers directory of an earlier release, made before the published
+    // directory had the front door's group: its files would be unreadable
+    // to the front door, so it goes (made again at the next order).
+    use std::os::unix::fs::MetadataExt;
+    let published = &paths.published;
+    std::fs::create_dir_all(&published.challenges).unwrap();
+    let dir_gid = std::fs::metadata(&published.dir).unwrap().gid();
+    std::os::unix::fs::chown(&published.challenges, None, Some(dir_gid + 1))
+        .expect("chown (run as root)");
+    commonscloud::frontdoor::publish(&config, "test", time::OffsetDateTime::now_utc()).unwrap();
+    assert!(!published.challenges.exists());
+
     // The local CA's old files, the same crash: the next publish makes a
     // pair that loads and removes them.
     std::fs::remove_file(&paths.tls.pair).unwrap();
