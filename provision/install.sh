@@ -323,21 +323,35 @@ user_ok() {
 	docker_line=$(grep '^docker:' "$ROOT/etc/group" 2>/dev/null) || return 1
 	[[ ",${docker_line##*:}," == *",commonscloud,"* ]]
 }
+# The front door's own user and group (see docs/security.md).
+door_user_ok() {
+	[[ -n $(name_to_id /etc/passwd "$DOOR_USER") && -n $(name_to_id /etc/group "$DOOR_USER") ]]
+}
+readonly DOOR_USER=commonscloud-front-door
 
-if user_ok; then
+if user_ok && door_user_ok; then
 	say "unchanged user commonscloud"
+	say "unchanged user $DOOR_USER"
 elif ((DRY_RUN)); then
-	say "would create user commonscloud (systemd-sysusers)"
+	user_ok || say "would create user commonscloud (systemd-sysusers)"
+	door_user_ok || say "would create user $DOOR_USER (systemd-sysusers)"
 else
 	had_user=$(name_to_id /etc/passwd commonscloud)
+	had_door=$(name_to_id /etc/passwd "$DOOR_USER")
 	mkdir -p "$ROOT/etc"
 	out=$(systemd-sysusers ${ROOT:+--root "$ROOT"} "$ROOT/usr/lib/sysusers.d/commonscloud.conf" 2>&1) ||
 		die "systemd-sysusers failed: $out"
 	user_ok || die "systemd-sysusers did not create user commonscloud in group docker: $out"
+	door_user_ok || die "systemd-sysusers did not create user $DOOR_USER: $out"
 	if [[ -n $had_user ]]; then
 		say "updated user commonscloud (member of docker)"
 	else
 		say "created user commonscloud (member of docker)"
+	fi
+	if [[ -n $had_door ]]; then
+		say "unchanged user $DOOR_USER"
+	else
+		say "created user $DOOR_USER"
 	fi
 fi
 

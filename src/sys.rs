@@ -108,7 +108,9 @@ fn parse_listening(text: &str) -> Vec<u16> {
 }
 
 /// Replaces `path` through a temporary file in the same directory and a
-/// rename, so a reader sees the old content or the new, never half. Makes a
+/// rename, so a reader sees the old content or the new, never half; the
+/// file is synced before the rename and the directory after it, so after a
+/// crash the name holds the old content or the new, whole. Makes a
 /// missing directory: 0700 when the file is private (`mode` gives nothing to
 /// group or others), 0755 otherwise. The error names the step that failed.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
@@ -136,7 +138,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
         .map_err(step("creating the temporary file"))?;
     f.write_all(bytes).map_err(step("writing"))?;
     f.sync_all().map_err(step("syncing"))?;
-    std::fs::rename(&tmp, path).map_err(step("renaming into place"))
+    std::fs::rename(&tmp, path).map_err(step("renaming into place"))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+        // A file system that cannot sync a directory has nothing to sync.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        r => r.map_err(step("syncing its directory")),
+    }
 }
 
 #[cfg(test)]

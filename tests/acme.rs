@@ -332,9 +332,9 @@ async fn a_certificate_from_acme_is_served_for_every_hostname_and_renewed_withou
         issued.not_after, not_after,
         "the record has the served one's end"
     );
-    assert_eq!(mode(&files.key), 0o600);
+    // The chain and its key: one file, for the front door's group.
+    assert_eq!(mode(&files.pair), 0o640);
     assert_eq!(mode(&files.account), 0o600);
-    assert_eq!(mode(&files.cert), 0o644);
     // The local CA stays (its certificate can still be downloaded).
     assert!(app.dir.path().join("state/tls/ca.crt").exists());
     // pebble validated each challenge over HTTP on the front door's port,
@@ -474,16 +474,18 @@ async fn a_validation_that_cannot_reach_the_box_keeps_the_certificate_and_backs_
     let pebble = Pebble::start(dir.path(), http, "127.0.0.2");
     let c = config(dir.path(), http, &pebble);
     let files = acme::Files::new(&c.paths.state_dir, &c.paths.secrets_dir);
+    use commonscloud::frontdoor::limits::{Gate, Limits};
     tokio::spawn(commonscloud::frontdoor::proxy::serve_http(
         http_l,
         443,
         files.challenges.clone(),
+        Gate::new(Limits::resolve(&Default::default(), 65536)),
         commonscloud::frontdoor::proxy::Drain::new(),
     ));
     // A certificate in place before, which must stay.
     let before = b"-----BEGIN CERTIFICATE-----\nnot replaced\n-----END CERTIFICATE-----\n";
-    std::fs::create_dir_all(files.cert.parent().unwrap()).unwrap();
-    std::fs::write(&files.cert, before).unwrap();
+    std::fs::create_dir_all(files.pair.parent().unwrap()).unwrap();
+    std::fs::write(&files.pair, before).unwrap();
 
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let (run, look) = renew_acme(&c, false, now).await;
@@ -504,7 +506,7 @@ async fn a_validation_that_cannot_reach_the_box_keeps_the_certificate_and_backs_
     assert!(said.contains("Port 80 must reach this box"), "{said}");
     assert!(said.contains(&format!("cloud.{DOMAIN}")), "{said}");
     assert_eq!((retry_at, look), (now + 60, 60));
-    assert_eq!(std::fs::read(&files.cert).unwrap(), before);
+    assert_eq!(std::fs::read(&files.pair).unwrap(), before);
     assert_eq!(std::fs::read_dir(&files.challenges).unwrap().count(), 0);
     let record = acme::read_record(&files.record).unwrap();
     assert_eq!((record.failures, record.retry_at), (1, now + 60));

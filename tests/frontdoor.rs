@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use commonscloud::frontdoor::ca::{self, Files};
+use commonscloud::frontdoor::limits::{Gate, Limits};
 use commonscloud::frontdoor::proxy::{self, Shared};
 use commonscloud::frontdoor::routes::{Route, Routes};
 use commonscloud::model::AppName;
@@ -150,17 +151,24 @@ async fn door() -> Door {
     .unwrap();
     let up = upstream().await;
     let routes = routes_file(dir.path(), up);
-    let shared = Shared::new(proxy::load(&routes, &files.leaf_cert, &files.leaf_key).unwrap());
+    let shared = Shared::new(proxy::Loaded::read(&routes, &files.pair).unwrap());
     let https_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (https, http) = (https_l.local_addr().unwrap(), http_l.local_addr().unwrap());
     let drain = proxy::Drain::new();
+    let gate = Gate::new(Limits::resolve(&Default::default(), 65536));
     let loops = vec![
-        tokio::spawn(proxy::serve_https(https_l, shared.clone(), drain.clone())),
+        tokio::spawn(proxy::serve_https(
+            https_l,
+            shared.clone(),
+            gate.clone(),
+            drain.clone(),
+        )),
         tokio::spawn(proxy::serve_http(
             http_l,
             https.port(),
             dir.path().join("challenges"),
+            gate,
             drain.clone(),
         )),
     ];
@@ -308,7 +316,7 @@ async fn acme_challenges_are_served_over_plain_http_and_nothing_else() {
     // A file outside the directory that a traversal would reach, and a
     // symlink with a valid token's name pointing at the leaf's key.
     std::fs::write(d.dir.path().join("outside"), "secret").unwrap();
-    std::os::unix::fs::symlink(&d.files.leaf_key, dir.join("linkToKey")).unwrap();
+    std::os::unix::fs::symlink(&d.files.pair, dir.join("linkToKey")).unwrap();
     let get = |path: &str| {
         format!(
             "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
@@ -501,20 +509,14 @@ async fn a_new_certificate_is_served_without_a_restart() {
     )
     .unwrap();
     assert_eq!((new_ca, new_leaf), (false, true));
-    d.shared.swap(
-        proxy::load(
-            &routes_file(d.dir.path(), d.up),
-            &d.files.leaf_cert,
-            &d.files.leaf_key,
-        )
-        .unwrap(),
-    );
+    d.shared
+        .swap(proxy::Loaded::read(&routes_file(d.dir.path(), d.up), &d.files.pair).unwrap());
     // A new connection for the new name verifies; the old one still works.
     let tls = d.tls(&wiki).await;
     let served = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
-    let file = CertificateDer::pem_file_iter(&d.files.leaf_cert)
+    let file = CertificateDer::pem_file_iter(&d.files.pair)
         .unwrap()
         .next()
         .unwrap()

@@ -195,7 +195,7 @@ fn shipped(src: &Path, binary: &Path) -> Vec<Shipped> {
 }
 
 /// The directories the tmpfiles.d file declares: path, mode, owner, group.
-const DIRECTORIES: [(&str, u32, &str, &str); 3] = [
+const DIRECTORIES: [(&str, u32, &str, &str); 4] = [
     ("/etc/commonscloud", 0o750, "root", "commonscloud"),
     (
         "/etc/commonscloud/secrets",
@@ -205,11 +205,20 @@ const DIRECTORIES: [(&str, u32, &str, &str); 3] = [
     ),
     (
         "/var/lib/commonscloud",
-        0o750,
+        0o751,
         "commonscloud",
         "commonscloud",
     ),
+    (
+        "/var/lib/commonscloud/front-door",
+        0o2750,
+        "commonscloud",
+        "commonscloud-front-door",
+    ),
 ];
+
+/// The front door's own user (and group), from sysusers.d.
+const DOOR_USER: &str = "commonscloud-front-door";
 
 /// A copy of the parts of the source tree the installer reads, in a directory
 /// of its own, readable by everyone, with no binary in it.
@@ -405,6 +414,24 @@ fn assert_user_and_directories(root: &Path) {
         docker[3].split(',').any(|m| m == "commonscloud"),
         "commonscloud is not a member of docker: {docker:?}"
     );
+    // The front door's user: a system user in no group but its own (not
+    // commonscloud's, whose members may use the API socket; not docker).
+    let door = passwd_entry(root, "/etc/passwd", DOOR_USER).expect("user commonscloud-front-door");
+    assert!(door[6].ends_with("/nologin"), "shell of {door:?}");
+    let door_uid: u32 = door[2].parse().unwrap();
+    assert!(
+        door_uid > 0 && door_uid < 1000,
+        "not a system user: {door:?}"
+    );
+    let door_group = passwd_entry(root, "/etc/group", DOOR_USER).expect("its group");
+    assert_eq!(door[3], door_group[2], "primary group of {door:?}");
+    for g in ["commonscloud", "docker"] {
+        let members = passwd_entry(root, "/etc/group", g).unwrap();
+        assert!(
+            !members[3].split(',').any(|m| m == DOOR_USER),
+            "{DOOR_USER} is a member of {g}: {members:?}"
+        );
+    }
     for (path, want_mode, owner, group) in DIRECTORIES {
         let dir = under(root, path);
         let meta = fs::symlink_metadata(&dir).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -531,7 +558,10 @@ fn service_unit_passes_systemd_analyze_verify() {
 
 #[test]
 fn front_door_unit_passes_systemd_analyze_verify() {
-    assert_unit_verifies(FRONT_DOOR, "ExecStart=/usr/bin/commonscloud front-door");
+    assert_unit_verifies(
+        FRONT_DOOR,
+        "ExecStart=/usr/bin/commonscloud front-door --dir /var/lib/commonscloud/front-door",
+    );
 }
 
 #[test]
@@ -585,7 +615,7 @@ fn service_unit_has_the_required_settings() {
         ("Group", "commonscloud"),
         ("SupplementaryGroups", "docker"),
         ("StateDirectory", "commonscloud"),
-        ("StateDirectoryMode", "0750"),
+        ("StateDirectoryMode", "0751"),
         ("RuntimeDirectory", "commonscloud"),
         ("RuntimeDirectoryMode", "0750"),
         ("RuntimeDirectoryPreserve", "yes"),
@@ -596,6 +626,7 @@ fn service_unit_has_the_required_settings() {
             "COMMONSCLOUD_CONFIG=/etc/commonscloud/appliance.toml",
         ),
         ("UMask", "0027"),
+        ("LimitNOFILE", "16384"),
         ("ProtectSystem", "strict"),
         ("ProtectHome", "yes"),
         ("NoNewPrivileges", "yes"),
@@ -722,17 +753,17 @@ fn front_door_unit_binds_low_ports_outlives_the_supervisor_and_is_hardened_alike
     for (key, want) in [
         ("Type", "notify"),
         ("NotifyAccess", "main"),
-        ("ExecStart", "/usr/bin/commonscloud front-door"),
+        (
+            "ExecStart",
+            "/usr/bin/commonscloud front-door --dir /var/lib/commonscloud/front-door",
+        ),
         ("ExecReload", "/bin/kill -HUP $MAINPID"),
         ("Restart", "always"),
-        ("User", "commonscloud"),
-        ("Group", "commonscloud"),
+        ("User", DOOR_USER),
+        ("Group", DOOR_USER),
         ("AmbientCapabilities", "CAP_NET_BIND_SERVICE"),
         ("CapabilityBoundingSet", "CAP_NET_BIND_SERVICE"),
-        (
-            "Environment",
-            "COMMONSCLOUD_CONFIG=/etc/commonscloud/appliance.toml",
-        ),
+        ("LimitNOFILE", "16384"),
     ] {
         expect(key, want);
     }
@@ -774,6 +805,27 @@ fn front_door_unit_binds_low_ports_outlives_the_supervisor_and_is_hardened_alike
             );
         }
     }
+
+    // It reads the published directory, not the config.
+    assert!(
+        !door.contains_key(&("Service".to_owned(), "Environment".to_owned())),
+        "the front door needs no COMMONSCLOUD_CONFIG"
+    );
+    let published =
+        commonscloud::frontdoor::Published::new(Path::new("/var/lib/commonscloud/front-door"));
+    let (paths, _) = front_door_reads();
+    assert_eq!(paths.published, published, "the example's state_dir");
+    // Its cap of connections fits its descriptors.
+    let nofile: u64 = last(&door, "Service", "LimitNOFILE")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let limits = commonscloud::frontdoor::limits::Limits::resolve(&Default::default(), nofile);
+    assert_eq!(
+        limits.connections,
+        commonscloud::config::FrontDoorLimits::CONNECTIONS as usize
+    );
+    assert!(limits.fds_needed() <= nofile);
 
     // The supervisor's hardening, setting for setting.
     for key in [
@@ -829,14 +881,10 @@ fn front_door_unit_binds_low_ports_outlives_the_supervisor_and_is_hardened_alike
             "[Service] {key}= in the front door's unit"
         );
     }
-    // The user's docker group comes with it (initgroups): the socket is
-    // hidden, and so is the CA's key, which only the supervisor uses.
-    let ca = commonscloud::frontdoor::ca::Files::new(
-        Path::new("/var/lib/commonscloud"),
-        Path::new("/etc/commonscloud/secrets"),
-    );
+    // Hidden as well as barred by their modes: the Docker socket, the
+    // configuration and secrets, the runtime directory (API socket, ldapi).
     let hidden = words_of(&door, "Service", "InaccessiblePaths");
-    for path in ["/run/docker.sock", ca.ca_key.to_str().unwrap()] {
+    for path in ["/run/docker.sock", "/etc/commonscloud", "/run/commonscloud"] {
         assert!(
             hidden.contains(&format!("-{path}")) || hidden.contains(path),
             "{path} is not in InaccessiblePaths= {hidden:?}"
@@ -845,8 +893,8 @@ fn front_door_unit_binds_low_ports_outlives_the_supervisor_and_is_hardened_alike
     assert!(
         !hidden
             .iter()
-            .any(|p| p.trim_start_matches('-') == ca.leaf_key.to_str().unwrap()),
-        "the leaf key is hidden from the front door"
+            .any(|p| published.dir.starts_with(p.trim_start_matches('-'))),
+        "the published directory is hidden from the front door: {hidden:?}"
     );
 }
 
@@ -901,19 +949,35 @@ fn sysusers_and_tmpfiles_create_the_user_and_directories() {
     assert_user_and_directories(dir.path());
 }
 
-/// The front door runs as the supervisor's user with no capability to
-/// bypass file modes: every directory on the way to what it reads, as
-/// tmpfiles.d and the supervisor's unit make them, lets that user through.
+/// The front door runs as its own user with no capability to bypass file
+/// modes: every directory on the way to what it reads, as tmpfiles.d and
+/// the supervisor's unit make them, lets that user through; the runtime
+/// directory (API socket, ldapi), the configuration and the secrets do not.
 #[test]
-fn the_front_door_user_may_reach_everything_it_reads() {
+fn the_front_door_user_reaches_what_it_reads_and_nothing_of_the_supervisors() {
     let dir = tempdir("front-door-reads");
     let root = dir.path();
     stage_user_and_directories(root);
-    let uid = id_in(root, "/etc/passwd", "commonscloud");
-    let gid = id_in(root, "/etc/group", "commonscloud");
+    let door = read_unit(FRONT_DOOR);
+    let user = last(&door, "Service", "User").unwrap();
+    let uid = id_in(root, "/etc/passwd", &user);
+    let gid = id_in(
+        root,
+        "/etc/group",
+        &last(&door, "Service", "Group").unwrap(),
+    );
+    // Its groups: its own only (systemd adds the user's supplementary ones).
+    let groups: Vec<u32> = fs::read_to_string(under(root, "/etc/group"))
+        .unwrap()
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f[3].split(',').any(|m| m == user))
+        .map(|f| f[2].parse().unwrap())
+        .chain([gid])
+        .collect();
     let searchable = |mode: u32, owner: u32, group: u32| {
         (owner == uid && mode & 0o100 != 0)
-            || (group == gid && mode & 0o010 != 0)
+            || (groups.contains(&group) && mode & 0o010 != 0)
             || mode & 0o001 != 0
     };
     // The supervisor's runtime directory is made by systemd, not tmpfiles.
@@ -925,35 +989,36 @@ fn the_front_door_user_may_reach_everything_it_reads() {
         8,
     )
     .unwrap();
+    let state_mode = u32::from_str_radix(
+        &last(&supervisor, "Service", "StateDirectoryMode").unwrap(),
+        8,
+    )
+    .unwrap();
     assert_eq!(
         last(&supervisor, "Service", "User").as_deref(),
         Some("commonscloud")
     );
+    let sup_uid = id_in(root, "/etc/passwd", "commonscloud");
+    let sup_gid = id_in(root, "/etc/group", "commonscloud");
+    // The unit and tmpfiles.d agree on the state directory.
+    let state = under(root, "/var/lib/commonscloud");
+    assert_eq!(fs::metadata(&state).unwrap().mode() & 0o7777, state_mode);
 
-    let (paths, config) = front_door_reads();
+    let (paths, _) = front_door_reads();
     let reads = [
-        paths.routes.clone(),
-        paths.tls.leaf_cert.clone(),
-        paths.tls.leaf_key.clone(),
-        paths.console_socket.clone(),
-        config,
+        paths.published.settings.clone(),
+        paths.published.routes.clone(),
+        paths.published.local_pair.clone(),
+        paths.published.acme_pair.clone(),
+        paths.published.challenges.join("token"),
+        paths.published.console_socket.clone(),
     ];
     let mut checked = 0;
     for path in &reads {
         for ancestor in path.ancestors().skip(1) {
-            if ancestor == runtime {
-                assert!(
-                    searchable(runtime_mode, uid, gid),
-                    "{} ({runtime_mode:o}) bars the front door from {}",
-                    runtime.display(),
-                    path.display()
-                );
-                checked += 1;
-                continue;
-            }
             let staged = under(root, ancestor.to_str().unwrap());
             // Directories the appliance does not declare are the system's
-            // (/etc, /var/lib), or made by the supervisor as this user.
+            // (/var/lib), or made by the supervisor in the published one.
             let Ok(meta) = fs::symlink_metadata(&staged) else {
                 continue;
             };
@@ -972,8 +1037,31 @@ fn the_front_door_user_may_reach_everything_it_reads() {
             checked += 1;
         }
     }
-    // /etc/commonscloud, its secrets, the state dir and the runtime dir.
-    assert!(checked >= 6, "only {checked} directories checked");
+    // The state directory and the published one, for each file.
+    assert!(
+        checked >= 2 * reads.len(),
+        "only {checked} directories checked"
+    );
+    // What the supervisor makes in the published directory takes its group.
+    let published = fs::metadata(under(root, paths.published.dir.to_str().unwrap())).unwrap();
+    assert_ne!(published.mode() & 0o2000, 0, "set-group-ID");
+    assert_eq!(published.gid(), gid);
+    assert_eq!(published.mode() & 0o040, 0o040, "the group reads");
+
+    // Barred: the runtime directory, the configuration, the secrets.
+    assert!(
+        !searchable(runtime_mode, sup_uid, sup_gid),
+        "{} ({runtime_mode:o}) lets the front door reach the API socket and ldapi",
+        runtime.display()
+    );
+    for barred in ["/etc/commonscloud", "/etc/commonscloud/secrets"] {
+        let meta = fs::metadata(under(root, barred)).unwrap();
+        assert!(
+            !searchable(meta.mode(), meta.uid(), meta.gid()),
+            "{barred} ({:o}) lets the front door in",
+            meta.mode() & 0o7777
+        );
+    }
 }
 
 // --- install.sh ----------------------------------------------------------------------------
@@ -1133,11 +1221,13 @@ fn install_dry_run_lists_every_action_and_changes_nothing() {
             show(&out)
         );
     }
-    assert!(
-        lines.contains(&"would create user commonscloud (systemd-sysusers)".to_owned()),
-        "{}",
-        show(&out)
-    );
+    for user in ["commonscloud", DOOR_USER] {
+        assert!(
+            lines.contains(&format!("would create user {user} (systemd-sysusers)")),
+            "{}",
+            show(&out)
+        );
+    }
     for (path, ..) in DIRECTORIES {
         assert!(
             lines
@@ -1293,6 +1383,11 @@ fn install_into_a_root_twice_installs_then_changes_nothing() {
         "{}",
         show(&first)
     );
+    assert!(
+        lines.contains(&format!("created user {DOOR_USER}")),
+        "{}",
+        show(&first)
+    );
     for unit in [UNIT, FRONT_DOOR] {
         assert!(
             lines.contains(&format!("skipped systemctl enable {unit} (--root)")),
@@ -1356,6 +1451,7 @@ fn install_into_a_root_twice_installs_then_changes_nothing() {
         );
     }
     assert!(lines.contains(&"unchanged user commonscloud".to_owned()));
+    assert!(lines.contains(&format!("unchanged user {DOOR_USER}")));
     for (path, ..) in DIRECTORIES {
         assert!(
             lines.contains(&format!("unchanged directory {path}")),

@@ -425,8 +425,9 @@ fn start_all(
             upstream: up_port,
             upstream_keepalive,
             host: &host,
-            cert: &files.leaf_cert,
-            key: &files.leaf_key,
+            // One file holds both (nginx reads the key out of it).
+            cert: &files.pair,
+            key: &files.pair,
             workers: super::DAEMON_WORKERS,
             user: root.then(|| {
                 // Debian's group for nobody is nogroup; elsewhere nobody.

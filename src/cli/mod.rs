@@ -56,10 +56,17 @@ pub enum Command {
     /// on front_door.https and a redirect on front_door.http, proxying each
     /// hostname to the console or its app.
     ///
-    /// It serves the routes and certificates the supervisor writes under
-    /// <state_dir>, reloads them when they change or on SIGHUP, and keeps
-    /// serving while the supervisor restarts.
-    FrontDoor,
+    /// It serves what the supervisor publishes in <state_dir>/front-door
+    /// (settings, routes, certificates, the console's socket), reloads it
+    /// when it changes or on SIGHUP, and keeps serving while the supervisor
+    /// restarts. With --dir it reads that directory only, not the config
+    /// (under systemd its user may not read the config).
+    FrontDoor {
+        /// The published directory; <state_dir>/front-door of the config
+        /// by default.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Federation with the alliance's directory: join, status, and the
     /// LDIF that sets up the alliance's own provider.
     #[command(subcommand)]
@@ -181,7 +188,7 @@ pub fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Serve => serve(cli.config),
-        Command::FrontDoor => front_door(cli.config),
+        Command::FrontDoor { dir } => front_door(cli.config, dir),
         Command::Status { json } => runtime()?.block_on(status::run(&cli.config, json)),
         Command::Doctor { json } => runtime()?.block_on(doctor::run(&cli.config, json)),
         Command::Config(ConfigCommand::Check { json }) => {
@@ -269,9 +276,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 pub(crate) const DAEMON_WORKERS: usize = 2;
 
 /// The runtime of a long-running process ([`DAEMON_WORKERS`] threads).
-/// Logging starts first.
-fn daemon_runtime(config: &Config, name: &str) -> anyhow::Result<tokio::runtime::Runtime> {
-    crate::logging::init(config.log.level.to_filter());
+/// Logging starts first, at `level`.
+fn daemon_runtime(
+    level: crate::config::LogLevel,
+    name: &str,
+) -> anyhow::Result<tokio::runtime::Runtime> {
+    crate::logging::init(level.to_filter());
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(DAEMON_WORKERS)
         .thread_name(name)
@@ -280,15 +290,23 @@ fn daemon_runtime(config: &Config, name: &str) -> anyhow::Result<tokio::runtime:
         .context("starting the async runtime")
 }
 
-fn front_door(config_path: PathBuf) -> anyhow::Result<i32> {
-    let config = load_config(&config_path)?;
-    daemon_runtime(&config, "front-door")?.block_on(crate::frontdoor::run(&config))?;
+fn front_door(config_path: PathBuf, dir: Option<PathBuf>) -> anyhow::Result<i32> {
+    let dir = match dir {
+        Some(dir) => dir,
+        None => crate::frontdoor::Published::of(&load_config(&config_path)?).dir,
+    };
+    // The log level is the published settings'; before the supervisor has
+    // written them, the default.
+    let level = crate::frontdoor::Settings::read(&crate::frontdoor::Published::new(&dir).settings)
+        .map(|s| s.log_level)
+        .unwrap_or_default();
+    daemon_runtime(level, "front-door")?.block_on(crate::frontdoor::run(&dir))?;
     Ok(0)
 }
 
 fn serve(config_path: PathBuf) -> anyhow::Result<i32> {
     let config = load_config(&config_path)?;
-    let rt = daemon_runtime(&config, "commonscloud")?;
+    let rt = daemon_runtime(config.log.level, "commonscloud")?;
     rt.block_on(crate::daemon::serve(config_path, config))?;
     Ok(0)
 }

@@ -263,6 +263,9 @@ pub struct FrontDoor {
     /// Public certificates by ACME (HTTP-01); the local CA's otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acme: Option<Acme>,
+    /// Connection caps and timeouts; the defaults suit every board.
+    #[serde(default)]
+    pub limits: FrontDoorLimits,
 }
 
 impl Default for FrontDoor {
@@ -271,7 +274,148 @@ impl Default for FrontDoor {
             http: default_http(),
             https: default_https(),
             acme: None,
+            limits: FrontDoorLimits::default(),
         }
+    }
+}
+
+/// `[front_door.limits]`: how many connections the front door holds and
+/// how long a client may stay silent. Why each default is what it is:
+/// `docs/security.md`, "Slow clients".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrontDoorLimits {
+    /// Connections open at once, every client together. Unset: as many as
+    /// the front door's descriptor limit allows (two each), at most
+    /// [`FrontDoorLimits::CONNECTIONS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<Count>,
+    /// Connections open at once from one IPv4 address or one IPv6 /64.
+    #[serde(default = "default_per_address")]
+    pub connections_per_address: Count,
+    /// The TLS handshake, from the connection's first byte.
+    #[serde(default = "default_handshake_secs")]
+    pub handshake_secs: Secs,
+    /// A request's head; also how long an idle kept-alive connection stays.
+    #[serde(default = "default_header_secs")]
+    pub header_secs: Secs,
+    /// The longest silence inside a request body (an upload).
+    #[serde(default = "default_body_idle_secs")]
+    pub body_idle_secs: Secs,
+    /// The longest a client may leave an answer unread (a slow reader).
+    #[serde(default = "default_send_secs")]
+    pub send_secs: Secs,
+    /// The longest silence, both ways, on an upgraded connection (a
+    /// WebSocket).
+    #[serde(default = "default_websocket_idle_secs")]
+    pub websocket_idle_secs: Secs,
+}
+
+impl FrontDoorLimits {
+    /// The most connections the front door holds by default.
+    pub const CONNECTIONS: u32 = 4096;
+}
+
+impl Default for FrontDoorLimits {
+    fn default() -> Self {
+        Self {
+            connections: None,
+            connections_per_address: default_per_address(),
+            handshake_secs: default_handshake_secs(),
+            header_secs: default_header_secs(),
+            body_idle_secs: default_body_idle_secs(),
+            send_secs: default_send_secs(),
+            websocket_idle_secs: default_websocket_idle_secs(),
+        }
+    }
+}
+
+fn default_per_address() -> Count {
+    Count(256)
+}
+fn default_handshake_secs() -> Secs {
+    Secs(15)
+}
+fn default_header_secs() -> Secs {
+    Secs(30)
+}
+fn default_body_idle_secs() -> Secs {
+    Secs(60)
+}
+fn default_send_secs() -> Secs {
+    Secs(60)
+}
+fn default_websocket_idle_secs() -> Secs {
+    Secs(120)
+}
+
+/// A count of connections: 1 to 1,000,000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "i64")]
+pub struct Count(u32);
+
+impl Count {
+    pub const MAX: u32 = 1_000_000;
+
+    pub fn get(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl TryFrom<i64> for Count {
+    type Error = Invalid;
+    fn try_from(n: i64) -> Result<Self, Invalid> {
+        u32::try_from(n)
+            .ok()
+            .filter(|c| (1..=Self::MAX).contains(c))
+            .map(Count)
+            .ok_or_else(|| {
+                Invalid(format!(
+                    "{n} connections is out of range: expected 1 to {}",
+                    Self::MAX
+                ))
+            })
+    }
+}
+
+impl From<Count> for i64 {
+    fn from(c: Count) -> i64 {
+        i64::from(c.0)
+    }
+}
+
+/// A timeout in seconds: 1 to 86,400 (a day).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "i64")]
+pub struct Secs(u32);
+
+impl Secs {
+    pub const MAX: u32 = 86_400;
+
+    pub fn duration(self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.0))
+    }
+}
+
+impl TryFrom<i64> for Secs {
+    type Error = Invalid;
+    fn try_from(n: i64) -> Result<Self, Invalid> {
+        u32::try_from(n)
+            .ok()
+            .filter(|s| (1..=Self::MAX).contains(s))
+            .map(Secs)
+            .ok_or_else(|| {
+                Invalid(format!(
+                    "{n} seconds is out of range: expected 1 to {} (a day)",
+                    Self::MAX
+                ))
+            })
+    }
+}
+
+impl From<Secs> for i64 {
+    fn from(s: Secs) -> i64 {
+        i64::from(s.0)
     }
 }
 

@@ -27,8 +27,8 @@ fn example_config_is_valid() {
     assert_eq!(c.suffix().as_str(), "dc=quimper,dc=example,dc=org");
 }
 
-/// A table the example config documents commented out, uncommented (its
-/// `# #` lines are comments still).
+/// A commented-out table of the example config, from its `header` line to
+/// the first uncommented one, uncommented (its `# #` comments dropped).
 fn example_table(header: &str) -> String {
     let text = include_str!("../../provision/appliance.example.toml");
     let start = text.find(header).expect("the documented table");
@@ -53,6 +53,24 @@ fn example_acme_table_is_valid_once_uncommented() {
         "https://acme-v02.api.letsencrypt.org/directory"
     );
     assert_eq!(acme.renew_before_days.days(), 30);
+}
+
+#[test]
+fn example_limits_table_is_valid_once_uncommented_and_says_the_defaults() {
+    let c = parse(
+        &format!("{MINIMAL}\n{}", example_table("# [front_door.limits]")),
+        Path::new("a.toml"),
+    )
+    .unwrap();
+    let defaults = FrontDoorLimits {
+        connections: c.front_door.limits.connections,
+        ..FrontDoorLimits::default()
+    };
+    assert_eq!(c.front_door.limits, defaults);
+    assert_eq!(
+        c.front_door.limits.connections.map(Count::get),
+        Some(FrontDoorLimits::CONNECTIONS as usize)
+    );
 }
 
 #[test]
@@ -284,6 +302,45 @@ fn acme_values_say_what_is_allowed() {
     let e = acme("contact = \"a@b.org\"");
     assert_eq!(e.key, "front_door.acme.directory", "{e}");
     assert!(e.message.contains("missing field"), "{e}");
+}
+
+#[test]
+fn front_door_limits_default_and_say_what_is_allowed() {
+    let c = parse(MINIMAL, Path::new("a.toml")).unwrap();
+    let l = c.front_door.limits;
+    assert_eq!(l, FrontDoorLimits::default());
+    assert_eq!(l.connections, None);
+    assert_eq!(l.connections_per_address.get(), 256);
+    assert_eq!(l.body_idle_secs.duration().as_secs(), 60);
+    let text = format!(
+        "{MINIMAL}\n[front_door.limits]\nconnections = 100\nconnections_per_address = 10\nwebsocket_idle_secs = 5\n"
+    );
+    let c = parse(&text, Path::new("a.toml")).unwrap();
+    let l = c.front_door.limits;
+    assert_eq!(l.connections.map(Count::get), Some(100));
+    assert_eq!(l.connections_per_address.get(), 10);
+    assert_eq!(l.websocket_idle_secs.duration().as_secs(), 5);
+    assert_eq!(
+        l.header_secs.duration().as_secs(),
+        30,
+        "the others keep their defaults"
+    );
+    let again = parse(&c.to_redacted_toml(), Path::new("b.toml")).unwrap();
+    assert_eq!(again, c);
+
+    let limits = |body: &str| err(&format!("{MINIMAL}\n[front_door.limits]\n{body}\n"));
+    let e = limits("connections = 0");
+    assert_eq!(e.key, "front_door.limits.connections", "{e}");
+    assert!(e.message.contains("1 to 1000000"), "{e}");
+    let e = limits("body_idle_secs = -1");
+    assert_eq!(e.key, "front_door.limits.body_idle_secs", "{e}");
+    assert!(e.message.contains("1 to 86400"), "{e}");
+    let e = limits("idle = 3");
+    assert_eq!(e.key, "front_door.limits.idle", "{e}");
+    assert!(
+        e.message.contains("websocket_idle_secs"),
+        "lists the allowed keys: {e}"
+    );
 }
 
 #[test]

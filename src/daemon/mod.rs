@@ -330,6 +330,14 @@ impl InstanceLock {
     }
 }
 
+/// The state directory's mode, as `StateDirectoryMode=` and tmpfiles.d
+/// make it: others (the front door's user) may pass through to its own
+/// directory, not list.
+pub const STATE_DIR_MODE: u32 = 0o751;
+/// The runtime directory's mode (`RuntimeDirectoryMode=`): the API socket
+/// and slapd's ldapi are there, for this user and group only.
+pub const RUNTIME_DIR_MODE: u32 = 0o750;
+
 fn ensure_dir(path: &Path, mode: u32) -> Result<(), DaemonError> {
     std::fs::create_dir_all(path).map_err(|source| DaemonError::Dir {
         path: path.to_owned(),
@@ -341,14 +349,13 @@ fn ensure_dir(path: &Path, mode: u32) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Binds the API socket: 0660, group `commonscloud` when that group exists,
-/// so its members can run `commonscloud status` without root.
-fn bind_api(path: &Path) -> Result<UnixListener, DaemonError> {
+/// Binds a socket of ours, 0660, removing a stale one first (we hold the
+/// instance lock, so a socket file left there is stale).
+fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
     let listen = |source| DaemonError::Listen {
         path: path.to_owned(),
         source,
     };
-    // We hold the instance lock, so a socket file left here is stale.
     match std::fs::remove_file(path) {
         Ok(()) => log::info!("removed stale socket {}", path.display()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -356,6 +363,27 @@ fn bind_api(path: &Path) -> Result<UnixListener, DaemonError> {
     }
     let listener = UnixListener::bind(path).map_err(listen)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(listen)?;
+    Ok(listener)
+}
+
+/// Binds the console's socket for the front door, among its published
+/// files: 0660, in the directory's group (the front door's, by the
+/// directory's set-group-ID bit under systemd). Not the API socket's
+/// group: `commonscloud` members may run the CLI, the front door may not.
+fn bind_console(published: &crate::frontdoor::Published) -> Result<UnixListener, DaemonError> {
+    crate::frontdoor::ensure_published_dir(published).map_err(|source| DaemonError::Dir {
+        path: published.dir.clone(),
+        source,
+    })?;
+    bind_socket(&published.console_socket)
+}
+
+/// Binds the API socket: 0660, group `commonscloud` when that group exists,
+/// so its members can run `commonscloud status` without root. It changes
+/// the appliance (see `docs/security.md`, "Local API"): that group is
+/// root-equivalent.
+fn bind_api(path: &Path) -> Result<UnixListener, DaemonError> {
+    let listener = bind_socket(path)?;
     if let Ok(Some(group)) = nix::unistd::Group::from_name("commonscloud")
         && let Err(e) = nix::unistd::chown(path, None, Some(group.gid))
     {
@@ -377,17 +405,20 @@ fn notify(states: &[NotifyState]) {
 pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonError> {
     let started = Instant::now();
     let paths = config.paths.clone();
-    ensure_dir(&paths.state_dir, 0o750)?;
-    ensure_dir(&paths.runtime_dir, 0o750)?;
+    // Others may pass through the state directory, not list it: the front
+    // door's user reaches its own directory there (every other entry has
+    // no bits for others). The runtime directory (API socket, ldapi) is
+    // closed to it.
+    ensure_dir(&paths.state_dir, STATE_DIR_MODE)?;
+    ensure_dir(&paths.runtime_dir, RUNTIME_DIR_MODE)?;
     let _lock = InstanceLock::acquire(&paths.state_dir)?;
     let store = Store::open(&paths.state_dir)?;
     let appliance_id = store.appliance_id()?;
     let store = Arc::new(Mutex::new(store));
     let socket_path = config.api_socket();
     let listener = bind_api(&socket_path)?;
-    // The console, for the front door only (same mode and group: the front
-    // door runs as the `commonscloud` user).
-    let console_listener = bind_api(&crate::frontdoor::Paths::new(&config).console_socket)?;
+    // The console, for the front door only.
+    let console_listener = bind_console(&crate::frontdoor::Published::of(&config))?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;

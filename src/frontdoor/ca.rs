@@ -6,9 +6,11 @@
 //!
 //! Files: the CA key is a secret (0600, only the supervisor signs); the CA
 //! certificate and its record are public (the console offers the
-//! certificate for download); the leaf's key is a secret the front door
-//! reads. Writes are atomic (temporary file, then rename), so a reader sees
-//! the old pair or the new one.
+//! certificate for download); the leaf's chain and its key are one file,
+//! the pair (`<state_dir>/front-door/local.pem`, 0640, for the front door's
+//! group), written with one atomic rename and its directory synced: a crash
+//! leaves the old pair or the new one, never a key beside another's
+//! certificate.
 //!
 //! Decisions (`needs_new_ca`, `needs_new_leaf`) are pure and take the time.
 
@@ -50,22 +52,59 @@ pub struct Files {
     pub ca_key: PathBuf,
     pub ca_cert: PathBuf,
     pub ca_record: PathBuf,
-    pub leaf_cert: PathBuf,
-    pub leaf_key: PathBuf,
+    /// The leaf's chain (leaf, then the CA) and its key, in one PEM file the
+    /// front door reads.
+    pub pair: PathBuf,
+    /// Where releases before the pair file kept the leaf's chain and its
+    /// key, apart; removed once the pair is written.
+    pub legacy: [PathBuf; 2],
 }
 
 impl Files {
-    /// Secrets in `secrets_dir`, the rest in `<state_dir>/tls`.
+    /// The CA's key in `secrets_dir`, its certificate and record in
+    /// `<state_dir>/tls`, the pair among the front door's files.
     pub fn new(state_dir: &Path, secrets_dir: &Path) -> Self {
         let tls = state_dir.join("tls");
         Files {
             ca_key: secrets_dir.join("front-door-ca.key"),
             ca_cert: tls.join("ca.crt"),
             ca_record: tls.join("ca.json"),
-            leaf_cert: tls.join("leaf.crt"),
-            leaf_key: secrets_dir.join("front-door-leaf.key"),
+            pair: super::Published::new(&state_dir.join(super::PUBLISHED_DIR)).local_pair,
+            legacy: [
+                tls.join("leaf.crt"),
+                secrets_dir.join("front-door-leaf.key"),
+            ],
         }
     }
+}
+
+/// A chain and its key as the text of one pair file.
+pub fn pair_pem(chain_pem: &str, key_pem: &str) -> String {
+    let mut pem = String::with_capacity(chain_pem.len() + key_pem.len() + 1);
+    pem.push_str(chain_pem);
+    if !pem.ends_with('\n') {
+        pem.push('\n');
+    }
+    pem.push_str(key_pem);
+    pem
+}
+
+/// Writes a chain and its key as one pair file: 0640, for the front door's
+/// group (the directory's, by its set-group-ID bit).
+pub fn write_pair(path: &Path, chain_pem: &str, key_pem: &str) -> Result<(), CaError> {
+    write_atomic(path, pair_pem(chain_pem, key_pem).as_bytes(), PAIR_MODE)
+}
+
+/// The pair file's mode: the key is in it, so only its owner and the front
+/// door's group read it.
+pub const PAIR_MODE: u32 = 0o640;
+
+/// Whether the pair file exists and loads as the front door loads it (the
+/// key matches the leaf).
+pub fn pair_loads(path: &Path) -> bool {
+    std::fs::read(path)
+        .ok()
+        .is_some_and(|pem| super::proxy::server_config(path, &pem).is_ok())
 }
 
 /// What was made, kept beside the certificates: the decisions need it and
@@ -159,10 +198,9 @@ pub fn ensure(
             message: "missing beside an existing CA".into(),
         });
     };
-    let new_leaf = new_ca
-        || !files.leaf_cert.exists()
-        || !files.leaf_key.exists()
-        || needs_new_leaf(&rec, hosts, now);
+    // A pair that is missing or does not load (damaged, or written by
+    // hand) is made again rather than left for the front door to refuse.
+    let new_leaf = new_ca || !pair_loads(&files.pair) || needs_new_leaf(&rec, hosts, now);
     if new_leaf {
         let issuer = Issuer::new(ca_params(&rec.common_name, &rec.domain, now), &key);
         let mut sorted = hosts.to_vec();
@@ -185,10 +223,7 @@ pub fn ensure(
         let leaf = p.signed_by(&leaf_key, &issuer)?;
         // The chain the front door sends: leaf, then the CA.
         let chain = format!("{}{}", leaf.pem(), read(&files.ca_cert)?);
-        // Key first: a reader never pairs the new certificate with the old key
-        // for long, and a front door that fails to load a pair keeps its own.
-        write_atomic(&files.leaf_key, leaf_key.serialize_pem().as_bytes(), 0o600)?;
-        write_atomic(&files.leaf_cert, chain.as_bytes(), 0o644)?;
+        write_pair(&files.pair, &chain, &leaf_key.serialize_pem())?;
         rec.leaf_hosts = sorted;
         rec.leaf_not_after = (now + Duration::days(LEAF_DAYS)).unix_timestamp();
     }
@@ -198,6 +233,12 @@ pub fn ensure(
             message: e.to_string(),
         })?;
         write_atomic(&files.ca_record, &json, 0o644)?;
+    }
+    // The files of releases before the pair: unused once it exists.
+    if files.pair.exists() {
+        for old in &files.legacy {
+            remove_if_there(old)?;
+        }
     }
     Ok((new_ca, new_leaf))
 }
@@ -226,6 +267,18 @@ fn read(path: &Path) -> Result<String, CaError> {
         path: path.to_owned(),
         source,
     })
+}
+
+fn remove_if_there(path: &Path) -> Result<(), CaError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(CaError::Io {
+            what: "removing",
+            path: path.to_owned(),
+            source,
+        }),
+    }
 }
 
 /// [`crate::sys::write_atomic`], with the path in the error.
@@ -300,7 +353,7 @@ mod tests {
         for c in CertificateDer::pem_file_iter(&files.ca_cert).unwrap() {
             roots.add(c.unwrap()).unwrap();
         }
-        let chain: Vec<CertificateDer> = CertificateDer::pem_file_iter(&files.leaf_cert)
+        let chain: Vec<CertificateDer> = CertificateDer::pem_file_iter(&files.pair)
             .unwrap()
             .map(Result::unwrap)
             .collect();
@@ -338,7 +391,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&files.ca_key), 0o600);
-        assert_eq!(mode(&files.leaf_key), 0o600);
+        assert_eq!(mode(&files.pair), 0o640);
         assert_eq!(mode(&files.ca_cert), 0o644);
 
         // Nothing to do; then a new hostname gets a new leaf from the same CA.
@@ -378,5 +431,32 @@ mod tests {
         // Signed, but no verifier accepts it, even for the host inside.
         assert!(verifies(&files, "bank.example.com", at(1)).is_err());
         assert!(verifies(&files, "box.quimper.example.org", at(1)).is_err());
+    }
+
+    #[test]
+    fn a_pair_that_does_not_load_is_made_again_and_the_old_files_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Files::new(&dir.path().join("state"), &dir.path().join("secrets"));
+        ensure(&files, "quimper", "quimper.example.org", &hosts(), at(0)).unwrap();
+        // What a release before the pair file left, and a pair whose key is
+        // another's (as a crash between two renames left them).
+        for old in &files.legacy {
+            std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+            std::fs::write(old, "old").unwrap();
+        }
+        let pem = std::fs::read_to_string(&files.pair).unwrap();
+        let chain_end = pem.find("-----BEGIN PRIVATE KEY-----").unwrap();
+        let other = KeyPair::generate().unwrap().serialize_pem();
+        std::fs::write(&files.pair, format!("{}{other}", &pem[..chain_end])).unwrap();
+        assert!(!pair_loads(&files.pair));
+        assert_eq!(
+            ensure(&files, "quimper", "quimper.example.org", &hosts(), at(1)).unwrap(),
+            (false, true)
+        );
+        assert!(pair_loads(&files.pair));
+        verifies(&files, "box.quimper.example.org", at(2)).unwrap();
+        for old in &files.legacy {
+            assert!(!old.exists(), "{} is still there", old.display());
+        }
     }
 }

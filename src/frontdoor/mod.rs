@@ -7,20 +7,31 @@
 //! `acme`); the front door only reads what was written (`run`, serving with
 //! `proxy`) and reloads when it changes.
 //!
-//! Which certificate the front door serves: the ACME pair while it exists
-//! and has not expired, the local CA's leaf otherwise (before the first
-//! ACME certificate, when ACME is not configured, or when the ACME one
-//! expired because renewals failed).
+//! Which certificate the front door serves: the ACME pair while it exists,
+//! loads (its key matches) and has not expired, the local CA's pair
+//! otherwise (before the first ACME certificate, when ACME is not
+//! configured, when the ACME one expired because renewals failed, or when
+//! it does not load).
+//!
+//! Everything the front door reads is in one directory, [`Published`]
+//! (`<state_dir>/front-door`): its settings, the routes, the two pairs, the
+//! ACME answers and the console's socket. Under systemd it runs as its own
+//! user, whose group owns that directory and nothing else of the
+//! appliance's (see `docs/security.md`).
 
 pub mod acme;
 pub mod ca;
+pub mod limits;
 pub mod proxy;
 pub mod routes;
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::config::Config;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, FrontDoorLimits, LogLevel};
 
 /// How often the front door looks for new routes or certificates (a
 /// SIGHUP makes it look at once).
@@ -32,27 +43,139 @@ pub const WATCH_EVERY: Duration = Duration::from_secs(2);
 /// door.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Where the supervisor and the front door meet. In the state directory,
-/// not the runtime one, so the front door serves after a reboot before
-/// the supervisor is up.
+/// The directory of the front door's files, under the state directory.
+pub const PUBLISHED_DIR: &str = "front-door";
+
+/// What the supervisor writes for the front door, and all the front door
+/// reads: one directory. In the state directory, not the runtime one, so
+/// the front door serves after a reboot before the supervisor is up.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Paths {
+pub struct Published {
+    pub dir: PathBuf,
+    /// [`Settings`]: where to listen, the log level, the limits.
+    pub settings: PathBuf,
     pub routes: PathBuf,
-    pub tls: ca::Files,
-    pub acme: acme::Files,
+    /// The local CA's leaf chain and its key, one file.
+    pub local_pair: PathBuf,
+    /// The ACME chain and its key, one file, while ACME is configured.
+    pub acme_pair: PathBuf,
+    /// HTTP-01 answers, one file per token.
+    pub challenges: PathBuf,
     /// Where the supervisor serves the console for the front door.
     pub console_socket: PathBuf,
+}
+
+impl Published {
+    pub fn new(dir: &Path) -> Self {
+        Published {
+            dir: dir.to_owned(),
+            settings: dir.join("settings.json"),
+            routes: dir.join("routes.json"),
+            local_pair: dir.join("local.pem"),
+            acme_pair: dir.join("acme.pem"),
+            challenges: dir.join("acme-challenge"),
+            console_socket: dir.join("console.sock"),
+        }
+    }
+
+    /// `<state_dir>/front-door` of a config.
+    pub fn of(config: &Config) -> Self {
+        Published::new(&config.paths.state_dir.join(PUBLISHED_DIR))
+    }
+}
+
+/// Where the supervisor and the front door meet: the published files, and
+/// the supervisor's own (the CA, ACME's record and account) beside them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    pub published: Published,
+    pub tls: ca::Files,
+    pub acme: acme::Files,
 }
 
 impl Paths {
     pub fn new(config: &Config) -> Self {
         Paths {
-            routes: config.paths.state_dir.join("front-door/routes.json"),
+            published: Published::of(config),
             tls: ca::Files::new(&config.paths.state_dir, &config.paths.secrets_dir),
             acme: acme::Files::new(&config.paths.state_dir, &config.paths.secrets_dir),
-            console_socket: config.paths.runtime_dir.join("console.sock"),
         }
     }
+}
+
+/// The front door's part of the config, published beside the routes: the
+/// front door does not read `appliance.toml` (it may hold secrets, and the
+/// front door's user may not read it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    pub https: SocketAddr,
+    pub http: SocketAddr,
+    #[serde(default)]
+    pub log_level: LogLevel,
+    #[serde(default)]
+    pub limits: FrontDoorLimits,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config) -> Self {
+        Settings {
+            https: config.front_door.https.0,
+            http: config.front_door.http.0,
+            log_level: config.log.level,
+            limits: config.front_door.limits,
+        }
+    }
+
+    pub fn read(path: &Path) -> Result<Settings, proxy::ProxyError> {
+        let bytes = std::fs::read(path).map_err(|source| proxy::ProxyError::Io {
+            what: "reading",
+            path: path.to_owned(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| proxy::ProxyError::Invalid {
+            path: path.to_owned(),
+            message: format!("not the front door's settings: {e}"),
+        })
+    }
+}
+
+/// The mode of the published files other than the pairs: the front door's
+/// group reads them, nobody else.
+pub const PUBLISHED_MODE: u32 = 0o640;
+
+/// Makes the published directory when it is missing (demo, tests; under
+/// systemd tmpfiles.d made it, set-group-ID and the front door's group, and
+/// it is left as it is: a chmod by the supervisor, not in that group, would
+/// clear the set-group-ID bit).
+pub fn ensure_published_dir(published: &Published) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(&published.dir)
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// An answers directory made before the published directory had the front
+/// door's group (an older release) keeps its own group, and its files
+/// would be unreadable to the front door: it holds nothing that lasts, so
+/// it goes and is made again, inheriting the group.
+fn regroup_challenges(published: &Published) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(dir), Ok(answers)) = (
+        std::fs::metadata(&published.dir),
+        std::fs::symlink_metadata(&published.challenges),
+    ) else {
+        return Ok(());
+    };
+    if answers.gid() != dir.gid() {
+        std::fs::remove_dir_all(&published.challenges)?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,29 +192,48 @@ pub enum FrontDoorError {
 
 /// What `publish` changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Published {
+pub struct Wrote {
+    /// The routes or the settings.
     pub routes: bool,
     pub new_ca: bool,
     pub new_leaf: bool,
 }
 
-/// Supervisor side: writes the routes the config wants (when they
-/// changed) and makes sure the certificates cover every hostname and are
-/// not near their end. `label` names this appliance's CA.
+/// Supervisor side: writes the front door's settings and the routes the
+/// config wants (when they changed) and makes sure the certificates cover
+/// every hostname and are not near their end. `label` names this
+/// appliance's CA.
 pub fn publish(
     config: &Config,
     label: &str,
     now: time::OffsetDateTime,
-) -> Result<Published, ca::CaError> {
+) -> Result<Wrote, ca::CaError> {
     let paths = Paths::new(config);
-    let routes = routes::Routes::from_config(config, &paths.console_socket);
-    let json = serde_json::to_vec_pretty(&routes).map_err(|e| ca::CaError::Record {
-        path: paths.routes.clone(),
-        message: e.to_string(),
-    })?;
-    let changed = std::fs::read(&paths.routes).ok().as_deref() != Some(json.as_slice());
-    if changed {
-        ca::write_atomic(&paths.routes, &json, 0o644)?;
+    let p = &paths.published;
+    let io = |what, path: &Path| {
+        let path = path.to_owned();
+        move |source| ca::CaError::Io { what, path, source }
+    };
+    ensure_published_dir(p).map_err(io("creating", &p.dir))?;
+    regroup_challenges(p).map_err(io("removing", &p.challenges))?;
+    let routes = routes::Routes::from_config(config, &p.console_socket);
+    let json = |value: serde_json::Result<Vec<u8>>, path: &Path| {
+        value.map_err(|e| ca::CaError::Record {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    };
+    let routes_json = json(serde_json::to_vec_pretty(&routes), &p.routes)?;
+    let settings_json = json(
+        serde_json::to_vec_pretty(&Settings::from_config(config)),
+        &p.settings,
+    )?;
+    let mut changed = false;
+    for (path, bytes) in [(&p.settings, &settings_json), (&p.routes, &routes_json)] {
+        if std::fs::read(path).ok().as_deref() != Some(bytes.as_slice()) {
+            ca::write_atomic(path, bytes, PUBLISHED_MODE)?;
+            changed = true;
+        }
     }
     let (new_ca, new_leaf) = ca::ensure(
         &paths.tls,
@@ -100,7 +242,7 @@ pub fn publish(
         &routes.hostnames(),
         now,
     )?;
-    Ok(Published {
+    Ok(Wrote {
         routes: changed,
         new_ca,
         new_leaf,
@@ -148,7 +290,7 @@ pub async fn renew_acme(config: &Config, retry_now: bool, now: i64) -> (AcmeRun,
         };
         return (run, acme::CHECK_EVERY_SECS);
     };
-    let hosts = routes::Routes::from_config(config, &paths.console_socket).hostnames();
+    let hosts = routes::Routes::from_config(config, &paths.published.console_socket).hostnames();
     let wanted = acme::Wanted {
         directory: settings.directory.as_str(),
         hosts: &hosts,
@@ -158,8 +300,13 @@ pub async fn renew_acme(config: &Config, retry_now: bool, now: i64) -> (AcmeRun,
         Ok(r) => r,
         Err(error) => return (AcmeRun::Broken { error }, acme::CHECK_EVERY_SECS),
     };
-    // An ACME pair whose files are gone (deleted by hand) is ordered again.
-    if !paths.acme.cert.exists() || !paths.acme.key.exists() {
+    // A certificate of a release before the pair file becomes the pair.
+    if let Err(error) = acme::migrate_legacy(&paths.acme) {
+        return (AcmeRun::Broken { error }, acme::CHECK_EVERY_SECS);
+    }
+    // An ACME pair that is gone (deleted by hand) or does not load is
+    // ordered again; the front door serves the local CA's meanwhile.
+    if !ca::pair_loads(&paths.acme.pair) {
         record.issued = None;
     }
     if retry_now {
@@ -207,17 +354,11 @@ pub async fn renew_acme(config: &Config, retry_now: bool, now: i64) -> (AcmeRun,
 
 /// The modification times of what the front door serves with: a change
 /// means a reload.
-fn stamps(paths: &Paths) -> Vec<Option<SystemTime>> {
-    [
-        &paths.routes,
-        &paths.tls.leaf_cert,
-        &paths.tls.leaf_key,
-        &paths.acme.cert,
-        &paths.acme.key,
-    ]
-    .iter()
-    .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-    .collect()
+fn stamps(p: &Published) -> Vec<Option<SystemTime>> {
+    [&p.settings, &p.routes, &p.local_pair, &p.acme_pair]
+        .iter()
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
 }
 
 /// Which certificate a load chose.
@@ -230,36 +371,51 @@ enum Serving {
     LocalCa,
 }
 
-/// The routes and the certificate to serve: the ACME pair when it exists
-/// and has not expired (a pair that exists must load: a half-written one is
-/// an error that keeps the previous pair serving), the local CA's leaf
-/// otherwise.
-fn load(paths: &Paths, now: i64) -> Result<(proxy::Loaded, Serving), proxy::ProxyError> {
-    match std::fs::read(&paths.acme.cert) {
-        Ok(pem) => {
-            let not_after = acme::leaf_validity(&pem)
-                .map_err(|message| proxy::ProxyError::Invalid {
-                    path: paths.acme.cert.clone(),
-                    message,
-                })?
-                .1;
-            if not_after > now {
-                let loaded = proxy::load(&paths.routes, &paths.acme.cert, &paths.acme.key)?;
-                return Ok((loaded, Serving::Acme { not_after }));
-            }
-            log::warn!(target: "frontdoor", "the ACME certificate {} has expired; serving the local CA's until the supervisor renews it", paths.acme.cert.display());
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(proxy::ProxyError::Io {
-                what: "reading",
-                path: paths.acme.cert.clone(),
-                source,
-            });
-        }
+/// The ACME pair's TLS settings and end, when it is there, has not expired
+/// and loads; why not otherwise (`None` when there is none).
+fn acme_pair(path: &Path, now: i64) -> Result<(rustls::ServerConfig, i64), Option<String>> {
+    let pem = match std::fs::read(path) {
+        Ok(pem) => pem,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(None),
+        Err(e) => return Err(Some(format!("cannot be read: {e}"))),
+    };
+    let (_, not_after) = acme::leaf_validity(&pem).map_err(Some)?;
+    if not_after <= now {
+        return Err(Some("has expired".into()));
     }
-    let loaded = proxy::load(&paths.routes, &paths.tls.leaf_cert, &paths.tls.leaf_key)?;
-    Ok((loaded, Serving::LocalCa))
+    let tls = proxy::server_config(path, &pem).map_err(|e| Some(e.to_string()))?;
+    Ok((tls, not_after))
+}
+
+/// The settings, routes and certificate to serve: the ACME pair when it is
+/// there, has not expired and loads (its key matches its certificate), the
+/// local CA's pair otherwise, which must load.
+fn load(
+    p: &Published,
+    now: i64,
+) -> Result<(proxy::Loaded, Serving, Settings, limits::Limits), proxy::ProxyError> {
+    let settings = Settings::read(&p.settings)?;
+    let routes = proxy::read_routes(&p.routes)?;
+    let limits = limits::Limits::resolve(&settings.limits, limits::nofile());
+    let (tls, serving) = match acme_pair(&p.acme_pair, now) {
+        Ok((tls, not_after)) => (tls, Serving::Acme { not_after }),
+        Err(why) => {
+            if let Some(why) = why {
+                log::warn!(target: "frontdoor", "the ACME certificate {} {why}; serving the local CA's until the supervisor orders a new one", p.acme_pair.display());
+            }
+            let pem = std::fs::read(&p.local_pair).map_err(|source| proxy::ProxyError::Io {
+                what: "reading",
+                path: p.local_pair.clone(),
+                source,
+            })?;
+            (proxy::server_config(&p.local_pair, &pem)?, Serving::LocalCa)
+        }
+    };
+    let loaded = proxy::Loaded {
+        routes,
+        tls: std::sync::Arc::new(tls),
+    };
+    Ok((loaded, serving, settings, limits))
 }
 
 fn unix_now() -> i64 {
@@ -282,29 +438,30 @@ fn describe(serving: Serving) -> String {
     }
 }
 
-/// Front door side: serves `front_door.https` and `front_door.http` until
-/// SIGTERM or SIGINT, reloading routes and certificates when their files
-/// change or on SIGHUP. Waits for the supervisor's first files rather than
-/// failing, saying so.
+/// Front door side: serves the published directory `dir` (its settings'
+/// `https` and `http` addresses) until SIGTERM or SIGINT, reloading
+/// settings, routes and certificates when their files change or on SIGHUP.
+/// Waits for the supervisor's first files rather than failing, saying so.
+/// Reads nothing outside `dir`.
 ///
 /// Stopping drains: the listeners close (new connections are refused),
 /// systemd hears `STOPPING=1`, and open requests finish for up to
 /// [`DRAIN_TIMEOUT`] (a second SIGTERM or SIGINT cuts that short). Then it
 /// returns `Ok`, naming what it had to cut.
-pub async fn run(config: &Config) -> Result<(), FrontDoorError> {
+pub async fn run(dir: &Path) -> Result<(), FrontDoorError> {
     use tokio::signal::unix::{SignalKind, signal};
-    let paths = Paths::new(config);
+    let paths = Published::new(dir);
     let handler = |kind, name| signal(kind).map_err(|e| FrontDoorError::Signal(name, e));
     let mut hup = handler(SignalKind::hangup(), "SIGHUP")?;
     let mut term = handler(SignalKind::terminate(), "SIGTERM")?;
     let mut int = handler(SignalKind::interrupt(), "SIGINT")?;
     let mut said = false;
-    let (loaded, mut serving) = loop {
+    let (loaded, mut serving, settings, limits) = loop {
         match load(&paths, unix_now()) {
             Ok(l) => break l,
             Err(e) => {
                 if !said {
-                    log::warn!(target: "frontdoor", "{e}; waiting for the supervisor (`commonscloud serve`) to write the routes and certificates");
+                    log::warn!(target: "frontdoor", "{e}; waiting for the supervisor (`commonscloud serve`) to write the front door's files in {}", paths.dir.display());
                     said = true;
                 }
                 let stop = tokio::select! {
@@ -321,9 +478,10 @@ pub async fn run(config: &Config) -> Result<(), FrontDoorError> {
         }
     };
     let mut seen = stamps(&paths);
+    say_limits(&limits);
     let shared = proxy::Shared::new(loaded);
-    let https_addr = config.front_door.https.0;
-    let http_addr = config.front_door.http.0;
+    let gate = limits::Gate::new(limits);
+    let (https_addr, http_addr) = (settings.https, settings.http);
     let listen = |key, addr| async move {
         tokio::net::TcpListener::bind(addr)
             .await
@@ -332,11 +490,17 @@ pub async fn run(config: &Config) -> Result<(), FrontDoorError> {
     let https = listen("front_door.https", https_addr).await?;
     let http = listen("front_door.http", http_addr).await?;
     let drain = proxy::Drain::new();
-    let https_task = tokio::spawn(proxy::serve_https(https, shared.clone(), drain.clone()));
+    let https_task = tokio::spawn(proxy::serve_https(
+        https,
+        shared.clone(),
+        gate.clone(),
+        drain.clone(),
+    ));
     let http_task = tokio::spawn(proxy::serve_http(
         http,
         https_addr.port(),
-        paths.acme.challenges.clone(),
+        paths.challenges.clone(),
+        gate.clone(),
         drain.clone(),
     ));
     log::info!(target: "frontdoor", "serving https on {https_addr} and http on {http_addr}, with {}", describe(serving));
@@ -354,10 +518,17 @@ pub async fn run(config: &Config) -> Result<(), FrontDoorError> {
             continue;
         }
         match load(&paths, unix_now()) {
-            Ok((l, s)) => {
+            Ok((l, s, new, limits)) => {
+                if limits != gate.limits() {
+                    say_limits(&limits);
+                    gate.set_limits(limits);
+                }
                 shared.swap(l);
                 seen = now;
                 serving = s;
+                if (new.https, new.http) != (https_addr, http_addr) {
+                    log::warn!(target: "frontdoor", "front_door.https or front_door.http changed (to {} and {}): restart the front door to listen there; it still listens on {https_addr} and {http_addr}", new.https, new.http);
+                }
                 log::info!(target: "frontdoor", "routes and certificates reloaded, serving {}", describe(serving));
             }
             // A half-written pair is retried at the next look; the old one
@@ -388,6 +559,16 @@ pub async fn run(config: &Config) -> Result<(), FrontDoorError> {
         log::info!(target: "frontdoor", "stopped");
     }
     Ok(())
+}
+
+/// Logs the caps and timeouts in force, and warns when the descriptor
+/// limit is too low for the connection cap.
+fn say_limits(l: &limits::Limits) {
+    log::info!(target: "frontdoor", "at most {} connections, {} per address (IPv6: per /64); timeouts: handshake {} s, request head and idle keep-alive {} s, silence in a body {} s, an answer left unread {} s, a silent WebSocket {} s", l.connections, l.per_address, l.handshake.as_secs(), l.header.as_secs(), l.body_idle.as_secs(), l.send.as_secs(), l.websocket_idle.as_secs());
+    let nofile = limits::nofile();
+    if l.fds_needed() > nofile {
+        log::warn!(target: "frontdoor", "front_door.limits.connections = {} may need {} descriptors but this process may open {nofile}: raise LimitNOFILE= or lower the cap (past it, new connections wait until others close)", l.connections, l.fds_needed());
+    }
 }
 
 /// Tells systemd the front door is stopping.

@@ -11,6 +11,11 @@
 //! new connections are refused), every open connection finishes the request
 //! it is in and closes, and spliced upgrades run on until either side ends
 //! them, all up to the caller's deadline.
+//!
+//! What a client may hold is bounded by [`super::limits`]: every accepted
+//! connection is admitted (caps in total and per address) or closed at
+//! once, and every step has a timeout on the client's silence. An
+//! `accept()` that fails (descriptors exhausted) waits before the next.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -29,18 +34,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::acme;
+use super::limits::{
+    AcceptBackoff, Activity, Admission, Gate, Guard, IdleBody, Limits, Refused, Throttled, Watched,
+};
 use super::routes::{Route, Routes};
 
 /// How long an upstream may take to accept a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client may take to send its request headers.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest request head accepted (hyper's read buffer).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// How long a TLS handshake may take.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
-type Body = BoxBody<Bytes, hyper::Error>;
+/// An answer's body: an upstream's streamed, or our own pages. Its error
+/// is an `io::Error` (a concrete type: a boxed trait object here trips
+/// rustc's higher-ranked `Send` checks in the connection tasks).
+type Body = BoxBody<Bytes, std::io::Error>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -60,6 +67,21 @@ pub enum ProxyError {
 pub struct Loaded {
     pub routes: Routes,
     pub tls: Arc<rustls::ServerConfig>,
+}
+
+impl Loaded {
+    /// Reads a routes file and a pair file.
+    pub fn read(routes: &Path, pair: &Path) -> Result<Loaded, ProxyError> {
+        let pem = std::fs::read(pair).map_err(|source| ProxyError::Io {
+            what: "reading",
+            path: pair.to_owned(),
+            source,
+        })?;
+        Ok(Loaded {
+            routes: read_routes(routes)?,
+            tls: Arc::new(server_config(pair, &pem)?),
+        })
+    }
 }
 
 /// The current [`Loaded`], shared by every accept loop.
@@ -128,17 +150,35 @@ impl Drain {
 
     /// The next connection on `listener`, or `None` once the drain has
     /// begun: the caller then returns and drops the listener, so new
-    /// connections are refused.
-    pub async fn accept(&self, listener: &TcpListener) -> Option<(TcpStream, SocketAddr)> {
+    /// connections are refused. After a failed `accept()` (descriptors or
+    /// memory exhausted: the listener stays readable, so an immediate retry
+    /// would spin) it waits per [`AcceptBackoff`], or until a connection
+    /// closes.
+    pub async fn accept(
+        &self,
+        listener: &TcpListener,
+        admission: &Admission,
+    ) -> Option<(TcpStream, SocketAddr)> {
+        static ERRORS: Throttled = Throttled::new();
+        let mut backoff = AcceptBackoff::default();
         loop {
+            let error = tokio::select! {
+                biased;
+                _ = self.begun.cancelled() => return None,
+                accepted = listener.accept() => match accepted {
+                    Ok(c) => return Some(c),
+                    Err(e) => e,
+                },
+            };
+            let wait = backoff.failed();
+            if let Some(n) = ERRORS.tick() {
+                log::warn!(target: "frontdoor", "accepting a connection failed {n} time(s) in the last minute ({error}); waiting up to {} s between tries. If it says \"too many open files\", raise LimitNOFILE= or lower front_door.limits.connections", AcceptBackoff::MAX.as_secs());
+            }
             tokio::select! {
                 biased;
                 _ = self.begun.cancelled() => return None,
-                accepted = listener.accept() => {
-                    if let Ok(c) = accepted {
-                        return Some(c);
-                    }
-                }
+                _ = admission.released() => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }
@@ -197,89 +237,124 @@ where
     }
 }
 
-/// Reads the routes file and the certificate chain and key.
-pub fn load(routes: &Path, chain: &Path, key: &Path) -> Result<Loaded, ProxyError> {
-    let invalid = |p: &Path, message: String| ProxyError::Invalid {
-        path: p.to_owned(),
-        message,
-    };
-    let routes: Routes = serde_json::from_slice(&read(routes)?)
-        .map_err(|e| invalid(routes, format!("not a routes file: {e}")))?;
-    let tls = server_config((chain, &read(chain)?), (key, &read(key)?))?;
-    Ok(Loaded {
-        routes,
-        tls: Arc::new(tls),
-    })
-}
-
-fn read(p: &Path) -> Result<Vec<u8>, ProxyError> {
-    std::fs::read(p).map_err(|source| ProxyError::Io {
+/// Reads the routes file.
+pub fn read_routes(path: &Path) -> Result<Routes, ProxyError> {
+    let bytes = std::fs::read(path).map_err(|source| ProxyError::Io {
         what: "reading",
-        path: p.to_owned(),
+        path: path.to_owned(),
         source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ProxyError::Invalid {
+        path: path.to_owned(),
+        message: format!("not a routes file: {e}"),
     })
 }
 
-/// The TLS settings for a PEM chain (leaf first) and its PEM key, each
-/// given with the path it comes from (or is going to) for the errors. A
-/// key that does not match the leaf is refused.
-pub fn server_config(
-    (chain_path, chain): (&Path, &[u8]),
-    (key_path, key): (&Path, &[u8]),
-) -> Result<rustls::ServerConfig, ProxyError> {
+/// The TLS settings for a pair file's text: its PEM chain (leaf first) and
+/// the leaf's PEM key, with `path` for the errors. A key that does not
+/// match the leaf is refused.
+pub fn server_config(path: &Path, pem: &[u8]) -> Result<rustls::ServerConfig, ProxyError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let invalid = |p: &Path, message: String| ProxyError::Invalid {
-        path: p.to_owned(),
+    let invalid = |message: String| ProxyError::Invalid {
+        path: path.to_owned(),
         message,
     };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain)
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| invalid(chain_path, format!("not PEM certificates: {e}")))?;
+        .map_err(|e| invalid(format!("not PEM certificates: {e}")))?;
     if certs.is_empty() {
-        return Err(invalid(chain_path, "holds no certificate".into()));
+        return Err(invalid("holds no certificate".into()));
     }
-    let key = PrivateKeyDer::from_pem_slice(key)
-        .map_err(|e| invalid(key_path, format!("not a PEM private key: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(pem)
+        .map_err(|e| invalid(format!("holds no PEM private key: {e}")))?;
     let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()?
     .with_no_client_auth()
-    .with_single_cert(certs, key)?;
+    .with_single_cert(certs, key)
+    .map_err(|e| invalid(format!("the key does not go with the certificate ({e})")))?;
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tls)
 }
 
+/// One admitted client connection, as its requests see it.
+struct Conn {
+    peer: SocketAddr,
+    /// Its place in the caps: a spliced upgrade keeps it.
+    guard: Arc<Guard>,
+    activity: Activity,
+    limits: Limits,
+}
+
+/// Admits a connection, or closes it at once (a reset: nothing of it
+/// lingers), logging refusals at most once a minute.
+fn admit(
+    admission: &Admission,
+    tcp: &TcpStream,
+    peer: SocketAddr,
+    limits: &Limits,
+) -> Option<Guard> {
+    static REFUSED: Throttled = Throttled::new();
+    match admission.admit(peer.ip(), limits) {
+        Ok(g) => Some(g),
+        Err(why) => {
+            let _ = socket2::SockRef::from(tcp).set_linger(Some(Duration::ZERO));
+            if let Some(n) = REFUSED.tick() {
+                let cap = match why {
+                    Refused::Total => format!("all {} connections are taken", limits.connections),
+                    Refused::PerAddress(client) => {
+                        format!("{client} holds its {} connections", limits.per_address)
+                    }
+                };
+                log::warn!(target: "frontdoor", "refused {n} connection(s) in the last minute; the latest because {cap} (front_door.limits)");
+            }
+            None
+        }
+    }
+}
+
 /// Serves HTTPS on `listener` until `drain` begins, then returns (closing
 /// the listener); the connections it started are the drain's.
-pub async fn serve_https(listener: TcpListener, shared: Shared, drain: Drain) {
-    while let Some((tcp, peer)) = drain.accept(&listener).await {
+pub async fn serve_https(listener: TcpListener, shared: Shared, gate: Gate, drain: Drain) {
+    while let Some((tcp, peer)) = drain.accept(&listener, &gate.admission).await {
         let loaded = shared.current();
+        let limits = gate.limits();
+        let Some(guard) = admit(&gate.admission, &tcp, peer, &limits) else {
+            continue;
+        };
         let d = drain.clone();
         drain.spawn(async move {
             let _ = tcp.set_nodelay(true);
+            let (tcp, activity) = Watched::new(tcp, limits.send);
             let acceptor = tokio_rustls::TlsAcceptor::from(loaded.tls.clone());
             // A handshake still going when the drain begins is dropped: no
             // request was made on it yet.
             let tls = tokio::select! {
-                done = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => done,
+                done = tokio::time::timeout(limits.handshake, acceptor.accept(tcp)) => done,
                 _ = d.begun.cancelled() => return,
             };
             let Ok(Ok(tls)) = tls else {
                 return;
             };
+            let conn = Arc::new(Conn {
+                peer,
+                guard: Arc::new(guard),
+                activity,
+                limits,
+            });
             let splices = d.clone();
             let service = hyper::service::service_fn(move |req| {
-                let (loaded, splices) = (loaded.clone(), splices.clone());
+                let (loaded, splices, conn) = (loaded.clone(), splices.clone(), conn.clone());
                 async move {
-                    Ok::<_, std::convert::Infallible>(handle(req, peer, &loaded, &splices).await)
+                    Ok::<_, std::convert::Infallible>(handle(req, &conn, &loaded, &splices).await)
                 }
             });
             d.serve(
                 hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
+                    .header_read_timeout(limits.header)
                     .max_buf_size(MAX_HEAD_BYTES)
                     .serve_connection(TokioIo::new(tls), service)
                     .with_upgrades(),
@@ -292,13 +367,25 @@ pub async fn serve_https(listener: TcpListener, shared: Shared, drain: Drain) {
 /// Serves plain HTTP on `listener`: the ACME HTTP-01 answers found in
 /// `challenges` (one file per token, written by the supervisor), and a
 /// redirect to HTTPS for everything else. Returns once `drain` begins,
-/// like [`serve_https`].
-pub async fn serve_http(listener: TcpListener, https_port: u16, challenges: PathBuf, drain: Drain) {
+/// like [`serve_https`]; its connections count in the same caps.
+pub async fn serve_http(
+    listener: TcpListener,
+    https_port: u16,
+    challenges: PathBuf,
+    gate: Gate,
+    drain: Drain,
+) {
     let challenges = Arc::new(challenges);
-    while let Some((tcp, _)) = drain.accept(&listener).await {
+    while let Some((tcp, peer)) = drain.accept(&listener, &gate.admission).await {
+        let limits = gate.limits();
+        let Some(guard) = admit(&gate.admission, &tcp, peer, &limits) else {
+            continue;
+        };
         let d = drain.clone();
         let challenges = challenges.clone();
         drain.spawn(async move {
+            let _guard = guard;
+            let (tcp, _) = Watched::new(tcp, limits.send);
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let challenges = challenges.clone();
                 async move {
@@ -319,7 +406,7 @@ pub async fn serve_http(listener: TcpListener, https_port: u16, challenges: Path
             d.serve(
                 hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
+                    .header_read_timeout(limits.header)
                     .max_buf_size(MAX_HEAD_BYTES)
                     .serve_connection(TokioIo::new(tcp), service),
             )
@@ -398,6 +485,11 @@ fn empty() -> Body {
         .boxed()
 }
 
+/// An upstream's body as the client's answer.
+fn streamed(b: Incoming) -> Body {
+    b.map_err(std::io::Error::other).boxed()
+}
+
 /// A small HTML page, for errors the front door itself answers.
 fn page(status: StatusCode, title: &str, text: &str) -> Response<Body> {
     let html = format!(
@@ -469,7 +561,7 @@ fn strip_hop(headers: &mut hyper::HeaderMap) {
 
 async fn handle(
     mut req: Request<Incoming>,
-    peer: SocketAddr,
+    conn: &Conn,
     loaded: &Loaded,
     drain: &Drain,
 ) -> Response<Body> {
@@ -498,8 +590,21 @@ async fn handle(
                 Route::App { app, .. } => app_title(app.as_str()),
                 _ => "The console".to_owned(),
             };
-            prepare(&mut req, peer, &host, upgrade.as_ref());
+            prepare(&mut req, conn.peer, &host, upgrade.as_ref());
+            let (parts, body) = req.into_parts();
+            let (body, body_timed_out) = IdleBody::new(body, conn.limits.body_idle);
+            let req = Request::from_parts(parts, body);
             match forward(route, req).await {
+                Err(_) if body_timed_out.load(std::sync::atomic::Ordering::Relaxed) => {
+                    let mut r = page(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "Request timed out",
+                        "Your browser stopped sending. Try again.",
+                    );
+                    r.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    r
+                }
                 Err(why) => {
                     log::warn!(target: "frontdoor", "{host}: upstream unreachable: {why}");
                     page(
@@ -513,22 +618,29 @@ async fn handle(
                 Ok(mut resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
                     if let Some(client) = client_upgrade {
                         let upstream = hyper::upgrade::on(&mut resp);
-                        // The drain waits for a WebSocket session too.
+                        // The splice keeps the connection's place in the
+                        // caps, and ends after a silence both ways. The
+                        // drain waits for it too.
+                        let (guard, activity) = (conn.guard.clone(), conn.activity.clone());
+                        let idle = conn.limits.websocket_idle;
                         drain.spawn(async move {
+                            let _guard = guard;
                             if let (Ok(c), Ok(u)) = (client.await, upstream.await) {
-                                let _ = tokio::io::copy_bidirectional(
-                                    &mut TokioIo::new(c),
-                                    &mut TokioIo::new(u),
-                                )
-                                .await;
+                                let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+                                tokio::select! {
+                                    _ = tokio::io::copy_bidirectional(&mut c, &mut u) => {}
+                                    _ = activity.silent_for(idle) => {
+                                        log::debug!(target: "frontdoor", "closed an upgraded connection silent for {} s", idle.as_secs());
+                                    }
+                                }
                             }
                         });
                     }
-                    resp.map(|b| b.boxed())
+                    resp.map(streamed)
                 }
                 Ok(mut resp) => {
                     strip_hop(resp.headers_mut());
-                    resp.map(|b| b.boxed())
+                    resp.map(streamed)
                 }
             }
         }
@@ -551,12 +663,7 @@ fn app_title(app: &str) -> String {
 
 /// The request as the upstream gets it: hop-by-hop and client-sent
 /// forwarding headers gone, ours set, the upgrade kept when one is asked.
-fn prepare(
-    req: &mut Request<Incoming>,
-    peer: SocketAddr,
-    host: &str,
-    upgrade: Option<&HeaderValue>,
-) {
+fn prepare<B>(req: &mut Request<B>, peer: SocketAddr, host: &str, upgrade: Option<&HeaderValue>) {
     let h = req.headers_mut();
     strip_hop(h);
     for f in FORWARDING {
@@ -587,7 +694,12 @@ fn prepare(
 }
 
 /// Sends the request on a fresh connection to the route's upstream.
-async fn forward(route: &Route, req: Request<Incoming>) -> Result<Response<Incoming>, String> {
+async fn forward<B>(route: &Route, req: Request<B>) -> Result<Response<Incoming>, String>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     match route {
         Route::App { upstream, .. } => {
             let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(upstream))
@@ -608,9 +720,12 @@ async fn forward(route: &Route, req: Request<Incoming>) -> Result<Response<Incom
     }
 }
 
-async fn send<T>(io: TokioIo<T>, req: Request<Incoming>) -> Result<Response<Incoming>, String>
+async fn send<T, B>(io: TokioIo<T>, req: Request<B>) -> Result<Response<Incoming>, String>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
         .await

@@ -3,8 +3,8 @@
 //! DiscourseConnect sign-in that reuses the session, and the same actions
 //! as JSON under `/api/v1`.
 //!
-//! Served by the supervisor on `<runtime_dir>/console.sock`, which only the
-//! front door reaches; the front door sets `X-Real-IP` and drops any the
+//! Served by the supervisor on `<state_dir>/front-door/console.sock`, which
+//! only the front door reaches; the front door sets `X-Real-IP` and drops any the
 //! client sent, so the address used for rate limits is the real one.
 //!
 //! Adapter: every decision is made by the onboarding service, the SSO

@@ -111,14 +111,18 @@ pub fn layout(c: &Chrome, title: &str, body: Markup) -> Markup {
     }
 }
 
+/// The same page in language `l`: a query-only reference (`?…&lang=xx`),
+/// which a browser resolves against the page's own URL. The request's path
+/// is never written into the link: `https://box//evil.example/x` has the
+/// path `//evil.example/x`, which as a link's start would name another
+/// site (and browsers read `/\evil.example` the same way).
 fn lang_link(path: &str, l: Language) -> String {
-    let (p, q) = path.split_once('?').unwrap_or((path, ""));
-    let kept: Vec<&str> = q
+    let q = path.split_once('?').map_or("", |(_, q)| q);
+    let mut out = String::from("?");
+    for kv in q
         .split('&')
         .filter(|kv| !kv.is_empty() && !kv.starts_with("lang="))
-        .collect();
-    let mut out = format!("{p}?");
-    for kv in kept {
+    {
         out.push_str(kv);
         out.push('&');
     }
@@ -532,9 +536,27 @@ mod tests {
     fn language_links_keep_the_query() {
         assert_eq!(
             lang_link("/register?invite=x&lang=en", Language::Es),
-            "/register?invite=x&lang=es"
+            "?invite=x&lang=es"
         );
-        assert_eq!(lang_link("/", Language::Ca), "/?lang=ca");
+        assert_eq!(lang_link("/", Language::Ca), "?lang=ca");
+    }
+
+    #[test]
+    fn language_links_never_name_another_site() {
+        for path in [
+            "//evil.example/x",
+            "//evil.example/x?lang=en",
+            "///evil.example",
+            "/\\evil.example/x",
+            "/%2F/evil.example",
+            "https://evil.example/",
+        ] {
+            for (l, _) in LANGUAGES {
+                let link = lang_link(path, l);
+                assert!(link.starts_with('?'), "{path}: {link}");
+                assert!(!link.contains("evil"), "{path}: {link}");
+            }
+        }
     }
 
     #[test]

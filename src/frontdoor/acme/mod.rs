@@ -11,12 +11,13 @@
 //! - [`http`] is the HTTP client it talks to the ACME server with: HTTP/1
 //!   over tokio-rustls, aws-lc-rs, the system's roots or `ca_file`.
 //!
-//! Files: the issued chain is public (`<state_dir>/tls/acme.crt`), its key a
-//! secret (`<secrets_dir>/front-door-acme.key`, 0600); the front door
-//! prefers that pair to the local CA's leaf while it is present and not
-//! expired. The record (`<state_dir>/tls/acme.json`) keeps the hostnames,
-//! dates and the backoff; the account (`<secrets_dir>/acme-account.json`,
-//! 0600) is made once per ACME directory.
+//! Files: the issued chain and its key are one pair file among the front
+//! door's (`<state_dir>/front-door/acme.pem`, 0640, written with one
+//! rename); the front door prefers that pair to the local CA's while it is
+//! present, loads and has not expired. The record
+//! (`<state_dir>/tls/acme.json`) keeps the hostnames, dates and the
+//! backoff; the account (`<secrets_dir>/acme-account.json`, 0600) is made
+//! once per ACME directory.
 
 pub mod http;
 pub mod order;
@@ -80,28 +81,78 @@ pub enum AcmeError {
 /// Where the ACME files live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Files {
-    /// The issued chain, leaf first (public).
-    pub cert: PathBuf,
-    /// The chain's private key (secret, 0600).
-    pub key: PathBuf,
+    /// The issued chain, leaf first, and its key: one file.
+    pub pair: PathBuf,
     /// [`Record`], beside the local CA's `ca.json`.
     pub record: PathBuf,
     /// The ACME account's key and URL (secret, 0600).
     pub account: PathBuf,
     /// HTTP-01 answers, one file per token, served by the front door.
     pub challenges: PathBuf,
+    /// Where releases before the pair file kept the chain and its key:
+    /// joined into the pair once (when they match), then removed.
+    pub legacy_cert: PathBuf,
+    pub legacy_key: PathBuf,
 }
 
 impl Files {
     pub fn new(state_dir: &Path, secrets_dir: &Path) -> Self {
         let tls = state_dir.join("tls");
+        let published =
+            crate::frontdoor::Published::new(&state_dir.join(crate::frontdoor::PUBLISHED_DIR));
         Files {
-            cert: tls.join("acme.crt"),
-            key: secrets_dir.join("front-door-acme.key"),
+            pair: published.acme_pair,
             record: tls.join("acme.json"),
             account: secrets_dir.join("acme-account.json"),
-            challenges: state_dir.join("front-door/acme-challenge"),
+            challenges: published.challenges,
+            legacy_cert: tls.join("acme.crt"),
+            legacy_key: secrets_dir.join("front-door-acme.key"),
         }
+    }
+}
+
+/// Moves a certificate of a release before the pair file into the pair:
+/// when the old chain and key are both there and match, they become the
+/// pair (no new order); a chain beside another's key (a crash between the
+/// old two renames) is dropped, so the certificate is ordered again. The
+/// old files go either way. Returns whether a pair was made.
+pub fn migrate_legacy(files: &Files) -> Result<bool, AcmeError> {
+    let read = |p: &Path| match std::fs::read_to_string(p) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(AcmeError::Io {
+            what: "reading",
+            path: p.to_owned(),
+            source,
+        }),
+    };
+    let (cert, key) = (read(&files.legacy_cert)?, read(&files.legacy_key)?);
+    let mut made = false;
+    if let (Some(cert), Some(key)) = (&cert, &key)
+        && !files.pair.exists()
+    {
+        let pem = crate::frontdoor::ca::pair_pem(cert, key);
+        if crate::frontdoor::proxy::server_config(&files.legacy_cert, pem.as_bytes()).is_ok() {
+            write_atomic(&files.pair, pem.as_bytes(), crate::frontdoor::ca::PAIR_MODE)?;
+            made = true;
+        }
+    }
+    for path in [&files.legacy_cert, &files.legacy_key] {
+        remove(path)?;
+    }
+    Ok(made)
+}
+
+/// Removes a file; whether it was there.
+fn remove(path: &Path) -> Result<bool, AcmeError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(AcmeError::Io {
+            what: "removing",
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -306,23 +357,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AcmeErro
     })
 }
 
-/// Removes the issued pair and its record (ACME is no longer configured):
-/// the certificate first, so the front door never finds it without its
-/// key. Returns whether there was a certificate.
+/// Removes the issued pair and its record (ACME is no longer configured),
+/// and any files of a release before the pair. Returns whether there was a
+/// certificate.
 pub fn forget(files: &Files) -> Result<bool, AcmeError> {
     let mut had = false;
-    for path in [&files.cert, &files.key, &files.record] {
-        match std::fs::remove_file(path) {
-            Ok(()) => had |= path == &files.cert,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(AcmeError::Io {
-                    what: "removing",
-                    path: path.clone(),
-                    source,
-                });
-            }
-        }
+    for path in [
+        &files.pair,
+        &files.record,
+        &files.legacy_cert,
+        &files.legacy_key,
+    ] {
+        let was = remove(path)?;
+        had |= was && (path == &files.pair || path == &files.legacy_cert);
     }
     Ok(had)
 }

@@ -160,16 +160,11 @@ pub async fn issue(
     };
     let (not_before, not_after) = super::leaf_validity(chain.as_bytes()).map_err(unusable)?;
     // The pair must load as the front door loads it.
-    crate::frontdoor::proxy::server_config(
-        (&files.cert, chain.as_bytes()),
-        (&files.key, key_pem.as_bytes()),
-    )
-    .map_err(|e| unusable(e.to_string()))?;
-    // Key first: a front door that finds the new key with the old
-    // certificate fails to load the pair and keeps serving its own until
-    // the certificate follows.
-    write_atomic(&files.key, key_pem.as_bytes(), 0o600)?;
-    write_atomic(&files.cert, chain.as_bytes(), 0o644)?;
+    let pem = crate::frontdoor::ca::pair_pem(&chain, &key_pem);
+    crate::frontdoor::proxy::server_config(&files.pair, pem.as_bytes())
+        .map_err(|e| unusable(e.to_string()))?;
+    // One file, one rename: a crash leaves the old pair or this one.
+    write_atomic(&files.pair, pem.as_bytes(), crate::frontdoor::ca::PAIR_MODE)?;
     Ok(Outcome {
         issued: Issued {
             directory,
