@@ -1368,6 +1368,8 @@ async fn discourse_connect_round_trip_through_the_daemons_provider() {
     let provider = commonscloud::apps::discourse::connect_url("box.quimper.example.org");
     for (n, v) in [
         ("enforce_second_factor", "no"),
+        // The provider answers https://<forum>/ only, as the catalog sets.
+        ("force_https", "true"),
         ("discourse_connect_url", provider.as_str()),
         ("discourse_connect_secret", secret.as_str()),
         ("enable_discourse_connect", "true"),
@@ -1408,6 +1410,7 @@ async fn discourse_connect_round_trip_through_the_daemons_provider() {
         &f.inst.paths,
         &f.inst.tree,
         secrets,
+        "forum.example.org",
         &q["sso"],
         &q["sig"],
         "ana",
@@ -1418,7 +1421,7 @@ async fn discourse_connect_round_trip_through_the_daemons_provider() {
     .unwrap();
     // …and Discourse accepts the answer: signature, nonce, fields.
     let path = answer
-        .strip_prefix("http://forum.example.org")
+        .strip_prefix("https://forum.example.org")
         .unwrap_or_else(|| panic!("the answer goes to return_sso_url: {answer}"));
     let (code, _, body) = http("GET", port, path, &[], b"");
     assert_eq!(code, 200, "{body}");
