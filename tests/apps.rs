@@ -234,7 +234,14 @@ fn a_fresh_install_converges_then_nothing_changes_and_a_removed_container_return
     assert_eq!(again["steps"], 0, "{again}");
     let (containers, networks, volumes) = objects(&prefix);
     assert_eq!(containers.len(), 8, "{containers:?}");
-    assert_eq!(networks, [prefix.clone(), format!("{prefix}-db")]);
+    assert_eq!(
+        networks,
+        [
+            prefix.clone(),
+            format!("{prefix}-discourse-backend"),
+            format!("{prefix}-nextcloud-backend")
+        ]
+    );
     assert_eq!(volumes.len(), 7, "{volumes:?}");
 
     // Someone removes a container by hand: Docker tells the daemon, which
@@ -396,17 +403,26 @@ fn the_nextcloud_standin_records_settings_that_find_active_people_only() {
     assert!(s01.is_object(), "no s01 in {state:#}");
     let config = commonscloud::config::load(&app.config).unwrap();
     let gateway = config.apps.subnet.gateway();
-    assert_eq!(s01["ldapHost"], format!("ldap://{gateway}"));
+    assert_eq!(s01["ldapHost"], format!("ldaps://{gateway}"));
+    assert_eq!(s01["ldapTLS"], "0", "LDAPS is not StartTLS");
     let port = app.ldap_url().rsplit(':').next().unwrap().to_owned();
     assert_eq!(s01["ldapPort"], port);
     assert_eq!(s01["ldapConfigurationActive"], "1");
-    // slapd listens on the bridge's gateway for the apps (and Nextcloud's
-    // `ldap:test-config`, a real bind from inside its container, passed).
+    // slapd listens on the bridge's gateway for the apps, LDAPS only (and
+    // Nextcloud's `ldap:test-config`, a real TLS handshake checked against
+    // the local CA and a bind from inside its container, passed).
     let urls = commonscloud::directory::slapd::listen_urls(app.slapd_pid().unwrap()).unwrap();
     assert!(
-        urls.contains(&format!("ldap://{gateway}:{port}")),
+        urls.contains(&format!("ldaps://{gateway}:{port}")),
         "{urls:?}"
     );
+    assert!(
+        !urls
+            .iter()
+            .any(|u| u.starts_with(&format!("ldap://{gateway}"))),
+        "no plain LDAP on the bridge: {urls:?}"
+    );
+    ldaps_is_checked_and_plain_is_refused(&app, &prefix, &gateway.to_string());
     let store = commonscloud::store::Store::open(&app.dir.path().join("state")).unwrap();
     let tested: i64 = store
         .connection()
@@ -511,6 +527,125 @@ fn the_nextcloud_standin_records_settings_that_find_active_people_only() {
     assert_eq!(found("ana"), 1);
     assert_eq!(found("ana@example.org"), 1);
     assert_eq!(found("bob"), 0, "a suspended person is not found");
+}
+
+/// `php occ <args>` in the Nextcloud container, as www-data, with `env`
+/// before it (`VAR=value` words) when given.
+fn occ(prefix: &str, env: &[&str], args: &[&str]) -> commonscloud::docker::objects::ExecOutput {
+    let mut cmd: Vec<String> = Vec::new();
+    if !env.is_empty() {
+        cmd.push("env".into());
+        cmd.extend(env.iter().map(|e| (*e).to_owned()));
+    }
+    cmd.extend(["php".to_owned(), "occ".to_owned()]);
+    cmd.extend(args.iter().map(|a| (*a).to_owned()));
+    rt().block_on(async {
+        commonscloud::docker::objects::exec(
+            &docker().await,
+            &format!("{prefix}-nextcloud"),
+            "www-data",
+            Some("/var/www/html"),
+            cmd,
+        )
+        .await
+        .unwrap()
+    })
+}
+
+/// Nextcloud's LDAP as an attacker on the bridge would meet it: the
+/// certificate is checked (a CA other than the appliance's fails the
+/// handshake), and plain LDAP to the gateway finds no listener at all.
+fn ldaps_is_checked_and_plain_is_refused(app: &Appliance, prefix: &str, gateway: &str) {
+    let passes = |out: &commonscloud::docker::objects::ExecOutput| {
+        out.exit_code == 0 && out.stdout.contains("connection could be established")
+    };
+    let ok = occ(prefix, &[], &["ldap:test-config", "s01"]);
+    assert!(passes(&ok), "{ok:?}");
+    // Another CA, for the same domain: the handshake fails.
+    let other = tempfile::tempdir().unwrap();
+    commonscloud::frontdoor::ca::ensure(
+        &commonscloud::frontdoor::ca::Files::new(other.path(), other.path()),
+        "someone else",
+        "quimper.example.org",
+        &[],
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    std::fs::copy(
+        other.path().join("tls/ca.crt"),
+        app.dir.path().join("state/tls/other-ca.crt"),
+    )
+    .unwrap();
+    let wrong = occ(
+        prefix,
+        &["LDAPTLS_CACERT=/run/commonscloud/tls/other-ca.crt"],
+        &["ldap:test-config", "s01"],
+    );
+    assert!(!passes(&wrong), "a foreign CA must fail: {wrong:?}");
+    assert!(wrong.stderr.contains("TLS"), "{wrong:?}");
+    // No CA given at all (the image's default bundle): fails too.
+    let none = occ(prefix, &["LDAPTLS_CACERT="], &["ldap:test-config", "s01"]);
+    assert!(!passes(&none), "{none:?}");
+    // Plain LDAP, even with StartTLS asked: nothing listens on the bridge.
+    for tls in ["0", "1"] {
+        let set = occ(
+            prefix,
+            &[],
+            &[
+                "ldap:set-config",
+                "s01",
+                "ldapHost",
+                &format!("ldap://{gateway}"),
+            ],
+        );
+        assert_eq!(set.exit_code, 0, "{set:?}");
+        occ(prefix, &[], &["ldap:set-config", "s01", "ldapTLS", tls]);
+        let plain = occ(prefix, &[], &["ldap:test-config", "s01"]);
+        assert!(
+            !passes(&plain),
+            "plain LDAP on the bridge (ldapTLS={tls}): {plain:?}"
+        );
+    }
+    occ(prefix, &[], &["ldap:set-config", "s01", "ldapTLS", "0"]);
+    occ(
+        prefix,
+        &[],
+        &[
+            "ldap:set-config",
+            "s01",
+            "ldapHost",
+            &format!("ldaps://{gateway}"),
+        ],
+    );
+    assert!(passes(&occ(prefix, &[], &["ldap:test-config", "s01"])));
+
+    // slapd will not start while cn=config names TLS files that are gone:
+    // with its pair deleted and slapd killed, the daemon makes the pair
+    // again from the CA before starting it, and LDAPS comes back.
+    let before = app.slapd_pid().unwrap();
+    for f in ["state/tls/directory.crt", "secrets/directory-tls.key"] {
+        std::fs::remove_file(app.dir.path().join(f)).unwrap();
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(before),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let back = app.slapd_pid().filter(|p| *p != before).and_then(|p| {
+            commonscloud::directory::slapd::listen_urls(p).filter(|u| {
+                u.iter()
+                    .any(|u| u.starts_with(&format!("ldaps://{gateway}")))
+            })
+        });
+        if back.is_some() && passes(&occ(prefix, &[], &["ldap:test-config", "s01"])) {
+            break;
+        }
+        assert!(Instant::now() < until, "LDAPS never came back");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(app.dir.path().join("secrets/directory-tls.key").exists());
 }
 
 #[test]
@@ -770,7 +905,7 @@ fn a_daemon_killed_mid_plan_converges_on_restart_without_duplicates() {
     // Docker allows two networks of one name: there must be one each.
     assert_eq!(
         networks,
-        [prefix.clone(), format!("{prefix}-db")],
+        [prefix.clone(), format!("{prefix}-nextcloud-backend")],
         "{networks:?}"
     );
     assert_eq!(volumes.len(), 3, "{volumes:?}");
@@ -1012,4 +1147,326 @@ fn an_image_pinned_by_digest_is_pulled_once_the_registry_answers() {
     let plan: serde_json::Value =
         serde_json::from_str(&stdout(&app.cli(&["plan", "--json"]))).unwrap();
     assert_eq!(plan, serde_json::json!([]), "{plan}");
+}
+
+/// A command in a container, as its image's user: its exit code and its
+/// output (stdout and stderr).
+fn exec_in(container: &str, cmd: &[&str]) -> (i64, String) {
+    use futures_util::StreamExt;
+    rt().block_on(async {
+        let d = docker().await;
+        let created = d
+            .create_exec(
+                container,
+                bollard::models::ExecConfig {
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(cmd.iter().map(|c| (*c).to_owned()).collect()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let mut text = String::new();
+        if let bollard::exec::StartExecResults::Attached { mut output, .. } = d
+            .start_exec(&created.id, None::<bollard::exec::StartExecOptions>)
+            .await
+            .unwrap()
+        {
+            while let Some(Ok(chunk)) = output.next().await {
+                text.push_str(&chunk.to_string());
+            }
+        }
+        let code = d
+            .inspect_exec(&created.id)
+            .await
+            .unwrap()
+            .exit_code
+            .unwrap_or(-1);
+        (code, text)
+    })
+}
+
+/// Runs `cmd` in a throwaway container of `image` on `network`, with
+/// Docker's default capabilities; its exit code and output. It carries the
+/// instance's label (so `Cleanup` removes it) but not the managed one (so
+/// the daemon leaves it alone).
+fn probe_container(prefix: &str, image: &str, network: &str, cmd: &[&str]) -> (i64, String) {
+    use futures_util::StreamExt;
+    rt().block_on(async {
+        let d = docker().await;
+        let name = format!("{prefix}-probe");
+        let body = bollard::models::ContainerCreateBody {
+            image: Some(image.to_owned()),
+            entrypoint: Some(vec![cmd[0].to_owned()]),
+            cmd: Some(cmd[1..].iter().map(|c| (*c).to_owned()).collect()),
+            labels: Some(HashMap::from([(
+                LABEL_INSTANCE.to_owned(),
+                prefix.to_owned(),
+            )])),
+            host_config: Some(bollard::models::HostConfig {
+                network_mode: Some(network.to_owned()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        d.create_container(
+            Some(bollard::query_parameters::CreateContainerOptions {
+                name: Some(name.clone()),
+                ..Default::default()
+            }),
+            body,
+        )
+        .await
+        .unwrap();
+        d.start_container(
+            &name,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+        .unwrap();
+        let mut waited = d.wait_container(
+            &name,
+            None::<bollard::query_parameters::WaitContainerOptions>,
+        );
+        let code = match waited.next().await {
+            Some(Ok(r)) => r.status_code,
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+            other => panic!("waiting for the probe: {other:?}"),
+        };
+        let mut logs = d.logs(
+            &name,
+            Some(bollard::query_parameters::LogsOptions {
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            }),
+        );
+        let mut text = String::new();
+        while let Some(Ok(chunk)) = logs.next().await {
+            text.push_str(&chunk.to_string());
+        }
+        let _ = d
+            .remove_container(
+                &name,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        (code, text)
+    })
+}
+
+/// The address of `container` on `network`.
+fn address_on(container: &str, network: &str) -> String {
+    rt().block_on(async {
+        docker()
+            .await
+            .inspect_container(container, None)
+            .await
+            .unwrap()
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|n| n.get(network).cloned())
+            .and_then(|e| e.ip_address)
+            .unwrap_or_else(|| panic!("{container} is not on {network}"))
+    })
+}
+
+/// What a compromised app (or a member steering its server-side fetches)
+/// could reach: raw sockets on the bridge, another app's database, a
+/// cache without a password, private addresses through Nextcloud. Each is
+/// tried from inside the containers, and each has its control, so the
+/// refusal is the hardening's and not a broken tool.
+#[test]
+fn the_apps_are_walled_off_from_each_other() {
+    let apps = ["nextcloud", "collabora", "discourse"];
+    let (app, _cleanup) = appliance(&apps);
+    let prefix = app.prefix();
+    let _daemon = app.serve();
+    wait_converged(&app, &apps);
+    let config = commonscloud::config::load(&app.config).unwrap();
+    let gateway = config.apps.subnet.gateway().to_string();
+    let nextcloud = format!("{prefix}-nextcloud");
+
+    // Capabilities: every container drops NET_RAW (and the rest of the
+    // list); Docker says so.
+    let (containers, _, _) = objects(&prefix);
+    assert_eq!(containers.len(), 8, "{containers:?}");
+    for c in &containers {
+        let dropped = rt().block_on(async {
+            docker()
+                .await
+                .inspect_container(c, None)
+                .await
+                .unwrap()
+                .host_config
+                .and_then(|h| h.cap_drop)
+                .unwrap_or_default()
+        });
+        for cap in ["NET_RAW", "AUDIT_WRITE", "SETFCAP"] {
+            assert!(
+                dropped.iter().any(|d| d == cap),
+                "{c} keeps {cap}: {dropped:?}"
+            );
+        }
+    }
+    // A raw (packet) socket, as for ARP spoofing on the bridge: refused;
+    // with every capability the same command answers, so it is NET_RAW.
+    let arping = [
+        "arping",
+        "-c",
+        "1",
+        "-w",
+        "3",
+        "-I",
+        "eth0",
+        gateway.as_str(),
+    ];
+    let (code, out) = exec_in(&nextcloud, &arping);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("not permitted"), "{out}");
+    let image = rt().block_on(async {
+        docker()
+            .await
+            .inspect_container(&nextcloud, None)
+            .await
+            .unwrap()
+            .config
+            .and_then(|c| c.image)
+            .unwrap()
+    });
+    let (code, out) = probe_container(&prefix, &image, &prefix, &arping);
+    assert_eq!(
+        code, 0,
+        "the control: arping works with Docker's default capabilities: {out}"
+    );
+
+    // Another app's database: Discourse's postgres, by name or address,
+    // from Nextcloud; Discourse itself reaches it.
+    let db = address_on(
+        &format!("{prefix}-discourse-db"),
+        &format!("{prefix}-discourse-backend"),
+    );
+    let probe = |from: &str, host: &str| {
+        exec_in(
+            from,
+            &[
+                "sh",
+                "-c",
+                &format!("timeout 5 nc -w 3 {host} 5432 </dev/null; echo rc=$?"),
+            ],
+        )
+        .1
+    };
+    let unreachable = |out: &str| {
+        out.contains("rc=1")
+            && (out.contains("can't connect")
+                || out.contains("timed out")
+                || out.contains("bad address"))
+    };
+    for host in [db.as_str(), "discourse-db"] {
+        let out = probe(&nextcloud, host);
+        assert!(unreachable(&out), "Nextcloud reaches {host}: {out}");
+    }
+    let out = probe(&format!("{prefix}-discourse"), "discourse-db");
+    assert!(
+        !unreachable(&out),
+        "the control: Discourse reaches its own database: {out}"
+    );
+
+    // Redis: a client without the password gets nothing; Nextcloud's own
+    // password (its environment) works.
+    let (_, out) = exec_in(
+        &nextcloud,
+        &[
+            "sh",
+            "-c",
+            "printf 'PING\\r\\nGET x\\r\\nQUIT\\r\\n' | timeout 5 nc nextcloud-redis 6379",
+        ],
+    );
+    assert!(out.contains("NOAUTH"), "{out}");
+    assert!(!out.contains("PONG"), "{out}");
+    let (_, out) = exec_in(
+        &nextcloud,
+        &[
+            "sh",
+            "-c",
+            "printf 'AUTH %s\\r\\nPING\\r\\nQUIT\\r\\n' \"$REDIS_HOST_PASSWORD\" | timeout 5 nc nextcloud-redis 6379",
+        ],
+    );
+    assert!(
+        out.contains("+PONG"),
+        "the control: with the password: {out}"
+    );
+    let stored =
+        std::fs::read_to_string(app.dir.path().join("secrets/nextcloud-redis-password")).unwrap();
+    let inspected = rt().block_on(async {
+        docker()
+            .await
+            .inspect_container(&format!("{prefix}-nextcloud-redis"), None)
+            .await
+            .unwrap()
+    });
+    let shown = format!("{:?}{:?}", inspected.config, inspected.args);
+    assert!(
+        !shown.contains(stored.trim()),
+        "the password shows in docker inspect"
+    );
+
+    // Link previews of private addresses (another container, the gateway,
+    // link-local): refused; Collabora still works through richdocuments'
+    // own exception.
+    let cloud = config.hostnames.cloud.as_ref().unwrap().to_string();
+    let resolve = |url: &str| -> serde_json::Value {
+        let path = format!(
+            "/ocs/v2.php/references/resolve?reference={}",
+            form_urlencoded::byte_serialize(url.as_bytes()).collect::<String>()
+        );
+        let (code, _, body) = images::http(
+            "GET",
+            config.apps.port_base,
+            &path,
+            &[("Host", &cloud)],
+            b"",
+        );
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["ocs"]["data"]["references"][url].clone()
+    };
+    let office = format!("http://{prefix}-collabora:9980/hosting/discovery");
+    for url in [
+        office.as_str(),
+        &format!("http://{gateway}:{}/", config.apps.port_base),
+        "http://169.254.169.254/latest/meta-data/",
+    ] {
+        assert!(resolve(url).is_null(), "{url} was fetched");
+    }
+    let set = |v: &str| {
+        let out = occ(
+            &prefix,
+            &[],
+            &[
+                "config:system:set",
+                "allow_local_remote_servers",
+                &format!("--value={v}"),
+                "--type=boolean",
+            ],
+        );
+        assert_eq!(out.exit_code, 0, "{out:?}");
+    };
+    set("true");
+    let fetched = resolve(&office);
+    assert!(
+        fetched["openGraphObject"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .contains("wopi-discovery"),
+        "the control: with allow_local_remote_servers the same fetch works: {fetched}"
+    );
+    set("false");
+    let activated = occ(&prefix, &[], &["richdocuments:activate-config"]);
+    assert_eq!(activated.exit_code, 0, "{activated:?}");
 }

@@ -195,6 +195,13 @@ fn run_for(
         match &m.source {
             MountSource::Volume(v) => run.volumes.push((vols[v].clone(), m.target.clone())),
             MountSource::Secret(s) => run.binds.push((secrets.get(s).0, m.target.clone())),
+            // The appliance's public files (the local CA): an empty
+            // directory here, as no CA signs this lab's directory anyway.
+            MountSource::State(path) => {
+                let dir = secrets.lab.dir.path().join("state").join(path);
+                std::fs::create_dir_all(&dir).unwrap();
+                run.binds.push((dir, m.target.clone()));
+            }
             other => panic!("unknown mount source {other:?}"),
         }
     }
@@ -208,6 +215,7 @@ fn run_for(
     run.publish = spec.publish.map(|(_, c)| c);
     run.health = spec.health.as_ref().map(|h| h.test.clone());
     run.cap_add = spec.cap_add.clone();
+    run.cap_drop = spec.cap_drop.clone();
     run.memory_mb = Some(spec.memory_mb.max(64));
     run
 }
@@ -848,6 +856,15 @@ async fn collabora_refuses_to_start_without_tls_ending_at_the_proxy() {
     root.user = Some("root".into());
     let root = lab.start(&root).await;
     assert_eq!(lab.wait_exit(&root.name, SECS(20)).await, 1);
+    // Its jails need device nodes: without MKNOD it stops and says so.
+    let mut no_mknod = base.clone().env(
+        "extra_params",
+        "--o:ssl.enable=false --o:ssl.termination=true",
+    );
+    no_mknod.cap_drop = vec!["MKNOD".into()];
+    let no_mknod = lab.start(&no_mknod).await;
+    assert_eq!(lab.wait_exit(&no_mknod.name, SECS(20)).await, 1);
+    assert!(lab.logs(&no_mknod.name).await.contains("--cap-add MKNOD"));
 
     let mut good = base.env(
         "extra_params",

@@ -715,8 +715,8 @@ async fn run_reconcile(shared: Arc<Shared>, token: tokio_util::sync::Cancellatio
 /// Waits (15 s at most) until slapd listens where the config and the
 /// apps' bridge want it.
 async fn wait_for_listeners(shared: &Shared, config: &Config) {
-    let wanted = crate::directory::slapd::wanted_urls(config);
     let paths = crate::directory::slapd::Paths::new(config);
+    let wanted = crate::directory::slapd::wanted_urls(config, &paths);
     for _ in 0..150 {
         if let Some(pid) = crate::directory::slapd::running_pid(&paths) {
             let have = crate::directory::slapd::listen_urls(pid).unwrap_or_default();
@@ -958,6 +958,23 @@ async fn run_directory(shared: Arc<Shared>, token: tokio_util::sync::Cancellatio
                 log::info!(task = "directory"; "created the directory for {suffix}");
                 shared.remember_directory_config(&wanted);
             }
+            // A cn=config naming a missing certificate would stop slapd
+            // from starting: the pair is made (again) first.
+            let (c, p) = ((*config).clone(), paths.clone());
+            let now = OffsetDateTime::now_utc();
+            match tokio::task::spawn_blocking(move || {
+                crate::directory::tls::ensure_pair(&c, &p, now)
+            })
+            .await
+            {
+                Ok(Ok(Some(true))) => {
+                    log::info!(task = "directory"; "issued slapd's certificate for the apps' bridge")
+                }
+                Ok(Err(e)) => {
+                    log::warn!(task = "directory"; "slapd's certificate for the apps' bridge: {e}")
+                }
+                _ => {}
+            }
             let (pid, adopted) = slapd::start_or_adopt(&config, &paths).await?;
             // Settings an older release wrote are brought up to this one's.
             let applied = shared
@@ -1020,12 +1037,32 @@ async fn run_directory(shared: Arc<Shared>, token: tokio_util::sync::Cancellatio
                 let replan = |reason: &str| -> Option<bool> {
                     let now = shared.config();
                     let have = slapd::listen_urls(pid)?;
-                    let wanted = slapd::wanted_urls(&now);
+                    let wanted = slapd::wanted_urls(&now, &paths);
                     if slapd::Paths::new(&now) == paths && wanted == have {
                         return Some(false);
                     }
                     log::info!(task = "directory"; "{reason}: slapd should listen on {wanted:?} (it listens on {have:?}); restarting it");
                     Some(true)
+                };
+                // LDAPS for the apps: the certificate made, renewed and
+                // handed to slapd; a renewal needs a restart to be served.
+                let keep_tls = || async {
+                    match crate::directory::tls::keep(&shared.config(), &paths).await {
+                        Ok(k) => {
+                            if k.applied {
+                                log::info!(task = "directory"; "slapd serves its certificate for the apps' bridge");
+                                shared.audit(
+                                    "directory-tls",
+                                    "slapd's certificate for the apps' bridge applied",
+                                );
+                            }
+                            k.restart
+                        }
+                        Err(e) => {
+                            log::warn!(task = "directory"; "LDAPS for the apps: {e}");
+                            false
+                        }
+                    }
                 };
                 let died = loop {
                     let planned = tokio::select! {
@@ -1036,7 +1073,14 @@ async fn run_directory(shared: Arc<Shared>, token: tokio_util::sync::Cancellatio
                         }
                         _ = slapd::wait_exit(pid) => None,
                         // The apps' bridge appears (or goes) with the apps.
-                        _ = listen_check.tick() => replan("the apps' bridge changed"),
+                        _ = listen_check.tick() => {
+                            if keep_tls().await {
+                                log::info!(task = "directory"; "slapd's certificate for the apps' bridge was renewed; restarting slapd to serve it");
+                                Some(true)
+                            } else {
+                                replan("the apps' bridge changed")
+                            }
+                        }
                         _ = shared.directory_reload.notified() => replan("directory.listen changed"),
                     };
                     match planned {

@@ -253,6 +253,7 @@ fn step_kind(step: &Step) -> &'static str {
         Step::RecreateContainer { .. } => "recreate_container",
         Step::StartContainer { .. } => "start_container",
         Step::WaitReady { .. } => "wait_ready",
+        Step::RemoveNetwork { .. } => "remove_network",
         Step::Wire { .. } => "wire",
     }
 }
@@ -299,6 +300,7 @@ fn resolve(secrets_dir: &Path, v: &Value) -> Result<String, ApplyError> {
 fn new_container(
     spec: &ContainerSpec,
     secrets_dir: &Path,
+    state_dir: &Path,
 ) -> Result<objects::NewContainer, ApplyError> {
     let mut env = Vec::new();
     for (k, v) in &spec.env {
@@ -311,6 +313,11 @@ fn new_container(
             MountSource::Volume(v) => volumes.push((v.clone(), m.target.clone(), m.read_only)),
             MountSource::Secret(name) => binds.push((
                 secrets_dir.join(name).display().to_string(),
+                m.target.clone(),
+                m.read_only,
+            )),
+            MountSource::State(path) => binds.push((
+                state_dir.join(path).display().to_string(),
                 m.target.clone(),
                 m.read_only,
             )),
@@ -343,6 +350,7 @@ fn new_container(
         memory_bytes: i64::try_from(spec.memory_mb).unwrap_or(i64::MAX / 2) * 1024 * 1024,
         restart_unless_stopped: spec.restart == "unless-stopped",
         cap_add: spec.cap_add.clone(),
+        cap_drop: spec.cap_drop.clone(),
         publish: spec.publish,
     })
 }
@@ -350,9 +358,9 @@ fn new_container(
 async fn create_and_start(
     docker: &Docker,
     spec: &ContainerSpec,
-    secrets_dir: &Path,
+    config: &Config,
 ) -> Result<(), ApplyError> {
-    let c = new_container(spec, secrets_dir)?;
+    let c = new_container(spec, &config.paths.secrets_dir, &config.paths.state_dir)?;
     let id = objects::create_container(docker, &c).await?;
     objects::start_container(docker, &id).await?;
     Ok(())
@@ -411,12 +419,13 @@ async fn apply_step(
         }
         Step::NameTaken { .. } => return Err(ApplyError::NameTaken(step.describe())),
         Step::RemoveContainer { id, .. } => objects::remove_container(docker, id).await?,
-        Step::CreateContainer { spec } => create_and_start(docker, spec, secrets_dir).await?,
+        Step::CreateContainer { spec } => create_and_start(docker, spec, config).await?,
         Step::RecreateContainer { spec, id, .. } => {
             objects::remove_container(docker, id).await?;
-            create_and_start(docker, spec, secrets_dir).await?;
+            create_and_start(docker, spec, config).await?;
         }
         Step::StartContainer { id, .. } => objects::start_container(docker, id).await?,
+        Step::RemoveNetwork { name } => objects::remove_network(docker, name).await?,
         Step::WaitReady { container, .. } => {
             let spec = desired.containers.iter().find(|c| &c.name == container);
             wait_ready(docker, container, spec, settings.ready_timeout).await?;
