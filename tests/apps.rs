@@ -1470,3 +1470,363 @@ fn the_apps_are_walled_off_from_each_other() {
     let activated = occ(&prefix, &[], &["richdocuments:activate-config"]);
     assert_eq!(activated.exit_code, 0, "{activated:?}");
 }
+
+/// Signs `uid` in to the forum stand-in through the daemon's
+/// DiscourseConnect provider, as a browser would go: the stand-in's answer
+/// (status, JSON).
+fn forum_sign_in(
+    app: &Appliance,
+    port: u16,
+    uid: &str,
+    password: &str,
+) -> (u16, serde_json::Value) {
+    let (code, headers, _) = images::http("GET", port, "/session/sso?return_path=/", &[], b"");
+    assert_eq!(code, 302);
+    let location = headers
+        .iter()
+        .find(|(k, _)| k == "location")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let q: HashMap<String, String> =
+        form_urlencoded::parse(location.split_once('?').unwrap().1.as_bytes())
+            .into_owned()
+            .collect();
+    let (code, v) = post(
+        app,
+        "/v1/sso/discourse",
+        serde_json::json!({"sso": q["sso"], "sig": q["sig"], "uid": uid, "password": password}),
+    );
+    if code != 200 {
+        return (code, v);
+    }
+    let back = v["redirect"].as_str().unwrap();
+    let path = &back[back.find("/session/sso_login").unwrap()..];
+    let (code, _, body) = images::http("GET", port, path, &[], b"");
+    (code, serde_json::from_str(&body).unwrap_or_default())
+}
+
+/// The forum stand-in's users, groups and recorded admin calls.
+fn forum_state(port: u16) -> serde_json::Value {
+    let (_, _, body) = images::http("GET", port, "/standin/users.json", &[], b"");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Polls until `f` holds, for up to a minute.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(Instant::now() < until, "never: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Suspensions and removals reach the apps at once, not at the next
+/// sign-in: the forum (its admin API, as recorded by the stand-in) suspends
+/// the person, ends their sessions and drops them from the collective's
+/// group; Nextcloud deletes their session tokens and app passwords (occ,
+/// as recorded); a reactivation lifts the forum's suspension. With the
+/// forum down, the change waits in the queue and lands once it is back.
+#[test]
+fn suspension_and_removal_reach_the_forum_and_nextcloud() {
+    let apps = ["nextcloud", "discourse"];
+    let (app, _cleanup) = appliance(&apps);
+    let prefix = app.prefix();
+    let _daemon = app.serve();
+    wait_converged(&app, &apps);
+    let config = commonscloud::config::load(&app.config).unwrap();
+    let port = config.apps.port_base + 2;
+    add_brest_and_reconcile(&app);
+    // Ana: of quimper and of brest.
+    let uuid = rt().block_on(async {
+        let paths = commonscloud::directory::slapd::Paths::new(&config);
+        let tree = commonscloud::directory::tree::Tree::new(config.suffix().as_str());
+        let mut root = commonscloud::directory::ldap::connect_root(&paths)
+            .await
+            .unwrap();
+        let dn = commonscloud::directory::people::create_person(
+            &mut root,
+            &tree,
+            &commonscloud::directory::people::NewPerson {
+                uid: "ana",
+                display_name: "Ana Ros",
+                mail: "ana@example.org",
+                language: "en",
+                collective_dn: &tree.collective(&config.collective.slug),
+                home_node: "box",
+            },
+        )
+        .await
+        .unwrap();
+        let brest: commonscloud::model::CollectiveSlug = "brest".parse().unwrap();
+        for g in [
+            tree.group(&config.collective.slug, "members"),
+            tree.group(&brest, "members"),
+        ] {
+            commonscloud::directory::people::add_member(&mut root, &g, &dn)
+                .await
+                .unwrap();
+        }
+        commonscloud::directory::ldap::set_password(&mut root, &dn, "correct horse battery")
+            .await
+            .unwrap();
+        commonscloud::directory::ldap::read(&mut root, &dn, &["entryUUID"])
+            .await
+            .unwrap()
+            .unwrap()
+            .attrs["entryUUID"][0]
+            .clone()
+    });
+    let (code, signed) = forum_sign_in(&app, port, "ana", "correct horse battery");
+    assert_eq!(code, 200, "{signed}");
+    let user = &signed["user"];
+    assert_eq!(user["external_id"], uuid.as_str());
+    let mut groups: Vec<&str> = user["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap())
+        .collect();
+    groups.sort();
+    assert_eq!(groups, ["brest", "quimper"]);
+    assert_eq!(user["sessions"], 1);
+    let id = user["id"].as_u64().unwrap();
+    let ana = |st: &serde_json::Value| {
+        st["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let calls = |st: &serde_json::Value| -> Vec<String> {
+        st["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {} {}",
+                    c["method"].as_str().unwrap(),
+                    c["path"].as_str().unwrap(),
+                    c["status"]
+                )
+            })
+            .collect()
+    };
+
+    // Out of brest: out of the forum's brest group at once.
+    let (code, v) = post(
+        &app,
+        "/v1/people/ana/remove",
+        serde_json::json!({"by": "admin", "collective": "brest"}),
+    );
+    assert_eq!(code, 200, "{v}");
+    let brest_id = forum_state(port)["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "brest")
+        .unwrap()["id"]
+        .clone();
+    eventually("the forum drops ana from brest", || {
+        ana(&forum_state(port))["groups"] == serde_json::json!(["quimper"])
+    });
+    assert!(
+        calls(&forum_state(port))
+            .contains(&format!("DELETE /admin/users/{id}/groups/{brest_id} 200")),
+        "{:?}",
+        calls(&forum_state(port))
+    );
+
+    // Suspended: suspended in the forum, logged out, Nextcloud's tokens gone.
+    let (code, v) = post(
+        &app,
+        "/v1/people/ana/suspend",
+        serde_json::json!({"by": "admin", "reason": "kept posting in private categories"}),
+    );
+    assert_eq!(code, 200, "{v}");
+    eventually("the forum suspends ana and ends her sessions", || {
+        let u = ana(&forum_state(port));
+        u["suspended_till"].is_string() && u["sessions"] == 0
+    });
+    let st = forum_state(port);
+    let made = calls(&st);
+    let at = |c: &str| {
+        made.iter()
+            .position(|m| m == c)
+            .unwrap_or_else(|| panic!("no {c} in {made:?}"))
+    };
+    assert!(
+        at(&format!("PUT /admin/users/{id}/suspend 200"))
+            < at(&format!("POST /admin/users/{id}/log_out 200"))
+    );
+    let suspend = st["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["path"] == format!("/admin/users/{id}/suspend"))
+        .unwrap();
+    assert_eq!(
+        suspend["body"]["reason"],
+        "kept posting in private categories"
+    );
+    assert_eq!(suspend["body"]["suspend_until"], "3000-01-01T00:00:00Z");
+    assert!(
+        made.contains(&format!("GET /u/by-external/{uuid}.json 200")),
+        "{made:?}"
+    );
+    let deleted = || {
+        let out = rt().block_on(async {
+            commonscloud::docker::objects::exec(
+                &docker().await,
+                &format!("{prefix}-nextcloud"),
+                "www-data",
+                None,
+                vec!["cat".into(), "/var/www/html/standin-state.json".into()],
+            )
+            .await
+            .unwrap()
+        });
+        let st: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        st["auth_tokens_deleted"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    eventually("Nextcloud deletes ana's tokens", || !deleted().is_empty());
+    let d = &deleted()[0];
+    assert_eq!(
+        (d["uid"].as_str(), d["last_used_before"].as_str()),
+        (Some("ana"), Some("2100-01-01"))
+    );
+    // Signing in again is refused by the provider and by the forum.
+    assert_ne!(
+        forum_sign_in(&app, port, "ana", "correct horse battery").0,
+        200
+    );
+
+    // Reactivated: the forum lifts the suspension.
+    let (code, v) = post(
+        &app,
+        "/v1/people/ana/reactivate",
+        serde_json::json!({"by": "admin"}),
+    );
+    assert_eq!(code, 200, "{v}");
+    eventually("the forum lifts ana's suspension", || {
+        ana(&forum_state(port))["suspended_till"].is_null()
+    });
+    assert!(calls(&forum_state(port)).contains(&format!("PUT /admin/users/{id}/unsuspend 200")));
+
+    // The stand-ins take the real routes and arguments only.
+    let key = std::fs::read_to_string(app.dir.path().join("secrets/discourse-api-key")).unwrap();
+    let api = |method: &str, path: &str, body: &str| {
+        images::http(
+            method,
+            port,
+            path,
+            &[
+                ("Api-Key", key.trim()),
+                ("Api-Username", "system"),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+        .0
+    };
+    let suspend = format!("/admin/users/{id}/suspend");
+    assert_eq!(api("PUT", &suspend, r#"{"reason": "no end"}"#), 400);
+    assert_eq!(
+        api(
+            "PUT",
+            &suspend,
+            r#"{"suspend_until": "3000-01-01T00:00:00Z"}"#
+        ),
+        400
+    );
+    assert_eq!(
+        api(
+            "POST",
+            &suspend,
+            r#"{"suspend_until": "3000-01-01T00:00:00Z", "reason": "x"}"#
+        ),
+        404
+    );
+    assert_eq!(api("GET", "/u/by-external/no-such-uuid.json", ""), 404);
+    assert_eq!(api("PUT", "/admin/users/99999/unsuspend", ""), 404);
+    for args in [
+        vec!["user:auth-tokens:delete", "ana"],
+        vec![
+            "user:auth-tokens:delete",
+            "ana",
+            "--last-used-before=tomorrow",
+        ],
+        vec![
+            "user:auth-tokens:delete",
+            "ana",
+            "3",
+            "--last-used-before=2100-01-01",
+        ],
+        vec!["user:auth-tokens:delete", "ana", "--all"],
+    ] {
+        let out = occ(&prefix, &[], &args);
+        assert_ne!(out.exit_code, 0, "{args:?}: {out:?}");
+    }
+
+    // The forum down (and kept down: the test holds the reconcile lock, so
+    // the daemon cannot start it again): a new suspension waits, tried and
+    // retried, and lands once the forum is back.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(app.dir.path().join("state/reconcile.lock"))
+        .unwrap();
+    let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    rt().block_on(async {
+        docker()
+            .await
+            .stop_container(
+                &format!("{prefix}-discourse"),
+                None::<bollard::query_parameters::StopContainerOptions>,
+            )
+            .await
+            .unwrap();
+    });
+    let (code, v) = post(
+        &app,
+        "/v1/people/ana/suspend",
+        serde_json::json!({"by": "admin", "reason": "again"}),
+    );
+    assert_eq!(code, 200, "{v}");
+    let state = app.dir.path().join("state");
+    let pending = || {
+        commonscloud::store::Store::open(&state)
+            .unwrap()
+            .app_actions_pending()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.app == "discourse")
+            .collect::<Vec<_>>()
+    };
+    eventually("the forum's suspension is tried and kept for later", || {
+        pending()
+            .first()
+            .is_some_and(|r| r.attempts >= 1 && !r.last_error.is_empty())
+    });
+    assert_eq!(pending().len(), 2, "suspend and log out wait, in order");
+    drop(lock);
+    eventually("the suspension lands once the forum is back", || {
+        pending().is_empty()
+            && images::try_http("GET", port, "/standin/users.json", &[], b"").is_ok_and(|a| {
+                a.0 == 200
+                    && ana(&serde_json::from_str(&a.2).unwrap())["suspended_till"].is_string()
+            })
+    });
+    let made = calls(&forum_state(port));
+    assert_eq!(
+        made.iter().filter(|c| c.ends_with("/suspend 200")).count(),
+        2,
+        "{made:?}"
+    );
+}

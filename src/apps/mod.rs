@@ -7,6 +7,7 @@
 //! One file per app: [`postgres`], [`redis`], [`nextcloud`], [`collabora`],
 //! [`discourse`].
 
+pub mod access;
 pub mod collabora;
 pub mod discourse;
 pub mod nextcloud;

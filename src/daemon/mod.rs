@@ -99,6 +99,8 @@ pub struct Shared {
     pub federation: Arc<crate::federation::Link>,
     /// Tells the federation task its settings changed (a join, a reload).
     federation_restart: Notify,
+    /// Wakes the app-access task: access changes queued for the apps.
+    pub app_access: Arc<Notify>,
 }
 
 /// The onboarding service for a config.
@@ -106,6 +108,7 @@ fn onboarding_for(
     config: &Config,
     store: Arc<Mutex<Store>>,
     link: Arc<crate::federation::Link>,
+    app_access: Arc<Notify>,
 ) -> Onboarding {
     Onboarding::new(
         Settings::from_config(config),
@@ -113,6 +116,7 @@ fn onboarding_for(
         crate::onboarding::service::os_random,
     )
     .with_federation(link)
+    .with_app_access(app_access)
 }
 
 impl Shared {
@@ -199,6 +203,9 @@ impl Shared {
                 conflicts: f.outbox.conflicts,
             };
             components.extend(status::federation_component(&obs));
+        }
+        if let Ok(a) = self.with_store(|s| s.app_action_stats()) {
+            components.extend(status::app_access_component(&a, now));
         }
         Status {
             version: env!("CARGO_PKG_VERSION").into(),
@@ -380,6 +387,7 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
 
     let link = Arc::new(crate::federation::Link::new(false));
+    let app_access = Arc::new(Notify::new());
     let shared = Arc::new(Shared {
         started,
         started_at: OffsetDateTime::now_utc(),
@@ -388,6 +396,7 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
             &config,
             store.clone(),
             link.clone(),
+            app_access.clone(),
         ))),
         config: RwLock::new(Arc::new(config)),
         last_reload: Mutex::new(None),
@@ -405,6 +414,7 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
         front_door_reload: Notify::new(),
         federation: link,
         federation_restart: Notify::new(),
+        app_access,
     });
 
     let mut tasks = tasks::Tasks::new();
@@ -490,6 +500,15 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
         let token = tasks.token();
         let shared = shared.clone();
         tasks.spawn("front-door-files", run_front_door_files(shared, token));
+    }
+    {
+        let token = tasks.token();
+        let (store, wakeup) = (shared.store.clone(), shared.app_access.clone());
+        let shared = shared.clone();
+        tasks.spawn(
+            "app-access",
+            crate::app_access::run(move || shared.config(), store, wakeup, token),
+        );
     }
     {
         let token = tasks.token();
@@ -772,8 +791,15 @@ fn reload(shared: &Shared) {
                     &new,
                     shared.store.clone(),
                     shared.federation.clone(),
+                    shared.app_access.clone(),
                 ));
             }
+            // An app enabled, a key fixed: what waits for the apps is tried
+            // again at once.
+            if let Err(e) = shared.with_store(|s| s.app_actions_due_now(now)) {
+                log::warn!("cannot reschedule the apps' pending access changes: {e}");
+            }
+            shared.app_access.notify_one();
             let alliance_changed = old.alliance != new.alliance;
             if let Ok(mut c) = shared.config.write() {
                 *c = Arc::new(new);

@@ -572,7 +572,7 @@ fn http_failed(what: String, code: u16, body: &[u8]) -> ApplyError {
 
 /// One call to Discourse's admin API on its published port, as the system
 /// user with the appliance's key.
-async fn discourse_api(
+pub(crate) async fn discourse_api(
     desired: &Desired,
     secrets_dir: &Path,
     container: &str,

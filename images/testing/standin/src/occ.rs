@@ -426,6 +426,16 @@ const COMMANDS: &[(&str, Option<&str>, Spec, Handler)] = &[
         cmd_gf_delete,
     ),
     (
+        "user:auth-tokens:delete",
+        None,
+        Spec {
+            args: &["uid", "id?"],
+            values: &[("last-used-before", ' ')],
+            flags: &[],
+        },
+        cmd_tokens_delete,
+    ),
+    (
         "richdocuments:activate-config",
         Some("richdocuments"),
         Spec {
@@ -451,6 +461,8 @@ const REAL_UNIMPLEMENTED: &[(&str, Option<&str>)] = &[
     ("user:enable", None),
     ("user:resetpassword", None),
     ("user:setting", None),
+    ("user:auth-tokens:add", None),
+    ("user:auth-tokens:list", None),
     ("group:list", None),
     ("group:add", None),
     ("group:adduser", None),
@@ -1671,6 +1683,66 @@ fn cmd_gf_delete(html: &Path, input: &Input) -> R<i32> {
     }
     state_file(html).update(|st| {
         state::arr(st, "groupfolders").retain(|f| f["id"] != json!(id));
+        Ok(())
+    })?;
+    Ok(0)
+}
+
+// ---- auth tokens --------------------------------------------------------------
+
+/// Nextcloud 31's `parseDateOption`: Unix seconds, ISO 8601 without
+/// fractions (`DateTime::ATOM`), or `YYYY-MM-DD`.
+fn token_date_ok(v: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    let ymd = |s: &str| {
+        let p: Vec<&str> = s.split('-').collect();
+        p.len() == 3
+            && p[0].len() == 4
+            && p[1].len() == 2
+            && p[2].len() == 2
+            && p.iter().all(|x| digits(x))
+    };
+    if digits(v) && v != "0" {
+        return true;
+    }
+    if ymd(v) {
+        return true;
+    }
+    // 2025-01-01T00:00:00+00:00
+    v.len() == 25
+        && ymd(&v[..10])
+        && &v[10..11] == "T"
+        && v[11..19].split(':').count() == 3
+        && (v[19..20] == *"+" || v[19..20] == *"-")
+}
+
+/// `user:auth-tokens:delete <uid> [<id>] [--last-used-before=<date>]`:
+/// ends sessions and app passwords. Upstream works on the token table, so
+/// a user the backends no longer show is no error. Recorded in
+/// `auth_tokens_deleted`.
+fn cmd_tokens_delete(html: &Path, input: &Input) -> R<i32> {
+    let uid = input.arg("uid").to_owned();
+    let id = input.arg("id").to_owned();
+    let before = input.opt("last-used-before").map(str::to_owned);
+    match &before {
+        Some(_) if !id.is_empty() => {
+            return fail("Option --last-used-before cannot be used with [<id>]");
+        }
+        Some(b) if !token_date_ok(b) => {
+            return fail(
+                "Invalid date format. Acceptable formats are: ISO8601 (w/o fractions), \"YYYY-MM-DD\" and Unix time in seconds.",
+            );
+        }
+        None if id.parse::<u64>().unwrap_or(0) == 0 => {
+            return fail(
+                "Not enough arguments. Specify the token <id> or use the --last-used-before option.",
+            );
+        }
+        _ => {}
+    }
+    state_file(html).update(|st| {
+        state::arr(st, "auth_tokens_deleted").push(json!({
+            "uid": uid, "id": id, "last_used_before": before, "at": crate::codec::now()}));
         Ok(())
     })?;
     Ok(0)
