@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::apps::access::{self, Action, Outcome};
 use crate::config::Config;
 use crate::model::AppName;
+use crate::reconcile::apply::with_store;
 use crate::store::{Store, StoreError};
 
 /// The longest the task sleeps without being woken.
@@ -57,14 +58,6 @@ pub async fn run(
             _ = tokio::time::sleep(sleep) => {}
         }
     }
-}
-
-fn with_store<T>(
-    store: &Mutex<Store>,
-    f: impl FnOnce(&Store) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    let s = store.lock().map_err(|_| StoreError::Poisoned)?;
-    f(&s)
 }
 
 /// One pass over the queue at `now`: every due action whose app has

@@ -656,38 +656,7 @@ fn discourse_connect_round_trip_with_groups_and_refusals() {
     let config = commonscloud::config::load(&app.config).unwrap();
     let port = config.apps.port_base + 2;
     // A person to sign in.
-    let rt = rt();
-    rt.block_on(async {
-        let paths = commonscloud::directory::slapd::Paths::new(&config);
-        let tree = commonscloud::directory::tree::Tree::new(config.suffix().as_str());
-        let mut root = commonscloud::directory::ldap::connect_root(&paths)
-            .await
-            .unwrap();
-        let dn = commonscloud::directory::people::create_person(
-            &mut root,
-            &tree,
-            &commonscloud::directory::people::NewPerson {
-                uid: "ana",
-                display_name: "Ana Ros",
-                mail: "ana@example.org",
-                language: "en",
-                collective_dn: &tree.collective(&config.collective.slug),
-                home_node: "box",
-            },
-        )
-        .await
-        .unwrap();
-        commonscloud::directory::people::add_member(
-            &mut root,
-            &tree.group(&config.collective.slug, "members"),
-            &dn,
-        )
-        .await
-        .unwrap();
-        commonscloud::directory::ldap::set_password(&mut root, &dn, "correct horse battery")
-            .await
-            .unwrap();
-    });
+    ana_in(&config, &["quimper"]);
     // A second collective: the reconcile it triggers gives it its forum
     // group too (DiscourseConnect's add_groups only fills groups that exist).
     let out = add_brest_and_reconcile(&app);
@@ -1505,6 +1474,53 @@ fn forum_sign_in(
     (code, serde_json::from_str(&body).unwrap_or_default())
 }
 
+/// Ana, with the password "correct horse battery", a member of these
+/// collectives (the first her primary), made straight in the directory;
+/// her entryUUID.
+fn ana_in(config: &commonscloud::config::Config, collectives: &[&str]) -> String {
+    rt().block_on(async {
+        let paths = commonscloud::directory::slapd::Paths::new(config);
+        let tree = commonscloud::directory::tree::Tree::new(config.suffix().as_str());
+        let mut root = commonscloud::directory::ldap::connect_root(&paths)
+            .await
+            .unwrap();
+        let slugs: Vec<commonscloud::model::CollectiveSlug> =
+            collectives.iter().map(|c| c.parse().unwrap()).collect();
+        let dn = commonscloud::directory::people::create_person(
+            &mut root,
+            &tree,
+            &commonscloud::directory::people::NewPerson {
+                uid: "ana",
+                display_name: "Ana Ros",
+                mail: "ana@example.org",
+                language: "en",
+                collective_dn: &tree.collective(&slugs[0]),
+                home_node: "box",
+            },
+        )
+        .await
+        .unwrap();
+        for slug in &slugs {
+            commonscloud::directory::people::add_member(
+                &mut root,
+                &tree.group(slug, "members"),
+                &dn,
+            )
+            .await
+            .unwrap();
+        }
+        commonscloud::directory::ldap::set_password(&mut root, &dn, "correct horse battery")
+            .await
+            .unwrap();
+        commonscloud::directory::ldap::read(&mut root, &dn, &["entryUUID"])
+            .await
+            .unwrap()
+            .unwrap()
+            .attrs["entryUUID"][0]
+            .clone()
+    })
+}
+
 /// The forum stand-in's users, groups and recorded admin calls.
 fn forum_state(port: u16) -> serde_json::Value {
     let (_, _, body) = images::http("GET", port, "/standin/users.json", &[], b"");
@@ -1537,45 +1553,7 @@ fn suspension_and_removal_reach_the_forum_and_nextcloud() {
     let port = config.apps.port_base + 2;
     add_brest_and_reconcile(&app);
     // Ana: of quimper and of brest.
-    let uuid = rt().block_on(async {
-        let paths = commonscloud::directory::slapd::Paths::new(&config);
-        let tree = commonscloud::directory::tree::Tree::new(config.suffix().as_str());
-        let mut root = commonscloud::directory::ldap::connect_root(&paths)
-            .await
-            .unwrap();
-        let dn = commonscloud::directory::people::create_person(
-            &mut root,
-            &tree,
-            &commonscloud::directory::people::NewPerson {
-                uid: "ana",
-                display_name: "Ana Ros",
-                mail: "ana@example.org",
-                language: "en",
-                collective_dn: &tree.collective(&config.collective.slug),
-                home_node: "box",
-            },
-        )
-        .await
-        .unwrap();
-        let brest: commonscloud::model::CollectiveSlug = "brest".parse().unwrap();
-        for g in [
-            tree.group(&config.collective.slug, "members"),
-            tree.group(&brest, "members"),
-        ] {
-            commonscloud::directory::people::add_member(&mut root, &g, &dn)
-                .await
-                .unwrap();
-        }
-        commonscloud::directory::ldap::set_password(&mut root, &dn, "correct horse battery")
-            .await
-            .unwrap();
-        commonscloud::directory::ldap::read(&mut root, &dn, &["entryUUID"])
-            .await
-            .unwrap()
-            .unwrap()
-            .attrs["entryUUID"][0]
-            .clone()
-    });
+    let uuid = ana_in(&config, &["quimper", "brest"]);
     let (code, signed) = forum_sign_in(&app, port, "ana", "correct horse battery");
     assert_eq!(code, 200, "{signed}");
     let user = &signed["user"];

@@ -168,27 +168,17 @@ pub fn ensure(
         let mut sorted = hosts.to_vec();
         sorted.sort();
         sorted.dedup();
-        let mut p = CertificateParams::new(sorted.clone())?;
-        let mut dn = DistinguishedName::new();
-        dn.push(
-            DnType::CommonName,
-            sorted.first().cloned().unwrap_or_default(),
-        );
-        p.distinguished_name = dn;
-        p.is_ca = IsCa::ExplicitNoCa;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        p.use_authority_key_identifier_extension = true;
-        p.not_before = now - Duration::days(1);
-        p.not_after = now + Duration::days(LEAF_DAYS);
-        let leaf_key = KeyPair::generate()?;
-        let leaf = p.signed_by(&leaf_key, &issuer)?;
-        // The chain the front door sends: leaf, then the CA.
-        let chain = format!("{}{}", leaf.pem(), read(&files.ca_cert)?);
-        // Key first: a reader never pairs the new certificate with the old key
-        // for long, and a front door that fails to load a pair keeps its own.
-        write_atomic(&files.leaf_key, leaf_key.serialize_pem().as_bytes(), 0o600)?;
-        write_atomic(&files.leaf_cert, chain.as_bytes(), 0o644)?;
+        let p = CertificateParams::new(sorted.clone())?;
+        let cn = sorted.first().cloned().unwrap_or_default();
+        write_leaf(
+            files,
+            &issuer,
+            p,
+            &cn,
+            now,
+            &files.leaf_cert,
+            &files.leaf_key,
+        )?;
         rec.leaf_hosts = sorted;
         rec.leaf_not_after = (now + Duration::days(LEAF_DAYS)).unix_timestamp();
     }
@@ -280,20 +270,7 @@ pub fn ensure_server(
     let issuer = Issuer::new(ca_params(&ca.common_name, &ca.domain, now), &key);
     let mut p = CertificateParams::default();
     p.subject_alt_names = vec![rcgen::SanType::IpAddress(ip)];
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, want.clone());
-    p.distinguished_name = dn;
-    p.is_ca = IsCa::ExplicitNoCa;
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    p.use_authority_key_identifier_extension = true;
-    p.not_before = now - Duration::days(1);
-    p.not_after = now + Duration::days(LEAF_DAYS);
-    let leaf_key = KeyPair::generate()?;
-    let leaf = p.signed_by(&leaf_key, &issuer)?;
-    let chain = format!("{}{}", leaf.pem(), read(&files.ca_cert)?);
-    write_atomic(&server.key, leaf_key.serialize_pem().as_bytes(), 0o600)?;
-    write_atomic(&server.cert, chain.as_bytes(), 0o644)?;
+    write_leaf(files, &issuer, p, &want, now, &server.cert, &server.key)?;
     let rec = ServerRecord {
         ip: want,
         not_after: (now + Duration::days(LEAF_DAYS)).unix_timestamp(),
@@ -318,6 +295,37 @@ fn read_server_record(path: &Path) -> Result<Option<ServerRecord>, CaError> {
             source,
         }),
     }
+}
+
+/// Signs a server certificate with `p`'s names for `cn`, valid
+/// [`LEAF_DAYS`], and writes its new key (0600) and the chain (the leaf,
+/// then the CA). Key first: a reader never pairs the new certificate with
+/// the old key for long, and a server that fails to load a pair keeps its
+/// own.
+fn write_leaf(
+    files: &Files,
+    issuer: &Issuer<'_, &KeyPair>,
+    mut p: CertificateParams,
+    cn: &str,
+    now: OffsetDateTime,
+    cert: &Path,
+    key: &Path,
+) -> Result<(), CaError> {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    p.use_authority_key_identifier_extension = true;
+    p.not_before = now - Duration::days(1);
+    p.not_after = now + Duration::days(LEAF_DAYS);
+    let leaf_key = KeyPair::generate()?;
+    let leaf = p.signed_by(&leaf_key, issuer)?;
+    let chain = format!("{}{}", leaf.pem(), read(&files.ca_cert)?);
+    write_atomic(key, leaf_key.serialize_pem().as_bytes(), 0o600)?;
+    write_atomic(cert, chain.as_bytes(), 0o644)?;
+    Ok(())
 }
 
 /// The CA record, if one was written.

@@ -97,7 +97,8 @@ fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-fn with_store<T>(
+/// Runs `f` with the store locked.
+pub(crate) fn with_store<T>(
     store: &Mutex<Store>,
     f: impl FnOnce(&Store) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
