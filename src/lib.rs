@@ -3,6 +3,7 @@
 //! See `docs/ARCHITECTURE.md` for the code map.
 
 pub mod api;
+pub mod app_access;
 pub mod apps;
 pub mod cli;
 pub mod config;

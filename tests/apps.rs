@@ -234,7 +234,14 @@ fn a_fresh_install_converges_then_nothing_changes_and_a_removed_container_return
     assert_eq!(again["steps"], 0, "{again}");
     let (containers, networks, volumes) = objects(&prefix);
     assert_eq!(containers.len(), 8, "{containers:?}");
-    assert_eq!(networks, [prefix.clone(), format!("{prefix}-db")]);
+    assert_eq!(
+        networks,
+        [
+            prefix.clone(),
+            format!("{prefix}-discourse-backend"),
+            format!("{prefix}-nextcloud-backend")
+        ]
+    );
     assert_eq!(volumes.len(), 7, "{volumes:?}");
 
     // Someone removes a container by hand: Docker tells the daemon, which
@@ -396,17 +403,26 @@ fn the_nextcloud_standin_records_settings_that_find_active_people_only() {
     assert!(s01.is_object(), "no s01 in {state:#}");
     let config = commonscloud::config::load(&app.config).unwrap();
     let gateway = config.apps.subnet.gateway();
-    assert_eq!(s01["ldapHost"], format!("ldap://{gateway}"));
+    assert_eq!(s01["ldapHost"], format!("ldaps://{gateway}"));
+    assert_eq!(s01["ldapTLS"], "0", "LDAPS is not StartTLS");
     let port = app.ldap_url().rsplit(':').next().unwrap().to_owned();
     assert_eq!(s01["ldapPort"], port);
     assert_eq!(s01["ldapConfigurationActive"], "1");
-    // slapd listens on the bridge's gateway for the apps (and Nextcloud's
-    // `ldap:test-config`, a real bind from inside its container, passed).
+    // slapd listens on the bridge's gateway for the apps, LDAPS only (and
+    // Nextcloud's `ldap:test-config`, a real TLS handshake checked against
+    // the local CA and a bind from inside its container, passed).
     let urls = commonscloud::directory::slapd::listen_urls(app.slapd_pid().unwrap()).unwrap();
     assert!(
-        urls.contains(&format!("ldap://{gateway}:{port}")),
+        urls.contains(&format!("ldaps://{gateway}:{port}")),
         "{urls:?}"
     );
+    assert!(
+        !urls
+            .iter()
+            .any(|u| u.starts_with(&format!("ldap://{gateway}"))),
+        "no plain LDAP on the bridge: {urls:?}"
+    );
+    ldaps_is_checked_and_plain_is_refused(&app, &prefix, &gateway.to_string());
     let store = commonscloud::store::Store::open(&app.dir.path().join("state")).unwrap();
     let tested: i64 = store
         .connection()
@@ -513,6 +529,125 @@ fn the_nextcloud_standin_records_settings_that_find_active_people_only() {
     assert_eq!(found("bob"), 0, "a suspended person is not found");
 }
 
+/// `php occ <args>` in the Nextcloud container, as www-data, with `env`
+/// before it (`VAR=value` words) when given.
+fn occ(prefix: &str, env: &[&str], args: &[&str]) -> commonscloud::docker::objects::ExecOutput {
+    let mut cmd: Vec<String> = Vec::new();
+    if !env.is_empty() {
+        cmd.push("env".into());
+        cmd.extend(env.iter().map(|e| (*e).to_owned()));
+    }
+    cmd.extend(["php".to_owned(), "occ".to_owned()]);
+    cmd.extend(args.iter().map(|a| (*a).to_owned()));
+    rt().block_on(async {
+        commonscloud::docker::objects::exec(
+            &docker().await,
+            &format!("{prefix}-nextcloud"),
+            "www-data",
+            Some("/var/www/html"),
+            cmd,
+        )
+        .await
+        .unwrap()
+    })
+}
+
+/// Nextcloud's LDAP as an attacker on the bridge would meet it: the
+/// certificate is checked (a CA other than the appliance's fails the
+/// handshake), and plain LDAP to the gateway finds no listener at all.
+fn ldaps_is_checked_and_plain_is_refused(app: &Appliance, prefix: &str, gateway: &str) {
+    let passes = |out: &commonscloud::docker::objects::ExecOutput| {
+        out.exit_code == 0 && out.stdout.contains("connection could be established")
+    };
+    let ok = occ(prefix, &[], &["ldap:test-config", "s01"]);
+    assert!(passes(&ok), "{ok:?}");
+    // Another CA, for the same domain: the handshake fails.
+    let other = tempfile::tempdir().unwrap();
+    commonscloud::frontdoor::ca::ensure(
+        &commonscloud::frontdoor::ca::Files::new(other.path(), other.path()),
+        "someone else",
+        "quimper.example.org",
+        &[],
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    std::fs::copy(
+        other.path().join("tls/ca.crt"),
+        app.dir.path().join("state/tls/other-ca.crt"),
+    )
+    .unwrap();
+    let wrong = occ(
+        prefix,
+        &["LDAPTLS_CACERT=/run/commonscloud/tls/other-ca.crt"],
+        &["ldap:test-config", "s01"],
+    );
+    assert!(!passes(&wrong), "a foreign CA must fail: {wrong:?}");
+    assert!(wrong.stderr.contains("TLS"), "{wrong:?}");
+    // No CA given at all (the image's default bundle): fails too.
+    let none = occ(prefix, &["LDAPTLS_CACERT="], &["ldap:test-config", "s01"]);
+    assert!(!passes(&none), "{none:?}");
+    // Plain LDAP, even with StartTLS asked: nothing listens on the bridge.
+    for tls in ["0", "1"] {
+        let set = occ(
+            prefix,
+            &[],
+            &[
+                "ldap:set-config",
+                "s01",
+                "ldapHost",
+                &format!("ldap://{gateway}"),
+            ],
+        );
+        assert_eq!(set.exit_code, 0, "{set:?}");
+        occ(prefix, &[], &["ldap:set-config", "s01", "ldapTLS", tls]);
+        let plain = occ(prefix, &[], &["ldap:test-config", "s01"]);
+        assert!(
+            !passes(&plain),
+            "plain LDAP on the bridge (ldapTLS={tls}): {plain:?}"
+        );
+    }
+    occ(prefix, &[], &["ldap:set-config", "s01", "ldapTLS", "0"]);
+    occ(
+        prefix,
+        &[],
+        &[
+            "ldap:set-config",
+            "s01",
+            "ldapHost",
+            &format!("ldaps://{gateway}"),
+        ],
+    );
+    assert!(passes(&occ(prefix, &[], &["ldap:test-config", "s01"])));
+
+    // slapd will not start while cn=config names TLS files that are gone:
+    // with its pair deleted and slapd killed, the daemon makes the pair
+    // again from the CA before starting it, and LDAPS comes back.
+    let before = app.slapd_pid().unwrap();
+    for f in ["state/tls/directory.crt", "secrets/directory-tls.key"] {
+        std::fs::remove_file(app.dir.path().join(f)).unwrap();
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(before),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let back = app.slapd_pid().filter(|p| *p != before).and_then(|p| {
+            commonscloud::directory::slapd::listen_urls(p).filter(|u| {
+                u.iter()
+                    .any(|u| u.starts_with(&format!("ldaps://{gateway}")))
+            })
+        });
+        if back.is_some() && passes(&occ(prefix, &[], &["ldap:test-config", "s01"])) {
+            break;
+        }
+        assert!(Instant::now() < until, "LDAPS never came back");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(app.dir.path().join("secrets/directory-tls.key").exists());
+}
+
 #[test]
 fn discourse_connect_round_trip_with_groups_and_refusals() {
     let (app, _cleanup) = appliance(&["discourse"]);
@@ -521,38 +656,7 @@ fn discourse_connect_round_trip_with_groups_and_refusals() {
     let config = commonscloud::config::load(&app.config).unwrap();
     let port = config.apps.port_base + 2;
     // A person to sign in.
-    let rt = rt();
-    rt.block_on(async {
-        let paths = commonscloud::directory::slapd::Paths::new(&config);
-        let tree = commonscloud::directory::tree::Tree::new(config.suffix().as_str());
-        let mut root = commonscloud::directory::ldap::connect_root(&paths)
-            .await
-            .unwrap();
-        let dn = commonscloud::directory::people::create_person(
-            &mut root,
-            &tree,
-            &commonscloud::directory::people::NewPerson {
-                uid: "ana",
-                display_name: "Ana Ros",
-                mail: "ana@example.org",
-                language: "en",
-                collective_dn: &tree.collective(&config.collective.slug),
-                home_node: "box",
-            },
-        )
-        .await
-        .unwrap();
-        commonscloud::directory::people::add_member(
-            &mut root,
-            &tree.group(&config.collective.slug, "members"),
-            &dn,
-        )
-        .await
-        .unwrap();
-        commonscloud::directory::ldap::set_password(&mut root, &dn, "correct horse battery")
-            .await
-            .unwrap();
-    });
+    ana_in(&config, &["quimper"]);
     // A second collective: the reconcile it triggers gives it its forum
     // group too (DiscourseConnect's add_groups only fills groups that exist).
     let out = add_brest_and_reconcile(&app);
@@ -770,7 +874,7 @@ fn a_daemon_killed_mid_plan_converges_on_restart_without_duplicates() {
     // Docker allows two networks of one name: there must be one each.
     assert_eq!(
         networks,
-        [prefix.clone(), format!("{prefix}-db")],
+        [prefix.clone(), format!("{prefix}-nextcloud-backend")],
         "{networks:?}"
     );
     assert_eq!(volumes.len(), 3, "{volumes:?}");
@@ -1012,4 +1116,695 @@ fn an_image_pinned_by_digest_is_pulled_once_the_registry_answers() {
     let plan: serde_json::Value =
         serde_json::from_str(&stdout(&app.cli(&["plan", "--json"]))).unwrap();
     assert_eq!(plan, serde_json::json!([]), "{plan}");
+}
+
+/// A command in a container, as its image's user: its exit code and its
+/// output (stdout and stderr).
+fn exec_in(container: &str, cmd: &[&str]) -> (i64, String) {
+    use futures_util::StreamExt;
+    rt().block_on(async {
+        let d = docker().await;
+        let created = d
+            .create_exec(
+                container,
+                bollard::models::ExecConfig {
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(cmd.iter().map(|c| (*c).to_owned()).collect()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let mut text = String::new();
+        if let bollard::exec::StartExecResults::Attached { mut output, .. } = d
+            .start_exec(&created.id, None::<bollard::exec::StartExecOptions>)
+            .await
+            .unwrap()
+        {
+            while let Some(Ok(chunk)) = output.next().await {
+                text.push_str(&chunk.to_string());
+            }
+        }
+        let code = d
+            .inspect_exec(&created.id)
+            .await
+            .unwrap()
+            .exit_code
+            .unwrap_or(-1);
+        (code, text)
+    })
+}
+
+/// Runs `cmd` in a throwaway container of `image` on `network`, with
+/// Docker's default capabilities; its exit code and output. It carries the
+/// instance's label (so `Cleanup` removes it) but not the managed one (so
+/// the daemon leaves it alone).
+fn probe_container(prefix: &str, image: &str, network: &str, cmd: &[&str]) -> (i64, String) {
+    use futures_util::StreamExt;
+    rt().block_on(async {
+        let d = docker().await;
+        let name = format!("{prefix}-probe");
+        let body = bollard::models::ContainerCreateBody {
+            image: Some(image.to_owned()),
+            entrypoint: Some(vec![cmd[0].to_owned()]),
+            cmd: Some(cmd[1..].iter().map(|c| (*c).to_owned()).collect()),
+            labels: Some(HashMap::from([(
+                LABEL_INSTANCE.to_owned(),
+                prefix.to_owned(),
+            )])),
+            host_config: Some(bollard::models::HostConfig {
+                network_mode: Some(network.to_owned()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        d.create_container(
+            Some(bollard::query_parameters::CreateContainerOptions {
+                name: Some(name.clone()),
+                ..Default::default()
+            }),
+            body,
+        )
+        .await
+        .unwrap();
+        d.start_container(
+            &name,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+        .unwrap();
+        let mut waited = d.wait_container(
+            &name,
+            None::<bollard::query_parameters::WaitContainerOptions>,
+        );
+        let code = match waited.next().await {
+            Some(Ok(r)) => r.status_code,
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+            other => panic!("waiting for the probe: {other:?}"),
+        };
+        let mut logs = d.logs(
+            &name,
+            Some(bollard::query_parameters::LogsOptions {
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            }),
+        );
+        let mut text = String::new();
+        while let Some(Ok(chunk)) = logs.next().await {
+            text.push_str(&chunk.to_string());
+        }
+        let _ = d
+            .remove_container(
+                &name,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        (code, text)
+    })
+}
+
+/// The address of `container` on `network`.
+fn address_on(container: &str, network: &str) -> String {
+    rt().block_on(async {
+        docker()
+            .await
+            .inspect_container(container, None)
+            .await
+            .unwrap()
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|n| n.get(network).cloned())
+            .and_then(|e| e.ip_address)
+            .unwrap_or_else(|| panic!("{container} is not on {network}"))
+    })
+}
+
+/// What a compromised app (or a member steering its server-side fetches)
+/// could reach: raw sockets on the bridge, another app's database, a
+/// cache without a password, private addresses through Nextcloud. Each is
+/// tried from inside the containers, and each has its control, so the
+/// refusal is the hardening's and not a broken tool.
+#[test]
+fn the_apps_are_walled_off_from_each_other() {
+    let apps = ["nextcloud", "collabora", "discourse"];
+    let (app, _cleanup) = appliance(&apps);
+    let prefix = app.prefix();
+    let _daemon = app.serve();
+    wait_converged(&app, &apps);
+    let config = commonscloud::config::load(&app.config).unwrap();
+    let gateway = config.apps.subnet.gateway().to_string();
+    let nextcloud = format!("{prefix}-nextcloud");
+
+    // Capabilities: every container drops NET_RAW (and the rest of the
+    // list); Docker says so.
+    let (containers, _, _) = objects(&prefix);
+    assert_eq!(containers.len(), 8, "{containers:?}");
+    for c in &containers {
+        let dropped = rt().block_on(async {
+            docker()
+                .await
+                .inspect_container(c, None)
+                .await
+                .unwrap()
+                .host_config
+                .and_then(|h| h.cap_drop)
+                .unwrap_or_default()
+        });
+        for cap in ["NET_RAW", "AUDIT_WRITE", "SETFCAP"] {
+            assert!(
+                dropped.iter().any(|d| d == cap),
+                "{c} keeps {cap}: {dropped:?}"
+            );
+        }
+    }
+    // A raw (packet) socket, as for ARP spoofing on the bridge: refused;
+    // with every capability the same command answers, so it is NET_RAW.
+    let arping = [
+        "arping",
+        "-c",
+        "1",
+        "-w",
+        "3",
+        "-I",
+        "eth0",
+        gateway.as_str(),
+    ];
+    let (code, out) = exec_in(&nextcloud, &arping);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("not permitted"), "{out}");
+    let image = rt().block_on(async {
+        docker()
+            .await
+            .inspect_container(&nextcloud, None)
+            .await
+            .unwrap()
+            .config
+            .and_then(|c| c.image)
+            .unwrap()
+    });
+    let (code, out) = probe_container(&prefix, &image, &prefix, &arping);
+    assert_eq!(
+        code, 0,
+        "the control: arping works with Docker's default capabilities: {out}"
+    );
+
+    // Another app's database: Discourse's postgres, by name or address,
+    // from Nextcloud; Discourse itself reaches it.
+    let db = address_on(
+        &format!("{prefix}-discourse-db"),
+        &format!("{prefix}-discourse-backend"),
+    );
+    let probe = |from: &str, host: &str| {
+        exec_in(
+            from,
+            &[
+                "sh",
+                "-c",
+                &format!("timeout 5 nc -w 3 {host} 5432 </dev/null; echo rc=$?"),
+            ],
+        )
+        .1
+    };
+    let unreachable = |out: &str| {
+        out.contains("rc=1")
+            && (out.contains("can't connect")
+                || out.contains("timed out")
+                || out.contains("bad address"))
+    };
+    for host in [db.as_str(), "discourse-db"] {
+        let out = probe(&nextcloud, host);
+        assert!(unreachable(&out), "Nextcloud reaches {host}: {out}");
+    }
+    let out = probe(&format!("{prefix}-discourse"), "discourse-db");
+    assert!(
+        !unreachable(&out),
+        "the control: Discourse reaches its own database: {out}"
+    );
+
+    // Redis: a client without the password gets nothing; Nextcloud's own
+    // password (its environment) works.
+    let (_, out) = exec_in(
+        &nextcloud,
+        &[
+            "sh",
+            "-c",
+            "printf 'PING\\r\\nGET x\\r\\nQUIT\\r\\n' | timeout 5 nc nextcloud-redis 6379",
+        ],
+    );
+    assert!(out.contains("NOAUTH"), "{out}");
+    assert!(!out.contains("PONG"), "{out}");
+    let (_, out) = exec_in(
+        &nextcloud,
+        &[
+            "sh",
+            "-c",
+            "printf 'AUTH %s\\r\\nPING\\r\\nQUIT\\r\\n' \"$REDIS_HOST_PASSWORD\" | timeout 5 nc nextcloud-redis 6379",
+        ],
+    );
+    assert!(
+        out.contains("+PONG"),
+        "the control: with the password: {out}"
+    );
+    let stored =
+        std::fs::read_to_string(app.dir.path().join("secrets/nextcloud-redis-password")).unwrap();
+    let inspected = rt().block_on(async {
+        docker()
+            .await
+            .inspect_container(&format!("{prefix}-nextcloud-redis"), None)
+            .await
+            .unwrap()
+    });
+    let shown = format!("{:?}{:?}", inspected.config, inspected.args);
+    assert!(
+        !shown.contains(stored.trim()),
+        "the password shows in docker inspect"
+    );
+
+    // Link previews of private addresses (another container, the gateway,
+    // link-local): refused; Collabora still works through richdocuments'
+    // own exception.
+    let cloud = config.hostnames.cloud.as_ref().unwrap().to_string();
+    let resolve = |url: &str| -> serde_json::Value {
+        let path = format!(
+            "/ocs/v2.php/references/resolve?reference={}",
+            form_urlencoded::byte_serialize(url.as_bytes()).collect::<String>()
+        );
+        let (code, _, body) = images::http(
+            "GET",
+            config.apps.port_base,
+            &path,
+            &[("Host", &cloud)],
+            b"",
+        );
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["ocs"]["data"]["references"][url].clone()
+    };
+    let office = format!("http://{prefix}-collabora:9980/hosting/discovery");
+    for url in [
+        office.as_str(),
+        &format!("http://{gateway}:{}/", config.apps.port_base),
+        "http://169.254.169.254/latest/meta-data/",
+    ] {
+        assert!(resolve(url).is_null(), "{url} was fetched");
+    }
+    let set = |v: &str| {
+        let out = occ(
+            &prefix,
+            &[],
+            &[
+                "config:system:set",
+                "allow_local_remote_servers",
+                &format!("--value={v}"),
+                "--type=boolean",
+            ],
+        );
+        assert_eq!(out.exit_code, 0, "{out:?}");
+    };
+    set("true");
+    let fetched = resolve(&office);
+    assert!(
+        fetched["openGraphObject"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .contains("wopi-discovery"),
+        "the control: with allow_local_remote_servers the same fetch works: {fetched}"
+    );
+    set("false");
+    let activated = occ(&prefix, &[], &["richdocuments:activate-config"]);
+    assert_eq!(activated.exit_code, 0, "{activated:?}");
+}
+
+/// Signs `uid` in to the forum stand-in through the daemon's
+/// DiscourseConnect provider, as a browser would go: the stand-in's answer
+/// (status, JSON).
+fn forum_sign_in(
+    app: &Appliance,
+    port: u16,
+    uid: &str,
+    password: &str,
+) -> (u16, serde_json::Value) {
+    let (code, headers, _) = images::http("GET", port, "/session/sso?return_path=/", &[], b"");
+    assert_eq!(code, 302);
+    let location = headers
+        .iter()
+        .find(|(k, _)| k == "location")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let q: HashMap<String, String> =
+        form_urlencoded::parse(location.split_once('?').unwrap().1.as_bytes())
+            .into_owned()
+            .collect();
+    let (code, v) = post(
+        app,
+        "/v1/sso/discourse",
+        serde_json::json!({"sso": q["sso"], "sig": q["sig"], "uid": uid, "password": password}),
+    );
+    if code != 200 {
+        return (code, v);
+    }
+    let back = v["redirect"].as_str().unwrap();
+    let path = &back[back.find("/session/sso_login").unwrap()..];
+    let (code, _, body) = images::http("GET", port, path, &[], b"");
+    (code, serde_json::from_str(&body).unwrap_or_default())
+}
+
+/// Ana, with the password "correct horse battery", a member of these
+/// collectives (the first her primary), made straight in the directory;
+/// her entryUUID.
+fn ana_in(config: &commonscloud::config::Config, collectives: &[&str]) -> String {
+    rt().block_on(async {
+        let paths = commonscloud::directory::slapd::Paths::new(config);
+        let tree = commonscloud::directory::tree::Tree::new(config.suffix().as_str());
+        let mut root = commonscloud::directory::ldap::connect_root(&paths)
+            .await
+            .unwrap();
+        let slugs: Vec<commonscloud::model::CollectiveSlug> =
+            collectives.iter().map(|c| c.parse().unwrap()).collect();
+        let dn = commonscloud::directory::people::create_person(
+            &mut root,
+            &tree,
+            &commonscloud::directory::people::NewPerson {
+                uid: "ana",
+                display_name: "Ana Ros",
+                mail: "ana@example.org",
+                language: "en",
+                collective_dn: &tree.collective(&slugs[0]),
+                home_node: "box",
+            },
+        )
+        .await
+        .unwrap();
+        for slug in &slugs {
+            commonscloud::directory::people::add_member(
+                &mut root,
+                &tree.group(slug, "members"),
+                &dn,
+            )
+            .await
+            .unwrap();
+        }
+        commonscloud::directory::ldap::set_password(&mut root, &dn, "correct horse battery")
+            .await
+            .unwrap();
+        commonscloud::directory::ldap::read(&mut root, &dn, &["entryUUID"])
+            .await
+            .unwrap()
+            .unwrap()
+            .attrs["entryUUID"][0]
+            .clone()
+    })
+}
+
+/// The forum stand-in's users, groups and recorded admin calls.
+fn forum_state(port: u16) -> serde_json::Value {
+    let (_, _, body) = images::http("GET", port, "/standin/users.json", &[], b"");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Polls until `f` holds, for up to a minute.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(Instant::now() < until, "never: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Suspensions and removals reach the apps at once, not at the next
+/// sign-in: the forum (its admin API, as recorded by the stand-in) suspends
+/// the person, ends their sessions and drops them from the collective's
+/// group; Nextcloud deletes their session tokens and app passwords (occ,
+/// as recorded); a reactivation lifts the forum's suspension. With the
+/// forum down, the change waits in the queue and lands once it is back.
+#[test]
+fn suspension_and_removal_reach_the_forum_and_nextcloud() {
+    let apps = ["nextcloud", "discourse"];
+    let (app, _cleanup) = appliance(&apps);
+    let prefix = app.prefix();
+    let _daemon = app.serve();
+    wait_converged(&app, &apps);
+    let config = commonscloud::config::load(&app.config).unwrap();
+    let port = config.apps.port_base + 2;
+    add_brest_and_reconcile(&app);
+    // Ana: of quimper and of brest.
+    let uuid = ana_in(&config, &["quimper", "brest"]);
+    let (code, signed) = forum_sign_in(&app, port, "ana", "correct horse battery");
+    assert_eq!(code, 200, "{signed}");
+    let user = &signed["user"];
+    assert_eq!(user["external_id"], uuid.as_str());
+    let mut groups: Vec<&str> = user["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap())
+        .collect();
+    groups.sort();
+    assert_eq!(groups, ["brest", "quimper"]);
+    assert_eq!(user["sessions"], 1);
+    let id = user["id"].as_u64().unwrap();
+    let ana = |st: &serde_json::Value| {
+        st["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let calls = |st: &serde_json::Value| -> Vec<String> {
+        st["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {} {}",
+                    c["method"].as_str().unwrap(),
+                    c["path"].as_str().unwrap(),
+                    c["status"]
+                )
+            })
+            .collect()
+    };
+
+    // Out of brest: out of the forum's brest group at once.
+    let (code, v) = post(
+        &app,
+        "/v1/people/ana/remove",
+        serde_json::json!({"by": "admin", "collective": "brest"}),
+    );
+    assert_eq!(code, 200, "{v}");
+    let brest_id = forum_state(port)["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "brest")
+        .unwrap()["id"]
+        .clone();
+    eventually("the forum drops ana from brest", || {
+        ana(&forum_state(port))["groups"] == serde_json::json!(["quimper"])
+    });
+    assert!(
+        calls(&forum_state(port))
+            .contains(&format!("DELETE /admin/users/{id}/groups/{brest_id} 200")),
+        "{:?}",
+        calls(&forum_state(port))
+    );
+
+    // Suspended: suspended in the forum, logged out, Nextcloud's tokens gone.
+    let (code, v) = post(
+        &app,
+        "/v1/people/ana/suspend",
+        serde_json::json!({"by": "admin", "reason": "kept posting in private categories"}),
+    );
+    assert_eq!(code, 200, "{v}");
+    eventually("the forum suspends ana and ends her sessions", || {
+        let u = ana(&forum_state(port));
+        u["suspended_till"].is_string() && u["sessions"] == 0
+    });
+    let st = forum_state(port);
+    let made = calls(&st);
+    let at = |c: &str| {
+        made.iter()
+            .position(|m| m == c)
+            .unwrap_or_else(|| panic!("no {c} in {made:?}"))
+    };
+    assert!(
+        at(&format!("PUT /admin/users/{id}/suspend 200"))
+            < at(&format!("POST /admin/users/{id}/log_out 200"))
+    );
+    let suspend = st["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["path"] == format!("/admin/users/{id}/suspend"))
+        .unwrap();
+    assert_eq!(
+        suspend["body"]["reason"],
+        "kept posting in private categories"
+    );
+    assert_eq!(suspend["body"]["suspend_until"], "3000-01-01T00:00:00Z");
+    assert!(
+        made.contains(&format!("GET /u/by-external/{uuid}.json 200")),
+        "{made:?}"
+    );
+    let deleted = || {
+        let out = rt().block_on(async {
+            commonscloud::docker::objects::exec(
+                &docker().await,
+                &format!("{prefix}-nextcloud"),
+                "www-data",
+                None,
+                vec!["cat".into(), "/var/www/html/standin-state.json".into()],
+            )
+            .await
+            .unwrap()
+        });
+        let st: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        st["auth_tokens_deleted"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    eventually("Nextcloud deletes ana's tokens", || !deleted().is_empty());
+    let d = &deleted()[0];
+    assert_eq!(
+        (d["uid"].as_str(), d["last_used_before"].as_str()),
+        (Some("ana"), Some("2100-01-01"))
+    );
+    // Signing in again is refused by the provider and by the forum.
+    assert_ne!(
+        forum_sign_in(&app, port, "ana", "correct horse battery").0,
+        200
+    );
+
+    // Reactivated: the forum lifts the suspension.
+    let (code, v) = post(
+        &app,
+        "/v1/people/ana/reactivate",
+        serde_json::json!({"by": "admin"}),
+    );
+    assert_eq!(code, 200, "{v}");
+    eventually("the forum lifts ana's suspension", || {
+        ana(&forum_state(port))["suspended_till"].is_null()
+    });
+    assert!(calls(&forum_state(port)).contains(&format!("PUT /admin/users/{id}/unsuspend 200")));
+
+    // The stand-ins take the real routes and arguments only.
+    let key = std::fs::read_to_string(app.dir.path().join("secrets/discourse-api-key")).unwrap();
+    let api = |method: &str, path: &str, body: &str| {
+        images::http(
+            method,
+            port,
+            path,
+            &[
+                ("Api-Key", key.trim()),
+                ("Api-Username", "system"),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+        .0
+    };
+    let suspend = format!("/admin/users/{id}/suspend");
+    assert_eq!(api("PUT", &suspend, r#"{"reason": "no end"}"#), 400);
+    assert_eq!(
+        api(
+            "PUT",
+            &suspend,
+            r#"{"suspend_until": "3000-01-01T00:00:00Z"}"#
+        ),
+        400
+    );
+    assert_eq!(
+        api(
+            "POST",
+            &suspend,
+            r#"{"suspend_until": "3000-01-01T00:00:00Z", "reason": "x"}"#
+        ),
+        404
+    );
+    assert_eq!(api("GET", "/u/by-external/no-such-uuid.json", ""), 404);
+    assert_eq!(api("PUT", "/admin/users/99999/unsuspend", ""), 404);
+    for args in [
+        vec!["user:auth-tokens:delete", "ana"],
+        vec![
+            "user:auth-tokens:delete",
+            "ana",
+            "--last-used-before=tomorrow",
+        ],
+        vec![
+            "user:auth-tokens:delete",
+            "ana",
+            "3",
+            "--last-used-before=2100-01-01",
+        ],
+        vec!["user:auth-tokens:delete", "ana", "--all"],
+    ] {
+        let out = occ(&prefix, &[], &args);
+        assert_ne!(out.exit_code, 0, "{args:?}: {out:?}");
+    }
+
+    // The forum down (and kept down: the test holds the reconcile lock, so
+    // the daemon cannot start it again): a new suspension waits, tried and
+    // retried, and lands once the forum is back.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(app.dir.path().join("state/reconcile.lock"))
+        .unwrap();
+    let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    rt().block_on(async {
+        docker()
+            .await
+            .stop_container(
+                &format!("{prefix}-discourse"),
+                None::<bollard::query_parameters::StopContainerOptions>,
+            )
+            .await
+            .unwrap();
+    });
+    let (code, v) = post(
+        &app,
+        "/v1/people/ana/suspend",
+        serde_json::json!({"by": "admin", "reason": "again"}),
+    );
+    assert_eq!(code, 200, "{v}");
+    let state = app.dir.path().join("state");
+    let pending = || {
+        commonscloud::store::Store::open(&state)
+            .unwrap()
+            .app_actions_pending()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.app == "discourse")
+            .collect::<Vec<_>>()
+    };
+    eventually("the forum's suspension is tried and kept for later", || {
+        pending()
+            .first()
+            .is_some_and(|r| r.attempts >= 1 && !r.last_error.is_empty())
+    });
+    assert_eq!(pending().len(), 2, "suspend and log out wait, in order");
+    drop(lock);
+    eventually("the suspension lands once the forum is back", || {
+        pending().is_empty()
+            && images::try_http("GET", port, "/standin/users.json", &[], b"").is_ok_and(|a| {
+                a.0 == 200
+                    && ana(&serde_json::from_str(&a.2).unwrap())["suspended_till"].is_string()
+            })
+    });
+    let made = calls(&forum_state(port));
+    assert_eq!(
+        made.iter().filter(|c| c.ends_with("/suspend 200")).count(),
+        2,
+        "{made:?}"
+    );
 }

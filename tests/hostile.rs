@@ -1217,6 +1217,7 @@ async fn a_foreign_person_copied_in_cannot_sign_in_here() {
             &inst.paths,
             &inst.tree,
             secrets,
+            "forum.quimper.example.org",
             &sso,
             &sig,
             uid,

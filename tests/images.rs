@@ -195,6 +195,13 @@ fn run_for(
         match &m.source {
             MountSource::Volume(v) => run.volumes.push((vols[v].clone(), m.target.clone())),
             MountSource::Secret(s) => run.binds.push((secrets.get(s).0, m.target.clone())),
+            // The appliance's public files (the local CA): an empty
+            // directory here, as no CA signs this lab's directory anyway.
+            MountSource::State(path) => {
+                let dir = secrets.lab.dir.path().join("state").join(path);
+                std::fs::create_dir_all(&dir).unwrap();
+                run.binds.push((dir, m.target.clone()));
+            }
             other => panic!("unknown mount source {other:?}"),
         }
     }
@@ -208,6 +215,7 @@ fn run_for(
     run.publish = spec.publish.map(|(_, c)| c);
     run.health = spec.health.as_ref().map(|h| h.test.clone());
     run.cap_add = spec.cap_add.clone();
+    run.cap_drop = spec.cap_drop.clone();
     run.memory_mb = Some(spec.memory_mb.max(64));
     run
 }
@@ -848,6 +856,15 @@ async fn collabora_refuses_to_start_without_tls_ending_at_the_proxy() {
     root.user = Some("root".into());
     let root = lab.start(&root).await;
     assert_eq!(lab.wait_exit(&root.name, SECS(20)).await, 1);
+    // Its jails need device nodes: without MKNOD it stops and says so.
+    let mut no_mknod = base.clone().env(
+        "extra_params",
+        "--o:ssl.enable=false --o:ssl.termination=true",
+    );
+    no_mknod.cap_drop = vec!["MKNOD".into()];
+    let no_mknod = lab.start(&no_mknod).await;
+    assert_eq!(lab.wait_exit(&no_mknod.name, SECS(20)).await, 1);
+    assert!(lab.logs(&no_mknod.name).await.contains("--cap-add MKNOD"));
 
     let mut good = base.env(
         "extra_params",
@@ -1368,6 +1385,8 @@ async fn discourse_connect_round_trip_through_the_daemons_provider() {
     let provider = commonscloud::apps::discourse::connect_url("box.quimper.example.org");
     for (n, v) in [
         ("enforce_second_factor", "no"),
+        // The provider answers https://<forum>/ only, as the catalog sets.
+        ("force_https", "true"),
         ("discourse_connect_url", provider.as_str()),
         ("discourse_connect_secret", secret.as_str()),
         ("enable_discourse_connect", "true"),
@@ -1408,6 +1427,7 @@ async fn discourse_connect_round_trip_through_the_daemons_provider() {
         &f.inst.paths,
         &f.inst.tree,
         secrets,
+        "forum.example.org",
         &q["sso"],
         &q["sig"],
         "ana",
@@ -1418,7 +1438,7 @@ async fn discourse_connect_round_trip_through_the_daemons_provider() {
     .unwrap();
     // …and Discourse accepts the answer: signature, nonce, fields.
     let path = answer
-        .strip_prefix("http://forum.example.org")
+        .strip_prefix("https://forum.example.org")
         .unwrap_or_else(|| panic!("the answer goes to return_sso_url: {answer}"));
     let (code, _, body) = http("GET", port, path, &[], b"");
     assert_eq!(code, 200, "{body}");

@@ -32,6 +32,7 @@ pub async fn discourse(State(shared): State<Arc<Shared>>, Json(b): Json<Body>) -
         &paths,
         &tree,
         &config.paths.secrets_dir,
+        &crate::apps::hostname(&config, crate::model::AppName::Discourse),
         &b.sso,
         &b.sig,
         &b.uid,
@@ -45,6 +46,9 @@ pub async fn discourse(State(shared): State<Arc<Shared>>, Json(b): Json<Body>) -
         }
         Err(LoginError::Sso(SsoError::BadSignature)) => (StatusCode::FORBIDDEN, "bad_signature"),
         Err(LoginError::Sso(SsoError::Malformed(_))) => (StatusCode::BAD_REQUEST, "malformed"),
+        Err(LoginError::Sso(SsoError::ForeignReturn(..))) => {
+            (StatusCode::BAD_REQUEST, "foreign_return_url")
+        }
         Err(LoginError::Sso(SsoError::Stale)) => (StatusCode::GONE, "stale"),
         Err(LoginError::Sso(SsoError::Replayed)) => (StatusCode::CONFLICT, "replayed"),
         Err(LoginError::Refused) => (StatusCode::UNAUTHORIZED, "refused"),

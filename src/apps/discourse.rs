@@ -36,7 +36,7 @@ pub fn app(ctx: &Ctx<'_>) -> Part {
     let config = ctx.config;
     let (db, db_password) =
         super::postgres::container(ctx, APP, ctx.image(ImageRole::DiscourseDb), ctx.share(20));
-    let redis = super::redis::container(
+    let (redis, redis_password) = super::redis::container(
         ctx,
         APP,
         ctx.image(ImageRole::DiscourseRedis),
@@ -72,6 +72,10 @@ pub fn app(ctx: &Ctx<'_>) -> Part {
         ("DISCOURSE_DB_SOCKET", p("")),
         ("DISCOURSE_REDIS_HOST", p(redis.role.clone())),
         ("DISCOURSE_REDIS_PORT", p("6379")),
+        (
+            "DISCOURSE_REDIS_PASSWORD",
+            Value::Secret(redis_password.name.clone()),
+        ),
         ("MIGRATE_ON_BOOT", p("1")),
         ("DISABLE_LETSENCRYPT", p("1")),
         ("UNICORN_WORKERS", p(if small { "2" } else { "3" })),
@@ -109,7 +113,7 @@ pub fn app(ctx: &Ctx<'_>) -> Part {
         },
         secret_mount(&api_key.name),
     ];
-    web.networks = vec![ctx.net_apps(), ctx.net_db()];
+    web.networks = vec![ctx.net_apps(), ctx.net_backend(APP)];
     web.publish = Some((ctx.port(APP), 80));
     web.health = Some(Health {
         test: vec![
@@ -194,13 +198,14 @@ pub fn app(ctx: &Ctx<'_>) -> Part {
         });
     }
     Part {
+        networks: vec![ctx.backend_network(APP)],
         volumes: vec![
             ctx.volume(APP, "shared"),
             ctx.volume(APP, "log"),
             ctx.volume(APP, "db"),
             ctx.volume(APP, "redis"),
         ],
-        secrets: vec![db_password, connect_secret, api_key],
+        secrets: vec![db_password, connect_secret, api_key, redis_password],
         containers: vec![db, redis, web],
         wiring,
     }

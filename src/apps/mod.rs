@@ -7,6 +7,7 @@
 //! One file per app: [`postgres`], [`redis`], [`nextcloud`], [`collabora`],
 //! [`discourse`].
 
+pub mod access;
 pub mod collabora;
 pub mod discourse;
 pub mod nextcloud;
@@ -92,7 +93,13 @@ pub enum MountSource {
     Volume(String),
     /// `<secrets_dir>/<name>`, bound read-only.
     Secret(String),
+    /// `<state_dir>/<path>`: public files of the appliance's (certificates),
+    /// bound read-only.
+    State(String),
 }
+
+/// Where [`Ctx::tls_mount`] puts `<state_dir>/tls` in a container.
+pub const TLS_DIR: &str = "/run/commonscloud/tls";
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Mount {
@@ -134,6 +141,9 @@ pub struct ContainerSpec {
     /// `unless-stopped`: Docker restarts it, also after a reboot.
     pub restart: String,
     pub cap_add: Vec<String>,
+    /// Docker's default capabilities this container does without (see
+    /// [`harden`]).
+    pub cap_drop: Vec<String>,
     /// `(host port on 127.0.0.1, container port)` for the front door.
     pub publish: Option<(u16, u16)>,
 }
@@ -360,12 +370,23 @@ impl Ctx<'_> {
         published_port(self.config, app)
     }
 
-    /// Where the apps reach slapd: the bridge's gateway, on the port of the
-    /// first `directory.listen` URL.
+    /// Where the apps reach slapd: LDAPS on the bridge's gateway, on the
+    /// port of the first `directory.listen` URL.
     pub fn ldap_url(&self) -> String {
         self.config
             .apps_ldap_url()
-            .unwrap_or_else(|| format!("ldap://{}:389", self.config.apps.subnet.gateway()))
+            .unwrap_or_else(|| format!("ldaps://{}:636", self.config.apps.subnet.gateway()))
+    }
+
+    /// Where a container finds the appliance's public TLS files (the local
+    /// CA's certificate among them), bound read-only: the directory, not the
+    /// file, so a CA made anew later is seen without recreating anything.
+    pub fn tls_mount(&self) -> Mount {
+        Mount {
+            source: MountSource::State("tls".into()),
+            target: TLS_DIR.into(),
+            read_only: true,
+        }
     }
 
     /// `<prefix>-<role>`: a container's name.
@@ -386,9 +407,21 @@ impl Ctx<'_> {
         self.config.apps.prefix.to_string()
     }
 
-    /// The databases' internal network: `<prefix>-db`.
-    pub fn net_db(&self) -> String {
-        format!("{}-db", self.config.apps.prefix)
+    /// An app's own internal network, for its database and cache:
+    /// `<prefix>-<app>-backend`. One per app, so that no app's container
+    /// can reach another app's database or cache.
+    pub fn net_backend(&self, app: AppName) -> String {
+        format!("{}-{app}-backend", self.config.apps.prefix)
+    }
+
+    /// That network, as the desired state lists it: internal (no route
+    /// out, no gateway to other networks).
+    pub fn backend_network(&self, app: AppName) -> NetworkSpec {
+        NetworkSpec {
+            name: self.net_backend(app),
+            internal: true,
+            subnet: None,
+        }
     }
 
     /// A container with the defaults every one shares.
@@ -409,6 +442,7 @@ impl Ctx<'_> {
             memory_mb,
             restart: "unless-stopped".into(),
             cap_add: Vec::new(),
+            cap_drop: Vec::new(),
             publish: None,
         }
     }
@@ -500,18 +534,11 @@ pub fn desired_with(
         networks: if enabled.is_empty() {
             Vec::new()
         } else {
-            vec![
-                NetworkSpec {
-                    name: names.net_apps(),
-                    internal: false,
-                    subnet: Some(config.apps.subnet.to_string()),
-                },
-                NetworkSpec {
-                    name: names.net_db(),
-                    internal: true,
-                    subnet: None,
-                },
-            ]
+            vec![NetworkSpec {
+                name: names.net_apps(),
+                internal: false,
+                subnet: Some(config.apps.subnet.to_string()),
+            }]
         },
         volumes: Vec::new(),
         secrets: Vec::new(),
@@ -533,9 +560,10 @@ pub fn desired_with(
             AppName::Collabora => collabora::app(&ctx),
             AppName::Discourse => discourse::app(&ctx),
         };
+        d.networks.extend(part.networks);
         d.volumes.extend(part.volumes);
         d.secrets.extend(part.secrets);
-        d.containers.extend(part.containers);
+        d.containers.extend(part.containers.into_iter().map(harden));
         d.wiring.extend(part.wiring.into_iter().map(|w| (app, w)));
     }
     d.secrets.sort();
@@ -543,9 +571,40 @@ pub fn desired_with(
     Ok(d)
 }
 
+/// Capabilities Docker grants every container by default that no app
+/// here uses: raw sockets (`NET_RAW`: ARP and ICMP spoofing on the apps'
+/// bridge, packet capture), device nodes (`MKNOD`), writing to the host's
+/// audit log (`AUDIT_WRITE`), setting file capabilities (`SETFCAP`) and
+/// `chroot` (`SYS_CHROOT`). A container that needs one asks for it in
+/// `cap_add` (Collabora: `MKNOD` and `SYS_CHROOT` for its jails).
+pub const DROPPED_CAPS: [&str; 5] = ["AUDIT_WRITE", "MKNOD", "NET_RAW", "SETFCAP", "SYS_CHROOT"];
+
+/// The container with every default capability it has no use for dropped:
+/// [`DROPPED_CAPS`] but what it adds back, and `NET_BIND_SERVICE` unless it
+/// serves a port below 1024 (the web servers on 80). The rest (`CHOWN`,
+/// `DAC_OVERRIDE`, `FOWNER`, `FSETID`, `KILL`, `SETGID`, `SETUID`,
+/// `SETPCAP`) the official images' entrypoints use as root: owning data
+/// directories, reading the daemon's 0600 secret files, dropping to their
+/// user, and a root parent signalling its workers.
+pub fn harden(mut c: ContainerSpec) -> ContainerSpec {
+    let mut drop: Vec<String> = DROPPED_CAPS
+        .iter()
+        .filter(|cap| !c.cap_add.iter().any(|a| a == *cap))
+        .map(|cap| (*cap).to_owned())
+        .collect();
+    if c.publish.is_none_or(|(_, inner)| inner >= 1024) {
+        drop.push("NET_BIND_SERVICE".into());
+    }
+    drop.sort();
+    c.cap_drop = drop;
+    c
+}
+
 /// One app's share of the desired state.
 #[derive(Debug, Default)]
 pub struct Part {
+    /// Its own networks (its backend), after the shared apps' bridge.
+    pub networks: Vec<NetworkSpec>,
     pub volumes: Vec<VolumeSpec>,
     pub secrets: Vec<SecretSpec>,
     pub containers: Vec<ContainerSpec>,

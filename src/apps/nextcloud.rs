@@ -94,7 +94,7 @@ pub fn app(ctx: &Ctx<'_>) -> Part {
     let host = ctx.host(APP);
     let (db, db_password) =
         super::postgres::container(ctx, APP, ctx.image(ImageRole::NextcloudDb), ctx.share(20));
-    let redis = super::redis::container(
+    let (redis, redis_password) = super::redis::container(
         ctx,
         APP,
         ctx.image(ImageRole::NextcloudRedis),
@@ -137,6 +137,13 @@ pub fn app(ctx: &Ctx<'_>) -> Part {
         ("PHP_MEMORY_LIMIT", "512M".into()),
         ("PHP_UPLOAD_LIMIT", "16G".into()),
     ]);
+    // PHP reads it at every request, as www-data, which cannot read the
+    // daemon's 0600 secret file (the image's `REDIS_HOST_PASSWORD_FILE`
+    // would need that): the value goes in at creation, like Discourse's.
+    web.env.insert(
+        "REDIS_HOST_PASSWORD".into(),
+        Value::Secret(redis_password.name.clone()),
+    );
     if let Some(smtp) = &config.smtp {
         web.env.extend(env(&[
             ("SMTP_HOST", smtp.host.to_string()),
@@ -163,8 +170,16 @@ pub fn app(ctx: &Ctx<'_>) -> Part {
         html_mount.clone(),
         secret_mount(&db_password.name),
         secret_mount(&admin_password.name),
+        ctx.tls_mount(),
     ];
-    web.networks = vec![ctx.net_apps(), ctx.net_db()];
+    // php-ldap (libldap) takes its CA from `LDAPTLS_CACERT`: the local CA,
+    // which signs slapd's certificate for the bridge (see `wiring`). Only
+    // LDAP uses it; the system's roots stay for everything else.
+    web.env.insert(
+        "LDAPTLS_CACERT".into(),
+        p(format!("{}/ca.crt", super::TLS_DIR)),
+    );
+    web.networks = vec![ctx.net_apps(), ctx.net_backend(APP)];
     web.publish = Some((ctx.port(APP), 80));
     // The image has none; installed and not in maintenance is healthy.
     web.health = Some(Health {
@@ -189,11 +204,12 @@ pub fn app(ctx: &Ctx<'_>) -> Part {
     cron.entrypoint = Some(vec!["/cron.sh".into()]);
     cron.env = web.env.clone();
     cron.mounts = web.mounts.clone();
-    cron.networks = vec![ctx.net_db()];
+    cron.networks = vec![ctx.net_backend(APP)];
 
     Part {
+        networks: vec![ctx.backend_network(APP)],
         volumes: vec![html, ctx.volume(APP, "db"), ctx.volume(APP, "redis")],
-        secrets: vec![db_password, admin_password],
+        secrets: vec![db_password, admin_password, redis_password],
         containers: vec![db, redis, web, cron],
         wiring: wiring(ctx),
     }
@@ -219,6 +235,21 @@ fn wiring(ctx: &Ctx<'_>) -> Vec<Wiring> {
                 &format!("--value={host}"),
             ],
         ),
+        // Server-side fetches (link previews, external storage, federated
+        // shares) that members can aim must not reach private addresses:
+        // the bridge's gateway (slapd), other containers, link-local.
+        // Older releases turned this on for Collabora; richdocuments asks
+        // for its own exception on each of its requests
+        // (`allow_local_address`), so nothing else needs it.
+        occ(
+            ctx,
+            &[
+                "config:system:set",
+                "allow_local_remote_servers",
+                "--value=false",
+                "--type=boolean",
+            ],
+        ),
         occ(ctx, &["app:enable", "user_ldap"]),
         occ(ctx, &["ldap:create-empty-config"]),
     ];
@@ -226,6 +257,9 @@ fn wiring(ctx: &Ctx<'_>) -> Vec<Wiring> {
     for (key, value) in [
         ("ldapHost", p(ldap_host)),
         ("ldapPort", p(ldap_port)),
+        // LDAPS (the host's `ldaps://`), so not StartTLS: user_ldap
+        // refuses both at once. The certificate is checked against the
+        // local CA (`LDAPTLS_CACERT`) and the gateway's address.
         ("ldapTLS", p("0")),
         ("ldapAgentName", p(tree.service_account("nextcloud"))),
         ("ldapAgentPassword", Value::Secret("ldap-nextcloud".into())),

@@ -1,4 +1,4 @@
-//! PostgreSQL for an app: on the internal database network only, its data
+//! PostgreSQL for an app: on that app's own internal network only, its data
 //! in `commonscloud-<app>-db`, its password from a secret file
 //! (`POSTGRES_PASSWORD_FILE`, which the official image reads).
 
@@ -45,7 +45,7 @@ pub fn container(
         },
         secret_mount(&password.name),
     ];
-    c.networks = vec![ctx.net_db()];
+    c.networks = vec![ctx.net_backend(app)];
     c.health = Some(Health {
         test: vec![
             "CMD".into(),

@@ -38,19 +38,147 @@ fn a_big_board_runs_everything_databases_first() {
         assert_eq!(labels[LABEL_SPEC], c.spec_hash());
         assert_eq!(c.restart, "unless-stopped");
         assert!(c.memory_mb >= 64, "{}", c.name);
-        // Databases live on the internal network only.
+        // Databases live on their app's internal network only.
         if c.role.ends_with("-db") || c.role.ends_with("-redis") {
-            assert_eq!(c.networks, ["commonscloud-db"], "{}", c.name);
+            assert_eq!(
+                c.networks,
+                [format!("commonscloud-{}-backend", c.app)],
+                "{}",
+                c.name
+            );
         }
     }
     let vols: Vec<&str> = d.volumes.iter().map(|v| v.name.as_str()).collect();
     assert!(vols.contains(&"commonscloud-nextcloud-html"));
     assert!(vols.iter().all(|v| v.starts_with("commonscloud-")));
-    assert!(
-        d.networks
-            .iter()
-            .any(|n| n.name == "commonscloud-db" && n.internal)
+    let nets: Vec<(&str, bool)> = d
+        .networks
+        .iter()
+        .map(|n| (n.name.as_str(), n.internal))
+        .collect();
+    assert_eq!(
+        nets,
+        [
+            ("commonscloud", false),
+            ("commonscloud-nextcloud-backend", true),
+            ("commonscloud-discourse-backend", true),
+        ]
     );
+}
+
+/// No container shares a network with another app's database or cache:
+/// the only network two apps share is the bridge, where no database is.
+#[test]
+fn each_apps_database_and_cache_are_out_of_the_other_apps_reach() {
+    let d = desired(&config("rpi5-8gb", "")).unwrap();
+    for store in d
+        .containers
+        .iter()
+        .filter(|c| c.role.ends_with("-db") || c.role.ends_with("-redis"))
+    {
+        for other in d.containers.iter().filter(|c| c.app != store.app) {
+            let shared: Vec<&String> = other
+                .networks
+                .iter()
+                .filter(|n| store.networks.contains(n))
+                .collect();
+            assert!(
+                shared.is_empty(),
+                "{} reaches {} on {shared:?}",
+                other.name,
+                store.name
+            );
+        }
+        assert!(!store.networks.contains(&"commonscloud".to_owned()));
+    }
+}
+
+#[test]
+fn every_container_drops_what_it_does_not_use() {
+    let d = desired(&config("rpi5-8gb", "")).unwrap();
+    for c in &d.containers {
+        assert!(c.cap_drop.contains(&"NET_RAW".to_owned()), "{}", c.name);
+        assert!(c.cap_drop.contains(&"AUDIT_WRITE".to_owned()), "{}", c.name);
+        for added in &c.cap_add {
+            assert!(!c.cap_drop.contains(added), "{}: {added}", c.name);
+        }
+        // Only a web server on port 80 binds below 1024.
+        let low_port = matches!(c.publish, Some((_, p)) if p < 1024);
+        assert_eq!(
+            !c.cap_drop.contains(&"NET_BIND_SERVICE".to_owned()),
+            low_port,
+            "{}",
+            c.name
+        );
+    }
+    let office = d.containers.iter().find(|c| c.role == "collabora").unwrap();
+    assert_eq!(office.cap_add, ["MKNOD", "SYS_CHROOT"]);
+    assert_eq!(
+        office.cap_drop,
+        ["AUDIT_WRITE", "NET_BIND_SERVICE", "NET_RAW", "SETFCAP"]
+    );
+    let db = d
+        .containers
+        .iter()
+        .find(|c| c.role == "nextcloud-db")
+        .unwrap();
+    assert_eq!(
+        db.cap_drop,
+        [
+            "AUDIT_WRITE",
+            "MKNOD",
+            "NET_BIND_SERVICE",
+            "NET_RAW",
+            "SETFCAP",
+            "SYS_CHROOT"
+        ]
+    );
+}
+
+/// Each Redis has a password of its own, given to redis-server on stdin
+/// (in no argument and no environment), and its clients have it.
+#[test]
+fn every_redis_has_a_password_its_app_knows() {
+    let d = desired(&config("rpi5-8gb", "")).unwrap();
+    for (app, client, var) in [
+        ("nextcloud", "commonscloud-nextcloud", "REDIS_HOST_PASSWORD"),
+        (
+            "nextcloud",
+            "commonscloud-nextcloud-cron",
+            "REDIS_HOST_PASSWORD",
+        ),
+        (
+            "discourse",
+            "commonscloud-discourse",
+            "DISCOURSE_REDIS_PASSWORD",
+        ),
+    ] {
+        let secret = format!("{app}-redis-password");
+        assert!(d.secrets.iter().any(|s| s.name == secret));
+        let c = d.containers.iter().find(|c| c.name == client).unwrap();
+        assert_eq!(c.env[var], Value::Secret(secret.clone()), "{client}");
+        let redis = d
+            .containers
+            .iter()
+            .find(|c| c.role == format!("{app}-redis"))
+            .unwrap();
+        let script = &redis.entrypoint.as_ref().unwrap()[2];
+        assert!(
+            script.contains("redis-server \"$@\" - <<EOF")
+                && script.contains(&format!("requirepass $(cat /run/secrets/{secret})")),
+            "{script}"
+        );
+        assert!(
+            redis
+                .mounts
+                .iter()
+                .any(|m| m.source == MountSource::Secret(secret.clone()) && m.read_only)
+        );
+        let shown = serde_json::to_string(&redis.cmd).unwrap()
+            + &serde_json::to_string(&redis.env).unwrap();
+        assert!(!shown.contains("requirepass"), "{shown}");
+        assert!(redis.health.as_ref().unwrap().test[3].contains("REDISCLI_AUTH="));
+    }
 }
 
 #[test]
@@ -164,8 +292,21 @@ fn nextcloud_wiring_uses_the_contract_keys_and_activates_last() {
     assert!(
         lines
             .iter()
-            .any(|l| l.contains("ldapHost ldap://172.30.64.1")),
-        "{lines:#?}"
+            .any(|l| l.ends_with("ldapHost ldaps://172.30.64.1")),
+        "LDAPS to the bridge's gateway: {lines:#?}"
+    );
+    assert!(lines.iter().any(|l| l.ends_with("ldapTLS 0")), "{lines:#?}");
+    let nc = d.containers.iter().find(|c| c.role == "nextcloud").unwrap();
+    assert_eq!(
+        nc.env["LDAPTLS_CACERT"],
+        Value::plain("/run/commonscloud/tls/ca.crt")
+    );
+    assert!(
+        nc.mounts
+            .iter()
+            .any(|m| m.source == MountSource::State("tls".into())
+                && m.target == "/run/commonscloud/tls"
+                && m.read_only)
     );
     assert!(lines.iter().any(|l| l == "commonscloud-nextcloud: occ ldap:set-config s01 ldapAgentPassword '<secret ldap-nextcloud>'"), "{lines:#?}");
     let office: Vec<String> = d
@@ -371,6 +512,20 @@ fn the_apps_trust_the_front_door_only_and_build_https_urls() {
         steps.contains(&format!(
             "commonscloud-nextcloud: occ config:system:set trusted_domains 0 --value={cloud}"
         )),
+        "{steps:#?}"
+    );
+    // Members' server-side fetches stay off private addresses; Collabora
+    // does without (richdocuments asks per request).
+    assert!(
+        steps.contains(
+            &"commonscloud-nextcloud: occ config:system:set allow_local_remote_servers --value=false --type=boolean".to_owned()
+        ),
+        "{steps:#?}"
+    );
+    assert!(
+        !steps
+            .iter()
+            .any(|s| s.contains("allow_local_remote_servers --value=true")),
         "{steps:#?}"
     );
 

@@ -981,9 +981,9 @@ impl Config {
         hardware::profile(self.hardware.profile.as_str()).expect("checked by ProfileName")
     }
 
-    /// Where slapd listens for the apps inside Docker: the apps' bridge
-    /// gateway, on the port of the first `directory.listen` URL. `None`
-    /// without apps.
+    /// Where slapd listens for the apps inside Docker: LDAPS on the apps'
+    /// bridge gateway, on the port of the first `directory.listen` URL.
+    /// `None` without apps.
     pub fn apps_ldap_url(&self) -> Option<String> {
         if self.apps.enabled.is_empty() {
             return None;
@@ -993,7 +993,7 @@ impl Config {
             .into_iter()
             .find(|(k, _)| *k == "directory.listen")
             .map_or(389, |(_, p)| p);
-        Some(format!("ldap://{}:{port}", self.apps.subnet.gateway()))
+        Some(format!("ldaps://{}:{port}", self.apps.subnet.gateway()))
     }
 
     /// Local ports the appliance needs free, with the key that sets each.

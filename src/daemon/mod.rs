@@ -99,6 +99,8 @@ pub struct Shared {
     pub federation: Arc<crate::federation::Link>,
     /// Tells the federation task its settings changed (a join, a reload).
     federation_restart: Notify,
+    /// Wakes the app-access task: access changes queued for the apps.
+    pub app_access: Arc<Notify>,
 }
 
 /// The onboarding service for a config.
@@ -106,6 +108,7 @@ fn onboarding_for(
     config: &Config,
     store: Arc<Mutex<Store>>,
     link: Arc<crate::federation::Link>,
+    app_access: Arc<Notify>,
 ) -> Onboarding {
     Onboarding::new(
         Settings::from_config(config),
@@ -113,6 +116,7 @@ fn onboarding_for(
         crate::onboarding::service::os_random,
     )
     .with_federation(link)
+    .with_app_access(app_access)
 }
 
 impl Shared {
@@ -206,6 +210,9 @@ impl Shared {
                 }),
             };
             components.extend(status::federation_component(&obs));
+        }
+        if let Ok(a) = self.with_store(|s| s.app_action_stats()) {
+            components.extend(status::app_access_component(&a, now));
         }
         Status {
             version: env!("CARGO_PKG_VERSION").into(),
@@ -424,6 +431,7 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
 
     let link = Arc::new(crate::federation::Link::new(false));
+    let app_access = Arc::new(Notify::new());
     let shared = Arc::new(Shared {
         started,
         started_at: OffsetDateTime::now_utc(),
@@ -432,6 +440,7 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
             &config,
             store.clone(),
             link.clone(),
+            app_access.clone(),
         ))),
         config: RwLock::new(Arc::new(config)),
         last_reload: Mutex::new(None),
@@ -449,6 +458,7 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
         front_door_reload: Notify::new(),
         federation: link,
         federation_restart: Notify::new(),
+        app_access,
     });
 
     let mut tasks = tasks::Tasks::new();
@@ -534,6 +544,15 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
         let token = tasks.token();
         let shared = shared.clone();
         tasks.spawn("front-door-files", run_front_door_files(shared, token));
+    }
+    {
+        let token = tasks.token();
+        let (store, wakeup) = (shared.store.clone(), shared.app_access.clone());
+        let shared = shared.clone();
+        tasks.spawn(
+            "app-access",
+            crate::app_access::run(move || shared.config(), store, wakeup, token),
+        );
     }
     {
         let token = tasks.token();
@@ -760,8 +779,8 @@ async fn run_reconcile(shared: Arc<Shared>, token: tokio_util::sync::Cancellatio
 /// Waits (15 s at most) until slapd listens where the config and the
 /// apps' bridge want it.
 async fn wait_for_listeners(shared: &Shared, config: &Config) {
-    let wanted = crate::directory::slapd::wanted_urls(config);
     let paths = crate::directory::slapd::Paths::new(config);
+    let wanted = crate::directory::slapd::wanted_urls(config, &paths);
     for _ in 0..150 {
         if let Some(pid) = crate::directory::slapd::running_pid(&paths) {
             let have = crate::directory::slapd::listen_urls(pid).unwrap_or_default();
@@ -817,8 +836,15 @@ fn reload(shared: &Shared) {
                     &new,
                     shared.store.clone(),
                     shared.federation.clone(),
+                    shared.app_access.clone(),
                 ));
             }
+            // An app enabled, a key fixed: what waits for the apps is tried
+            // again at once.
+            if let Err(e) = shared.with_store(|s| s.app_actions_due_now(now)) {
+                log::warn!("cannot reschedule the apps' pending access changes: {e}");
+            }
+            shared.app_access.notify_one();
             let alliance_changed = old.alliance != new.alliance;
             if let Ok(mut c) = shared.config.write() {
                 *c = Arc::new(new);
@@ -1021,6 +1047,23 @@ async fn run_directory(shared: Arc<Shared>, token: tokio_util::sync::Cancellatio
                 log::info!(task = "directory"; "created the directory for {suffix}");
                 shared.remember_directory_config(&wanted);
             }
+            // A cn=config naming a missing certificate would stop slapd
+            // from starting: the pair is made (again) first.
+            let (c, p) = ((*config).clone(), paths.clone());
+            let now = OffsetDateTime::now_utc();
+            match tokio::task::spawn_blocking(move || {
+                crate::directory::tls::ensure_pair(&c, &p, now)
+            })
+            .await
+            {
+                Ok(Ok(Some(true))) => {
+                    log::info!(task = "directory"; "issued slapd's certificate for the apps' bridge")
+                }
+                Ok(Err(e)) => {
+                    log::warn!(task = "directory"; "slapd's certificate for the apps' bridge: {e}")
+                }
+                _ => {}
+            }
             let (pid, adopted) = slapd::start_or_adopt(&config, &paths).await?;
             // Settings an older release wrote are brought up to this one's.
             let applied = shared
@@ -1083,12 +1126,32 @@ async fn run_directory(shared: Arc<Shared>, token: tokio_util::sync::Cancellatio
                 let replan = |reason: &str| -> Option<bool> {
                     let now = shared.config();
                     let have = slapd::listen_urls(pid)?;
-                    let wanted = slapd::wanted_urls(&now);
+                    let wanted = slapd::wanted_urls(&now, &paths);
                     if slapd::Paths::new(&now) == paths && wanted == have {
                         return Some(false);
                     }
                     log::info!(task = "directory"; "{reason}: slapd should listen on {wanted:?} (it listens on {have:?}); restarting it");
                     Some(true)
+                };
+                // LDAPS for the apps: the certificate made, renewed and
+                // handed to slapd; a renewal needs a restart to be served.
+                let keep_tls = || async {
+                    match crate::directory::tls::keep(&shared.config(), &paths).await {
+                        Ok(k) => {
+                            if k.applied {
+                                log::info!(task = "directory"; "slapd serves its certificate for the apps' bridge");
+                                shared.audit(
+                                    "directory-tls",
+                                    "slapd's certificate for the apps' bridge applied",
+                                );
+                            }
+                            k.restart
+                        }
+                        Err(e) => {
+                            log::warn!(task = "directory"; "LDAPS for the apps: {e}");
+                            false
+                        }
+                    }
                 };
                 let died = loop {
                     let planned = tokio::select! {
@@ -1099,7 +1162,14 @@ async fn run_directory(shared: Arc<Shared>, token: tokio_util::sync::Cancellatio
                         }
                         _ = slapd::wait_exit(pid) => None,
                         // The apps' bridge appears (or goes) with the apps.
-                        _ = listen_check.tick() => replan("the apps' bridge changed"),
+                        _ = listen_check.tick() => {
+                            if keep_tls().await {
+                                log::info!(task = "directory"; "slapd's certificate for the apps' bridge was renewed; restarting slapd to serve it");
+                                Some(true)
+                            } else {
+                                replan("the apps' bridge changed")
+                            }
+                        }
                         _ = shared.directory_reload.notified() => replan("directory.listen changed"),
                     };
                     match planned {

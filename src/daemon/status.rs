@@ -192,6 +192,40 @@ pub fn federation_component(f: &FederationObservation) -> Option<Component> {
     })
 }
 
+/// What waits to be told to the apps about people's access (suspensions,
+/// reactivations, removals): shown only while something waits or failed.
+/// Degraded once a change has waited over a minute (an app down, or its
+/// API key not made) or one was given up.
+pub fn app_access_component(s: &crate::store::AppActionStats, now: i64) -> Option<Component> {
+    if s.pending == 0 && s.failed == 0 {
+        return None;
+    }
+    let age = s.oldest_pending_at.map_or(0, |t| (now - t).max(0));
+    let mut detail = format!("{} access change(s) waiting for the apps", s.pending);
+    if s.pending > 0 {
+        detail.push_str(&format!(", the oldest for {age} s"));
+    }
+    if let Some(e) = &s.last_error {
+        detail.push_str(&format!(" (last try: {e})"));
+    }
+    if s.failed > 0 {
+        detail.push_str(&format!(
+            "; {} could not be applied: see the audit log (app-access-failed)",
+            s.failed
+        ));
+    }
+    let state = if s.failed > 0 || age > 60 {
+        ComponentState::Degraded
+    } else {
+        ComponentState::Ok
+    };
+    Some(Component {
+        name: "app-access".into(),
+        state,
+        detail,
+    })
+}
+
 /// Every component, in a stable order.
 pub fn components(config: &Config, o: Observed<'_>) -> Vec<Component> {
     let Observed {
@@ -481,6 +515,32 @@ mod tests {
             store,
             last_reload_refused: refused,
         }
+    }
+
+    #[test]
+    fn access_changes_waiting_for_the_apps_show_until_they_land() {
+        let mut s = crate::store::AppActionStats::default();
+        assert!(app_access_component(&s, 1000).is_none());
+        s.pending = 2;
+        s.oldest_pending_at = Some(990);
+        let c = app_access_component(&s, 1000).unwrap();
+        assert_eq!(c.state, ComponentState::Ok);
+        s.last_error = Some("Discourse answered HTTP 502".into());
+        let c = app_access_component(&s, 1100).unwrap();
+        assert_eq!(c.state, ComponentState::Degraded);
+        assert!(
+            c.detail.contains("110 s") && c.detail.contains("HTTP 502"),
+            "{}",
+            c.detail
+        );
+        s = crate::store::AppActionStats {
+            failed: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            app_access_component(&s, 0).unwrap().state,
+            ComponentState::Degraded
+        );
     }
 
     fn state<'a>(cs: &'a [Component], name: &str) -> &'a Component {

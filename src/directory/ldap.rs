@@ -146,6 +146,33 @@ pub async fn ensure_service_accounts(
     Ok(())
 }
 
+/// Points `cn=config` at a certificate and key (in one modify: slapd
+/// loads the pair when the operation ends and refuses one that does not
+/// load), TLS 1.2 at least.
+pub async fn set_tls(paths: &Paths, cert: &Path, key: &Path) -> Result<(), DirectoryError> {
+    let mut ldap = connect_root(paths).await?;
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    fn one(v: &str) -> std::collections::HashSet<&str> {
+        std::collections::HashSet::from([v])
+    }
+    ldap.with_timeout(OP_TIMEOUT)
+        .modify(
+            "cn=config",
+            vec![
+                ldap3::Mod::Replace("olcTLSCertificateFile", one(&cert)),
+                ldap3::Mod::Replace("olcTLSCertificateKeyFile", one(&key)),
+                // 3.3 is TLS 1.2 in slapd's numbering.
+                ldap3::Mod::Replace("olcTLSProtocolMin", one("3.3")),
+            ],
+        )
+        .await
+        .map_err(ldap_err("setting slapd's TLS certificate"))?
+        .success()
+        .map_err(ldap_err("setting slapd's TLS certificate"))?;
+    let _ = ldap.unbind().await;
+    Ok(())
+}
+
 /// Replaces each managed cn=config attribute with the code's values, as
 /// `ldapmodify` over ldapi would, in one modify per attribute. The values
 /// go in their order: the first replaces, each next one is added after it

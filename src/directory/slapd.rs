@@ -204,9 +204,11 @@ pub fn listen_urls(pid: i32) -> Option<Vec<String>> {
     )
 }
 
-/// The TCP URLs slapd should listen on: `directory.listen`, plus the apps'
-/// bridge gateway once that address exists on this host.
-pub fn wanted_urls(config: &Config) -> Vec<String> {
+/// The TCP URLs slapd should listen on: `directory.listen`, plus LDAPS on
+/// the apps' bridge gateway once that address exists on this host and
+/// slapd has its certificate for it ([`super::tls::ready`]). Never plain
+/// LDAP on the bridge.
+pub fn wanted_urls(config: &Config, paths: &Paths) -> Vec<String> {
     let mut urls: Vec<String> = config
         .directory
         .listen
@@ -215,6 +217,7 @@ pub fn wanted_urls(config: &Config) -> Vec<String> {
         .collect();
     if let Some(url) = config.apps_ldap_url()
         && crate::sys::address_exists(std::net::IpAddr::V4(config.apps.subnet.gateway()))
+        && super::tls::ready(config, paths)
         && !urls.contains(&url)
     {
         urls.push(url);
@@ -246,7 +249,7 @@ pub async fn start_or_adopt(config: &Config, paths: &Paths) -> Result<(i32, bool
     }
     let _ = std::fs::remove_file(&paths.ldapi);
     let mut urls = vec![paths.ldapi_url()];
-    urls.extend(wanted_urls(config));
+    urls.extend(wanted_urls(config, paths));
     let log = std::fs::File::create(&paths.log_file).map_err(|source| DirectoryError::Io {
         what: format!("creating {}", paths.log_file.display()),
         source,

@@ -41,6 +41,7 @@ pub struct NewContainer {
     pub memory_bytes: i64,
     pub restart_unless_stopped: bool,
     pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
     /// `(host port on 127.0.0.1, container port)`.
     pub publish: Option<(u16, u16)>,
 }
@@ -89,6 +90,14 @@ pub async fn create_network(
         .await
         .map_err(api(&format!("creating network {name}")))?;
     Ok(())
+}
+
+/// Removes a network; Docker refuses while a container is attached.
+pub async fn remove_network(docker: &Docker, name: &str) -> Result<(), DockerError> {
+    docker
+        .remove_network(name)
+        .await
+        .map_err(api(&format!("removing network {name}")))
 }
 
 pub async fn create_volume(
@@ -217,6 +226,7 @@ pub async fn create_container(docker: &Docker, c: &NewContainer) -> Result<Strin
                 maximum_retry_count: None,
             }),
             cap_add: (!c.cap_add.is_empty()).then(|| c.cap_add.clone()),
+            cap_drop: (!c.cap_drop.is_empty()).then(|| c.cap_drop.clone()),
             network_mode: first_net.clone(),
             port_bindings,
             ..Default::default()

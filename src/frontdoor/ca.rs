@@ -206,24 +206,10 @@ pub fn ensure(
         let mut sorted = hosts.to_vec();
         sorted.sort();
         sorted.dedup();
-        let mut p = CertificateParams::new(sorted.clone())?;
-        let mut dn = DistinguishedName::new();
-        dn.push(
-            DnType::CommonName,
-            sorted.first().cloned().unwrap_or_default(),
-        );
-        p.distinguished_name = dn;
-        p.is_ca = IsCa::ExplicitNoCa;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        p.use_authority_key_identifier_extension = true;
-        p.not_before = now - Duration::days(1);
-        p.not_after = now + Duration::days(LEAF_DAYS);
-        let leaf_key = KeyPair::generate()?;
-        let leaf = p.signed_by(&leaf_key, &issuer)?;
-        // The chain the front door sends: leaf, then the CA.
-        let chain = format!("{}{}", leaf.pem(), read(&files.ca_cert)?);
-        write_pair(&files.pair, &chain, &leaf_key.serialize_pem())?;
+        let p = CertificateParams::new(sorted.clone())?;
+        let cn = sorted.first().cloned().unwrap_or_default();
+        let (chain, key) = sign_leaf(files, &issuer, p, &cn, now)?;
+        write_pair(&files.pair, &chain, &key)?;
         rec.leaf_hosts = sorted;
         rec.leaf_not_after = (now + Duration::days(LEAF_DAYS)).unix_timestamp();
     }
@@ -241,6 +227,140 @@ pub fn ensure(
         }
     }
     Ok((new_ca, new_leaf))
+}
+
+/// A certificate the CA gives one of the appliance's own servers, for an
+/// IP address only its clients use: slapd's on the apps' bridge gateway,
+/// which Nextcloud reaches over LDAPS. Its key is a secret (0600; slapd
+/// runs as the daemon's user), the certificate and its record public.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub record: PathBuf,
+}
+
+impl ServerFiles {
+    /// slapd's pair for the apps: `<state_dir>/tls/directory.crt`,
+    /// `<secrets_dir>/directory-tls.key`.
+    pub fn directory(state_dir: &Path, secrets_dir: &Path) -> Self {
+        let tls = state_dir.join("tls");
+        ServerFiles {
+            cert: tls.join("directory.crt"),
+            key: secrets_dir.join("directory-tls.key"),
+            record: tls.join("directory.json"),
+        }
+    }
+}
+
+/// What a server certificate was made for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerRecord {
+    pub ip: String,
+    pub not_after: i64,
+    /// The CA's end when it signed: another value means another CA.
+    pub ca_not_after: i64,
+}
+
+/// A new server certificate is needed when there is none, the address
+/// changed, the CA is another one, or it nears its end.
+pub fn needs_new_server_leaf(
+    record: Option<&ServerRecord>,
+    ip: &str,
+    ca_not_after: i64,
+    now: OffsetDateTime,
+) -> bool {
+    match record {
+        None => true,
+        Some(r) => {
+            r.ip != ip
+                || r.ca_not_after != ca_not_after
+                || r.not_after - RENEW_DAYS * 86_400 <= now.unix_timestamp()
+        }
+    }
+}
+
+/// Makes sure `server` holds a certificate for `ip` from the current CA
+/// (which must exist: [`ensure`] makes it), not near its end. Returns
+/// whether it wrote a new one. `None` when there is no CA yet.
+pub fn ensure_server(
+    files: &Files,
+    server: &ServerFiles,
+    ip: std::net::IpAddr,
+    now: OffsetDateTime,
+) -> Result<Option<bool>, CaError> {
+    let Some(ca) = read_record(&files.ca_record)? else {
+        return Ok(None);
+    };
+    if !files.ca_key.exists() || !files.ca_cert.exists() {
+        return Ok(None);
+    }
+    let current = read_server_record(&server.record)?;
+    let want = ip.to_string();
+    if server.cert.exists()
+        && server.key.exists()
+        && !needs_new_server_leaf(current.as_ref(), &want, ca.ca_not_after, now)
+    {
+        return Ok(Some(false));
+    }
+    let key = KeyPair::from_pem(&read(&files.ca_key)?)?;
+    let issuer = Issuer::new(ca_params(&ca.common_name, &ca.domain, now), &key);
+    let mut p = CertificateParams::default();
+    p.subject_alt_names = vec![rcgen::SanType::IpAddress(ip)];
+    let (chain, leaf_key) = sign_leaf(files, &issuer, p, &want, now)?;
+    // Key first: a reader never pairs the new certificate with the old key
+    // for long, and slapd, which fails to load a mismatched pair, is given
+    // a new pair before each start.
+    write_atomic(&server.key, leaf_key.as_bytes(), 0o600)?;
+    write_atomic(&server.cert, chain.as_bytes(), 0o644)?;
+    let rec = ServerRecord {
+        ip: want,
+        not_after: (now + Duration::days(LEAF_DAYS)).unix_timestamp(),
+        ca_not_after: ca.ca_not_after,
+    };
+    let json = serde_json::to_vec_pretty(&rec).map_err(|e| CaError::Record {
+        path: server.record.clone(),
+        message: e.to_string(),
+    })?;
+    write_atomic(&server.record, &json, 0o644)?;
+    Ok(Some(true))
+}
+
+fn read_server_record(path: &Path) -> Result<Option<ServerRecord>, CaError> {
+    match std::fs::read(path) {
+        // An unreadable record only means a new certificate.
+        Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(CaError::Io {
+            what: "reading",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Signs a server certificate with `p`'s names for `cn`, valid
+/// [`LEAF_DAYS`]: its chain (the leaf, then the CA) and its new key, as PEM.
+fn sign_leaf(
+    files: &Files,
+    issuer: &Issuer<'_, &KeyPair>,
+    mut p: CertificateParams,
+    cn: &str,
+    now: OffsetDateTime,
+) -> Result<(String, String), CaError> {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    p.use_authority_key_identifier_extension = true;
+    p.not_before = now - Duration::days(1);
+    p.not_after = now + Duration::days(LEAF_DAYS);
+    let leaf_key = KeyPair::generate()?;
+    let leaf = p.signed_by(&leaf_key, issuer)?;
+    let chain = format!("{}{}", leaf.pem(), read(&files.ca_cert)?);
+    Ok((chain, leaf_key.serialize_pem()))
 }
 
 /// The CA record, if one was written.
@@ -417,6 +537,58 @@ mod tests {
             (false, true)
         );
         verifies(&files, "box.quimper.example.org", at(3 + LEAF_DAYS + 5)).unwrap();
+    }
+
+    #[test]
+    fn the_directory_gets_a_certificate_for_its_bridge_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, secrets) = (dir.path().join("state"), dir.path().join("secrets"));
+        let files = Files::new(&state, &secrets);
+        let server = ServerFiles::directory(&state, &secrets);
+        let ip: std::net::IpAddr = "10.44.7.1".parse().unwrap();
+        // No CA yet: nothing to sign with.
+        assert_eq!(ensure_server(&files, &server, ip, at(0)).unwrap(), None);
+        ensure(&files, "quimper", "quimper.example.org", &hosts(), at(0)).unwrap();
+        assert_eq!(
+            ensure_server(&files, &server, ip, at(0)).unwrap(),
+            Some(true)
+        );
+        assert_eq!(
+            ensure_server(&files, &server, ip, at(1)).unwrap(),
+            Some(false)
+        );
+        // The chain file alone: `verifies` reads only its certificates.
+        let as_leaf = Files {
+            pair: server.cert.clone(),
+            ..files.clone()
+        };
+        // A verifier that honours the CA's DNS-only name constraint still
+        // takes an IP address (RFC 5280: constraints bind their own name
+        // type); and only that address.
+        verifies(&as_leaf, "10.44.7.1", at(1)).unwrap();
+        assert!(verifies(&as_leaf, "10.44.7.2", at(1)).is_err());
+        assert!(verifies(&as_leaf, "box.quimper.example.org", at(1)).is_err());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&server.key), 0o600);
+        // Another address, the renewal window, or a new CA: a new one.
+        let other: std::net::IpAddr = "10.44.8.1".parse().unwrap();
+        assert_eq!(
+            ensure_server(&files, &server, other, at(2)).unwrap(),
+            Some(true)
+        );
+        verifies(&as_leaf, "10.44.8.1", at(3)).unwrap();
+        let late = at(2 + LEAF_DAYS - RENEW_DAYS + 1);
+        assert_eq!(
+            ensure_server(&files, &server, other, late).unwrap(),
+            Some(true)
+        );
+        ensure(&files, "quimper", "brest.example.org", &[], at(5)).unwrap();
+        assert_eq!(
+            ensure_server(&files, &server, other, at(6)).unwrap(),
+            Some(true)
+        );
+        verifies(&as_leaf, "10.44.8.1", at(7)).unwrap();
     }
 
     #[test]

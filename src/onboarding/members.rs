@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::membership::{self, Refusal};
 use super::service::{Onboarding, OnboardingError, hash_token, new_token};
+use crate::apps::access;
 use crate::directory::ldap;
 use crate::directory::people::{self, Collective, Person, Service};
 use crate::directory::tree::group_entry;
@@ -53,6 +54,17 @@ fn slug(s: &str) -> Result<CollectiveSlug, OnboardingError> {
 
 fn invalid(field: &'static str, message: String) -> OnboardingError {
     OnboardingError::Invalid(vec![super::validate::FieldError { field, message }])
+}
+
+/// An access change's actions for the apps, as the queue stores them.
+fn queued(event: &access::Event) -> Vec<(String, String)> {
+    access::plan(event)
+        .into_iter()
+        .map(|a| {
+            let json = serde_json::to_string(&a).unwrap_or_default();
+            (a.app().to_string(), json)
+        })
+        .collect()
 }
 
 fn uids(tree: &crate::directory::tree::Tree, dns: &[String]) -> Vec<String> {
@@ -186,9 +198,22 @@ impl Onboarding {
             })
             .await?;
         let collective = self.home_name(&p);
+        let external_id = Self::external_id(&mut root, &p.dn).await?;
+        let event = match suspend {
+            Some(reason) => access::Event::Suspended {
+                uid: p.uid.clone(),
+                external_id,
+                reason: reason.to_owned(),
+            },
+            None => access::Event::Reactivated {
+                uid: p.uid.clone(),
+                external_id,
+            },
+        };
         self.with_store(|s| {
             s.atomically(|s| {
                 s.outbox_release(&ids)?;
+                s.app_actions_enqueue(&queued(&event), now)?;
                 let (template, action, detail) = match suspend {
                     Some(reason) => ("suspended", "suspend", format!("{}: {reason}", p.uid)),
                     None => ("reactivated", "reactivate", p.uid.clone()),
@@ -202,7 +227,23 @@ impl Onboarding {
             })
         })?;
         self.wake_replay();
+        self.wake_apps();
         self.person(uid).await
+    }
+
+    /// A person's entryUUID: the apps know them by it (DiscourseConnect's
+    /// `external_id`).
+    async fn external_id(root: &mut Ldap, dn: &str) -> Result<String, OnboardingError> {
+        Ok(ldap::read(root, dn, &["entryUUID"])
+            .await?
+            .and_then(|e| e.attrs.get("entryUUID").and_then(|v| v.first()).cloned())
+            .unwrap_or_default())
+    }
+
+    fn wake_apps(&self) {
+        if let Some(w) = &self.apps_wakeup {
+            w.notify_one();
+        }
     }
 
     /// Takes a person out of a collective and all its groups. Their primary
@@ -242,13 +283,25 @@ impl Onboarding {
                 Ok(())
             })
             .await?;
-        self.audit_release(
-            now,
-            by,
-            "remove-from-collective",
-            &format!("{} from {}", p.uid, c.slug),
-            &ids,
-        )?;
+        let event = access::Event::LeftCollective {
+            uid: p.uid.clone(),
+            external_id: Self::external_id(&mut root, &p.dn).await?,
+            collective: c.slug.to_string(),
+        };
+        self.with_store(|s| {
+            s.atomically(|s| {
+                s.outbox_release(&ids)?;
+                s.app_actions_enqueue(&queued(&event), now)?;
+                s.audit(
+                    now,
+                    by,
+                    "remove-from-collective",
+                    &format!("{} from {}", p.uid, c.slug),
+                )
+            })
+        })?;
+        self.wake_replay();
+        self.wake_apps();
         self.person(uid).await
     }
 

@@ -162,6 +162,8 @@ pub struct Onboarding {
     names: Mutex<std::collections::HashMap<String, String>>,
     /// The link to the alliance, when federated.
     pub(super) link: Option<std::sync::Arc<crate::federation::Link>>,
+    /// Wakes the task that tells the apps of access changes (`app_access`).
+    pub(super) apps_wakeup: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 impl Onboarding {
@@ -182,7 +184,14 @@ impl Onboarding {
             reset_per_login: Mutex::new(Limiter::new(3, 3600)),
             names: Mutex::new(Default::default()),
             link: None,
+            apps_wakeup: None,
         }
+    }
+
+    /// Who to wake when access changes are queued for the apps.
+    pub fn with_app_access(mut self, wakeup: std::sync::Arc<tokio::sync::Notify>) -> Self {
+        self.apps_wakeup = Some(wakeup);
+        self
     }
 
     /// Federated: changes are queued for the alliance, and changes that

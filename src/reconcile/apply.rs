@@ -97,7 +97,8 @@ fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-fn with_store<T>(
+/// Runs `f` with the store locked.
+pub(crate) fn with_store<T>(
     store: &Mutex<Store>,
     f: impl FnOnce(&Store) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
@@ -253,6 +254,7 @@ fn step_kind(step: &Step) -> &'static str {
         Step::RecreateContainer { .. } => "recreate_container",
         Step::StartContainer { .. } => "start_container",
         Step::WaitReady { .. } => "wait_ready",
+        Step::RemoveNetwork { .. } => "remove_network",
         Step::Wire { .. } => "wire",
     }
 }
@@ -299,6 +301,7 @@ fn resolve(secrets_dir: &Path, v: &Value) -> Result<String, ApplyError> {
 fn new_container(
     spec: &ContainerSpec,
     secrets_dir: &Path,
+    state_dir: &Path,
 ) -> Result<objects::NewContainer, ApplyError> {
     let mut env = Vec::new();
     for (k, v) in &spec.env {
@@ -311,6 +314,11 @@ fn new_container(
             MountSource::Volume(v) => volumes.push((v.clone(), m.target.clone(), m.read_only)),
             MountSource::Secret(name) => binds.push((
                 secrets_dir.join(name).display().to_string(),
+                m.target.clone(),
+                m.read_only,
+            )),
+            MountSource::State(path) => binds.push((
+                state_dir.join(path).display().to_string(),
                 m.target.clone(),
                 m.read_only,
             )),
@@ -343,6 +351,7 @@ fn new_container(
         memory_bytes: i64::try_from(spec.memory_mb).unwrap_or(i64::MAX / 2) * 1024 * 1024,
         restart_unless_stopped: spec.restart == "unless-stopped",
         cap_add: spec.cap_add.clone(),
+        cap_drop: spec.cap_drop.clone(),
         publish: spec.publish,
     })
 }
@@ -350,9 +359,9 @@ fn new_container(
 async fn create_and_start(
     docker: &Docker,
     spec: &ContainerSpec,
-    secrets_dir: &Path,
+    config: &Config,
 ) -> Result<(), ApplyError> {
-    let c = new_container(spec, secrets_dir)?;
+    let c = new_container(spec, &config.paths.secrets_dir, &config.paths.state_dir)?;
     let id = objects::create_container(docker, &c).await?;
     objects::start_container(docker, &id).await?;
     Ok(())
@@ -411,12 +420,13 @@ async fn apply_step(
         }
         Step::NameTaken { .. } => return Err(ApplyError::NameTaken(step.describe())),
         Step::RemoveContainer { id, .. } => objects::remove_container(docker, id).await?,
-        Step::CreateContainer { spec } => create_and_start(docker, spec, secrets_dir).await?,
+        Step::CreateContainer { spec } => create_and_start(docker, spec, config).await?,
         Step::RecreateContainer { spec, id, .. } => {
             objects::remove_container(docker, id).await?;
-            create_and_start(docker, spec, secrets_dir).await?;
+            create_and_start(docker, spec, config).await?;
         }
         Step::StartContainer { id, .. } => objects::start_container(docker, id).await?,
+        Step::RemoveNetwork { name } => objects::remove_network(docker, name).await?,
         Step::WaitReady { container, .. } => {
             let spec = desired.containers.iter().find(|c| &c.name == container);
             wait_ready(docker, container, spec, settings.ready_timeout).await?;
@@ -563,7 +573,7 @@ fn http_failed(what: String, code: u16, body: &[u8]) -> ApplyError {
 
 /// One call to Discourse's admin API on its published port, as the system
 /// user with the appliance's key.
-async fn discourse_api(
+pub(crate) async fn discourse_api(
     desired: &Desired,
     secrets_dir: &Path,
     container: &str,

@@ -103,6 +103,12 @@ pub enum Step {
         wiring: Wiring,
         id: String,
     },
+    /// One of our networks that nothing wants any more (an older release's
+    /// layout, a disabled app's backend): last, once the containers that
+    /// used it have moved.
+    RemoveNetwork {
+        name: String,
+    },
 }
 
 impl Step {
@@ -140,6 +146,7 @@ impl Step {
             Step::StartContainer { name, .. } => format!("start container {name}"),
             Step::WaitReady { container, .. } => format!("wait until {container} is ready"),
             Step::Wire { wiring, .. } => wiring.describe(),
+            Step::RemoveNetwork { name } => format!("remove network {name} (no longer used)"),
         }
     }
 
@@ -271,6 +278,16 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Step> {
         for w in pending(app, &|t| !own.iter().any(|c| c.name == t)) {
             wait(&mut steps, app, w.container());
             steps.push(wire(app, w));
+        }
+    }
+    // After everything else: by now the containers that used such a
+    // network were recreated on their new ones (or removed), and a failure
+    // here (someone attached a container of their own) holds up nothing.
+    for o in &observed.networks {
+        if o.managed && !desired.networks.iter().any(|n| n.name == o.name) {
+            steps.push(Step::RemoveNetwork {
+                name: o.name.clone(),
+            });
         }
     }
     steps

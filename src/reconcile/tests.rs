@@ -206,3 +206,49 @@ fn purge_deletes_only_a_disabled_apps_own_volumes() {
         ]
     );
 }
+
+/// A box from before each app had its own backend network: every
+/// container had another spec and sat on the shared `<prefix>-db`. The
+/// plan makes the new networks, recreates each container on them (its
+/// volumes stay: nothing is removed but containers), and only then, last,
+/// removes the old network.
+#[test]
+fn an_upgrade_moves_the_containers_off_the_shared_database_network() {
+    let d = desired("");
+    let mut before = converged(&d);
+    before.networks = vec![
+        ObservedObject {
+            name: "commonscloud".into(),
+            managed: true,
+        },
+        ObservedObject {
+            name: "commonscloud-db".into(),
+            managed: true,
+        },
+    ];
+    for c in &mut before.containers {
+        c.labels.insert(LABEL_SPEC.into(), "an-older-spec".into());
+    }
+    let steps = plan(&d, &before);
+    insta::assert_snapshot!(text(&steps));
+    let last = steps.last().unwrap();
+    assert_eq!(
+        last,
+        &Step::RemoveNetwork {
+            name: "commonscloud-db".into()
+        }
+    );
+    assert!(!steps.iter().any(|s| s.describe().contains("volume")));
+    let recreated = steps
+        .iter()
+        .filter(|s| matches!(s, Step::RecreateContainer { .. }))
+        .count();
+    assert_eq!(recreated, d.containers.len());
+    // Someone else's network of that name is never touched.
+    before.networks[1].managed = false;
+    assert!(
+        !plan(&d, &before)
+            .iter()
+            .any(|s| matches!(s, Step::RemoveNetwork { .. }))
+    );
+}

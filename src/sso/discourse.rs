@@ -25,6 +25,14 @@ pub enum SsoError {
     Stale,
     #[error("this sign-in request was already used: start again from the forum")]
     Replayed,
+    /// The answer would go somewhere other than this appliance's forum: a
+    /// request signed with the shared secret but naming another site (a
+    /// leaked secret, or a forum set up wrongly) must not carry a person's
+    /// identity there.
+    #[error(
+        "the request asks to answer to {0}, which is not https://{1}/: only this appliance's forum may be answered"
+    )]
+    ForeignReturn(String, String),
 }
 
 /// What Discourse asks.
@@ -66,7 +74,9 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// Checks `sig` over the Base64 text `sso` (constant time) and reads it.
-pub fn verify(secret: &[u8], sso: &str, sig: &str) -> Result<Request, SsoError> {
+/// `return_sso_url` must be an https URL on `forum_host` (see
+/// [`check_return`]).
+pub fn verify(secret: &[u8], sso: &str, sig: &str, forum_host: &str) -> Result<Request, SsoError> {
     let sig = unhex(sig.trim()).ok_or(SsoError::BadSignature)?;
     let mut m = mac(secret);
     m.update(sso.as_bytes());
@@ -89,12 +99,49 @@ pub fn verify(secret: &[u8], sso: &str, sig: &str) -> Result<Request, SsoError> 
         .filter(|n| !n.is_empty())
         .ok_or(SsoError::Malformed("no nonce"))?;
     let return_sso_url = ret
-        .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+        .filter(|u| !u.is_empty())
         .ok_or(SsoError::Malformed("no return_sso_url"))?;
+    check_return(&return_sso_url, forum_host)?;
     Ok(Request {
         nonce,
         return_sso_url,
     })
+}
+
+/// Whether `url` is on this appliance's forum: `https://`, the forum's
+/// host exactly (any case, an optional trailing dot, port 443 or none), no
+/// user part. Discourse builds it from its own base URL, which
+/// `force_https` makes https; plain http would carry the signed identity
+/// in clear, and any other host would receive it.
+pub fn check_return(url: &str, forum_host: &str) -> Result<(), SsoError> {
+    let refuse = || SsoError::ForeignReturn(url.to_owned(), forum_host.to_owned());
+    let rest = url
+        .get(..8)
+        .filter(|s| s.eq_ignore_ascii_case("https://"))
+        .map(|_| &url[8..])
+        .ok_or_else(refuse)?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    // A backslash is a path separator to browsers; `@` ends a user part.
+    if forum_host.is_empty()
+        || authority.contains(['@', '\\', '%'])
+        || rest[end..].starts_with("//")
+        || url.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(refuse());
+    }
+    let host = match authority.rsplit_once(':') {
+        Some((h, "443")) => h,
+        Some(_) => return Err(refuse()),
+        None => authority,
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let want = forum_host.strip_suffix('.').unwrap_or(forum_host);
+    if host.eq_ignore_ascii_case(want) {
+        Ok(())
+    } else {
+        Err(refuse())
+    }
 }
 
 /// Whether a nonce first seen at `first_seen` (and perhaps already
@@ -167,22 +214,28 @@ mod tests {
     #[test]
     fn a_signed_request_is_read_and_a_tampered_one_refused() {
         let (sso, sig) = sign_request(SECRET, "n+1/=", "https://forum.q.org/session/sso_login");
-        let r = verify(SECRET, &sso, &sig).unwrap();
+        let r = verify(SECRET, &sso, &sig, "forum.q.org").unwrap();
         assert_eq!(r.nonce, "n+1/=");
         assert_eq!(r.return_sso_url, "https://forum.q.org/session/sso_login");
         assert_eq!(
-            verify(b"another secret", &sso, &sig),
+            verify(b"another secret", &sso, &sig, "forum.q.org"),
             Err(SsoError::BadSignature)
         );
         let mut bad = sig.clone();
         bad.replace_range(0..1, if bad.starts_with('0') { "1" } else { "0" });
-        assert_eq!(verify(SECRET, &sso, &bad), Err(SsoError::BadSignature));
-        assert_eq!(verify(SECRET, &sso, "zz"), Err(SsoError::BadSignature));
+        assert_eq!(
+            verify(SECRET, &sso, &bad, "forum.q.org"),
+            Err(SsoError::BadSignature)
+        );
+        assert_eq!(
+            verify(SECRET, &sso, "zz", "forum.q.org"),
+            Err(SsoError::BadSignature)
+        );
         // URL-safe Base64 is not what Discourse sends; its signature would not
         // match either, as the signature covers the exact text.
         let urlsafe = sso.replace('+', "-").replace('/', "_");
         if urlsafe != sso {
-            assert!(verify(SECRET, &urlsafe, &sig).is_err());
+            assert!(verify(SECRET, &urlsafe, &sig, "forum.q.org").is_err());
         }
     }
 
@@ -212,6 +265,69 @@ mod tests {
         let url = redirect("https://forum.q.org/session/sso_login", &payload, &sig);
         assert!(url.starts_with("https://forum.q.org/session/sso_login?sso="));
         assert!(url.contains("%2B") || !payload.contains('+'));
+    }
+
+    #[test]
+    fn the_answer_goes_to_the_forum_only() {
+        let forum = "forum.q.org";
+        for ok in [
+            "https://forum.q.org/session/sso_login",
+            "https://FORUM.q.org/session/sso_login",
+            "https://forum.q.org./session/sso_login",
+            "https://forum.q.org:443/session/sso_login",
+            "https://forum.q.org",
+            "https://forum.q.org?x=1",
+        ] {
+            assert_eq!(check_return(ok, forum), Ok(()), "{ok}");
+        }
+        for bad in [
+            "http://forum.q.org/session/sso_login",
+            "https://evil.org/session/sso_login",
+            "https://forum.q.org.evil.org/session/sso_login",
+            "https://evil.org/forum.q.org/session/sso_login",
+            "https://forum.q.org@evil.org/session/sso_login",
+            "https://evil.org#@forum.q.org/",
+            "https://forum.q.org:8443/session/sso_login",
+            "https://forum.q.org\\@evil.org/",
+            "https://forum.q.org%2f@evil.org/",
+            "https://forum.q.org//evil.org",
+            "javascript:alert(1)//forum.q.org",
+            "//forum.q.org/session/sso_login",
+            "https://sub.forum.q.org/session/sso_login",
+            "https://forum.q.org /x",
+            "",
+        ] {
+            assert!(
+                matches!(check_return(bad, forum), Err(SsoError::ForeignReturn(..))),
+                "{bad}"
+            );
+        }
+        // No forum host configured: nothing is answered.
+        assert!(check_return("https://forum.q.org/", "").is_err());
+        // Signed with the right secret, for another site: refused all the same.
+        let (sso, sig) = sign_request(SECRET, "n", "https://evil.org/session/sso_login");
+        assert!(matches!(
+            verify(SECRET, &sso, &sig, forum),
+            Err(SsoError::ForeignReturn(..))
+        ));
+    }
+
+    proptest::proptest! {
+        /// Whatever the URL, one that passes names the forum's host, over https.
+        #[test]
+        fn whatever_passes_is_the_forum(url in "[a-zA-Z:/@.%#?\\\\0-9 -]{0,40}") {
+            if check_return(&url, "forum.q.org").is_ok() {
+                let lower = url.to_ascii_lowercase();
+                proptest::prop_assert!(lower.starts_with("https://forum.q.org"));
+                let after = &lower["https://forum.q.org".len()..];
+                proptest::prop_assert!(
+                    after.is_empty()
+                        || after.starts_with(['/', '?', '#'])
+                        || after.starts_with(":443")
+                        || after.starts_with('.')
+                );
+            }
+        }
     }
 
     #[test]

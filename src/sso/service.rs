@@ -31,20 +31,22 @@ pub enum LoginError {
     Directory(#[from] DirectoryError),
 }
 
-/// A sign-in for Discourse: returns where to send the browser.
+/// A sign-in for Discourse: returns where to send the browser, which is
+/// always on `forum_host` (the forum's configured hostname).
 #[allow(clippy::too_many_arguments)]
 pub async fn login(
     store: &Mutex<Store>,
     paths: &Paths,
     tree: &Tree,
     secrets_dir: &Path,
+    forum_host: &str,
     sso: &str,
     sig: &str,
     uid: &str,
     password: &str,
     now: i64,
 ) -> Result<String, LoginError> {
-    let (secret, req) = check(store, secrets_dir, sso, sig, now)?;
+    let (secret, req) = check(store, secrets_dir, forum_host, sso, sig, now)?;
     let auth = Authenticator::new(paths.clone(), tree.clone());
     let person = match auth.authenticate(uid, password).await {
         Ok(p) => p,
@@ -62,12 +64,13 @@ pub async fn login_as(
     paths: &Paths,
     tree: &Tree,
     secrets_dir: &Path,
+    forum_host: &str,
     sso: &str,
     sig: &str,
     person: &Person,
     now: i64,
 ) -> Result<String, LoginError> {
-    let (secret, req) = check(store, secrets_dir, sso, sig, now)?;
+    let (secret, req) = check(store, secrets_dir, forum_host, sso, sig, now)?;
     if !person.may_sign_in() {
         return Err(LoginError::Refused);
     }
@@ -78,6 +81,7 @@ pub async fn login_as(
 fn check(
     store: &Mutex<Store>,
     secrets_dir: &Path,
+    forum_host: &str,
     sso: &str,
     sig: &str,
     now: i64,
@@ -85,7 +89,7 @@ fn check(
     let secret = std::fs::read_to_string(secrets_dir.join("discourse-connect-secret"))
         .map(|s| s.trim().to_owned())
         .map_err(|_| LoginError::NotSetUp)?;
-    let req = discourse::verify(secret.as_bytes(), sso, sig)?;
+    let req = discourse::verify(secret.as_bytes(), sso, sig, forum_host)?;
     let (first_seen, answered) = {
         let s = store.lock().map_err(|_| StoreError::Poisoned)?;
         s.sso_nonces_prune(now - discourse::USED_NONCE_KEEP_SECS)?;

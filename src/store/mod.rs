@@ -9,11 +9,13 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
 
+mod app_actions;
 mod federation;
 mod journal;
 mod membership;
 mod onboarding;
 mod sessions;
+pub use app_actions::{AppActionRow, AppActionStats};
 pub use federation::{ConflictRow, Enrolment, HeldEntry, Hold, OutboxRow, OutboxStats};
 pub use journal::{RunRow, StepRow};
 pub use membership::{InvitationRow, JoinRequestRow};
@@ -258,6 +260,24 @@ const MIGRATIONS: &[&str] = &[
          kept    INTEGER NOT NULL CHECK (kept IN (0, 1)),
          PRIMARY KEY (hold_id, uuid)
      ) STRICT;",
+    // 11: what the apps must still be told about someone's access (a
+    // suspension, a reactivation, a removal from a collective), queued in
+    // the transaction that records the change and carried out in id order
+    // per app until each lands (`app_access`). `action` is the JSON of an
+    // `apps::access::Action`.
+    "CREATE TABLE app_actions (
+         id              INTEGER PRIMARY KEY AUTOINCREMENT,
+         created_at      INTEGER NOT NULL,
+         app             TEXT NOT NULL,
+         action          TEXT NOT NULL,
+         state           TEXT NOT NULL DEFAULT 'pending'
+                         CHECK (state IN ('pending', 'done', 'skipped', 'failed')),
+         attempts        INTEGER NOT NULL DEFAULT 0,
+         next_attempt_at INTEGER NOT NULL,
+         last_error      TEXT NOT NULL DEFAULT '',
+         settled_at      INTEGER
+     ) STRICT;
+     CREATE INDEX app_actions_pending ON app_actions (state, app, id);",
 ];
 
 fn migrations(upto: usize) -> Migrations<'static> {

@@ -780,6 +780,7 @@ async fn sso_discourse(
         &paths,
         &tree,
         &config.paths.secrets_dir,
+        &crate::apps::hostname(&config, crate::model::AppName::Discourse),
         &q.sso,
         &q.sig,
         &s.person,

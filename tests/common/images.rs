@@ -189,6 +189,7 @@ pub struct Run {
     /// A `CMD` health check, run every second.
     pub health: Option<Vec<String>>,
     pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
     pub memory_mb: Option<u64>,
 }
 
@@ -388,6 +389,7 @@ impl Lab {
                 binds: Some(binds),
                 port_bindings,
                 cap_add: (!run.cap_add.is_empty()).then(|| run.cap_add.clone()),
+                cap_drop: (!run.cap_drop.is_empty()).then(|| run.cap_drop.clone()),
                 memory: run.memory_mb.map(|m| (m * 1024 * 1024) as i64),
                 ..Default::default()
             }),

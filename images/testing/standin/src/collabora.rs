@@ -15,6 +15,14 @@ pub fn main(_args: &[String]) -> R<i32> {
     if crate::euid() == 0 {
         return fail("coolwsd: Don't run this as root (the image runs as uid 100, cool)");
     }
+    // coolforkit gets cap_mknod (and cap_sys_chroot, cap_chown,
+    // cap_fowner) from its file capabilities, which only work within the
+    // container's bounding set: without MKNOD its jails have no /dev.
+    if let Some(missing) = crate::missing_caps(&[(27, "MKNOD")])? {
+        return fail(format!(
+            "coolwsd: coolforkit lacks the {missing} capability: run the container with --cap-add {missing}"
+        ));
+    }
     let aliases: Vec<String> = (1..10)
         .filter_map(|i| crate::env(&format!("aliasgroup{i}")))
         .filter(|v| !v.is_empty())

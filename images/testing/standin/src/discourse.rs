@@ -180,6 +180,7 @@ pub fn boot(_args: &[String]) -> R<i32> {
         state::arr(st, "api_keys");
         state::arr(st, "users");
         state::arr(st, "groups");
+        state::arr(st, "calls");
         state::obj(st, "nonces");
         Ok(())
     })?;
@@ -218,7 +219,7 @@ fn handle(req: &Request) -> Resp {
             let st = state_file().read().map_err(server_error)?;
             Ok(Response::json(
                 200,
-                &json!({"users": st["users"], "groups": st["groups"]}),
+                &json!({"users": st["users"], "groups": st["groups"], "calls": st["calls"]}),
             ))
         }
         ("GET", "/admin/site_settings.json") => {
@@ -252,8 +253,131 @@ fn handle(req: &Request) -> Resp {
             authorize(req)?;
             sync_sso(req)
         }
+        ("GET", p) if p.starts_with("/u/by-external/") => {
+            authorize(req)?;
+            recorded(req, by_external(p))
+        }
+        (_, p) if p.starts_with("/admin/users/") => {
+            authorize(req)?;
+            recorded(req, admin_user(req))
+        }
         _ => Err(not_found()),
     }
+}
+
+/// Records an admin call on users (method, path, body, status) in `calls`.
+fn recorded(req: &Request, r: Resp) -> Resp {
+    let status = match &r {
+        Ok(x) | Err(x) => x.status,
+    };
+    let body: Value = serde_json::from_slice(&req.body).unwrap_or_else(|_| {
+        Value::Object(
+            codec::parse_query(&String::from_utf8_lossy(&req.body))
+                .into_iter()
+                .map(|(k, v)| (k, json!(v)))
+                .collect(),
+        )
+    });
+    state_file()
+        .update(|st| {
+            state::arr(st, "calls").push(json!({
+                "method": req.method, "path": req.path, "body": body, "status": status}));
+            Ok(())
+        })
+        .map_err(server_error)?;
+    r
+}
+
+/// `GET /u/by-external/{external_id}.json`: the user DiscourseConnect
+/// made with that `external_id`.
+fn by_external(path: &str) -> Resp {
+    let id = path["/u/by-external/".len()..].trim_end_matches(".json");
+    let st = state_file().read().map_err(server_error)?;
+    st["users"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|u| u["external_id"] == id)
+        .map(|u| Response::json(200, &json!({"user": u})))
+        .ok_or_else(not_found)
+}
+
+/// A suspension's end in the future: suspended now.
+fn suspended(u: &Value) -> bool {
+    u["suspended_till"].as_str().is_some_and(|t| !t.is_empty())
+}
+
+/// `PUT /admin/users/{id}/suspend` (`suspend_until` and `reason`, both
+/// required; 409 when already suspended), `PUT …/unsuspend`, `POST
+/// …/log_out` (every session ends), `DELETE …/groups/{group_id}`, as
+/// Discourse's `Admin::UsersController` routes them.
+fn admin_user(req: &Request) -> Resp {
+    let rest = req.path["/admin/users/".len()..].trim_end_matches(".json");
+    let parts: Vec<&str> = rest.split('/').collect();
+    let Some(Ok(id)) = parts.first().map(|p| p.parse::<u64>()) else {
+        return Err(not_found());
+    };
+    let route = (req.method.as_str(), &parts[1..]);
+    let field = |name: &str| body_value(req, name).ok().filter(|v| !v.trim().is_empty());
+    state_file()
+        .update(|st| {
+            let groups = st["groups"].clone();
+            let users = state::arr(st, "users");
+            let Some(u) = users.iter_mut().find(|u| u["id"] == id) else {
+                return Ok(Err(not_found()));
+            };
+            Ok(match route {
+                ("PUT", ["suspend"]) => {
+                    let (Some(until), Some(reason)) = (field("suspend_until"), field("reason")) else {
+                        return Ok(Err(Response::json(
+                            400,
+                            &json!({"failed": "FAILED", "errors": ["Reason can't be blank", "Suspend until can't be blank"]}),
+                        )));
+                    };
+                    if reason.chars().count() > 300 {
+                        return Ok(Err(errors(400, "Reason is too long (maximum is 300 characters)")));
+                    }
+                    if until.len() < 10 || !until[..4].chars().all(|c| c.is_ascii_digit()) {
+                        return Ok(Err(errors(400, "Suspend until is not a date")));
+                    }
+                    if suspended(u) {
+                        return Ok(Err(Response::json(409, &json!({"failed": "FAILED", "message": "User is already suspended"}))));
+                    }
+                    u["suspended_till"] = json!(until);
+                    u["suspend_reason"] = json!(reason);
+                    Ok(Response::json(200, &json!({"suspension": {"suspend_reason": reason, "suspended_till": until}})))
+                }
+                ("PUT", ["unsuspend"]) => {
+                    u["suspended_till"] = Value::Null;
+                    u["suspend_reason"] = Value::Null;
+                    Ok(Response::json(200, &json!({"suspension": {"suspended_till": null, "suspended_at": null}})))
+                }
+                ("POST", ["log_out"]) => {
+                    u["sessions"] = json!(0);
+                    Ok(Response::json(200, &json!({"success": "OK"})))
+                }
+                ("DELETE", ["groups", gid]) => {
+                    let Some(g) = groups
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|g| gid.parse::<u64>().is_ok_and(|n| g["id"] == n))
+                    else {
+                        return Ok(Err(not_found()));
+                    };
+                    if g["automatic"] == true {
+                        return Ok(Err(errors(422, "You cannot modify an automatic group")));
+                    }
+                    let name = state::s(g, "name").to_owned();
+                    if let Some(list) = u["groups"].as_array_mut() {
+                        list.retain(|x| x.as_str() != Some(name.as_str()));
+                    }
+                    Ok(Response::empty(200))
+                }
+                _ => Err(not_found()),
+            })
+        })
+        .map_err(server_error)?
 }
 
 /// The admin API's headers: a key created by `rails runner`, and the
@@ -789,6 +913,22 @@ fn sso_login(req: &Request) -> Resp {
                 Ok(u) => u,
                 Err(r) => return Ok(r),
             };
+            // As `SessionController#sso_login`: a suspended user gets no
+            // session.
+            if suspended(&user) {
+                return Ok(errors(403, "Your account has been suspended."));
+            }
+            if let Some(u) = state::arr(st, "users")
+                .iter_mut()
+                .find(|u| u["id"] == user["id"])
+            {
+                u["sessions"] = json!(u["sessions"].as_u64().unwrap_or(0) + 1);
+            }
+            let user = state::arr(st, "users")
+                .iter()
+                .find(|u| u["id"] == user["id"])
+                .cloned()
+                .unwrap_or(user);
             let return_path = entry
                 .map(|e| e["return_path"].clone())
                 .unwrap_or(json!("/"));

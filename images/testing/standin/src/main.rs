@@ -147,6 +147,26 @@ pub fn chown_r(path: &Path, uid: u32, gid: u32) -> R<()> {
     Ok(())
 }
 
+/// Which of `(bit, name)` are not in this process's capability bounding
+/// set (`CapBnd` in /proc/self/status), as a comma list; `None` if all are.
+pub fn missing_caps(caps: &[(u32, &str)]) -> R<Option<String>> {
+    let status = std::fs::read_to_string("/proc/self/status").ctx("reading /proc/self/status")?;
+    let bnd = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .ok_or_else(|| Fail {
+            code: 1,
+            msg: "no CapBnd in /proc/self/status".into(),
+        })?;
+    let missing: Vec<&str> = caps
+        .iter()
+        .filter(|(bit, _)| bnd & (1 << bit) == 0)
+        .map(|(_, n)| *n)
+        .collect();
+    Ok((!missing.is_empty()).then(|| missing.join(",")))
+}
+
 /// The uid and gid of a user in /etc/passwd.
 pub fn user_ids(name: &str) -> R<(u32, u32)> {
     let passwd = std::fs::read_to_string("/etc/passwd").ctx("reading /etc/passwd")?;

@@ -421,8 +421,13 @@ pub fn get(url: &str) -> Result<Answer, String> {
     request("GET", url, &[], &[], Duration::from_secs(10))
 }
 
-/// Whether an address is private, loopback or link-local (Nextcloud's
-/// local-access rule).
+/// Whether an address is private, loopback, link-local or shared
+/// (100.64/10): Nextcloud's local-access rule (`IpAddressClassifier`).
 pub fn is_local(ip: Ipv4Addr) -> bool {
-    ip.is_private() || ip.is_loopback() || ip.is_link_local() || ip.is_unspecified()
+    let [a, b, ..] = ip.octets();
+    ip.is_private()
+        || ip.is_loopback()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || (a == 100 && (64..128).contains(&b))
 }

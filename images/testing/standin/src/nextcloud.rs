@@ -516,6 +516,57 @@ fn seen(req: &Request, c: &crate::proxy::ProxyConfig) -> crate::proxy::Seen {
     crate::proxy::seen(peer, &|n| req.header(n).map(str::to_owned), c)
 }
 
+/// A server-side HTTP request as Nextcloud's `IClient` makes it: a host
+/// that resolves to a private, loopback or link-local address is refused
+/// ("violates local access rules") unless the caller asks for an exception
+/// (`allow_local_address`, as richdocuments does for Collabora) or
+/// `allow_local_remote_servers` is true in config.php.
+pub fn remote_get(
+    html: &Path,
+    url: &str,
+    allow_local_address: bool,
+) -> Result<net::Answer, String> {
+    let st = state_file(html).read().map_err(|e| e.msg)?;
+    let allow_all = st["system"]["allow_local_remote_servers"] == true;
+    let (host, _, _) = net::split_url(url)?;
+    let ip = net::resolve(&host).map_err(|e| e.to_string())?;
+    if net::is_local(ip) && !allow_local_address && !allow_all {
+        return Err(format!(
+            "Host \"{host}\" ({ip}) violates local access rules"
+        ));
+    }
+    net::get(url)
+}
+
+/// `GET /ocs/v2.php/references/resolve?reference=<url>`: a link preview,
+/// which any member can ask for any URL; Nextcloud fetches it server-side
+/// with no exception for local addresses. (The stand-in does not check
+/// the member's session, which upstream does.)
+fn resolve_reference(html: &Path, req: &Request) -> Response {
+    let Some(url) = req.query("reference").map(str::to_owned) else {
+        return Response::json(
+            400,
+            &json!({"ocs": {"meta": {"status": "failure", "statuscode": 400}, "data": []}}),
+        );
+    };
+    let preview = match remote_get(html, &url, false) {
+        Ok(a) => {
+            let body = String::from_utf8_lossy(&a.body);
+            json!({"richObjectType": "open-graph", "openGraphObject": {
+                "id": url, "name": body.chars().take(200).collect::<String>(), "status": a.status}})
+        }
+        Err(e) => {
+            eprintln!("stand-in: link preview of {url}: {e}");
+            Value::Null
+        }
+    };
+    Response::json(
+        200,
+        &json!({"ocs": {"meta": {"status": "ok", "statuscode": 200},
+            "data": {"references": {url: preview}}}}),
+    )
+}
+
 /// `apache2-foreground`: the web server on port 80.
 pub fn serve(_args: &[String]) -> R<i32> {
     let html = PathBuf::from(HTML);
@@ -550,6 +601,7 @@ pub fn serve(_args: &[String]) -> R<i32> {
         }
         match (req.method.as_str(), req.path.as_str()) {
             ("GET" | "HEAD", "/status.php") => Response::json(200, &status),
+            ("GET", "/ocs/v2.php/references/resolve") if installed => resolve_reference(&html, req),
             // The stand-in's own window on what upstream computes per
             // request (logs, brute-force protection, absolute URLs).
             ("GET", "/standin/request.json") => Response::json(

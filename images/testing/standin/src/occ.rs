@@ -426,6 +426,16 @@ const COMMANDS: &[(&str, Option<&str>, Spec, Handler)] = &[
         cmd_gf_delete,
     ),
     (
+        "user:auth-tokens:delete",
+        None,
+        Spec {
+            args: &["uid", "id?"],
+            values: &[("last-used-before", ' ')],
+            flags: &[],
+        },
+        cmd_tokens_delete,
+    ),
+    (
         "richdocuments:activate-config",
         Some("richdocuments"),
         Spec {
@@ -451,6 +461,8 @@ const REAL_UNIMPLEMENTED: &[(&str, Option<&str>)] = &[
     ("user:enable", None),
     ("user:resetpassword", None),
     ("user:setting", None),
+    ("user:auth-tokens:add", None),
+    ("user:auth-tokens:list", None),
     ("group:list", None),
     ("group:add", None),
     ("group:adduser", None),
@@ -1278,17 +1290,101 @@ fn ber_read(r: &[u8], i: usize) -> Option<(u8, &[u8], usize)> {
     Some((tag, r.get(start..start + len)?, start + len))
 }
 
-/// A simple bind: the LDAP result code.
-fn ldap_bind(host: &str, port: u16, dn: &str, password: &str) -> Result<u8, String> {
+/// A connection to the directory: plain, or TLS (LDAPS, or after StartTLS).
+enum LdapStream {
+    Plain(std::net::TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>>),
+}
+
+impl std::io::Read for LdapStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            LdapStream::Plain(s) => s.read(buf),
+            LdapStream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl std::io::Write for LdapStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            LdapStream::Plain(s) => s.write(buf),
+            LdapStream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            LdapStream::Plain(s) => s.flush(),
+            LdapStream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Where libldap (php-ldap) finds its CA: `LDAPTLS_CACERT`, else
+/// `TLS_CACERT` in /etc/ldap/ldap.conf, else Debian's default bundle.
+fn ldap_ca_file() -> String {
+    if let Some(f) = crate::env("LDAPTLS_CACERT").filter(|f| !f.is_empty()) {
+        return f;
+    }
+    std::fs::read_to_string("/etc/ldap/ldap.conf")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some("TLS_CACERT")).then(|| w.next().map(str::to_owned))?
+            })
+        })
+        .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into())
+}
+
+/// A TLS client over `tcp`, checking the certificate as libldap does by
+/// default (`TLS_REQCERT demand`): the chain to the CA file, and the host
+/// (a name, or an address the certificate names).
+fn tls_wrap(tcp: std::net::TcpStream, host: &str) -> Result<LdapStream, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let ca = ldap_ca_file();
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(&ca)
+        .map_err(|e| format!("TLS: could not load CA file {ca}: {e}"))?;
+    for c in certs {
+        let c = c.map_err(|e| format!("TLS: bad certificate in {ca}: {e}"))?;
+        roots
+            .add(c)
+            .map_err(|e| format!("TLS: bad certificate in {ca}: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("TLS: no CA certificate in {ca}"));
+    }
+    // ring builds with nothing but cc, statically; slapd (GnuTLS) needs
+    // no post-quantum key exchange, which is all this deprecation is about.
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| format!("TLS: {host}: {e}"))?;
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+        .map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn
+            .complete_io(&mut tls.sock)
+            .map_err(|e| format!("TLS: peer certificate verification or handshake failed: {e}"))?;
+    }
+    Ok(LdapStream::Tls(Box::new(tls)))
+}
+
+/// Sends one LDAP message (`id`, protocol op) and reads the answer's op:
+/// its tag and content.
+fn ldap_exchange(s: &mut LdapStream, id: u8, op: &[u8]) -> Result<(u8, Vec<u8>), String> {
     use std::io::{Read, Write};
-    let mut s = crate::net::connect(host, port, Duration::from_secs(5))
-        .map_err(|e| format!("Cannot connect to {host}:{port}: {e}"))?;
-    let mut op = ber(0x02, &[3]);
-    op.extend(ber(0x04, dn.as_bytes()));
-    op.extend(ber(0x80, password.as_bytes()));
-    let mut msg = ber(0x02, &[1]);
-    msg.extend(ber(0x60, &op));
+    let mut msg = ber(0x02, &[id]);
+    msg.extend_from_slice(op);
     s.write_all(&ber(0x30, &msg)).map_err(|e| e.to_string())?;
+    s.flush().map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 4096];
     let mut got = 0;
     loop {
@@ -1300,16 +1396,62 @@ fn ldap_bind(host: &str, port: u16, dn: &str, password: &str) -> Result<u8, Stri
         if let Some((0x30, body, _)) = ber_read(&buf[..got], 0) {
             let (_, _, next) = ber_read(body, 0).ok_or("bad LDAP message")?;
             let (tag, resp, _) = ber_read(body, next).ok_or("bad LDAP message")?;
-            if tag != 0x61 {
-                return Err(format!("unexpected LDAP answer (tag {tag:#x})"));
-            }
-            let (_, code, _) = ber_read(resp, 0).ok_or("bad bind response")?;
-            return Ok(code.first().copied().unwrap_or(80));
+            return Ok((tag, resp.to_vec()));
         }
         if got == buf.len() {
             return Err("LDAP answer too long".into());
         }
     }
+}
+
+/// The result code at the start of an LDAPResult.
+fn result_code(resp: &[u8]) -> u8 {
+    ber_read(resp, 0)
+        .and_then(|(_, code, _)| code.first().copied())
+        .unwrap_or(80)
+}
+
+/// Connects as user_ldap does: `ldaps://` is TLS from the start; with
+/// `start_tls` (`ldapTLS=1`) a plain connection asks for StartTLS first.
+fn ldap_connect(
+    scheme: &str,
+    host: &str,
+    port: u16,
+    start_tls: bool,
+) -> Result<LdapStream, String> {
+    let tcp = crate::net::connect(host, port, Duration::from_secs(5))
+        .map_err(|e| format!("Cannot connect to {host}:{port}: {e}"))?;
+    if scheme == "ldaps" {
+        return tls_wrap(tcp, host);
+    }
+    if !start_tls {
+        return Ok(LdapStream::Plain(tcp));
+    }
+    let mut plain = LdapStream::Plain(tcp);
+    let op = ber(0x77, &ber(0x80, b"1.3.6.1.4.1.1466.20037"));
+    let (tag, resp) = ldap_exchange(&mut plain, 1, &op)?;
+    if tag != 0x78 || result_code(&resp) != 0 {
+        return Err(format!(
+            "Start TLS failed (LDAP result code {})",
+            result_code(&resp)
+        ));
+    }
+    let LdapStream::Plain(tcp) = plain else {
+        unreachable!()
+    };
+    tls_wrap(tcp, host)
+}
+
+/// A simple bind on an open connection: the LDAP result code.
+fn ldap_bind(s: &mut LdapStream, dn: &str, password: &str) -> Result<u8, String> {
+    let mut op = ber(0x02, &[3]);
+    op.extend(ber(0x04, dn.as_bytes()));
+    op.extend(ber(0x80, password.as_bytes()));
+    let (tag, resp) = ldap_exchange(s, 2, &ber(0x60, &op))?;
+    if tag != 0x61 {
+        return Err(format!("unexpected LDAP answer (tag {tag:#x})"));
+    }
+    Ok(result_code(&resp))
 }
 
 fn cmd_ldap_test(html: &Path, input: &Input) -> R<i32> {
@@ -1330,13 +1472,10 @@ fn cmd_ldap_test(html: &Path, input: &Input) -> R<i32> {
     if host.is_empty() || state::s(cfg, "ldapBase").is_empty() {
         return invalid("ldapHost and ldapBase are required");
     }
-    if state::s(cfg, "ldapTLS") == "1" {
-        return invalid("the stand-in cannot do StartTLS (ldapTLS=1)");
-    }
     let (scheme, rest) = host.split_once("://").unwrap_or(("ldap", host));
-    if scheme == "ldaps" {
-        return invalid("the stand-in cannot do ldaps://");
-    }
+    // As user_ldap's Connection: LDAPS already is TLS; StartTLS on top is
+    // switched off.
+    let start_tls = state::s(cfg, "ldapTLS") == "1" && scheme != "ldaps";
     let (h, port_in_url) = match rest.rsplit_once(':') {
         Some((h, p)) => (h, p.parse::<u16>().ok()),
         None => (rest, None),
@@ -1353,7 +1492,9 @@ fn cmd_ldap_test(html: &Path, input: &Input) -> R<i32> {
     if dn.is_empty() != pw.is_empty() {
         return invalid("ldapAgentName and ldapAgentPassword go together");
     }
-    match ldap_bind(h, port, dn, pw) {
+    let bound =
+        ldap_connect(scheme, h, port, start_tls).and_then(|mut s| ldap_bind(&mut s, dn, pw));
+    match bound {
         Ok(0) => {
             println!("The configuration is valid and the connection could be established!");
             Ok(0)
@@ -1547,6 +1688,66 @@ fn cmd_gf_delete(html: &Path, input: &Input) -> R<i32> {
     Ok(0)
 }
 
+// ---- auth tokens --------------------------------------------------------------
+
+/// Nextcloud 31's `parseDateOption`: Unix seconds, ISO 8601 without
+/// fractions (`DateTime::ATOM`), or `YYYY-MM-DD`.
+fn token_date_ok(v: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    let ymd = |s: &str| {
+        let p: Vec<&str> = s.split('-').collect();
+        p.len() == 3
+            && p[0].len() == 4
+            && p[1].len() == 2
+            && p[2].len() == 2
+            && p.iter().all(|x| digits(x))
+    };
+    if digits(v) && v != "0" {
+        return true;
+    }
+    if ymd(v) {
+        return true;
+    }
+    // 2025-01-01T00:00:00+00:00
+    v.len() == 25
+        && ymd(&v[..10])
+        && &v[10..11] == "T"
+        && v[11..19].split(':').count() == 3
+        && (v[19..20] == *"+" || v[19..20] == *"-")
+}
+
+/// `user:auth-tokens:delete <uid> [<id>] [--last-used-before=<date>]`:
+/// ends sessions and app passwords. Upstream works on the token table, so
+/// a user the backends no longer show is no error. Recorded in
+/// `auth_tokens_deleted`.
+fn cmd_tokens_delete(html: &Path, input: &Input) -> R<i32> {
+    let uid = input.arg("uid").to_owned();
+    let id = input.arg("id").to_owned();
+    let before = input.opt("last-used-before").map(str::to_owned);
+    match &before {
+        Some(_) if !id.is_empty() => {
+            return fail("Option --last-used-before cannot be used with [<id>]");
+        }
+        Some(b) if !token_date_ok(b) => {
+            return fail(
+                "Invalid date format. Acceptable formats are: ISO8601 (w/o fractions), \"YYYY-MM-DD\" and Unix time in seconds.",
+            );
+        }
+        None if id.parse::<u64>().unwrap_or(0) == 0 => {
+            return fail(
+                "Not enough arguments. Specify the token <id> or use the --last-used-before option.",
+            );
+        }
+        _ => {}
+    }
+    state_file(html).update(|st| {
+        state::arr(st, "auth_tokens_deleted").push(json!({
+            "uid": uid, "id": id, "last_used_before": before, "at": crate::codec::now()}));
+        Ok(())
+    })?;
+    Ok(0)
+}
+
 // ---- richdocuments ----------------------------------------------------------
 
 fn cmd_rd_activate(html: &Path, _input: &Input) -> R<i32> {
@@ -1554,19 +1755,14 @@ fn cmd_rd_activate(html: &Path, _input: &Input) -> R<i32> {
     let wopi = state::s(&st["app_config"]["richdocuments"], "wopi_url")
         .trim_end_matches('/')
         .to_owned();
-    let allow_local = st["system"]["allow_local_remote_servers"] == true;
     let result = (|| -> Result<String, String> {
         if wopi.is_empty() {
             return Err("No WOPI URL configured: set config:app richdocuments wopi_url".into());
         }
-        let (host, _, _) = crate::net::split_url(&format!("{wopi}/"))?;
-        let ip = crate::net::resolve(&host).map_err(|e| e.to_string())?;
-        if crate::net::is_local(ip) && !allow_local {
-            return Err(format!(
-                "Host \"{host}\" ({ip}) violates local access rules (set config:system allow_local_remote_servers to true)"
-            ));
-        }
-        let d = crate::net::get(&format!("{wopi}/hosting/discovery"))?;
+        // richdocuments (8.x, `RemoteOptionsService`) asks for
+        // `allow_local_address` on its own requests to Collabora: it needs
+        // no `allow_local_remote_servers`.
+        let d = crate::nextcloud::remote_get(html, &format!("{wopi}/hosting/discovery"), true)?;
         let body = String::from_utf8_lossy(&d.body).into_owned();
         if d.status != 200 || !body.contains("<wopi-discovery") {
             return Err(format!(
@@ -1579,7 +1775,7 @@ fn cmd_rd_activate(html: &Path, _input: &Input) -> R<i32> {
             .nth(1)
             .and_then(|r| r.split('"').next())
             .ok_or("no urlsrc in the discovery")?;
-        let c = crate::net::get(&format!("{wopi}/hosting/capabilities"))?;
+        let c = crate::nextcloud::remote_get(html, &format!("{wopi}/hosting/capabilities"), true)?;
         let caps: Value = serde_json::from_slice(&c.body)
             .map_err(|_| format!("Failed to fetch capabilities endpoint from {wopi}"))?;
         if caps.get("productName").is_none() {

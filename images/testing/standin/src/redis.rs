@@ -23,6 +23,23 @@ pub fn entrypoint(args: &[String]) -> R<i32> {
     {
         args.insert(0, "redis-server".into());
     }
+    // As upstream: `redis-server [config file] --protected-mode no [the
+    // rest]`, unless the file sets protected-mode itself. So a `-` (config
+    // on stdin) must come last to stay first-or-last.
+    if args[0] == "redis-server" {
+        let file = args
+            .get(1)
+            .filter(|f| Path::new(f.as_str()).is_file())
+            .cloned();
+        let file_sets_it = file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .is_some_and(|t| t.lines().any(|l| l.starts_with("protected-mode")));
+        if !file_sets_it {
+            let at = if file.is_some() { 2 } else { 1 };
+            args.splice(at..at, ["--protected-mode".to_owned(), "no".to_owned()]);
+        }
+    }
     if args[0] == "redis-server" && crate::euid() == 0 {
         let ids = crate::user_ids("redis")?;
         crate::chown_r(Path::new("/data"), ids.0, ids.1)?;
@@ -65,13 +82,38 @@ fn memory(v: &str) -> Option<u64> {
     Some(n * mult)
 }
 
-/// Parses `[config file] [--name value…]…` the way redis-server does:
-/// unknown directives and bad values are fatal.
+/// Parses `[config file] [--name value…]… [-]` the way redis-server does:
+/// unknown directives and bad values are fatal. A `-` as the first or the
+/// last argument reads more configuration from standard input (after the
+/// file, before the options: the last one of a name wins); anywhere else
+/// it is taken for an option's value, as upstream.
 fn parse_config(args: &[String]) -> R<Config> {
     let mut lines: Vec<Vec<String>> = Vec::new();
+    let mut args = args.to_vec();
+    let stdin_at = match args.len() {
+        0 => None,
+        n if args[n - 1] == "-" => Some(n - 1),
+        _ if args[0] == "-" => Some(0),
+        _ => None,
+    };
+    let stdin_text = match stdin_at {
+        Some(i) => {
+            args.remove(i);
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|e| {
+                crate::Fail {
+                    code: 1,
+                    msg: format!("Fatal error, can't read config from stdin: {e}"),
+                }
+            })?;
+            Some(text)
+        }
+        None => None,
+    };
+    let args = args.as_slice();
     let mut rest = args;
     if let Some(first) = args.first()
-        && !first.starts_with("--")
+        && !first.starts_with('-')
     {
         let text = std::fs::read_to_string(first).map_err(|e| crate::Fail {
             code: 1,
@@ -85,6 +127,14 @@ fn parse_config(args: &[String]) -> R<Config> {
             lines.push(l.split_whitespace().map(str::to_owned).collect());
         }
         rest = &args[1..];
+    }
+    for l in stdin_text
+        .iter()
+        .flat_map(|t| t.lines())
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        lines.push(l.split_whitespace().map(str::to_owned).collect());
     }
     for a in rest {
         if let Some(name) = a.strip_prefix("--") {
