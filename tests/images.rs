@@ -692,6 +692,8 @@ async fn nextcloud_upgrades_one_major_version_at_a_time() {
     db.health = Some(vec![
         "CMD".into(),
         "pg_isready".into(),
+        "-h".into(),
+        "127.0.0.1".into(),
         "-U".into(),
         "nextcloud".into(),
         "-d".into(),
@@ -1220,10 +1222,15 @@ async fn discourse_takes_settings_in_order_and_checks_discourse_connect() {
 
 // ---- PostgreSQL and Redis: the real programs, from Debian's packages ----------
 
-/// A PostgreSQL container checked by `pg_isready`, as the catalog does.
+/// A PostgreSQL container checked by `pg_isready` over TCP, as the catalog
+/// does (during the init, the temporary server listens on the socket only).
 fn pg_run(image: &str, what: &str) -> Run {
     let mut r = Run::new(what, image);
-    r.health = Some(["CMD", "pg_isready", "-q"].map(String::from).to_vec());
+    r.health = Some(
+        ["CMD", "pg_isready", "-q", "-h", "127.0.0.1"]
+            .map(String::from)
+            .to_vec(),
+    );
     r
 }
 
