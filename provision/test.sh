@@ -126,7 +126,7 @@ for i in "${!images[@]}"; do
     exit 1
   fi
   # "built <tag> in <s> s, <MiB> MiB" on a cold build; nothing when cached.
-  grep '^built ' "$build_log" || echo "${images[$i]}: cached"
+  grep -a '^built ' "$build_log" || echo "${images[$i]}: cached"
 done
 
 log "benchmark: reconcile"
