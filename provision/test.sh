@@ -23,11 +23,13 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # stand-in (/usr/bin/pebble-challtestsrv), for the ACME tests (tests/acme.rs);
 # chromium, chromium-driver: the console in a real headless browser
 # (tests/browser.rs, driven through chromedriver);
-# nginx: the proxy benchmark's baseline (it runs its own on loopback ports).
+# nginx: the proxy benchmark's baseline (it runs its own on loopback ports);
+# mmdebstrap: the root filesystems of the real PostgreSQL and Redis test
+# images, from Debian's packages (images/testing/debian-image.sh).
 APT_PACKAGES=(
   slapd ldap-utils systemd dpkg-dev shellcheck python3 python3-aiosmtpd curl
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static busybox-static
-  docker-registry pebble chromium chromium-driver nginx
+  docker-registry pebble chromium chromium-driver nginx mmdebstrap
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -105,6 +107,27 @@ RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/st
   --manifest-path images/testing/standin/Cargo.toml
 CARGO_TARGET_DIR="$CARGO_TARGET_DIR/standin-tests" \
   cargo test --locked --quiet --manifest-path images/testing/standin/Cargo.toml
+
+log "test images: PostgreSQL 15 and 17, Redis, from Debian's packages"
+# Tagged by the hash of their build inputs, so a machine that built them
+# once reuses them (a cold build of all three takes about a minute); the
+# tests and the reconcile benchmark find them here instead of building.
+images=(postgres:15 postgres:17 redis)
+pids=()
+for image in "${images[@]}"; do
+  as_root images/testing/debian-image.sh "$image" \
+    >/dev/null 2>"$CARGO_TARGET_DIR/test-image-${image/:/-}.log" &
+  pids+=("$!")
+done
+for i in "${!images[@]}"; do
+  build_log="$CARGO_TARGET_DIR/test-image-${images[$i]/:/-}.log"
+  if ! wait "${pids[$i]}"; then
+    cat "$build_log" >&2
+    exit 1
+  fi
+  # "built <tag> in <s> s, <MiB> MiB" on a cold build; nothing when cached.
+  grep -a '^built ' "$build_log" || echo "${images[$i]}: cached"
+done
 
 log "benchmark: reconcile"
 "$CARGO_TARGET_DIR/release/commonscloud" bench reconcile \

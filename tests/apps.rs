@@ -1,4 +1,5 @@
-//! The apps on the real Docker Engine, with the stand-in images: the
+//! The apps on the real Docker Engine, with the test images (stand-ins for
+//! Nextcloud, Collabora and Discourse; real PostgreSQL and Redis): the
 //! daemon's reconcile installs and wires everything and then changes
 //! nothing; a container removed by hand comes back; a daemon killed in the
 //! middle converges without duplicates; the Nextcloud stand-in's recorded
@@ -127,7 +128,7 @@ fn subnet() -> String {
     )
 }
 
-/// An appliance running the given apps on the stand-ins.
+/// An appliance running the given apps on the test images.
 fn appliance(apps: &[&str]) -> (Appliance, Cleanup) {
     let app = Appliance::new();
     let cleanup = Cleanup {
@@ -136,8 +137,8 @@ fn appliance(apps: &[&str]) -> (Appliance, Cleanup) {
     let tags: Vec<(&str, String)> = rt().block_on(async {
         let d = docker().await;
         let mut out = Vec::new();
-        for (role, name, args) in commonscloud::docker::context::STANDINS {
-            out.push((role, images::image(&d, name, args).await));
+        for (role, source) in commonscloud::docker::context::TEST_IMAGES {
+            out.push((role, images::test_image(&d, source).await));
         }
         out
     });

@@ -1,7 +1,10 @@
-//! The stand-in images of `images/testing/`, built and run on the real
-//! Docker Engine: they accept exactly what the catalog (`src/apps`) gives
-//! them and refuse what upstream refuses (a wrong key, a skipped major
-//! version, settings out of order, a forged DiscourseConnect payload).
+//! The test images of `images/testing/`, built and run on the real Docker
+//! Engine: the stand-ins accept exactly what the catalog (`src/apps`)
+//! gives them and refuse what upstream refuses (a wrong key, a skipped
+//! major version, settings out of order, a forged DiscourseConnect
+//! payload); the real PostgreSQL and Redis, built from Debian's packages,
+//! keep the official images' contract (secrets from files, init scripts
+//! once, data across containers, dump and restore, passwords).
 //!
 //! Each test labels what it creates with its own run id and removes it when
 //! it ends, failed or not (`common::images::Lab`).
@@ -113,10 +116,11 @@ fn random_hex(n: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-// ---- the catalog on the stand-ins -------------------------------------------
+// ---- the catalog on the test images -----------------------------------------
 
-/// The stand-in image for a catalog image reference.
-async fn standin_for(lab: &Lab, image: &str) -> String {
+/// The test image for a catalog image reference: a stand-in, or real
+/// PostgreSQL and Redis built from Debian's packages.
+async fn test_image_for(lab: &Lab, image: &str) -> String {
     let (name, args): (&str, Vec<(&str, String)>) =
         if let Some(tag) = image.strip_prefix("nextcloud:") {
             let major = tag.split(['-', '.']).next().unwrap_or("31");
@@ -125,14 +129,12 @@ async fn standin_for(lab: &Lab, image: &str) -> String {
                 vec![("NEXTCLOUD_VERSION", format!("{major}.0.0"))],
             )
         } else if image.starts_with("pgvector/") {
-            (
-                "postgres",
-                vec![("PG_EXTENSIONS", "plpgsql hstore pg_trgm vector".into())],
-            )
+            // Debian has pgvector for 17 (trixie), not for 15 (bookworm).
+            return images::debian("postgres:17");
         } else if image.starts_with("postgres:") {
-            ("postgres", vec![])
+            return images::debian("postgres:15");
         } else if image.starts_with("redis:") {
-            ("redis", vec![])
+            return images::debian("redis");
         } else if image.starts_with("collabora/") {
             ("collabora", vec![])
         } else if image.starts_with("discourse/") {
@@ -221,7 +223,7 @@ fn run_for(
 }
 
 #[tokio::test]
-async fn the_catalog_runs_and_wires_on_the_standins() {
+async fn the_catalog_runs_and_wires_on_the_test_images() {
     let app = common::Appliance::new();
     let mut config = commonscloud::config::load(&app.config).unwrap();
     config.apps.enabled = commonscloud::model::AppName::ALL.to_vec();
@@ -258,7 +260,7 @@ async fn the_catalog_runs_and_wires_on_the_standins() {
             if started.contains_key(&spec.name) || !phase(spec) {
                 continue;
             }
-            let image = standin_for(&lab, &spec.image).await;
+            let image = test_image_for(&lab, &spec.image).await;
             let s = lab
                 .start(&run_for(spec, image, &nets, &vols, &secrets))
                 .await;
@@ -681,7 +683,7 @@ async fn nextcloud_upgrades_one_major_version_at_a_time() {
         images::image(docker, "nextcloud", &[("NEXTCLOUD_VERSION", v)]).await
     };
     let (nc30, nc31, nc32) = (nc("30.0.0").await, nc("31.0.0").await, nc("32.0.0").await);
-    let pg = images::image(docker, "postgres", &[]).await;
+    let pg = images::debian("postgres:15");
     let db_pw = lab.secret("nextcloud-db-password", &random_hex(32), 0o600);
     let admin_pw = lab.secret("nextcloud-admin-password", &random_hex(32), 0o600);
     let net = lab.network(false).await;
@@ -698,6 +700,8 @@ async fn nextcloud_upgrades_one_major_version_at_a_time() {
     db.health = Some(vec![
         "CMD".into(),
         "pg_isready".into(),
+        "-h".into(),
+        "127.0.0.1".into(),
         "-U".into(),
         "nextcloud".into(),
         "-d".into(),
@@ -896,13 +900,8 @@ async fn collabora_refuses_to_start_without_tls_ending_at_the_proxy() {
 /// created by `rails runner`: (container, published port, API key).
 async fn discourse(lab: &Lab) -> (String, u16, String) {
     let docker = &lab.docker;
-    let pg = images::image(
-        docker,
-        "postgres",
-        &[("PG_EXTENSIONS", "plpgsql hstore pg_trgm vector")],
-    )
-    .await;
-    let redis = images::image(docker, "redis", &[]).await;
+    let pg = images::debian("postgres:17");
+    let redis = images::debian("redis");
     let web = images::image(docker, "discourse", &[]).await;
     let net = lab.network(false).await;
     let db_pw = random_hex(32);
@@ -1238,136 +1237,513 @@ async fn discourse_takes_settings_in_order_and_checks_discourse_connect() {
     assert_eq!(state["api_keys"].as_array().unwrap().len(), 1);
 }
 
-// ---- postgres and redis -------------------------------------------------------
+// ---- PostgreSQL and Redis: the real programs, from Debian's packages ----------
+
+/// A PostgreSQL container checked by `pg_isready` over TCP, as the catalog
+/// does (during the init, the temporary server listens on the socket only).
+fn pg_run(image: &str, what: &str) -> Run {
+    let mut r = Run::new(what, image);
+    r.health = Some(
+        ["CMD", "pg_isready", "-q", "-h", "127.0.0.1"]
+            .map(String::from)
+            .to_vec(),
+    );
+    r
+}
+
+/// `psql -tA -c <sql>` as the postgres OS user over the local socket (trust
+/// there, as upstream); `-v ON_ERROR_STOP=1` makes an SQL error exit 1.
+async fn sql(lab: &Lab, container: &str, role: &str, db: &str, query: &str) -> images::Exec {
+    lab.exec(
+        container,
+        "postgres",
+        &[
+            "psql",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            role,
+            "-d",
+            db,
+            "-tAc",
+            query,
+        ],
+    )
+    .await
+}
+
+/// [`sql`] that must succeed; its trimmed output.
+async fn sql_ok(lab: &Lab, container: &str, role: &str, db: &str, query: &str) -> String {
+    let e = sql(lab, container, role, db, query).await;
+    assert_eq!(e.code, 0, "{query}: {}", e.show());
+    e.stdout.trim().to_owned()
+}
+
+/// The user the container's main process runs as.
+async fn main_process_user(lab: &Lab, container: &str) -> String {
+    let e = lab
+        .exec(container, "root", &["stat", "-c", "%U", "/proc/1"])
+        .await;
+    assert_eq!(e.code, 0, "{}", e.show());
+    e.stdout.trim().to_owned()
+}
+
+/// A directory of init scripts for `/docker-entrypoint-initdb.d`, readable
+/// by the container's postgres user.
+fn init_scripts(lab: &Lab) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = lab.dir.path().join("initdb.d");
+    std::fs::create_dir_all(&dir).unwrap();
+    let files: [(&str, &str, u32); 4] = [
+        (
+            "10-schema.sql",
+            "CREATE TABLE init_runs (what text);\nINSERT INTO init_runs VALUES ('sql');\n",
+            0o644,
+        ),
+        (
+            // Not executable: sourced by the entrypoint, with its variables.
+            "20-sourced.sh",
+            "psql -v ON_ERROR_STOP=1 -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\" -c \"INSERT INTO init_runs VALUES ('sourced')\"\n",
+            0o644,
+        ),
+        (
+            "30-executed.sh",
+            "#!/bin/sh\nset -e\npsql -v ON_ERROR_STOP=1 -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\" -c \"INSERT INTO init_runs VALUES ('executed')\"\n",
+            0o755,
+        ),
+        ("40-notes.txt", "ignored\n", 0o644),
+    ];
+    for (name, text, mode) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
 
 #[tokio::test]
-async fn postgres_and_redis_answer_health_checks_and_dump() {
+async fn postgres_initializes_once_from_file_secrets_and_keeps_its_data() {
     let lab = Lab::new().await;
-    let docker = &lab.docker;
-    let pgvector = images::image(
-        docker,
-        "postgres",
-        &[("PG_EXTENSIONS", "plpgsql hstore pg_trgm vector")],
-    )
-    .await;
-    let pg = images::image(docker, "postgres", &[]).await;
-    let redis = images::image(docker, "redis", &[]).await;
-    let pw = lab.secret("db-password", &random_hex(32), 0o600);
-    let db = |image: &str| {
-        let mut r = Run::new("db", image)
-            .env("POSTGRES_DB", "discourse")
-            .env("POSTGRES_USER", "discourse")
-            .env("POSTGRES_PASSWORD_FILE", "/run/secrets/db-password");
-        r.binds = vec![(pw.clone(), "/run/secrets/db-password".into())];
-        r.health = Some(
-            ["CMD", "pg_isready", "-U", "discourse", "-d", "discourse"]
-                .map(String::from)
-                .to_vec(),
-        );
+    let image = images::debian("postgres:15");
+    let password = random_hex(32);
+    // Secret files as the daemon makes them: 0600 and owned by a uid no
+    // image knows, so only the entrypoint's root part can read them.
+    let pw_file = lab.secret("db-password", &password, 0o600);
+    let user_file = lab.secret("db-user", "cloudadmin\n", 0o600);
+    let scripts = init_scripts(&lab);
+    let volume = lab.volume().await;
+    let net = lab.network(false).await;
+    let db_run = |what: &str| {
+        let mut r = pg_run(&image, what)
+            .env("POSTGRES_PASSWORD_FILE", "/run/secrets/db-password")
+            .env("POSTGRES_USER_FILE", "/run/secrets/db-user")
+            .env("POSTGRES_DB", "cloud")
+            .env("POSTGRES_INITDB_ARGS", "--data-checksums");
+        r.binds = vec![
+            (pw_file.clone(), "/run/secrets/db-password".into()),
+            (user_file.clone(), "/run/secrets/db-user".into()),
+            (scripts.clone(), "/docker-entrypoint-initdb.d".into()),
+        ];
+        r.volumes = vec![(volume.clone(), "/var/lib/postgresql/data".into())];
+        r.networks = vec![(net.clone(), vec!["db".into()])];
         r
     };
-    let with_vector = lab.start(&db(&pgvector)).await;
-    let without = lab.start(&db(&pg)).await;
-    let mut r = Run::new("redis", &redis);
-    r.cmd = Some(
-        [
-            "redis-server",
-            "--appendonly",
-            "yes",
-            "--maxmemory",
-            "100mb",
-        ]
-        .map(String::from)
-        .to_vec(),
+    let db = lab.start(&db_run("db")).await;
+    lab.wait_healthy(&db.name, SECS(90)).await;
+
+    // The scripts ran once, in order: .sql, a sourced .sh, an executable
+    // .sh; anything else is ignored.
+    let q = |query: &'static str| sql_ok(&lab, &db.name, "cloudadmin", "cloud", query);
+    assert_eq!(
+        q("SELECT string_agg(what, ',') FROM init_runs").await,
+        "sql,sourced,executed"
     );
-    r.health = Some(["CMD", "redis-cli", "ping"].map(String::from).to_vec());
-    let rd = lab.start(&r).await;
-    let mut bad = r.clone();
+    let logs = lab.logs(&db.name).await;
+    assert!(
+        logs.contains("ignoring /docker-entrypoint-initdb.d/40-notes.txt"),
+        "{logs}"
+    );
+    assert!(logs.contains("PostgreSQL init process complete"), "{logs}");
+    // The user came from its _FILE (trailing newline dropped) and is the
+    // superuser; POSTGRES_INITDB_ARGS reached initdb.
+    assert_eq!(
+        q("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").await,
+        "t"
+    );
+    assert_eq!(q("SHOW data_checksums").await, "on");
+    assert_eq!(q("SHOW server_version_num").await.get(..2), Some("15"));
+    // Network logins need the password, stored as SCRAM.
+    let hba = lab
+        .cat(&db.name, "/var/lib/postgresql/data/pg_hba.conf")
+        .await;
+    assert!(
+        hba.trim_end().ends_with("host all all all scram-sha-256"),
+        "{hba}"
+    );
+    assert_eq!(
+        q("SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = current_user")
+            .await,
+        "t"
+    );
+    // The server runs as postgres, listening on every address.
+    assert_eq!(main_process_user(&lab, &db.name).await, "postgres");
+    assert_eq!(q("SHOW listen_addresses").await, "*");
+
+    let mut client = Run::new("client", &image);
+    client.cmd = Some(["sleep", "infinity"].map(String::from).to_vec());
+    client.networks = vec![(net.clone(), vec!["client".into()])];
+    let client = lab.start(&client).await;
+    let remote = |pw: String| {
+        let lab = &lab;
+        let client = client.name.clone();
+        async move {
+            let url = format!("postgresql://cloudadmin:{pw}@db/cloud");
+            lab.exec(&client, "postgres", &["psql", &url, "-tAc", "SELECT 42"])
+                .await
+        }
+    };
+    let e = remote(password.clone()).await;
+    assert_eq!((e.code, e.stdout.trim()), (0, "42"), "{}", e.show());
+    let e = remote(random_hex(32)).await;
+    assert_ne!(e.code, 0, "{}", e.show());
+    assert!(
+        e.stderr
+            .contains("password authentication failed for user \"cloudadmin\""),
+        "{}",
+        e.show()
+    );
+
+    q("CREATE TABLE notes (t text); INSERT INTO notes VALUES ('kept')").await;
+    // SIGTERM (smart shutdown) stops it cleanly; `docker stop` sends
+    // SIGINT (fast shutdown), as upstream.
+    let config = lab
+        .docker
+        .inspect_container(&db.name, None)
+        .await
+        .unwrap()
+        .config
+        .unwrap();
+    assert_eq!(config.stop_signal.as_deref(), Some("SIGINT"));
+    lab.kill(&db.name, "SIGTERM").await;
+    assert_eq!(lab.wait_exit(&db.name, SECS(30)).await, 0);
+    let logs = lab.logs(&db.name).await;
+    assert!(logs.contains("received smart shutdown request"), "{logs}");
+    assert!(logs.contains("database system is shut down"), "{logs}");
+
+    // A new container on the same volume: no second init, the scripts do
+    // not run again, the row is there, and the last shutdown was clean.
+    let again = lab.start(&db_run("db-again")).await;
+    lab.wait_healthy(&again.name, SECS(60)).await;
+    let logs = lab.logs(&again.name).await;
+    assert!(logs.contains("Skipping initialization"), "{logs}");
+    assert!(logs.contains("database system was shut down at"), "{logs}");
+    assert!(!logs.contains("not properly shut down"), "{logs}");
+    let q = |query: &'static str| sql_ok(&lab, &again.name, "cloudadmin", "cloud", query);
+    assert_eq!(q("SELECT count(*) FROM init_runs").await, "3");
+    assert_eq!(q("SELECT t FROM notes").await, "kept");
+}
+
+#[tokio::test]
+async fn postgres_refuses_both_forms_of_a_variable_and_a_missing_password() {
+    let lab = Lab::new().await;
+    let image = images::debian("postgres:17");
+    let pw_file = lab.secret("db-password", &random_hex(32), 0o600);
+    let with_file = |r: Run| {
+        let mut r = r.env("POSTGRES_PASSWORD_FILE", "/run/secrets/db-password");
+        r.binds = vec![(pw_file.clone(), "/run/secrets/db-password".into())];
+        r
+    };
+    let cases = [
+        (
+            with_file(Run::new("both-pw", &image).env("POSTGRES_PASSWORD", "plain")),
+            "error: both POSTGRES_PASSWORD and POSTGRES_PASSWORD_FILE are set (but are exclusive)",
+        ),
+        (
+            with_file(
+                Run::new("both-user", &image)
+                    .env("POSTGRES_USER", "a")
+                    .env("POSTGRES_USER_FILE", "/run/secrets/db-password"),
+            ),
+            "error: both POSTGRES_USER and POSTGRES_USER_FILE are set (but are exclusive)",
+        ),
+        (
+            Run::new("no-pw", &image),
+            "Database is uninitialized and superuser password is not specified",
+        ),
+        (
+            Run::new("missing-file", &image).env("POSTGRES_PASSWORD_FILE", "/run/secrets/nope"),
+            "/run/secrets/nope: No such file or directory",
+        ),
+    ];
+    let mut started = Vec::new();
+    for (run, _) in &cases {
+        started.push(lab.start(run).await);
+    }
+    for ((_, want), s) in cases.iter().zip(&started) {
+        assert_eq!(
+            lab.wait_exit(&s.name, SECS(30)).await,
+            1,
+            "{}",
+            lab.logs(&s.name).await
+        );
+        let logs = lab.logs(&s.name).await;
+        assert!(logs.contains(want), "{}: {logs}", s.name);
+        assert!(!logs.contains("initdb"), "nothing is initialized: {logs}");
+    }
+}
+
+#[tokio::test]
+async fn pg_dump_piped_into_pg_restore_moves_a_database_to_a_second_container() {
+    let lab = Lab::new().await;
+    let image = images::debian("postgres:17");
+    let net = lab.network(false).await;
+    let password = random_hex(32);
+    let db = |what: &str| {
+        let mut r = pg_run(&image, what)
+            .env("POSTGRES_USER", "discourse")
+            .env("POSTGRES_PASSWORD", &password);
+        r.networks = vec![(net.clone(), vec![what.to_owned()])];
+        r
+    };
+    let src = lab.start(&db("src")).await;
+    let dst = lab.start(&db("dst")).await;
+    lab.wait_healthy(&src.name, SECS(90)).await;
+    lab.wait_healthy(&dst.name, SECS(90)).await;
+
+    // Discourse's extensions, and data that needs them.
+    for ext in ["hstore", "pg_trgm", "vector"] {
+        sql_ok(
+            &lab,
+            &src.name,
+            "discourse",
+            "discourse",
+            &format!("CREATE EXTENSION IF NOT EXISTS {ext}"),
+        )
+        .await;
+    }
+    sql_ok(
+        &lab,
+        &src.name,
+        "discourse",
+        "discourse",
+        "CREATE TABLE topics (id serial PRIMARY KEY, title text, tags hstore, embedding vector(3));
+         INSERT INTO topics (title, tags, embedding) VALUES
+           ('hello world', 'lang=>en', '[1,0,0]'),
+           ('bon dia', 'lang=>ca', '[0,1,0]'),
+           ('buenos dias', 'lang=>es', '[0,0,1]');
+         CREATE INDEX ON topics USING gin (title gin_trgm_ops);",
+    )
+    .await;
+
+    // The dump travels over the network (a SCRAM login) in the custom
+    // format, straight into pg_restore on the other server.
+    let pipeline = format!(
+        "set -o pipefail; pg_dump --format=custom 'postgresql://discourse:{password}@src/discourse' \
+         | pg_restore --exit-on-error --no-owner -U discourse -d discourse"
+    );
+    let e = lab
+        .exec(&dst.name, "postgres", &["bash", "-c", &pipeline])
+        .await;
+    assert_eq!(e.code, 0, "{}", e.show());
+
+    let q = |query: &'static str| sql_ok(&lab, &dst.name, "discourse", "discourse", query);
+    assert_eq!(q("SELECT count(*) FROM topics").await, "3");
+    assert_eq!(
+        q("SELECT title FROM topics ORDER BY embedding <-> '[0.1,0.9,0]' LIMIT 1").await,
+        "bon dia"
+    );
+    assert_eq!(
+        q("SELECT tags -> 'lang' FROM topics WHERE title % 'helo wrld'").await,
+        "en"
+    );
+    assert_eq!(
+        q("SELECT string_agg(extname, ',' ORDER BY extname) FROM pg_extension").await,
+        "hstore,pg_trgm,plpgsql,vector"
+    );
+    // The sequence came along: the next id follows the copied rows.
+    assert_eq!(
+        q("INSERT INTO topics (title) VALUES ('new') RETURNING id")
+            .await
+            .lines()
+            .next(),
+        Some("4")
+    );
+}
+
+#[tokio::test]
+async fn postgres_15_and_17_each_bring_their_own_server_and_tools() {
+    let lab = Lab::new().await;
+    let mut started = Vec::new();
+    for major in ["15", "17"] {
+        let image = images::debian(&format!("postgres:{major}"));
+        let run = pg_run(&image, &format!("pg{major}")).env("POSTGRES_PASSWORD", &random_hex(16));
+        started.push((major, image, lab.start(&run).await));
+    }
+    for (major, image, s) in &started {
+        lab.wait_healthy(&s.name, SECS(90)).await;
+        let version = sql_ok(&lab, &s.name, "postgres", "postgres", "SHOW server_version").await;
+        assert!(version.starts_with(&format!("{major}.")), "{version}");
+        for tool in ["psql", "pg_dump", "pg_restore", "pg_isready"] {
+            let e = lab.exec(&s.name, "postgres", &[tool, "--version"]).await;
+            assert!(
+                e.code == 0 && e.stdout.contains(&format!(") {major}.")),
+                "{tool} in {image}: {}",
+                e.show()
+            );
+        }
+        for ext in ["hstore", "pg_trgm"] {
+            sql_ok(
+                &lab,
+                &s.name,
+                "postgres",
+                "postgres",
+                &format!("CREATE EXTENSION {ext}"),
+            )
+            .await;
+        }
+        // pgvector: Debian packages it for 17 (trixie), not for 15.
+        let e = sql(
+            &lab,
+            &s.name,
+            "postgres",
+            "postgres",
+            "CREATE EXTENSION vector",
+        )
+        .await;
+        if *major == "17" {
+            assert_eq!(e.code, 0, "{}", e.show());
+        } else {
+            assert_ne!(e.code, 0, "{}", e.show());
+            assert!(
+                e.stderr.contains("extension \"vector\" is not available"),
+                "{}",
+                e.show()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn redis_requires_its_password_and_keeps_its_data_in_data() {
+    let lab = Lab::new().await;
+    let image = images::debian("redis");
+    let net = lab.network(false).await;
+    let volume = lab.volume().await;
+    let password = random_hex(16);
+    let on_net = |mut r: Run, alias: &str| {
+        r.networks = vec![(net.clone(), vec![alias.to_owned()])];
+        r
+    };
+    // Options as the first argument mean `redis-server <options>`.
+    let mut first = on_net(Run::new("redis", &image), "redis");
+    first.cmd = Some(
+        ["--requirepass", &password, "--appendonly", "yes"]
+            .map(String::from)
+            .to_vec(),
+    );
+    first.volumes = vec![(volume.clone(), "/data".into())];
+    let first = lab.start(&first).await;
+    let mut client = on_net(Run::new("client", &image), "client");
+    client.cmd = Some(["sleep", "infinity"].map(String::from).to_vec());
+    let client = lab.start(&client).await;
+    let cli = |args: Vec<String>| {
+        let lab = &lab;
+        let client = client.name.clone();
+        async move {
+            let mut argv = vec!["redis-cli".to_owned(), "--no-auth-warning".to_owned()];
+            argv.extend(args);
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            lab.exec(&client, "root", &argv).await
+        }
+    };
+    let with_pw = |pw: &str, cmd: &[&str]| {
+        let mut v: Vec<String> = ["-h", "redis", "-a", pw].map(String::from).to_vec();
+        v.extend(cmd.iter().map(|c| (*c).to_owned()));
+        v
+    };
+    lab.wait_log(&first.name, "Ready to accept connections", SECS(30))
+        .await;
+
+    // Without the password, or with a wrong one, nothing; with it, all.
+    let e = cli(["-h", "redis", "ping"].map(String::from).to_vec()).await;
+    assert!(
+        e.stdout.contains("NOAUTH Authentication required"),
+        "{}",
+        e.show()
+    );
+    let e = cli(with_pw("wrong", &["ping"])).await;
+    assert!(e.stderr.contains("WRONGPASS"), "{}", e.show());
+    assert!(e.stdout.contains("NOAUTH"), "{}", e.show());
+    let e = cli(with_pw(&password, &["set", "kept", "yes"])).await;
+    assert_eq!(e.stdout.trim(), "OK", "{}", e.show());
+
+    // The server runs as redis, in /data, which it keeps private.
+    assert_eq!(main_process_user(&lab, &first.name).await, "redis");
+    let e = lab
+        // As redis: root in the container may not look into another
+        // user's process (no CAP_SYS_PTRACE).
+        .exec(&first.name, "redis", &["readlink", "/proc/1/cwd"])
+        .await;
+    assert_eq!(e.stdout.trim(), "/data", "{}", e.show());
+    let e = lab
+        .exec(
+            &first.name,
+            "root",
+            &["stat", "-c", "%U %a", "/data/appendonlydir"],
+        )
+        .await;
+    assert_eq!(e.stdout.trim(), "redis 700", "{}", e.show());
+
+    lab.kill(&first.name, "SIGTERM").await;
+    assert_eq!(lab.wait_exit(&first.name, SECS(30)).await, 0);
+    assert!(
+        lab.logs(&first.name)
+            .await
+            .contains("ready to exit, bye bye")
+    );
+
+    // A config file as the first argument, on the same volume: the data
+    // is back, behind the file's password.
+    let conf = lab.secret(
+        "redis.conf",
+        "appendonly yes\nrequirepass fromfile\n",
+        0o644,
+    );
+    let mut second = on_net(Run::new("redis-again", &image), "redis-again");
+    second.cmd = Some(vec!["/etc/redis/redis.conf".into()]);
+    second.binds = vec![(conf, "/etc/redis/redis.conf".into())];
+    second.volumes = vec![(volume.clone(), "/data".into())];
+    let second = lab.start(&second).await;
+    lab.wait_log(&second.name, "Ready to accept connections", SECS(30))
+        .await;
+    let mut args = with_pw("fromfile", &["get", "kept"]);
+    args[1] = "redis-again".into();
+    let e = cli(args).await;
+    assert_eq!(e.stdout.trim(), "yes", "{}", e.show());
+
+    // No password configured: other containers get in (protected mode is
+    // off, as in the official image).
+    let open = lab.start(&on_net(Run::new("open", &image), "open")).await;
+    lab.wait_log(&open.name, "Ready to accept connections", SECS(30))
+        .await;
+    let e = cli(["-h", "open", "ping"].map(String::from).to_vec()).await;
+    assert_eq!(e.stdout.trim(), "PONG", "{}", e.show());
+
+    // A bad option fails at start, as upstream.
+    let mut bad = Run::new("bad", &image);
     bad.cmd = Some(
         ["redis-server", "--maxmemory", "lots"]
             .map(String::from)
             .to_vec(),
     );
     let bad = lab.start(&bad).await;
-    let mut nopw = Run::new("db", &pg);
-    nopw.health = None;
-    let nopw = lab.start(&nopw).await;
-
-    lab.wait_healthy(&with_vector.name, SECS(30)).await;
-    lab.wait_healthy(&without.name, SECS(30)).await;
-    lab.wait_healthy(&rd.name, SECS(30)).await;
-
-    let psql = |c: &str| ["psql", "-U", "discourse", "-d", "discourse", "-c", c].map(String::from);
-    let run = |container: String, argv: [String; 7]| {
-        let lab = &lab;
-        async move {
-            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-            lab.exec(&container, "postgres", &argv).await
-        }
-    };
-    for _ in 0..2 {
-        let e = run(
-            with_vector.name.clone(),
-            psql("CREATE EXTENSION IF NOT EXISTS vector"),
-        )
-        .await;
-        assert_eq!(e.code, 0, "{}", e.show());
-    }
-    let e = run(
-        without.name.clone(),
-        psql("CREATE EXTENSION IF NOT EXISTS vector"),
-    )
-    .await;
-    assert_ne!(e.code, 0, "postgres:16-alpine has no vector: {}", e.show());
-    let e = run(
-        with_vector.name.clone(),
-        psql("CREATE EXTENSION IF NOT EXISTS nope"),
-    )
-    .await;
-    assert_ne!(e.code, 0, "{}", e.show());
-    let mut wrong_role = psql("SELECT 1");
-    wrong_role[2] = "postgres".into();
-    let e = run(with_vector.name.clone(), wrong_role).await;
-    assert_ne!(e.code, 0, "role postgres does not exist here: {}", e.show());
-    assert!(
-        e.stderr.contains("role \"postgres\" does not exist"),
-        "{}",
-        e.show()
-    );
-    let dump = lab
-        .exec(
-            &with_vector.name,
-            "postgres",
-            &["pg_dump", "-U", "discourse", "-d", "discourse"],
-        )
-        .await;
-    assert_eq!(dump.code, 0, "{}", dump.show());
-    assert!(
-        dump.stdout
-            .contains("CREATE EXTENSION IF NOT EXISTS vector "),
-        "{}",
-        dump.stdout
-    );
-
-    assert_eq!(lab.wait_exit(&nopw.name, SECS(20)).await, 1);
-    assert!(
-        lab.logs(&nopw.name)
-            .await
-            .contains("superuser password is not specified")
-    );
-
-    let e = lab.exec(&rd.name, "redis", &["redis-cli", "ping"]).await;
-    assert_eq!((e.code, e.stdout.trim()), (0, "PONG"), "{}", e.show());
-    let e = lab
-        .exec(&rd.name, "redis", &["redis-cli", "set", "k", "v"])
-        .await;
-    assert_eq!(e.code, 0, "{}", e.show());
-    let aof = lab
-        .cat(&rd.name, "/data/appendonlydir/appendonly.aof.1.incr.aof")
-        .await;
-    assert!(aof.contains("SET") || aof.contains("set"), "{aof:?}");
     assert_eq!(lab.wait_exit(&bad.name, SECS(20)).await, 1);
-    assert!(lab.logs(&bad.name).await.contains("FATAL CONFIG"));
+    assert!(
+        lab.logs(&bad.name)
+            .await
+            .contains("FATAL CONFIG FILE ERROR")
+    );
 }
 
 // ---- DiscourseConnect through the daemon's provider ---------------------------
@@ -1456,4 +1832,22 @@ async fn discourse_connect_round_trip_through_the_daemons_provider() {
     // The same answer twice: Discourse refuses the used nonce.
     let (code, _, body) = http("GET", port, path, &[], b"");
     assert_eq!(code, 403, "{body}");
+}
+
+#[test]
+fn the_image_scripts_are_shellcheck_clean() {
+    let dir = images::images_dir();
+    let out = std::process::Command::new("shellcheck")
+        .arg(dir.join("debian-image.sh"))
+        .arg(dir.join("postgres/docker-entrypoint.sh"))
+        .arg(dir.join("redis/docker-entrypoint.sh"))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run shellcheck ({e}): install the `shellcheck` package (provision/test.sh does)")
+        });
+    assert!(
+        out.status.success(),
+        "shellcheck: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

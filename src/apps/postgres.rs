@@ -46,10 +46,15 @@ pub fn container(
         secret_mount(&password.name),
     ];
     c.networks = vec![ctx.net_backend(app)];
+    // Over TCP: while the official entrypoint initializes (database not yet
+    // created, init scripts running), its temporary server listens on the
+    // socket only, and a socket check would already pass.
     c.health = Some(Health {
         test: vec![
             "CMD".into(),
             "pg_isready".into(),
+            "-h".into(),
+            "127.0.0.1".into(),
             "-U".into(),
             db.clone(),
             "-d".into(),

@@ -45,8 +45,9 @@ pub enum BenchCommand {
     /// creates --people people through the onboarding service (register,
     /// verify the mail, approve) and prints how long that took.
     Directory(super::bench_directory::DirectoryArgs),
-    /// Reconcile with every app on the stand-in images (images/testing):
-    /// the cold install time, then the wall time and Docker API calls of a
+    /// Reconcile with every app on the test images (images/testing: the
+    /// stand-ins, and real PostgreSQL and Redis built from Debian's
+    /// packages, which needs root and mmdebstrap): the cold install time, then the wall time and Docker API calls of a
     /// no-op reconcile (target: zero mutating calls), against the time of
     /// just observing Docker, measured in the same run.
     Reconcile(super::bench_reconcile::ReconcileArgs),

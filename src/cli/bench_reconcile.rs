@@ -1,5 +1,7 @@
 //! `commonscloud bench reconcile`: the reconciler with every app on the
-//! stand-in images. Builds the images (from `images/testing`), starts
+//! test images: the stand-ins for Nextcloud, Collabora and Discourse, real
+//! PostgreSQL and Redis built from Debian's packages (both from
+//! `images/testing`, run from the repository, as root). Builds them, starts
 //! `serve` on a scratch appliance and times the cold install until every
 //! app is ready and wired; stops it, then runs `commonscloud reconcile`
 //! through a counting proxy of the Docker socket: a converged system must
@@ -18,10 +20,12 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::bench::Scratch;
+use crate::docker::context::TestImage;
 
 #[derive(clap::Args)]
 pub struct ReconcileArgs {
-    /// The stand-in image sources.
+    /// The test image sources (the stand-ins' directories and
+    /// `debian-image.sh`, which needs root and mmdebstrap).
     #[arg(long, default_value = "images/testing")]
     images_dir: PathBuf,
     /// The static stand-in program (provision/test.sh builds it).
@@ -155,28 +159,39 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<i32> {
     // The images.
     let t = Instant::now();
     let mut tags = HashMap::new();
-    for (role, name, build_args) in crate::docker::context::STANDINS {
-        let ctx = crate::docker::context::standin_context(
-            &args.images_dir.join(name),
-            &args.busybox,
-            &standin,
-        )
-        .map_err(|e| anyhow::anyhow!(e))?;
-        let tag = format!("commonscloud-bench/{name}:{}", hash(&ctx, build_args));
-        let have = rt.block_on(docker.inspect_image(&tag)).is_ok();
-        if !have {
-            let ba: HashMap<String, String> = build_args
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect();
-            rt.block_on(crate::docker::build_image(
-                &docker,
-                ctx,
-                &tag,
-                &ba,
-                &HashMap::new(),
-            ))?;
-        }
+    for (role, source) in crate::docker::context::TEST_IMAGES {
+        let tag = match source {
+            TestImage::Standin {
+                dir,
+                args: build_args,
+            } => {
+                let ctx = crate::docker::context::standin_context(
+                    &args.images_dir.join(dir),
+                    &args.busybox,
+                    &standin,
+                )
+                .map_err(|e| anyhow::anyhow!(e))?;
+                let tag = format!("commonscloud-bench/{dir}:{}", hash(&ctx, build_args));
+                let have = rt.block_on(docker.inspect_image(&tag)).is_ok();
+                if !have {
+                    let ba: HashMap<String, String> = build_args
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect();
+                    rt.block_on(crate::docker::build_image(
+                        &docker,
+                        ctx,
+                        &tag,
+                        &ba,
+                        &HashMap::new(),
+                    ))?;
+                }
+                tag
+            }
+            TestImage::Debian(name) => {
+                crate::docker::context::debian_image(&args.images_dir, name)?
+            }
+        };
         tags.insert(role, tag);
     }
     let image_build_s = t.elapsed().as_secs_f64();
@@ -336,10 +351,10 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&f)?);
     } else {
         println!(
-            "reconcile (every app on the stand-in images, {} containers)",
+            "reconcile (every app on the test images, {} containers)",
             f.containers
         );
-        println!("  stand-in images ready         {:>8.1} s", f.image_build_s);
+        println!("  test images ready             {:>8.1} s", f.image_build_s);
         println!(
             "  cold install (serve → wired)  {:>8.1} s",
             f.cold_install_s

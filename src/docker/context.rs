@@ -2,7 +2,9 @@
 //! `Dockerfile`, a `rootfs/` and a `layout` file (`link <path>` for a link
 //! to the multi-call program, `dir <path> <octal mode>`), plus the host's
 //! static busybox with its applet links and one static program. Used for
-//! the stand-in images of `images/testing/` (tests and `bench reconcile`).
+//! the stand-in images of `images/testing/` (tests and `bench reconcile`),
+//! beside the real PostgreSQL and Redis built from Debian's packages
+//! ([`debian_image`]).
 //! The tar is deterministic (mtime 0, root-owned), so an unchanged context
 //! hashes the same.
 
@@ -11,21 +13,82 @@ use std::collections::BTreeSet;
 /// `(name, value)` build arguments.
 pub type BuildArgs = &'static [(&'static str, &'static str)];
 
-/// The stand-in for each image role of the catalog: `(role, image dir in
-/// images/testing, build arguments)`.
-pub const STANDINS: [(&str, &str, BuildArgs); 7] = [
-    ("nextcloud", "nextcloud", &[("NEXTCLOUD_VERSION", "31.0.0")]),
-    ("nextcloud-db", "postgres", &[]),
-    ("nextcloud-redis", "redis", &[]),
-    ("collabora", "collabora", &[]),
-    ("discourse", "discourse", &[]),
+/// Where the test image of a catalog role comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestImage {
+    /// A stand-in, built from `images/testing/<dir>` with these build
+    /// arguments ([`standin_context`]).
+    Standin { dir: &'static str, args: BuildArgs },
+    /// The real program, built from Debian's packages by
+    /// `images/testing/debian-image.sh <name>` ([`debian_image`]).
+    Debian(&'static str),
+}
+
+/// The test image for each image role of the catalog. PostgreSQL 15 is
+/// bookworm's (no pgvector there), 17 trixie's with pgvector, which
+/// Discourse needs.
+pub const TEST_IMAGES: [(&str, TestImage); 7] = [
     (
-        "discourse-db",
-        "postgres",
-        &[("PG_EXTENSIONS", "plpgsql hstore pg_trgm vector")],
+        "nextcloud",
+        TestImage::Standin {
+            dir: "nextcloud",
+            args: &[("NEXTCLOUD_VERSION", "31.0.0")],
+        },
     ),
-    ("discourse-redis", "redis", &[]),
+    ("nextcloud-db", TestImage::Debian("postgres:15")),
+    ("nextcloud-redis", TestImage::Debian("redis")),
+    (
+        "collabora",
+        TestImage::Standin {
+            dir: "collabora",
+            args: &[],
+        },
+    ),
+    (
+        "discourse",
+        TestImage::Standin {
+            dir: "discourse",
+            args: &[],
+        },
+    ),
+    ("discourse-db", TestImage::Debian("postgres:17")),
+    ("discourse-redis", TestImage::Debian("redis")),
 ];
+
+/// The images `images/testing/debian-image.sh` builds.
+pub const DEBIAN_IMAGES: [&str; 3] = ["postgres:15", "postgres:17", "redis"];
+
+/// The tag of Debian test image `name` (one of [`DEBIAN_IMAGES`]), built
+/// by `<images_dir>/debian-image.sh` unless an image of the same build
+/// inputs (the script, the entrypoint) exists. The script keeps concurrent
+/// callers from building the same image twice. Blocking: a cold build
+/// takes about a minute.
+pub fn debian_image(images_dir: &Path, name: &str) -> Result<String, super::DockerError> {
+    let script = images_dir.join("debian-image.sh");
+    let failed = |message: String| super::DockerError::Build {
+        tag: name.to_owned(),
+        message,
+    };
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(name)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| failed(format!("running {}: {e}", script.display())))?;
+    let tag = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !out.status.success() || tag.is_empty() {
+        let log = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        return Err(failed(format!(
+            "{} {name} failed ({}):\n{}",
+            script.display(),
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )));
+    }
+    Ok(tag)
+}
+
 use std::path::Path;
 
 /// The tar of a context, or what went wrong, naming the file.

@@ -1,5 +1,9 @@
-//! The stand-in images of `images/testing/` and a small Docker lab for the
+//! The test images of `images/testing/` and a small Docker lab for the
 //! tests that run them.
+//!
+//! Real PostgreSQL and Redis come from Debian's packages ([`debian`],
+//! `images/testing/debian-image.sh`); Nextcloud, Collabora and Discourse
+//! are stand-ins.
 //!
 //! Images: each `images/testing/<name>/` holds a `Dockerfile` (`FROM
 //! scratch`), a `rootfs/` and a `layout` file. The build context is put
@@ -138,6 +142,36 @@ pub async fn image(docker: &Docker, name: &str, args: &[(&str, &str)]) -> String
         .unwrap_or_else(|e| panic!("{e}"));
     prune_stale(docker, name, &source).await;
     tag
+}
+
+/// The tag of the real image `name` (`postgres:15`, `postgres:17`,
+/// `redis`) built from Debian's packages by `images/testing/debian-image.sh`
+/// (`provision/test.sh` builds them before the tests; a test building one
+/// itself takes about a minute). Looked up once per test process.
+pub fn debian(name: &str) -> String {
+    static TAGS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut tags = TAGS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, tag)) = tags.iter().find(|(n, _)| n == name) {
+        return tag.clone();
+    }
+    let tag = commonscloud::docker::context::debian_image(&images_dir(), name)
+        .unwrap_or_else(|e| panic!("{e}"));
+    tags.push((name.to_owned(), tag.clone()));
+    tag
+}
+
+/// The test image of a catalog role (`commonscloud::docker::context::TEST_IMAGES`).
+pub async fn test_image(
+    docker: &Docker,
+    source: commonscloud::docker::context::TestImage,
+) -> String {
+    use commonscloud::docker::context::TestImage;
+    match source {
+        TestImage::Standin { dir, args } => image(docker, dir, args).await,
+        TestImage::Debian(name) => debian(name),
+    }
 }
 
 /// Removes images of `name` built from other sources more than an hour ago
@@ -433,6 +467,47 @@ impl Lab {
         Started {
             name,
             port: host_port,
+        }
+    }
+
+    /// Sends `signal` (`SIGTERM`, …) to the container's main process.
+    pub async fn kill(&self, container: &str, signal: &str) {
+        self.docker
+            .kill_container(
+                container,
+                Some(bollard::query_parameters::KillContainerOptions {
+                    signal: signal.to_owned(),
+                }),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("kill -s {signal} {container}: {e}"));
+    }
+
+    /// Starts a stopped container again.
+    pub async fn start_again(&self, container: &str) {
+        self.docker
+            .start_container(
+                container,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("start {container}: {e}"));
+    }
+
+    /// Polls the container's output until it contains `needle`; the
+    /// output (panics after `timeout`).
+    pub async fn wait_log(&self, container: &str, needle: &str, timeout: Duration) -> String {
+        let until = Instant::now() + timeout;
+        loop {
+            let logs = self.logs(container).await;
+            if logs.contains(needle) {
+                return logs;
+            }
+            assert!(
+                Instant::now() < until,
+                "{container} never logged {needle:?}:\n{logs}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 

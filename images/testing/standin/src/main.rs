@@ -13,9 +13,9 @@ mod discourse;
 mod net;
 mod nextcloud;
 mod occ;
-mod postgres;
+mod postgres; // a client login to the real server
 mod proxy;
-mod redis;
+mod redis; // a client PING to the real server
 mod state;
 
 use std::path::Path;
@@ -200,28 +200,10 @@ fn run(applet: &str, args: &[String]) -> R<i32> {
         // Discourse (web-only).
         "boot" | "discourse" => discourse::boot(args),
         "rails" => discourse::rails(args),
-        // postgres and redis share the entrypoint's name, as upstream.
-        "docker-entrypoint.sh" => {
-            let image = std::fs::read_to_string("/etc/standin-image").unwrap_or_default();
-            match image.trim() {
-                "postgres" => postgres::entrypoint(args),
-                "redis" => redis::entrypoint(args),
-                other => fail(format!(
-                    "docker-entrypoint.sh: unknown stand-in image {other:?}"
-                )),
-            }
-        }
-        "postgres" => postgres::server(args),
-        "pg_isready" => postgres::pg_isready(args),
-        "psql" => postgres::psql(args),
-        "pg_dump" => postgres::pg_dump(args),
-        "redis-server" => redis::server(args),
-        "redis-cli" => redis::cli(args),
         "curl" => curl::main(args),
         other => fail(format!(
             "standin: unknown applet {other:?} (entrypoint.sh, apache2-foreground, cron.sh, php, occ, \
-             start-collabora-online.sh, boot, rails, docker-entrypoint.sh, postgres, pg_isready, psql, \
-             pg_dump, redis-server, redis-cli, curl)"
+             start-collabora-online.sh, boot, rails, curl)"
         )),
     }
 }

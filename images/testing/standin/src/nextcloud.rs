@@ -274,8 +274,8 @@ pub fn app_version(app: &str) -> &'static str {
     }
 }
 
-/// Checks the database the way the install does: a login at the postgres
-/// stand-in with these credentials.
+/// Checks the database the way the install does: a login to PostgreSQL
+/// with these credentials.
 pub fn check_db(host: &str, user: &str, db: &str, password: &str) -> Result<(), String> {
     let (h, port) = net::split_host_port(host, 5432)?;
     crate::postgres::login(&h, port, user, db, password)
