@@ -25,16 +25,28 @@ if [ "$(umask)" = 0022 ]; then
   umask 0077
 fi
 
+# As upstream: `redis-server [config file] --protected-mode no [the other
+# arguments]`, so an argument that must stay last (`-`, the rest of the
+# configuration on standard input) stays last.
 if [ "${1:-}" = redis-server ]; then
   protected=
   for arg; do
     [ "$arg" = --protected-mode ] && protected=given
   done
-  if [ -z "$protected" ] && [ -f "${2:-}" ] && grep -Eq '^[[:space:]]*protected-mode[[:space:]]' "$2"; then
-    protected=given
+  config=
+  if [ -f "${2:-}" ]; then
+    config=$2
+    grep -Eq '^[[:space:]]*protected-mode[[:space:]]' "$config" && protected=given
   fi
   if [ -z "$protected" ]; then
-    set -- "$@" --protected-mode no
+    shift
+    if [ -n "$config" ]; then
+      shift
+      set -- "$config" --protected-mode no "$@"
+    else
+      set -- --protected-mode no "$@"
+    fi
+    set -- redis-server "$@"
   fi
 fi
 
