@@ -794,6 +794,11 @@ async fn the_front_door_as_its_own_user_reaches_the_console_and_nothing_else_of_
 
     // The modes tmpfiles.d and the units give, on this appliance's paths.
     set_owner_mode(root, 0, 0, 0o755);
+    // The binary where both users may run it, as /usr/bin is (the cargo
+    // target dir may be under a home directory they cannot enter).
+    let bin = root.join("commonscloud");
+    std::fs::copy(BIN, &bin).unwrap();
+    set_owner_mode(&bin, 0, 0, 0o755);
     set_owner_mode(&app.config, 0, sup, 0o640);
     for (dir, declared) in [
         (&state, "/var/lib/commonscloud"),
@@ -846,7 +851,7 @@ async fn the_front_door_as_its_own_user_reaches_the_console_and_nothing_else_of_
     };
     // The supervisor, as its user (no Docker: the console is what matters).
     let serve_log = root.join("serve.log");
-    let mut serve = Command::new(BIN);
+    let mut serve = Command::new(&bin);
     serve
         .arg("--config")
         .arg(&app.config)
@@ -859,7 +864,7 @@ async fn the_front_door_as_its_own_user_reaches_the_console_and_nothing_else_of_
     let _serve = Proc(serve.spawn().unwrap());
     // The front door, as its own, reading the published directory only.
     let door_log = root.join("front-door.log");
-    let mut door_cmd = Command::new(BIN);
+    let mut door_cmd = Command::new(&bin);
     door_cmd
         .arg("front-door")
         .arg("--dir")
