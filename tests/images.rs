@@ -1,8 +1,11 @@
 //! The test images of `images/testing/`, built and run on the real Docker
 //! Engine: the stand-ins accept exactly what the catalog (`src/apps`)
 //! gives them and refuse what upstream refuses (a wrong key, a skipped
-//! major version, settings out of order, a forged DiscourseConnect
-//! payload); the real PostgreSQL and Redis, built from Debian's packages,
+//! major version, a downgrade, a skipped required patch release, settings
+//! out of order, a forged DiscourseConnect payload); their releases
+//! upgrade as upstream's do (Nextcloud's entrypoint and `occ upgrade`,
+//! maintenance mode, a broken release, a volume and a database restored
+//! apart; Discourse's migrations on boot); the real PostgreSQL and Redis, built from Debian's packages,
 //! keep the official images' contract (secrets from files, init scripts
 //! once, data across containers, dump and restore, passwords).
 //!
@@ -659,179 +662,788 @@ async fn the_catalog_runs_and_wires_on_the_test_images() {
 
 // ---- Nextcloud: install and upgrade rules -------------------------------------
 
+const NC_DB_SECRET: &str = "/run/secrets/nextcloud-db-password";
+const NC_ADMIN_SECRET: &str = "/run/secrets/nextcloud-admin-password";
+
 fn nextcloud_env(run: Run) -> Run {
     run.env("POSTGRES_HOST", "nextcloud-db")
         .env("POSTGRES_DB", "nextcloud")
         .env("POSTGRES_USER", "nextcloud")
-        .env(
-            "POSTGRES_PASSWORD_FILE",
-            "/run/secrets/nextcloud-db-password",
-        )
+        .env("POSTGRES_PASSWORD_FILE", NC_DB_SECRET)
         .env("NEXTCLOUD_ADMIN_USER", "admin")
-        .env(
-            "NEXTCLOUD_ADMIN_PASSWORD_FILE",
-            "/run/secrets/nextcloud-admin-password",
-        )
+        .env("NEXTCLOUD_ADMIN_PASSWORD_FILE", NC_ADMIN_SECRET)
         .env("NEXTCLOUD_TRUSTED_DOMAINS", "cloud.example.org")
 }
 
-#[tokio::test]
-async fn nextcloud_upgrades_one_major_version_at_a_time() {
-    let lab = Lab::new().await;
-    let docker = &lab.docker;
-    let nc = |v: &'static str| async move {
-        images::image(docker, "nextcloud", &[("NEXTCLOUD_VERSION", v)]).await
-    };
-    let (nc30, nc31, nc32) = (nc("30.0.0").await, nc("31.0.0").await, nc("32.0.0").await);
-    let pg = images::debian("postgres:15");
-    let db_pw = lab.secret("nextcloud-db-password", &random_hex(32), 0o600);
-    let admin_pw = lab.secret("nextcloud-admin-password", &random_hex(32), 0o600);
-    let net = lab.network(false).await;
-    let mut db = Run::new("db", &pg)
-        .env("POSTGRES_DB", "nextcloud")
-        .env("POSTGRES_USER", "nextcloud")
-        .env(
-            "POSTGRES_PASSWORD_FILE",
-            "/run/secrets/nextcloud-db-password",
-        );
-    db.binds = vec![(db_pw.clone(), "/run/secrets/nextcloud-db-password".into())];
-    db.networks = vec![(net.clone(), vec!["nextcloud-db".into()])];
-    db.volumes = vec![(lab.volume().await, "/var/lib/postgresql/data".into())];
-    db.health = Some(vec![
-        "CMD".into(),
-        "pg_isready".into(),
-        "-h".into(),
-        "127.0.0.1".into(),
-        "-U".into(),
-        "nextcloud".into(),
-        "-d".into(),
-        "nextcloud".into(),
-    ]);
-    let db = lab.start(&db).await;
-    lab.wait_healthy(&db.name, SECS(30)).await;
+/// The health check the catalog gives a container of `role`.
+fn catalog_health(role: &str) -> Vec<String> {
+    let app = common::Appliance::new();
+    let mut config = commonscloud::config::load(&app.config).unwrap();
+    config.apps.enabled = commonscloud::model::AppName::ALL.to_vec();
+    config.apps.force = true;
+    let desired = commonscloud::apps::desired(&config).unwrap();
+    let spec = desired
+        .containers
+        .iter()
+        .find(|c| c.role == role)
+        .unwrap_or_else(|| panic!("no {role} in the catalog"));
+    let test = spec.health.as_ref().expect("a health check").test.clone();
+    assert_eq!(test[0], "CMD", "{test:?}");
+    test[1..].to_vec()
+}
 
-    let html = lab.volume().await;
-    let web = |image: &str, volume: &str| {
+/// What the entrypoint records for an upgrade that went through, in
+/// upstream's order.
+const UPGRADE_STEPS: [&str; 9] = [
+    "version check",
+    "enabled apps listed",
+    "rsync",
+    "version.php",
+    "pre-upgrade hooks",
+    "occ upgrade (exit 0)",
+    "disabled apps listed",
+    "post-upgrade hooks",
+    "initializing finished",
+];
+
+/// A Nextcloud lab: the real PostgreSQL 15 with its database, and what a
+/// stand-in needs to install on it.
+struct Nc<'a> {
+    lab: &'a Lab,
+    net: String,
+    db: String,
+    db_pw: PathBuf,
+    admin_pw: PathBuf,
+    /// Hooks bound into `/docker-entrypoint-hooks.d` (stage, host dir).
+    hooks: Vec<(String, PathBuf)>,
+}
+
+impl<'a> Nc<'a> {
+    async fn new(lab: &'a Lab) -> Nc<'a> {
+        let pg = images::debian("postgres:15");
+        let db_pw = lab.secret("nextcloud-db-password", &random_hex(32), 0o600);
+        let admin_pw = lab.secret("nextcloud-admin-password", &random_hex(32), 0o600);
+        let net = lab.network(false).await;
+        let mut db = pg_run(&pg, "db")
+            .env("POSTGRES_DB", "nextcloud")
+            .env("POSTGRES_USER", "nextcloud")
+            .env("POSTGRES_PASSWORD_FILE", NC_DB_SECRET);
+        db.binds = vec![(db_pw.clone(), NC_DB_SECRET.into())];
+        db.networks = vec![(net.clone(), vec!["nextcloud-db".into()])];
+        db.volumes = vec![(lab.volume().await, "/var/lib/postgresql/data".into())];
+        let db = lab.start(&db).await;
+        lab.wait_healthy(&db.name, SECS(60)).await;
+        Nc {
+            lab,
+            net,
+            db: db.name,
+            db_pw,
+            admin_pw,
+            hooks: Vec::new(),
+        }
+    }
+
+    /// Hooks that record, for each upgrade, what the volume's code and
+    /// config.php say when they run (in `data/hooks.log`).
+    fn with_recording_hooks(mut self) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        for stage in ["pre-upgrade", "post-upgrade"] {
+            let dir = self.lab.dir.path().join("hooks").join(stage);
+            std::fs::create_dir_all(&dir).unwrap();
+            let script = dir.join("10-record.sh");
+            std::fs::write(
+                &script,
+                format!(
+                    "#!/bin/sh\nset -e\ncd /var/www/html\n\
+                     code=$(grep -o \"OC_VersionString = '[0-9.]*'\" version.php | cut -d\"'\" -f2)\n\
+                     conf=$(grep -o \"'version' => '[0-9.]*'\" config/config.php | cut -d\"'\" -f4)\n\
+                     echo \"{stage} code=$code config=$conf user=$(id -u)\" >> data/hooks.log\n"
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            self.hooks.push((stage.into(), dir));
+        }
+        self
+    }
+
+    fn web(&self, image: &str, volume: &str) -> Run {
         let mut r = nextcloud_env(Run::new("nextcloud", image));
         r.binds = vec![
-            (db_pw.clone(), "/run/secrets/nextcloud-db-password".into()),
-            (
-                admin_pw.clone(),
-                "/run/secrets/nextcloud-admin-password".into(),
-            ),
+            (self.db_pw.clone(), NC_DB_SECRET.into()),
+            (self.admin_pw.clone(), NC_ADMIN_SECRET.into()),
         ];
-        r.networks = vec![(net.clone(), vec!["nextcloud".into()])];
+        for (stage, dir) in &self.hooks {
+            r.binds
+                .push((dir.clone(), format!("/docker-entrypoint-hooks.d/{stage}")));
+        }
+        r.networks = vec![(self.net.clone(), vec!["nextcloud".into()])];
         r.volumes = vec![(volume.to_owned(), "/var/www/html".into())];
         r
-    };
-    let status = |name: String| {
-        let lab = &lab;
-        async move {
-            let until = std::time::Instant::now() + SECS(30);
-            loop {
-                let e = lab
-                    .exec(
-                        &name,
-                        "www-data",
-                        &["curl", "-fsS", "http://localhost/status.php"],
-                    )
-                    .await;
-                if e.code == 0 {
-                    let s: serde_json::Value = serde_json::from_str(&e.stdout).unwrap();
-                    if s["installed"] == true {
-                        return s;
-                    }
+    }
+
+    /// Starts release `version` on `volume`: the container's name.
+    async fn start(&self, version: &str, volume: &str) -> String {
+        let image = images::nextcloud(&self.lab.docker, version).await;
+        self.lab.start(&self.web(&image, volume)).await.name
+    }
+
+    /// `GET /<path>` from inside the container: (status, body), `None`
+    /// while nothing listens.
+    async fn get(&self, c: &str, path: &str) -> Option<(u16, String)> {
+        let url = format!("http://localhost{path}");
+        let e = self.lab.exec(c, "www-data", &["curl", "-si", &url]).await;
+        if e.code != 0 {
+            return None;
+        }
+        let (head, body) = e.stdout.split_once("\r\n\r\n")?;
+        let code = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((code, body.to_owned()))
+    }
+
+    /// Polls status.php until `ok` holds for its status and JSON (`null`
+    /// when the body is none); what it answered.
+    async fn wait_status(
+        &self,
+        c: &str,
+        what: &str,
+        ok: impl Fn(u16, &serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let until = std::time::Instant::now() + SECS(60);
+        loop {
+            let got = self.get(c, "/status.php").await;
+            if let Some((code, body)) = &got {
+                let v = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
+                if ok(*code, &v) {
+                    return v;
                 }
-                assert!(
-                    std::time::Instant::now() < until,
-                    "never installed: {}\nlogs:\n{}",
-                    e.show(),
-                    lab.logs(&name).await
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
             }
+            assert!(
+                std::time::Instant::now() < until,
+                "status.php never said {what}: {got:?}\nlogs:\n{}",
+                self.lab.logs(c).await
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    };
-    let remove = |name: String| {
-        let lab = &lab;
-        async move {
-            lab.docker
-                .remove_container(
-                    &name,
-                    Some(bollard::query_parameters::RemoveContainerOptions {
-                        force: true,
-                        ..Default::default()
-                    }),
-                )
-                .await
-                .unwrap();
-        }
-    };
+    }
 
-    // Plain and _FILE together is an error, before anything is installed.
-    let both = lab
-        .start(&web(&nc31, &lab.volume().await).env("POSTGRES_PASSWORD", "x"))
+    /// Waits until status.php answers 200 with `key` true.
+    async fn wait_true(&self, c: &str, key: &str) -> serde_json::Value {
+        self.wait_status(c, key, |code, s| code == 200 && s[key] == true)
+            .await
+    }
+
+    /// Waits until status.php says installed at `version`, healthy.
+    async fn wait_ready(&self, c: &str, version: &str) -> serde_json::Value {
+        let full = format!("{version}.0");
+        self.wait_status(c, &format!("{full}, ready"), |code, s| {
+            code == 200
+                && s["installed"] == true
+                && s["version"] == full.as_str()
+                && s["maintenance"] == false
+                && s["needsDbUpgrade"] == false
+        })
+        .await
+    }
+
+    async fn occ(&self, c: &str, args: &[&str]) -> images::Exec {
+        let mut cmd = vec!["php", "occ"];
+        cmd.extend(args);
+        self.lab.exec(c, "www-data", &cmd).await
+    }
+
+    async fn occ_ok(&self, c: &str, args: &[&str]) -> String {
+        let e = self.occ(c, args).await;
+        assert_eq!(e.code, 0, "occ {args:?}: {}", e.show());
+        e.stdout
+    }
+
+    async fn state(&self, c: &str) -> serde_json::Value {
+        serde_json::from_str(&self.lab.cat(c, "/var/www/html/standin-state.json").await).unwrap()
+    }
+
+    /// The catalog's health check, run in the container: its exit code.
+    async fn health(&self, c: &str) -> i64 {
+        let test = catalog_health("nextcloud");
+        let cmd: Vec<&str> = test.iter().map(String::as_str).collect();
+        self.lab.exec(c, "www-data", &cmd).await.code
+    }
+
+    /// The version the database records for `app`.
+    async fn app_version(&self, app: &str) -> String {
+        sql_ok(
+            self.lab,
+            &self.db,
+            "nextcloud",
+            "nextcloud",
+            &format!(
+                "SELECT configvalue FROM oc_appconfig WHERE appid = '{app}' AND configkey = 'installed_version'"
+            ),
+        )
+        .await
+    }
+
+    /// A PostgreSQL tool run in the database's container, which must
+    /// succeed.
+    async fn pg_tool(&self, cmd: &[&str]) {
+        let e = self.lab.exec(&self.db, "postgres", cmd).await;
+        assert_eq!(e.code, 0, "{cmd:?}: {}", e.show());
+    }
+
+    /// `pg_dump -Fc` of the database to `/tmp/<name>` in its container.
+    async fn dump(&self, name: &str) {
+        let path = format!("/tmp/{name}");
+        self.pg_tool(&[
+            "pg_dump",
+            "-Fc",
+            "-U",
+            "nextcloud",
+            "-d",
+            "nextcloud",
+            "-f",
+            &path,
+        ])
         .await;
-    assert_eq!(lab.wait_exit(&both.name, SECS(20)).await, 1);
-    assert!(lab.logs(&both.name).await.contains("are exclusive"));
-    // An unreadable _FILE too.
-    let mut unreadable = web(&nc31, &lab.volume().await);
-    unreadable.binds.pop();
-    let unreadable = lab.start(&unreadable).await;
-    assert_eq!(lab.wait_exit(&unreadable.name, SECS(20)).await, 1);
-    assert!(
-        lab.logs(&unreadable.name)
-            .await
-            .contains("NEXTCLOUD_ADMIN_PASSWORD_FILE")
-    );
+    }
 
-    // 30 installs.
-    let v30 = lab.start(&web(&nc30, &html)).await;
-    let s = status(v30.name.clone()).await;
-    assert_eq!(s["version"], "30.0.0.0", "{s}");
-    remove(v30.name).await;
+    /// Restores the dump `name` over the database.
+    async fn restore(&self, name: &str) {
+        let path = format!("/tmp/{name}");
+        self.pg_tool(&[
+            "pg_restore",
+            "--clean",
+            "--if-exists",
+            "-U",
+            "nextcloud",
+            "-d",
+            "nextcloud",
+            &path,
+        ])
+        .await;
+    }
 
-    // 32 on 30's data: refused, like upstream's entrypoint.
-    let v32 = lab.start(&web(&nc32, &html)).await;
-    assert_eq!(lab.wait_exit(&v32.name, SECS(20)).await, 1);
-    let logs = lab.logs(&v32.name).await;
-    assert!(
-        logs.contains("only possible to upgrade one major version at a time"),
-        "{logs}"
-    );
+    /// A shell script run as root on `volumes`, to its end; its output.
+    async fn sh(&self, volumes: &[(&str, &str)], script: &str) -> String {
+        let image = images::nextcloud(&self.lab.docker, "31.0.5").await;
+        let (code, out) = self.lab.sh(&image, volumes, script).await;
+        assert_eq!(code, 0, "{script}: {out}");
+        out
+    }
 
-    // 31 upgrades it.
-    let v31 = lab.start(&web(&nc31, &html)).await;
-    let s = status(v31.name.clone()).await;
-    assert_eq!(s["version"], "31.0.0.0", "{s}");
-    assert_eq!(s["needsDbUpgrade"], false, "{s}");
-    assert!(
-        lab.logs(&v31.name)
-            .await
-            .contains("Upgrading nextcloud from 30.0.0.0")
+    /// Every entry of the volume: its path, mode, owner, and for files the
+    /// size and SHA-256.
+    async fn digest(&self, volume: &str) -> String {
+        self.sh(
+            &[(volume, "/v")],
+            "cd /v && find . | sort | while read -r f; do \
+               if [ -f \"$f\" ] && [ ! -L \"$f\" ]; then \
+                 echo \"$(stat -c '%n %a %u:%g %s' \"$f\") $(sha256sum < \"$f\" | cut -d' ' -f1)\"; \
+               else stat -c '%n %a %u:%g %F' \"$f\"; fi; done",
+        )
+        .await
+    }
+
+    /// A copy of the volume (a backup taken while no container runs).
+    async fn copy(&self, volume: &str) -> String {
+        let to = self.lab.volume().await;
+        self.sh(&[(volume, "/from"), (&to, "/to")], "cp -a /from/. /to/")
+            .await;
+        to
+    }
+
+    /// A file of the volume (empty when missing).
+    async fn read(&self, volume: &str, path: &str) -> String {
+        self.sh(
+            &[(volume, "/v")],
+            &format!("cat /v/{path} 2>/dev/null || true"),
+        )
+        .await
+    }
+}
+
+/// The (from, to) of each install and upgrade the entrypoint logged, and
+/// the steps of the last.
+fn upgrade_log(st: &serde_json::Value) -> (Vec<(String, String)>, Vec<String>) {
+    let all = st["upgrades"].as_array().cloned().unwrap_or_default();
+    let pairs = all
+        .iter()
+        .map(|u| {
+            (
+                u["from"].as_str().unwrap_or("").to_owned(),
+                u["to"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let steps = all
+        .last()
+        .and_then(|u| u["steps"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|s| s.as_str().unwrap_or("").to_owned())
+        .collect();
+    (pairs, steps)
+}
+
+fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+    p.iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn nextcloud_climbs_one_major_at_a_time_through_the_required_patch_keeping_its_data() {
+    let lab = Lab::new().await;
+    let nc = Nc::new(&lab).await.with_recording_hooks();
+    let html = lab.volume().await;
+
+    // 30 installs; some data, a setting, an app.
+    let c = nc.start("30.0.17", &html).await;
+    nc.wait_ready(&c, "30.0.17").await;
+    let (_, steps) = upgrade_log(&nc.state(&c).await);
+    assert_eq!(
+        steps,
+        [
+            "version check",
+            "rsync",
+            "version.php",
+            "installed",
+            "initializing finished"
+        ]
     );
     let e = lab
         .exec(
-            &v31.name,
+            &c,
             "www-data",
-            &["php", "occ", "ldap:create-empty-config"],
+            &[
+                "sh",
+                "-c",
+                "mkdir -p data/admin/files && echo kept > data/admin/files/hello.txt",
+            ],
         )
         .await;
+    assert_eq!(e.code, 0, "{}", e.show());
+    nc.occ_ok(
+        &c,
+        &["config:system:set", "default_phone_region", "--value=ES"],
+    )
+    .await;
+    nc.occ_ok(&c, &["app:enable", "user_ldap"]).await;
+    assert_eq!(nc.app_version("files").await, "30.0.17");
+    assert_eq!(nc.app_version("user_ldap").await, "30.0.17");
+    lab.remove(&c).await;
+
+    // 32 on 30: the entrypoint refuses before it changes a byte.
+    let before = nc.digest(&html).await;
+    let c = nc.start("32.0.0", &html).await;
+    assert_eq!(lab.wait_exit(&c, SECS(30)).await, 1);
+    let logs = lab.logs(&c).await;
     assert!(
-        e.code != 0 && e.stderr.contains("\"ldap\" namespace"),
-        "ldap commands need user_ldap enabled: {}",
+        logs.contains(
+            "Can't start Nextcloud because upgrading from 30.0.17.0 to 32.0.0.0 is not supported."
+        ) && logs.contains("It is only possible to upgrade one major version at a time."),
+        "{logs}"
+    );
+    assert_eq!(
+        nc.digest(&html).await,
+        before,
+        "the refused 32 changed the volume"
+    );
+    assert_eq!(nc.app_version("files").await, "30.0.17");
+    lab.remove(&c).await;
+
+    // 31.0.0 upgrades it in upstream's order: the code and version.php
+    // first, then the pre-upgrade hooks, occ upgrade, the post-upgrade
+    // hooks.
+    let c = nc.start("31.0.0", &html).await;
+    nc.wait_ready(&c, "31.0.0").await;
+    lab.wait_log(&c, "Upgrading nextcloud from 30.0.17.0 ...", SECS(5))
+        .await;
+    let (log, steps) = upgrade_log(&nc.state(&c).await);
+    assert_eq!(
+        log,
+        pairs(&[("0.0.0.0", "30.0.17.0"), ("30.0.17.0", "31.0.0.0")])
+    );
+    assert_eq!(steps, UPGRADE_STEPS);
+    assert_eq!(
+        lab.cat(&c, "/var/www/html/data/hooks.log").await,
+        "pre-upgrade code=31.0.0 config=30.0.17.0 user=33\npost-upgrade code=31.0.0 config=31.0.0.0 user=33\n"
+    );
+    // The data, the settings and the apps stay; the old code goes.
+    assert_eq!(
+        lab.cat(&c, "/var/www/html/data/admin/files/hello.txt")
+            .await,
+        "kept\n"
+    );
+    assert_eq!(
+        nc.occ_ok(&c, &["config:system:get", "default_phone_region"])
+            .await
+            .trim(),
+        "ES"
+    );
+    assert!(
+        nc.occ_ok(&c, &["app:list"])
+            .await
+            .contains("  - user_ldap: 31.0.0")
+    );
+    let files = lab
+        .exec(&c, "root", &["ls", "/var/www/html/core"])
+        .await
+        .stdout;
+    assert_eq!(files.trim(), "release-31.0.0.txt", "rsync --delete");
+    assert_eq!(nc.app_version("files").await, "31.0.0");
+    assert_eq!(nc.app_version("user_ldap").await, "31.0.0");
+    lab.remove(&c).await;
+
+    // 32.0.0 on 31.0.0: one major, so the entrypoint copies it, but occ
+    // upgrade refuses (32 needs 31.0.5) and keeps maintenance on; the
+    // entrypoint stops with occ's status. A backup first, as an upgrade
+    // executor takes it: the volume (no container running) and the
+    // database.
+    let backup = nc.copy(&html).await;
+    nc.dump("before-32").await;
+    let c = nc.start("32.0.0", &html).await;
+    assert_eq!(lab.wait_exit(&c, SECS(60)).await, 5);
+    let logs = lab.logs(&c).await;
+    for line in [
+        "Exception: Updates between multiple major versions and downgrades are unsupported.",
+        "Update failed",
+        "Maintenance mode is kept active",
+        "upgrade to 31.0.5 first",
+    ] {
+        assert!(logs.contains(line), "{line:?} in:\n{logs}");
+    }
+    assert!(!logs.contains("Initializing finished"), "{logs}");
+    let config = nc.read(&html, "config/config.php").await;
+    assert!(
+        config.contains("'version' => '31.0.0.0',") && config.contains("'maintenance' => true,"),
+        "config.php keeps the old version, in maintenance:\n{config}"
+    );
+    assert!(
+        nc.read(&html, "version.php")
+            .await
+            .contains("$OC_VersionString = '32.0.0';")
+    );
+    let st: serde_json::Value =
+        serde_json::from_str(&nc.read(&html, "standin-state.json").await).unwrap();
+    let (_, steps) = upgrade_log(&st);
+    assert_eq!(
+        steps.last().map(String::as_str),
+        Some("occ upgrade (exit 5)")
+    );
+    assert_eq!(nc.app_version("files").await, "31.0.0");
+    lab.remove(&c).await;
+
+    // Stuck, as upstream: 32.0.0 again starts without upgrading, in
+    // maintenance; 31.0.5 refuses the newer code on the volume.
+    let c = nc.start("32.0.0", &html).await;
+    let s = nc.wait_true(&c, "maintenance").await;
+    assert_eq!(s["needsDbUpgrade"], true, "{s}");
+    assert_eq!(nc.occ(&c, &["status", "-e"]).await.code, 1);
+    assert_eq!(nc.health(&c).await, 1);
+    lab.remove(&c).await;
+    let c = nc.start("31.0.5", &html).await;
+    assert_eq!(lab.wait_exit(&c, SECS(30)).await, 1);
+    lab.wait_log(&c, "the version of the data (32.0.0.0) is higher than the docker image version (31.0.5.0) and downgrading is not supported", SECS(5)).await;
+    lab.remove(&c).await;
+
+    // Restored together (the volume's copy and the dump), the path goes
+    // through the required patch.
+    nc.restore("before-32").await;
+    let html = backup;
+    for v in ["31.0.5", "32.0.0"] {
+        let c = nc.start(v, &html).await;
+        nc.wait_ready(&c, v).await;
+        lab.remove(&c).await;
+    }
+    let c = nc.start("32.0.0", &html).await;
+    nc.wait_ready(&c, "32.0.0").await;
+    let (log, steps) = upgrade_log(&nc.state(&c).await);
+    assert_eq!(
+        log,
+        pairs(&[
+            ("0.0.0.0", "30.0.17.0"),
+            ("30.0.17.0", "31.0.0.0"),
+            ("31.0.0.0", "31.0.5.0"),
+            ("31.0.5.0", "32.0.0.0")
+        ])
+    );
+    assert_eq!(steps, UPGRADE_STEPS);
+    assert_eq!(
+        lab.cat(&c, "/var/www/html/data/admin/files/hello.txt")
+            .await,
+        "kept\n"
+    );
+    assert_eq!(nc.app_version("files").await, "32.0.0");
+    assert_eq!(nc.app_version("user_ldap").await, "32.0.0");
+    assert_eq!(nc.health(&c).await, 0);
+}
+
+#[tokio::test]
+async fn nextcloud_entrypoints_serialise_and_only_the_web_server_upgrades() {
+    use std::os::unix::fs::PermissionsExt;
+    let lab = Lab::new().await;
+    let mut nc = Nc::new(&lab).await;
+    // A slow pre-installation hook holds the first entrypoint in its
+    // locked section while the second starts.
+    let dir = lab.dir.path().join("hooks/pre-installation");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("10-slow.sh"), "#!/bin/sh\nsleep 3\n").unwrap();
+    std::fs::set_permissions(
+        dir.join("10-slow.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    nc.hooks.push(("pre-installation".into(), dir));
+    let html = lab.volume().await;
+    let a = nc.start("31.0.5", &html).await;
+    lab.wait_log(&a, "Searching for hook scripts", SECS(30))
+        .await;
+    let b = nc.start("31.0.5", &html).await;
+    nc.wait_ready(&a, "31.0.5").await;
+    nc.wait_ready(&b, "31.0.5").await;
+    lab.wait_log(
+        &b,
+        "Another process is initializing Nextcloud. Waiting...",
+        SECS(5),
+    )
+    .await;
+    let (log, _) = upgrade_log(&nc.state(&a).await);
+    assert_eq!(log, pairs(&[("0.0.0.0", "31.0.5.0")]), "one install");
+    lab.remove(&a).await;
+    lab.remove(&b).await;
+    nc.hooks.clear();
+
+    // The cron sidecar (entrypoint /cron.sh) and any command but the web
+    // server's leave the code alone; NEXTCLOUD_UPDATE=1 upgrades anyway.
+    let image = images::nextcloud(&lab.docker, "32.0.0").await;
+    let mut cron = nc.web(&image, &html).env("STANDIN_CRON_SECONDS", "3600");
+    cron.entrypoint = Some(vec!["/cron.sh".into()]);
+    let cron = lab.start(&cron).await.name;
+    lab.wait_log(&cron, "crond (stand-in)", SECS(30)).await;
+    let mut other = nc.web(&image, &html);
+    other.cmd = Some(vec!["true".into()]);
+    let other = lab.start(&other).await.name;
+    assert_eq!(lab.wait_exit(&other, SECS(30)).await, 0);
+    assert!(
+        nc.read(&html, "version.php")
+            .await
+            .contains("$OC_VersionString = '31.0.5';")
+    );
+    let mut update = nc.web(&image, &html).env("NEXTCLOUD_UPDATE", "1");
+    update.cmd = Some(vec!["true".into()]);
+    let update = lab.start(&update).await.name;
+    assert_eq!(lab.wait_exit(&update, SECS(60)).await, 0);
+    assert!(
+        nc.read(&html, "version.php")
+            .await
+            .contains("$OC_VersionString = '32.0.0';")
+    );
+    assert!(
+        nc.read(&html, "config/config.php")
+            .await
+            .contains("'version' => '32.0.0.0',")
+    );
+    assert_eq!(nc.app_version("files").await, "32.0.0");
+}
+
+#[tokio::test]
+async fn nextcloud_broken_release_migrates_then_fails_its_health() {
+    let lab = Lab::new().await;
+    let nc = Nc::new(&lab).await;
+    let html = lab.volume().await;
+    let c = nc.start("31.0.5", &html).await;
+    nc.wait_ready(&c, "31.0.5").await;
+    assert_eq!(nc.health(&c).await, 0);
+    lab.remove(&c).await;
+
+    let c = nc.start("32.0.1", &html).await;
+    let s = nc.wait_status(&c, "500", |code, _| code == 500).await;
+    assert!(s.is_null(), "status.php answers 500 with no body: {s}");
+    let logs = lab.logs(&c).await;
+    assert!(
+        logs.contains("Update successful") && logs.contains("Initializing finished"),
+        "{logs}"
+    );
+    // Its own app list fails after the migration: upstream's entrypoint
+    // then lists every app as disabled.
+    assert!(
+        logs.contains("The following apps have been disabled:\nactivity\n"),
+        "{logs}"
+    );
+    assert_eq!(nc.health(&c).await, 1);
+    let e = nc.occ(&c, &["status", "--output=json"]).await;
+    assert_eq!(e.code, 1, "{}", e.show());
+    assert!(
+        e.stdout
+            .starts_with("An unhandled exception has been thrown:"),
+        "{}",
         e.show()
     );
-    remove(v31.name).await;
-
-    // And back to 30: no downgrades.
-    let back = lab.start(&web(&nc30, &html)).await;
-    assert_eq!(lab.wait_exit(&back.name, SECS(20)).await, 1);
+    let (code, _) = nc.get(&c, "/index.php/login").await.unwrap();
+    assert_eq!(code, 500);
+    // It migrated: config.php and the database say 32.0.1.
     assert!(
-        lab.logs(&back.name)
+        lab.cat(&c, "/var/www/html/config/config.php")
             .await
-            .contains("downgrading is not supported")
+            .contains("'version' => '32.0.1.0',")
     );
+    assert_eq!(nc.app_version("files").await, "32.0.1");
+    lab.remove(&c).await;
+
+    // No way back by image: 32.0.0 and 31.0.5 both refuse the data.
+    for v in ["32.0.0", "31.0.5"] {
+        let c = nc.start(v, &html).await;
+        assert_eq!(lab.wait_exit(&c, SECS(30)).await, 1, "{v}");
+        lab.wait_log(&c, "the version of the data (32.0.1.0) is higher", SECS(5))
+            .await;
+        lab.remove(&c).await;
+    }
+}
+
+#[tokio::test]
+async fn nextcloud_maintenance_mode_through_occ_shows_in_status_and_upgrades() {
+    let lab = Lab::new().await;
+    let nc = Nc::new(&lab).await;
+    let html = lab.volume().await;
+    let c = nc.start("31.0.5", &html).await;
+    nc.wait_ready(&c, "31.0.5").await;
+
+    assert_eq!(
+        nc.occ_ok(&c, &["maintenance:mode", "--on"]).await.trim(),
+        "Maintenance mode enabled"
+    );
+    let s = nc.wait_true(&c, "maintenance").await;
+    assert_eq!(s["needsDbUpgrade"], false, "{s}");
+    assert_eq!(nc.get(&c, "/index.php/login").await.unwrap().0, 503);
+    assert!(
+        lab.cat(&c, "/var/www/html/config/config.php")
+            .await
+            .contains("  'maintenance' => true,\n")
+    );
+    // -e alone prints nothing; -v shows the values too.
+    let e = nc.occ(&c, &["status", "-e"]).await;
+    assert_eq!((e.code, e.stdout.as_str()), (1, ""), "{}", e.show());
+    let e = nc.occ(&c, &["status", "-e", "-v", "--output=json"]).await;
+    assert_eq!(e.code, 1, "{}", e.show());
+    let v: serde_json::Value = serde_json::from_str(e.stdout.trim()).unwrap();
+    for key in [
+        "installed",
+        "version",
+        "versionstring",
+        "edition",
+        "maintenance",
+        "needsDbUpgrade",
+        "productname",
+        "extendedSupport",
+    ] {
+        assert!(v.get(key).is_some(), "{key} in {v}");
+    }
+    assert_eq!(
+        (v["version"].as_str(), v["versionstring"].as_str()),
+        (Some("31.0.5.0"), Some("31.0.5"))
+    );
+    assert_eq!(
+        nc.occ(&c, &["maintenance:mode", "--check-if-disabled"])
+            .await
+            .code,
+        1
+    );
+    assert_eq!(nc.health(&c).await, 1);
+    // Nothing to upgrade, but in maintenance: occ upgrade says so, exit 2.
+    let e = nc.occ(&c, &["upgrade"]).await;
+    assert_eq!(e.code, 2, "{}", e.show());
+    assert!(e.stdout.contains("Nextcloud is in maintenance mode"));
+
+    assert_eq!(
+        nc.occ_ok(&c, &["maintenance:mode", "--off"]).await.trim(),
+        "Maintenance mode disabled"
+    );
+    nc.wait_ready(&c, "31.0.5").await;
+    assert_eq!(nc.occ(&c, &["status", "-e"]).await.code, 0);
+    assert_eq!(
+        nc.occ(&c, &["maintenance:mode", "--check-if-disabled"])
+            .await
+            .code,
+        0
+    );
+    assert_eq!(nc.health(&c).await, 0);
+
+    // A new release started while in maintenance upgrades, and stays in
+    // maintenance (the Updater keeps the mode it found).
+    nc.occ_ok(&c, &["maintenance:mode", "--on"]).await;
+    lab.remove(&c).await;
+    let c = nc.start("32.0.0", &html).await;
+    let s = nc
+        .wait_status(&c, "32.0.0.0", |code, s| {
+            code == 200 && s["version"] == "32.0.0.0" && s["needsDbUpgrade"] == false
+        })
+        .await;
+    assert_eq!(s["maintenance"], true, "{s}");
+    let logs = lab.logs(&c).await;
+    assert!(
+        logs.contains("Update successful\nMaintenance mode is kept active"),
+        "{logs}"
+    );
+    assert_eq!(nc.health(&c).await, 1);
+    nc.occ_ok(&c, &["maintenance:mode", "--off"]).await;
+    nc.wait_ready(&c, "32.0.0").await;
+    assert_eq!(nc.health(&c).await, 0);
+}
+
+#[tokio::test]
+async fn nextcloud_notices_a_volume_and_a_database_restored_apart() {
+    let lab = Lab::new().await;
+    let nc = Nc::new(&lab).await;
+    let html = lab.volume().await;
+    let c = nc.start("31.0.5", &html).await;
+    nc.wait_ready(&c, "31.0.5").await;
+    lab.remove(&c).await;
+    let html31 = nc.copy(&html).await;
+    nc.dump("at-31").await;
+    let c = nc.start("32.0.0", &html).await;
+    nc.wait_ready(&c, "32.0.0").await;
+
+    // The database alone goes back to 31: the code on the volume is newer
+    // than what the database records, so an upgrade is pending (and occ
+    // upgrade, as upstream, migrates the database forward again).
+    nc.restore("at-31").await;
+    let s = nc.wait_true(&c, "needsDbUpgrade").await;
+    assert_eq!(
+        (s["version"].as_str(), &s["maintenance"]),
+        (Some("32.0.0.0"), &json!(false)),
+        "{s}"
+    );
+    assert_eq!(nc.occ(&c, &["status", "-e"]).await.code, 2);
+    assert_eq!(nc.get(&c, "/index.php/login").await.unwrap().0, 503);
+    assert!(
+        nc.occ(&c, &["config:system:get", "version"])
+            .await
+            .stderr
+            .contains("require upgrade")
+    );
+    let out = nc.occ_ok(&c, &["upgrade"]).await;
+    assert!(out.contains("Updated <files> to 32.0.0"), "{out}");
+    nc.wait_ready(&c, "32.0.0").await;
+    lab.remove(&c).await;
+
+    // The volume alone goes back to 31 while the database stays at 32:
+    // 31.0.5 starts without an upgrade of its own, but the database
+    // records newer apps than its code, and occ upgrade refuses.
+    let c = nc.start("31.0.5", &html31).await;
+    let s = nc.wait_true(&c, "needsDbUpgrade").await;
+    assert_eq!(s["version"], "31.0.5.0", "{s}");
+    assert_eq!(nc.occ(&c, &["status", "-e"]).await.code, 2);
+    let e = nc.occ(&c, &["upgrade"]).await;
+    assert_eq!(e.code, 5, "{}", e.show());
+    assert!(
+        e.stdout.contains("32.0.0, newer than this code's 31.0.5")
+            && e.stdout.contains("Maintenance mode is kept active"),
+        "{}",
+        e.show()
+    );
+    assert_eq!(nc.app_version("files").await, "32.0.0", "left alone");
 }
 
 // ---- Collabora ------------------------------------------------------------------
@@ -898,15 +1510,15 @@ async fn collabora_refuses_to_start_without_tls_ending_at_the_proxy() {
 
 /// A Discourse stand-in with its database and redis, and the API key
 /// created by `rails runner`: (container, published port, API key).
-async fn discourse(lab: &Lab) -> (String, u16, String) {
-    let docker = &lab.docker;
+/// Discourse's backends: the real PostgreSQL 17 and Redis on a network of
+/// their own; (the network, the database's container, its password).
+async fn discourse_backends(lab: &Lab) -> (String, String, String) {
     let pg = images::debian("postgres:17");
     let redis = images::debian("redis");
-    let web = images::image(docker, "discourse", &[]).await;
     let net = lab.network(false).await;
     let db_pw = random_hex(32);
     let db_pw_file = lab.secret("discourse-db-password", &db_pw, 0o600);
-    let mut db = Run::new("db", &pg)
+    let mut db = pg_run(&pg, "db")
         .env("POSTGRES_DB", "discourse")
         .env("POSTGRES_USER", "discourse")
         .env(
@@ -922,24 +1534,38 @@ async fn discourse(lab: &Lab) -> (String, u16, String) {
             .to_vec(),
     );
     r.networks = vec![(net.clone(), vec!["discourse-redis".into()])];
-    lab.start(&db).await;
+    let db = lab.start(&db).await.name;
     lab.start(&r).await;
-    let key = random_hex(32);
-    // Readable by the container's discourse user (see the catalog test).
-    let key_file = lab.secret("discourse-api-key", &key, 0o644);
-    let mut d = Run::new("discourse", &web)
+    lab.wait_healthy(&db, SECS(60)).await;
+    (net, db, db_pw)
+}
+
+/// A Discourse stand-in container on [`discourse_backends`].
+fn discourse_run(image: &str, net: &str, db_pw: &str) -> Run {
+    let mut d = Run::new("discourse", image)
         .env("DISCOURSE_HOSTNAME", "forum.example.org")
         .env("DISCOURSE_DEVELOPER_EMAILS", "admin@example.org")
         .env("DISCOURSE_DB_HOST", "discourse-db")
         .env("DISCOURSE_DB_PORT", "5432")
         .env("DISCOURSE_DB_NAME", "discourse")
         .env("DISCOURSE_DB_USERNAME", "discourse")
-        .env("DISCOURSE_DB_PASSWORD", &db_pw)
+        .env("DISCOURSE_DB_PASSWORD", db_pw)
         .env("DISCOURSE_DB_SOCKET", "")
-        .env("DISCOURSE_REDIS_HOST", "discourse-redis")
-        .env("MIGRATE_ON_BOOT", "1");
+        .env("DISCOURSE_REDIS_HOST", "discourse-redis");
+    d.networks = vec![(net.to_owned(), vec!["discourse".into()])];
+    d
+}
+
+/// A Discourse stand-in with its database and redis, and the API key
+/// created by `rails runner`: (container, published port, API key).
+async fn discourse(lab: &Lab) -> (String, u16, String) {
+    let web = images::discourse(&lab.docker, "3.5.0").await;
+    let (net, _, db_pw) = discourse_backends(lab).await;
+    let key = random_hex(32);
+    // Readable by the container's discourse user (see the catalog test).
+    let key_file = lab.secret("discourse-api-key", &key, 0o644);
+    let mut d = discourse_run(&web, &net, &db_pw).env("MIGRATE_ON_BOOT", "1");
     d.binds = vec![(key_file, "/run/secrets/discourse-api-key".into())];
-    d.networks = vec![(net, vec!["discourse".into()])];
     d.publish = Some(80);
     d.volumes = vec![(lab.volume().await, "/shared".into())];
     d.health = Some(
@@ -1235,6 +1861,220 @@ async fn discourse_takes_settings_in_order_and_checks_discourse_connect() {
     let state = lab.cat(&name, "/shared/standin-state.json").await;
     let state: serde_json::Value = serde_json::from_str(&state).unwrap();
     assert_eq!(state["api_keys"].as_array().unwrap().len(), 1);
+}
+
+// ---- Discourse: migrations on boot, two releases --------------------------------
+
+#[tokio::test]
+async fn discourse_migrates_on_boot_and_an_older_release_boots_on_a_newer_schema() {
+    let lab = Lab::new().await;
+    let (net, db, db_pw) = discourse_backends(&lab).await;
+    let shared = lab.volume().await;
+    let web = |image: &str, migrate: bool| {
+        let mut d = discourse_run(image, &net, &db_pw);
+        if migrate {
+            d = d.env("MIGRATE_ON_BOOT", "1");
+        }
+        d.volumes = vec![(shared.clone(), "/shared".into())];
+        d
+    };
+    let migrations = || async {
+        sql_ok(
+            &lab,
+            &db,
+            "discourse",
+            "discourse",
+            "SELECT string_agg(version, ' ' ORDER BY version) FROM schema_migrations",
+        )
+        .await
+    };
+    let get = |c: String, path: &'static str| {
+        let lab = &lab;
+        async move {
+            let until = std::time::Instant::now() + SECS(60);
+            loop {
+                let url = format!("http://localhost{path}");
+                let e = lab.exec(&c, "root", &["curl", "-fsS", &url]).await;
+                if e.code == 0 {
+                    return e.stdout;
+                }
+                assert!(
+                    std::time::Instant::now() < until,
+                    "GET {path}: {}\nlogs:\n{}",
+                    e.show(),
+                    lab.logs(&c).await
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let releases: HashMap<&str, &[&str]> = images::DISCOURSE_RELEASES.into_iter().collect();
+    let (v34, v35) = (
+        images::discourse(&lab.docker, "3.4.0").await,
+        images::discourse(&lab.docker, "3.5.0").await,
+    );
+
+    // A new database needs MIGRATE_ON_BOOT.
+    let c = lab.start(&web(&v34, false)).await.name;
+    assert_eq!(lab.wait_exit(&c, SECS(60)).await, 1);
+    lab.wait_log(&c, "ActiveRecord::PendingMigrationError", SECS(5))
+        .await;
+    lab.remove(&c).await;
+
+    // 3.4.0 migrates and serves.
+    let c = lab.start(&web(&v34, true)).await.name;
+    assert_eq!(get(c.clone(), "/srv/status").await, "ok");
+    assert_eq!(migrations().await, releases["3.4.0"].join(" "));
+    let logs = lab.logs(&c).await;
+    assert!(
+        logs.contains("== 20240912000000 CreateStandinTopics: migrating"),
+        "{logs}"
+    );
+    lab.remove(&c).await;
+
+    // 3.5.0 without MIGRATE_ON_BOOT on 3.4's database: pending, refused.
+    let c = lab.start(&web(&v35, false)).await.name;
+    assert_eq!(lab.wait_exit(&c, SECS(60)).await, 1);
+    lab.remove(&c).await;
+    // 3.5.0 migrates on boot, before it serves: only its new migrations.
+    let c = lab.start(&web(&v35, true)).await.name;
+    assert_eq!(get(c.clone(), "/srv/status").await, "ok");
+    assert_eq!(migrations().await, releases["3.5.0"].join(" "));
+    let logs = lab.logs(&c).await;
+    assert!(
+        logs.contains("== 20250610000000 AddClosedToStandinTopics: migrated")
+            && !logs.contains("CreateStandinTopics: migrating"),
+        "{logs}"
+    );
+    assert_eq!(
+        sql_ok(
+            &lab,
+            &db,
+            "discourse",
+            "discourse",
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'standin_topics' AND column_name = 'closed'",
+        )
+        .await,
+        "closed"
+    );
+    assert!(
+        get(c.clone(), "/")
+            .await
+            .contains("content=\"Discourse 3.5.0 - https://github.com/discourse/discourse")
+    );
+    lab.remove(&c).await;
+
+    // 3.4.0 again, on 3.5's schema: as upstream, db:migrate has nothing to
+    // do, the unknown versions stay, and /srv/status says ok. Only the
+    // versions tell: the page's generator and the migrations it lacks.
+    let c = lab.start(&web(&v34, true)).await.name;
+    assert_eq!(get(c.clone(), "/srv/status").await, "ok");
+    assert_eq!(migrations().await, releases["3.5.0"].join(" "));
+    let schema: serde_json::Value =
+        serde_json::from_str(&get(c.clone(), "/standin/schema.json").await).unwrap();
+    assert_eq!(schema["version"], "3.4.0");
+    assert_eq!(schema["pending"], json!([]));
+    assert_eq!(
+        schema["unknown"],
+        json!(["20250610000000", "20250722000000"])
+    );
+    assert!(
+        get(c.clone(), "/")
+            .await
+            .contains("content=\"Discourse 3.4.0 - ")
+    );
+    let st: serde_json::Value =
+        serde_json::from_str(&lab.cat(&c, "/shared/standin-state.json").await).unwrap();
+    let boots: Vec<(String, usize, usize)> = st["boots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["version"].as_str().unwrap().to_owned(),
+                b["migrated"].as_array().unwrap().len(),
+                b["unknown_migrations"].as_array().unwrap().len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        boots,
+        [
+            ("3.4.0".to_owned(), 2, 0),
+            ("3.5.0".to_owned(), 2, 0),
+            ("3.4.0".to_owned(), 0, 2)
+        ]
+    );
+}
+
+// ---- the stand-in releases are one build -----------------------------------------
+
+#[tokio::test]
+async fn stand_in_releases_share_every_layer_but_their_own_and_say_their_version() {
+    let lab = Lab::new().await;
+    let docker = &lab.docker;
+    let layers = |tag: String| async move {
+        docker
+            .inspect_image(&tag)
+            .await
+            .unwrap()
+            .root_fs
+            .and_then(|r| r.layers)
+            .unwrap_or_default()
+    };
+    let mut nextcloud = Vec::new();
+    for r in images::NEXTCLOUD_RELEASES {
+        let tag = images::nextcloud(docker, r.version).await;
+        // The image's version.php says what the table says.
+        let (code, php) = lab
+            .sh(&tag, &[], "cat /usr/src/nextcloud/version.php")
+            .await;
+        assert_eq!(code, 0, "{php}");
+        assert!(
+            php.contains(&format!("$OC_VersionString = '{}';", r.version)),
+            "{php}"
+        );
+        let keys: Vec<String> = r
+            .upgrades_from
+            .iter()
+            .map(|k| format!("'{k}' => true"))
+            .collect();
+        assert!(
+            php.contains(&format!("'nextcloud' => array({})", keys.join(", "))),
+            "{php}"
+        );
+        let minimum = r
+            .minimum_from
+            .map(|m| format!("'{}' => '{m}'", &m[..m.rfind('.').unwrap()]))
+            .unwrap_or_default();
+        assert!(
+            php.contains(&format!("$standin_minimum_from = array({minimum});")),
+            "{php}"
+        );
+        let (_, base) = lab
+            .sh(&tag, &[], "cat /usr/src/nextcloud/lib/base.php")
+            .await;
+        assert_eq!(base.contains("standin-broken"), r.broken, "{base}");
+        nextcloud.push(layers(tag).await);
+    }
+    let discourse = [
+        layers(images::discourse(docker, "3.4.0").await).await,
+        layers(images::discourse(docker, "3.5.0").await).await,
+    ];
+    for set in [&nextcloud[..], &discourse[..]] {
+        let first = &set[0];
+        for other in set {
+            assert_eq!(other.len(), first.len());
+            assert_eq!(
+                other[..other.len() - 1],
+                first[..first.len() - 1],
+                "every layer but the release's own is shared"
+            );
+        }
+        let own: std::collections::HashSet<&String> =
+            set.iter().map(|l| l.last().unwrap()).collect();
+        assert_eq!(own.len(), set.len(), "each release has its own last layer");
+    }
 }
 
 // ---- PostgreSQL and Redis: the real programs, from Debian's packages ----------

@@ -41,10 +41,10 @@ use sha2::{Digest, Sha256};
 
 /// On every container, network and volume a test creates: its run id.
 pub const LABEL_TEST: &str = "org.commonscloud.test";
-/// On the stand-in images: the image's name, and the hash of its context
-/// (without build arguments), so stale builds can be pruned.
+/// On the stand-in images: `<name> <hash of its context>` (without build
+/// arguments), so stale builds can be pruned. One label: the classic
+/// builder commits each label as a step of its own (about a second each).
 pub const LABEL_STANDIN: &str = "org.commonscloud.standin";
-pub const LABEL_STANDIN_SOURCE: &str = "org.commonscloud.standin.source";
 /// The owner of test secret files: a system uid no image has a user for.
 pub const DAEMON_UID: u32 = 64123;
 
@@ -133,15 +133,132 @@ pub async fn image(docker: &Docker, name: &str, args: &[(&str, &str)]) -> String
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    let labels = HashMap::from([
-        (LABEL_STANDIN.to_owned(), name.to_owned()),
-        (LABEL_STANDIN_SOURCE.to_owned(), source.clone()),
-    ]);
+    let labels = HashMap::from([(LABEL_STANDIN.to_owned(), format!("{name} {source}"))]);
     commonscloud::docker::build_image(docker, ctx, &tag, &build_args, &labels)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     prune_stale(docker, name, &source).await;
     tag
+}
+
+/// A Nextcloud stand-in release: one tag of `images/testing/nextcloud`,
+/// built with these arguments, and the upgrade rules its `version.php`
+/// carries. The table is the upgrade path an upgrade planner must honour:
+/// one major at a time (the entrypoint refuses more), never down (the
+/// entrypoint refuses), and into 32 only from 31.0.5 or later (`occ
+/// upgrade` refuses an older 31).
+#[derive(Debug, Clone, Copy)]
+pub struct NextcloudRelease {
+    /// `NEXTCLOUD_VERSION`.
+    pub version: &'static str,
+    /// `$OC_VersionCanBeUpgradedFrom['nextcloud']`: the `major.minor` of
+    /// the installed version.
+    pub upgrades_from: &'static [&'static str],
+    /// `STANDIN_MINIMUM_FROM`: the oldest patch release of the previous
+    /// major it upgrades from.
+    pub minimum_from: Option<&'static str>,
+    /// `STANDIN_BROKEN=1`: migrates (config.php and the database say its
+    /// version), then status.php answers 500 and every occ command fails.
+    pub broken: bool,
+}
+
+impl NextcloudRelease {
+    /// The image's build arguments (only those that are set, so that the
+    /// catalog's `31.0.0` is the same tag).
+    pub fn build_args(&self) -> Vec<(&'static str, &'static str)> {
+        let mut args = vec![("NEXTCLOUD_VERSION", self.version)];
+        if let Some(m) = self.minimum_from {
+            args.push(("STANDIN_MINIMUM_FROM", m));
+        }
+        if self.broken {
+            args.push(("STANDIN_BROKEN", "1"));
+        }
+        args
+    }
+}
+
+/// Three consecutive majors, the patch release 32 requires, and a broken
+/// 32 (real version numbers: each was a `nextcloud:<version>-apache`).
+pub const NEXTCLOUD_RELEASES: [NextcloudRelease; 5] = [
+    NextcloudRelease {
+        version: "30.0.17",
+        upgrades_from: &["29.0", "30.0"],
+        minimum_from: None,
+        broken: false,
+    },
+    NextcloudRelease {
+        version: "31.0.0",
+        upgrades_from: &["30.0", "31.0"],
+        minimum_from: None,
+        broken: false,
+    },
+    NextcloudRelease {
+        version: "31.0.5",
+        upgrades_from: &["30.0", "31.0"],
+        minimum_from: None,
+        broken: false,
+    },
+    NextcloudRelease {
+        version: "32.0.0",
+        upgrades_from: &["31.0", "32.0"],
+        minimum_from: Some("31.0.5"),
+        broken: false,
+    },
+    NextcloudRelease {
+        version: "32.0.1",
+        upgrades_from: &["31.0", "32.0"],
+        minimum_from: Some("31.0.5"),
+        broken: true,
+    },
+];
+
+/// The release of [`NEXTCLOUD_RELEASES`] with this version.
+pub fn nextcloud_release(version: &str) -> NextcloudRelease {
+    *NEXTCLOUD_RELEASES
+        .iter()
+        .find(|r| r.version == version)
+        .unwrap_or_else(|| panic!("no Nextcloud stand-in release {version}"))
+}
+
+/// The tag of the Nextcloud stand-in at `version` (of
+/// [`NEXTCLOUD_RELEASES`]). All versions share every layer but the last,
+/// which writes the release's `/usr/src/nextcloud`.
+pub async fn nextcloud(docker: &Docker, version: &str) -> String {
+    image(
+        docker,
+        "nextcloud",
+        &nextcloud_release(version).build_args(),
+    )
+    .await
+}
+
+/// The Discourse stand-in releases (`DISCOURSE_VERSION`) and the
+/// migrations each carries; 3.5.0 is the catalog's.
+pub const DISCOURSE_RELEASES: [(&str, &[&str]); 2] = [
+    ("3.4.0", &["20240912000000", "20250121000000"]),
+    (
+        "3.5.0",
+        &[
+            "20240912000000",
+            "20250121000000",
+            "20250610000000",
+            "20250722000000",
+        ],
+    ),
+];
+
+/// The tag of the Discourse stand-in at `version` (of
+/// [`DISCOURSE_RELEASES`]; 3.5.0 is the Dockerfile's default).
+pub async fn discourse(docker: &Docker, version: &str) -> String {
+    assert!(
+        DISCOURSE_RELEASES.iter().any(|(v, _)| *v == version),
+        "no Discourse stand-in release {version}"
+    );
+    if version == "3.5.0" {
+        image(docker, "discourse", &[]).await
+    } else {
+        image(docker, "discourse", &[("DISCOURSE_VERSION", version)]).await
+    }
 }
 
 /// The tag of the real image `name` (`postgres:15`, `postgres:17`,
@@ -180,7 +297,7 @@ async fn prune_stale(docker: &Docker, name: &str, source: &str) {
     let hour_ago = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64 - 3600);
-    let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_STANDIN}={name}")])]);
+    let filters = HashMap::from([("label".to_owned(), vec![LABEL_STANDIN.to_owned()])]);
     let Ok(images) = docker
         .list_images(Some(ListImagesOptions {
             filters: Some(filters),
@@ -191,9 +308,13 @@ async fn prune_stale(docker: &Docker, name: &str, source: &str) {
         return;
     };
     for i in images {
-        if i.labels.get(LABEL_STANDIN_SOURCE).map(String::as_str) != Some(source)
-            && i.created < hour_ago
-        {
+        let label = i
+            .labels
+            .get(LABEL_STANDIN)
+            .map(String::as_str)
+            .unwrap_or("");
+        let (of, from) = label.split_once(' ').unwrap_or((label, ""));
+        if of == name && from != source && i.created < hour_ago {
             let _ = docker
                 .remove_image(&i.id, None::<RemoveImageOptions>, None)
                 .await;
@@ -481,6 +602,38 @@ impl Lab {
             )
             .await
             .unwrap_or_else(|e| panic!("kill -s {signal} {container}: {e}"));
+    }
+
+    /// Removes a container (stopping it first).
+    pub async fn remove(&self, container: &str) {
+        self.docker
+            .remove_container(
+                container,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("remove {container}: {e}"));
+    }
+
+    /// Runs `sh -c <script>` as root in a throwaway container of `image`
+    /// with `volumes` mounted, to its end: (exit code, output).
+    pub async fn sh(&self, image: &str, volumes: &[(&str, &str)], script: &str) -> (i64, String) {
+        let mut r = Run::new("sh", image);
+        r.entrypoint = Some(vec!["/bin/sh".into(), "-c".into(), script.into()]);
+        r.cmd = Some(vec![]);
+        r.user = Some("root".into());
+        r.volumes = volumes
+            .iter()
+            .map(|(v, t)| ((*v).to_owned(), (*t).to_owned()))
+            .collect();
+        let c = self.start(&r).await;
+        let code = self.wait_exit(&c.name, Duration::from_secs(60)).await;
+        let out = self.logs(&c.name).await;
+        self.remove(&c.name).await;
+        (code, out)
     }
 
     /// Starts a stopped container again.

@@ -4,8 +4,16 @@
 //! order) and DiscourseConnect itself (`/session/sso`, `/session/sso_login`,
 //! `/admin/users/sync_sso`), strictly as Discourse parses it.
 //!
+//! Versions (build argument `DISCOURSE_VERSION`, e.g. `3.4.0`, `3.5.0`):
+//! the image carries `lib/version.rb` and the migrations of its release in
+//! `db/migrate`; on boot with `MIGRATE_ON_BOOT=1` it applies the pending
+//! ones to the real PostgreSQL and records them in `schema_migrations`, as
+//! `rake db:migrate` does, before serving (`templates/web.template.yml`:
+//! `db:migrate || exit 1`).
+//!
 //! State lives in `/shared/standin-state.json`; `GET /standin/users.json`
-//! dumps the users DiscourseConnect created.
+//! dumps the users DiscourseConnect created, `GET /standin/schema.json` the
+//! code's and the database's migrations.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -100,7 +108,8 @@ fn required_env() -> R<Map<String, Value>> {
     Ok(env)
 }
 
-fn db_login() -> Result<(), String> {
+/// The database the environment names, logged in to.
+fn db_session() -> Result<crate::postgres::Session, String> {
     if crate::env("DISCOURSE_DB_SOCKET").is_some_and(|s| !s.is_empty()) {
         return Err(format!(
             "PG::ConnectionBad: connection to server on socket \"{}/.s.PGSQL.5432\" failed: No such file or directory (set DISCOURSE_DB_SOCKET='' for TCP)",
@@ -111,7 +120,7 @@ fn db_login() -> Result<(), String> {
         .filter(|p| !p.is_empty())
         .map_or(Ok(5432), |p| p.parse::<u16>())
         .map_err(|_| "DISCOURSE_DB_PORT is not a port".to_owned())?;
-    crate::postgres::login(
+    crate::postgres::Session::open(
         &crate::env("DISCOURSE_DB_HOST").unwrap_or_default(),
         port,
         &crate::env("DISCOURSE_DB_USERNAME").unwrap_or_default(),
@@ -149,6 +158,224 @@ fn retry(what: &str, mut f: impl FnMut() -> Result<(), String>) -> R<()> {
     fail(last)
 }
 
+fn db_login() -> Result<(), String> {
+    db_session().map(drop)
+}
+
+// ---- versions and migrations ------------------------------------------------------
+
+const HOME: &str = "/var/www/discourse";
+
+/// The stand-in's migrations: (the first release that has it, version,
+/// class name, SQL). Each release carries those of its own and earlier
+/// releases, as `db/migrate` does.
+const MIGRATIONS: &[(&str, &str, &str, &str)] = &[
+    (
+        "3.4.0",
+        "20240912000000",
+        "CreateStandinTopics",
+        "CREATE TABLE standin_topics (id serial PRIMARY KEY, title text NOT NULL)",
+    ),
+    (
+        "3.4.0",
+        "20250121000000",
+        "AddStandinTopicsTitleIndex",
+        "CREATE INDEX index_standin_topics_on_title ON standin_topics (title)",
+    ),
+    (
+        "3.5.0",
+        "20250610000000",
+        "AddClosedToStandinTopics",
+        "ALTER TABLE standin_topics ADD COLUMN closed boolean NOT NULL DEFAULT false",
+    ),
+    (
+        "3.5.0",
+        "20250722000000",
+        "CreateStandinReactions",
+        "CREATE TABLE standin_reactions (id serial PRIMARY KEY, topic_id integer NOT NULL, emoji text NOT NULL)",
+    ),
+];
+
+/// `3.5.0` as numbers, for ordering releases.
+fn release_key(v: &str) -> Option<Vec<u32>> {
+    let parts: Option<Vec<u32>> = v.split('.').map(|p| p.parse().ok()).collect();
+    parts.filter(|p| p.len() == 3)
+}
+
+/// `RUN ["standin", "discourse-version"]` at build time: `lib/version.rb`
+/// and `db/migrate/<version>_<name>.rb` for `DISCOURSE_VERSION`.
+pub fn build_version(_args: &[String]) -> R<i32> {
+    let v = crate::env("DISCOURSE_VERSION").unwrap_or_default();
+    let Some(key) = release_key(&v) else {
+        return fail(format!(
+            "build argument DISCOURSE_VERSION must look like 3.5.0, not {v:?}"
+        ));
+    };
+    let known: Vec<&str> = MIGRATIONS.iter().map(|m| m.0).collect();
+    if !known
+        .iter()
+        .any(|r| release_key(r).is_some_and(|k| k <= key))
+    {
+        return fail(format!(
+            "stand-in discourse: no migrations for {v} (the stand-in knows releases {})",
+            known.join(", ")
+        ));
+    }
+    let home = Path::new(HOME);
+    std::fs::create_dir_all(home.join("lib"))?;
+    std::fs::create_dir_all(home.join("db/migrate"))?;
+    std::fs::write(
+        home.join("lib/version.rb"),
+        format!(
+            "# frozen_string_literal: true\n\nmodule Discourse\n  module VERSION\n    STRING = \"{v}\"\n  end\nend\n"
+        ),
+    )?;
+    let mut n = 0;
+    for (release, version, name, sql) in MIGRATIONS {
+        if release_key(release).is_some_and(|k| k <= key) {
+            std::fs::write(
+                home.join(format!("db/migrate/{version}_{}.rb", snake(name))),
+                format!(
+                    "# frozen_string_literal: true\n\nclass {name} < ActiveRecord::Migration[7.2]\n  def up\n    execute \"{sql}\"\n  end\nend\n"
+                ),
+            )?;
+            n += 1;
+        }
+    }
+    println!("Discourse stand-in {v}: {n} migrations");
+    Ok(0)
+}
+
+fn snake(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// A migration of the code: (version, class name, SQL).
+type Migration = (String, String, String);
+
+/// The code's version (`lib/version.rb`) and migrations (`db/migrate`).
+fn code() -> R<(String, Vec<Migration>)> {
+    let home = Path::new(HOME);
+    let rb = std::fs::read_to_string(home.join("lib/version.rb")).ctx("reading lib/version.rb")?;
+    let version = rb
+        .split("STRING = \"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or("")
+        .to_owned();
+    let mut files: Vec<String> = std::fs::read_dir(home.join("db/migrate"))
+        .ctx("reading db/migrate")?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".rb"))
+        .collect();
+    files.sort();
+    let mut migrations = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(home.join("db/migrate").join(&f))?;
+        let ts = f.split('_').next().unwrap_or("").to_owned();
+        let class = text
+            .split("class ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or("")
+            .to_owned();
+        let sql = text
+            .split("execute \"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("")
+            .to_owned();
+        migrations.push((ts, class, sql));
+    }
+    Ok((version, migrations))
+}
+
+/// The versions in `schema_migrations` (none before the first migration).
+fn applied(s: &mut crate::postgres::Session) -> Result<Vec<String>, String> {
+    let exists = s.query("SELECT to_regclass('public.schema_migrations') IS NOT NULL")?;
+    if exists
+        .first()
+        .and_then(|r| r.first())
+        .cloned()
+        .flatten()
+        .as_deref()
+        != Some("t")
+    {
+        return Ok(Vec::new());
+    }
+    Ok(
+        s.query("SELECT version FROM schema_migrations ORDER BY version")?
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .collect(),
+    )
+}
+
+/// `rake db:migrate`: each pending migration in its own transaction with
+/// its `schema_migrations` row, printed as Rails prints it. Versions the
+/// database has and the code lacks are left alone (ActiveRecord ignores
+/// them; `db:migrate:status` shows them as `NO FILE`).
+fn migrate(s: &mut crate::postgres::Session, code: &[Migration]) -> Result<Vec<String>, String> {
+    s.query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version character varying NOT NULL PRIMARY KEY); \
+         CREATE TABLE IF NOT EXISTS ar_internal_metadata (key character varying NOT NULL PRIMARY KEY, \
+           value character varying, created_at timestamp(6) NOT NULL, updated_at timestamp(6) NOT NULL); \
+         INSERT INTO ar_internal_metadata VALUES ('environment', 'production', now(), now()) \
+           ON CONFLICT (key) DO NOTHING",
+    )?;
+    let done = applied(s)?;
+    let mut ran = Vec::new();
+    for (version, class, sql) in code {
+        if done.contains(version) {
+            continue;
+        }
+        println!("== {version} {class}: migrating {}", "=".repeat(20));
+        let started = std::time::Instant::now();
+        s.query(&format!(
+            "{sql}; INSERT INTO schema_migrations (version) VALUES ({})",
+            crate::postgres::lit(version)
+        ))
+        .map_err(|e| {
+            format!(
+                "StandardError: An error has occurred, this and all later migrations canceled:\n\n{e}"
+            )
+        })?;
+        println!(
+            "== {version} {class}: migrated ({:.4}s) {}",
+            started.elapsed().as_secs_f64(),
+            "=".repeat(20)
+        );
+        ran.push(version.clone());
+    }
+    Ok(ran)
+}
+
+/// What `GET /standin/schema.json` shows: the code's and the database's
+/// migrations, the pending ones and those the code does not know.
+fn schema() -> Result<Value, String> {
+    let (version, code) = code().map_err(|e| e.msg)?;
+    let mut s = db_session()?;
+    let db = applied(&mut s)?;
+    let ours: Vec<&String> = code.iter().map(|m| &m.0).collect();
+    let pending: Vec<&&String> = ours.iter().filter(|v| !db.contains(v)).collect();
+    let unknown: Vec<&String> = db.iter().filter(|v| !ours.contains(v)).collect();
+    Ok(json!({
+        "version": version,
+        "code_migrations": ours,
+        "db_migrations": db,
+        "pending": pending,
+        "unknown": unknown,
+    }))
+}
+
 /// `/sbin/boot`: checks, migrates, serves on port 80.
 pub fn boot(_args: &[String]) -> R<i32> {
     let env = required_env()?;
@@ -159,19 +386,39 @@ pub fn boot(_args: &[String]) -> R<i32> {
     }
     retry("database", db_login)?;
     retry("redis", redis_ping)?;
-    let migrate = crate::env("MIGRATE_ON_BOOT").is_some_and(|m| m == "1");
+    let migrate_on_boot = crate::env("MIGRATE_ON_BOOT").is_some_and(|m| m == "1");
     let ids = crate::user_ids("discourse")?;
     if crate::euid() == 0 {
         std::os::unix::fs::chown(SHARED, Some(ids.0), Some(ids.1)).ctx("chown /shared")?;
     }
-    state_file().update(|st| {
-        if st["migrated"] != true {
-            if !migrate {
-                return fail("ActiveRecord::PendingMigrationError: migrations are pending; set MIGRATE_ON_BOOT=1");
-            }
-            println!("== Migrating database (stand-in)");
-            st["migrated"] = json!(true);
+    let (version, code) = code()?;
+    println!("Discourse {version} (stand-in)");
+    let mut s = db_session().map_err(|msg| crate::Fail { code: 1, msg })?;
+    let ran = if migrate_on_boot {
+        // `su discourse -c 'bundle exec rake db:migrate' || exit 1`
+        migrate(&mut s, &code).map_err(|msg| crate::Fail { code: 1, msg })?
+    } else {
+        let done = applied(&mut s).map_err(|msg| crate::Fail { code: 1, msg })?;
+        if code.iter().any(|m| !done.contains(&m.0)) {
+            return fail(
+                "ActiveRecord::PendingMigrationError: migrations are pending; set MIGRATE_ON_BOOT=1",
+            );
         }
+        Vec::new()
+    };
+    let in_db = applied(&mut s).map_err(|msg| crate::Fail { code: 1, msg })?;
+    drop(s);
+    let unknown: Vec<&String> = in_db
+        .iter()
+        .filter(|v| !code.iter().any(|m| &m.0 == *v))
+        .collect();
+    state_file().update(|st| {
+        state::arr(st, "boots").push(json!({
+            "version": version,
+            "migrated": ran,
+            "unknown_migrations": unknown,
+            "at": codec::now(),
+        }));
         let settings = state::obj(st, "settings");
         for (name, _, default) in SETTINGS {
             settings.entry(*name).or_insert_with(|| json!(default));
@@ -214,7 +461,23 @@ type Resp = Result<Response, Response>;
 fn handle(req: &Request) -> Resp {
     let path = req.path.as_str();
     match (req.method.as_str(), path) {
+        // ForumsController#status: "ok" while not shutting down, whatever
+        // the schema (it does not look at the database).
         ("GET", "/srv/status") => Ok(Response::text(200, "ok")),
+        ("GET", "/standin/schema.json") => match schema() {
+            Ok(v) => Ok(Response::json(200, &v)),
+            Err(e) => Err(Response::text(500, e)),
+        },
+        ("GET", "/") => {
+            let version = code().map(|c| c.0).map_err(server_error)?;
+            Ok(Response::new(
+                200,
+                "text/html",
+                format!(
+                    "<html><head><meta name=\"generator\" content=\"Discourse {version} - https://github.com/discourse/discourse version standin\"></head><body>Discourse stand-in</body></html>"
+                ),
+            ))
+        }
         ("GET", "/standin/users.json") => {
             let st = state_file().read().map_err(server_error)?;
             Ok(Response::json(

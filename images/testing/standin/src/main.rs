@@ -10,6 +10,7 @@ mod codec;
 mod collabora;
 mod curl;
 mod discourse;
+mod nccore; // Nextcloud's versions, config.php, database records, upgrade
 mod net;
 mod nextcloud;
 mod occ;
@@ -200,10 +201,11 @@ fn run(applet: &str, args: &[String]) -> R<i32> {
         // Discourse (web-only).
         "boot" | "discourse" => discourse::boot(args),
         "rails" => discourse::rails(args),
+        "discourse-version" => discourse::build_version(args),
         "curl" => curl::main(args),
         other => fail(format!(
             "standin: unknown applet {other:?} (entrypoint.sh, apache2-foreground, cron.sh, php, occ, \
-             start-collabora-online.sh, boot, rails, curl)"
+             nextcloud-version-php, start-collabora-online.sh, boot, rails, discourse-version, curl)"
         )),
     }
 }

@@ -2,136 +2,95 @@
 //! install and upgrade rules, `status.php` on port 80, `php` (for `php occ`
 //! and the catalog's `php -r` health check) and `/cron.sh`.
 //!
-//! Layout, as upstream: the image's code (here just `version.php` and an
-//! `occ` marker) is in `/usr/src/nextcloud`, copied to the volume
-//! `/var/www/html` on install and upgrade. The volume also holds
-//! `config/config.php` (its owner is who may run occ) and
-//! `standin-state.json`: everything occ was told, for tests to read.
+//! Layout, as upstream: the image's code (`version.php`, entry points,
+//! `lib/base.php`, default `config/*.config.php`) is in `/usr/src/nextcloud`,
+//! copied to the volume `/var/www/html` on install and upgrade the way the
+//! entrypoint's rsync does. The volume also holds `config/config.php` (its
+//! owner is who may run occ) and `standin-state.json`: everything occ was
+//! told, and the log of each install and upgrade, for tests to read. The
+//! versions the database records live in the real PostgreSQL
+//! (`oc_appconfig`), see [`crate::nccore`].
+//!
+//! Source of the entrypoint's rules: nextcloud/docker `docker-entrypoint.sh`
+//! and `upgrade.exclude` (@4de1eed).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
+pub use crate::nccore::state_file;
+use crate::nccore::{self, Code, Release, Version, WWW_DATA};
 use crate::net::{self, Request, Response};
-use crate::state::{self, StateFile};
-use crate::{Ctx, R, fail, file_env};
+use crate::state;
+use crate::{Ctx, R, fail, fail_code, file_env};
 
-pub const SRC: &str = "/usr/src/nextcloud";
+pub const SRC: &str = nccore::SRC;
 pub const HTML: &str = "/var/www/html";
-/// www-data in the Debian-based image.
-pub const WWW_DATA: (u32, u32) = (33, 33);
 
-/// A Nextcloud version: `31.0.0` or `31.0.0.0`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Version(pub [u32; 4]);
-
-impl Version {
-    pub const NONE: Version = Version([0, 0, 0, 0]);
-
-    pub fn parse(s: &str) -> Option<Version> {
-        let parts: Vec<u32> = s
-            .trim()
-            .split('.')
-            .map(|p| p.parse().ok())
-            .collect::<Option<_>>()?;
-        if !(3..=4).contains(&parts.len()) {
-            return None;
-        }
-        let mut v = [0; 4];
-        v[..parts.len()].copy_from_slice(&parts);
-        Some(Version(v))
-    }
-
-    pub fn major(self) -> u32 {
-        self.0[0]
-    }
-
-    /// `31.0.0.0`
-    pub fn full(self) -> String {
-        self.0.map(|p| p.to_string()).join(".")
-    }
-
-    /// `31.0.0`
-    pub fn short(self) -> String {
-        self.0[..3]
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(".")
-    }
-
-    pub fn php(self) -> String {
-        format!(
-            "<?php\n$OC_Version = array({});\n$OC_VersionString = '{}';\n$OC_Edition = '';\n$OC_Channel = 'stable';\n$OC_VersionCanBeUpgradedFrom = array (\n  'nextcloud' => array ('{}.0' => true, '{}.0' => true),\n);\n$vendor = 'nextcloud';\n",
-            self.0.map(|p| p.to_string()).join(","),
-            self.short(),
-            self.major().saturating_sub(1),
-            self.major(),
-        )
-    }
-
-    /// The version in a `version.php`, `None` if there is none.
-    pub fn read(php: &Path) -> R<Option<Version>> {
-        let text = match std::fs::read_to_string(php) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).ctx(format!("reading {}", php.display())),
-        };
-        let v = text
-            .split("$OC_Version = array(")
-            .nth(1)
-            .and_then(|r| r.split(')').next())
-            .and_then(|a| Version::parse(&a.replace(',', ".")));
-        match v {
-            Some(v) => Ok(Some(v)),
-            None => fail(format!("{} has no $OC_Version", php.display())),
-        }
-    }
-}
-
-/// The state file on the volume.
-pub fn state_file(html: &Path) -> StateFile {
-    StateFile::new(html.join("standin-state.json"), Some(WWW_DATA))
-}
-
-/// What status.php says.
+/// What status.php says (see [`nccore::status`]).
 pub fn status(html: &Path) -> R<Value> {
-    let st = state_file(html).read()?;
-    let code = Version::read(&html.join("version.php"))?
-        .or(Version::read(&Path::new(SRC).join("version.php"))?)
-        .unwrap_or(Version::NONE);
-    let installed = st["installed"].as_bool().unwrap_or(false);
-    let db = Version::parse(state::s(&st, "dbVersion")).unwrap_or(code);
-    Ok(json!({
-        "installed": installed,
-        "maintenance": st["maintenance"].as_bool().unwrap_or(false),
-        "needsDbUpgrade": installed && db != code,
-        "version": code.full(),
-        "versionstring": code.short(),
-        "edition": "",
-        "productname": "Nextcloud",
-        "extendedSupport": false,
-    }))
+    nccore::status(html)
 }
 
 /// `RUN ["standin", "nextcloud-version-php"]` at build time: the image's
-/// version from the `NEXTCLOUD_VERSION` build argument.
+/// code in `/usr/src/nextcloud` from the build arguments
+/// `NEXTCLOUD_VERSION` (as upstream's Dockerfile), `STANDIN_MINIMUM_FROM`
+/// (the oldest patch release of the previous major this one upgrades
+/// from; empty for none) and `STANDIN_BROKEN` (`1`: a build that migrates,
+/// then fails).
 pub fn version_php(_args: &[String]) -> R<i32> {
-    let v = crate::env("NEXTCLOUD_VERSION").unwrap_or_default();
+    let arg = |n: &str| crate::env(n).unwrap_or_default();
+    let v = arg("NEXTCLOUD_VERSION");
     let Some(version) = Version::parse(&v) else {
         return fail(format!(
             "build argument NEXTCLOUD_VERSION must look like 31.0.0, not {v:?}"
         ));
     };
-    std::fs::create_dir_all(SRC)?;
-    std::fs::write(Path::new(SRC).join("version.php"), version.php())?;
-    std::fs::write(
-        Path::new(SRC).join("occ"),
-        "<?php\n// stand-in: `php occ` runs the standin's occ\n",
-    )?;
-    println!("Nextcloud stand-in {}", version.full());
+    let min = arg("STANDIN_MINIMUM_FROM");
+    let minimum = if min.is_empty() {
+        None
+    } else {
+        match Version::parse(&min) {
+            Some(m) if m.major() + 1 == version.major() => Some(m),
+            _ => {
+                return fail(format!(
+                    "build argument STANDIN_MINIMUM_FROM must be a release of major {} (like {}.0.5), not {min:?}",
+                    version.major().saturating_sub(1),
+                    version.major().saturating_sub(1)
+                ));
+            }
+        }
+    };
+    let broken = match arg("STANDIN_BROKEN").as_str() {
+        "" | "0" => false,
+        "1" => true,
+        other => {
+            return fail(format!(
+                "build argument STANDIN_BROKEN must be 1 or empty, not {other:?}"
+            ));
+        }
+    };
+    let release = Release::from_build(version, minimum);
+    nccore::write_code(Path::new(SRC), &release, broken)?;
+    println!(
+        "Nextcloud stand-in {}{}{}",
+        version.full(),
+        minimum
+            .map(|m| format!(
+                ", upgrades from {} at {} or later",
+                m.major_minor(),
+                m.short()
+            ))
+            .unwrap_or_default(),
+        if broken {
+            ", broken after its migration"
+        } else {
+            ""
+        }
+    );
     Ok(0)
 }
 
@@ -139,29 +98,44 @@ fn say(msg: impl std::fmt::Display) {
     println!("{msg}");
 }
 
-/// Runs the executable `*.sh` hooks of a stage, as upstream's `run_path`.
-fn run_hooks(stage: &str, as_user: Option<(u32, u32)>) -> R<()> {
-    use std::os::unix::fs::PermissionsExt;
+/// A child command as upstream's `run_as`: as www-data when root.
+fn as_www_data(cmd: &mut std::process::Command, root: bool) {
     use std::os::unix::process::CommandExt;
+    if root {
+        cmd.gid(WWW_DATA.1).uid(WWW_DATA.0);
+    }
+}
+
+/// Runs the executable `*.sh` hooks of a stage, as upstream's `run_path`.
+fn run_hooks(stage: &str, root: bool) -> R<()> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = Path::new("/docker-entrypoint-hooks.d").join(stage);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Ok(());
-    };
-    let mut hooks: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "sh"))
-        .collect();
-    hooks.sort();
     say(format!(
         "=> Searching for hook scripts (*.sh) to run, located in the folder \"{}\"",
         dir.display()
     ));
+    let mut hooks: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("sh")))
+                .collect()
+        })
+        .unwrap_or_default();
+    if hooks.is_empty() && std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_none()) {
+        say(format!(
+            "==> Skipped: the \"{stage}\" folder is empty (or does not exist)"
+        ));
+        return Ok(());
+    }
+    hooks.sort();
+    let mut found = 0;
     for h in hooks {
         let exec = std::fs::metadata(&h).is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
         if !exec {
             say(format!(
-                "==> Skipping the script \"{}\", due to lack of permissions to execute it.",
+                "==> The script \"{}\" was skipped, because it lacks the executable flag",
                 h.display()
             ));
             continue;
@@ -170,19 +144,32 @@ fn run_hooks(stage: &str, as_user: Option<(u32, u32)>) -> R<()> {
             "==> Running the script (cwd: {HTML}): \"{}\"",
             h.display()
         ));
+        found += 1;
         let mut cmd = std::process::Command::new(&h);
         cmd.current_dir(HTML);
-        if let Some((u, g)) = as_user {
-            cmd.gid(g).uid(u);
-        }
+        as_www_data(&mut cmd, root);
         let st = cmd.status().ctx(format!("running {}", h.display()))?;
         if !st.success() {
-            return fail(format!(
-                "==> Failed at executing \"{}\". Exit code: {}",
+            say(format!(
+                "==> Failed at executing script \"{}\". Exit code: {}",
                 h.display(),
                 st.code().unwrap_or(1)
             ));
+            return fail_code(1, "");
         }
+        say(format!(
+            "==> Finished executing the script: \"{}\"",
+            h.display()
+        ));
+    }
+    if found > 0 {
+        say(format!(
+            "=> Completed executing scripts in the \"{stage}\" folder"
+        ));
+    } else {
+        say(format!(
+            "==> Skipped: the \"{stage}\" folder does not contain any valid scripts"
+        ));
     }
     Ok(())
 }
@@ -265,25 +252,41 @@ pub const APPSTORE: &[&str] = &[
     "user_oidc",
 ];
 
+/// The version of an app-store app (shipped apps carry the server's, see
+/// [`Release::app_version`]).
 pub fn app_version(app: &str) -> &'static str {
     match app {
-        "user_ldap" => "1.22.0",
         "groupfolders" => "19.1.0",
         "richdocuments" => "8.6.0",
         _ => "1.0.0",
     }
 }
 
-/// Checks the database the way the install does: a login to PostgreSQL
-/// with these credentials.
-pub fn check_db(host: &str, user: &str, db: &str, password: &str) -> Result<(), String> {
-    let (h, port) = net::split_host_port(host, 5432)?;
-    crate::postgres::login(&h, port, user, db, password)
+/// The install's database work: upstream's tables (the part the stand-in
+/// keeps) and what a fresh install records: the vendor, and each enabled
+/// app's version.
+fn install_db(st: &Value, code: &Release) -> Result<(), String> {
+    let mut s = nccore::db(st)?;
+    nccore::ensure_schema(&mut s)?;
+    nccore::set_app_value(&mut s, "core", "vendor", &code.vendor)?;
+    nccore::set_app_value(
+        &mut s,
+        "core",
+        "installedat",
+        &crate::codec::now().to_string(),
+    )?;
+    if let Some(apps) = st["apps"].as_object() {
+        for app in apps.keys() {
+            nccore::set_app_value(&mut s, app, "installed_version", &code.app_version(app))?;
+            nccore::set_app_value(&mut s, app, "enabled", "yes")?;
+        }
+    }
+    Ok(())
 }
 
 /// Installs from the environment if the admin pair and the complete
 /// PostgreSQL group are set; `Ok(false)` when not enough was given.
-fn install(html: &Path, image: Version, root: bool) -> R<bool> {
+fn install(html: &Path, image: &Code, root: bool) -> R<bool> {
     let admin_password = file_env("NEXTCLOUD_ADMIN_PASSWORD")?;
     let admin_user = file_env("NEXTCLOUD_ADMIN_USER")?;
     let (Some(admin_user), Some(admin_password)) = (admin_user, admin_password) else {
@@ -304,38 +307,33 @@ fn install(html: &Path, image: Version, root: bool) -> R<bool> {
         return Ok(false);
     };
     say("Installing with PostgreSQL database");
-    run_hooks("pre-installation", root.then_some(WWW_DATA))?;
+    run_hooks("pre-installation", root)?;
     say("Starting nextcloud installation");
+    let release = &image.release;
+    let apps: serde_json::Map<String, Value> = DEFAULT_APPS
+        .iter()
+        .map(|a| ((*a).to_owned(), json!(release.app_version(a))))
+        .collect();
+    let planned = json!({
+        "db": {"type": "pgsql", "host": host, "name": db, "user": user, "password": password},
+        "apps": apps,
+    });
     let max_retries = 10;
     let mut tries = 0;
     loop {
-        match check_db(&host, &user, &db, &password) {
+        match install_db(&planned, release) {
             Ok(()) => break,
             Err(e) => {
                 eprintln!("Error while trying to initialise the database: {e}");
                 tries += 1;
                 if tries > max_retries {
-                    return fail("Installing of nextcloud failed!");
+                    say("Installing of nextcloud failed!");
+                    return fail_code(1, "");
                 }
                 say("Retrying install...");
                 std::thread::sleep(Duration::from_secs(retry_seconds()));
             }
         }
-    }
-    std::fs::create_dir_all(html.join("config"))?;
-    std::fs::write(
-        html.join("config/config.php"),
-        format!(
-            "<?php\n$CONFIG = array (\n  'installed' => true,\n  'dbtype' => 'pgsql',\n  'dbhost' => '{host}',\n  'dbname' => '{db}',\n  'dbuser' => '{user}',\n  'version' => '{}',\n);\n",
-            image.full()
-        ),
-    )?;
-    if root {
-        let _ = std::os::unix::fs::chown(
-            html.join("config/config.php"),
-            Some(WWW_DATA.0),
-            Some(WWW_DATA.1),
-        );
     }
     let domains: Vec<String> = crate::env("NEXTCLOUD_TRUSTED_DOMAINS")
         .unwrap_or_default()
@@ -343,26 +341,35 @@ fn install(html: &Path, image: Version, root: bool) -> R<bool> {
         .map(str::to_owned)
         .collect();
     state_file(html).update(|st| {
-        let apps: serde_json::Map<String, Value> = DEFAULT_APPS
-            .iter()
-            .map(|a| ((*a).to_owned(), json!(app_version(a))))
-            .collect();
+        if !st.is_object() {
+            *st = json!({});
+        }
         let mut trusted = serde_json::Map::new();
         trusted.insert("0".into(), json!("localhost"));
-        *st = json!({
-            "installed": true,
-            "maintenance": false,
-            "dbVersion": image.full(),
-            "admin_user": admin_user,
-            "admin_password_sha256": crate::codec::sha256_hex(admin_password.as_bytes()),
-            "db": {"type": "pgsql", "host": host, "name": db, "user": user, "password": password},
-            "apps": apps,
-            "system": {"trusted_domains": trusted},
-            "app_config": {},
-            "ldap": {},
-            "groupfolders": [],
-            "occ_log": [],
-        });
+        for (k, v) in [
+            ("admin_user", json!(admin_user)),
+            (
+                "admin_password_sha256",
+                json!(crate::codec::sha256_hex(admin_password.as_bytes())),
+            ),
+            ("db", planned["db"].clone()),
+            ("apps", planned["apps"].clone()),
+            (
+                "system",
+                json!({
+                    "installed": true,
+                    "version": image.version().full(),
+                    "maintenance": false,
+                    "trusted_domains": trusted,
+                }),
+            ),
+            ("app_config", json!({})),
+            ("ldap", json!({})),
+            ("groupfolders", json!([])),
+            ("occ_log", json!([])),
+        ] {
+            st[k] = v;
+        }
         if !domains.is_empty() {
             say("Setting trusted domains…");
         }
@@ -371,34 +378,286 @@ fn install(html: &Path, image: Version, root: bool) -> R<bool> {
         }
         Ok(())
     })?;
+    if root {
+        crate::chown_r(&html.join("config"), WWW_DATA.0, WWW_DATA.1)?;
+    }
     say("Nextcloud was successfully installed");
-    run_hooks("post-installation", root.then_some(WWW_DATA))?;
+    run_hooks("post-installation", root)?;
     Ok(true)
 }
 
-/// `occ upgrade`: the database schema follows the code (needs the database).
-pub fn upgrade(html: &Path) -> R<bool> {
-    let code = Version::read(&html.join("version.php"))?.unwrap_or(Version::NONE);
-    state_file(html).update(|st| {
-        let db = Version::parse(state::s(st, "dbVersion")).unwrap_or(code);
-        if db == code {
-            return Ok(false);
+// ---- the entrypoint's copy ------------------------------------------------------
+
+/// The image's `/upgrade.exclude`: top-level names rsync neither copies
+/// nor deletes (`/config/`, `/data/`, `/custom_apps/`, `/themes/`,
+/// `/version.php`, `/nextcloud-init-sync.lock`; the stand-in adds its
+/// state file).
+fn excluded() -> R<BTreeSet<String>> {
+    let text = std::fs::read_to_string("/upgrade.exclude").ctx("reading /upgrade.exclude")?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.trim_matches('/').to_owned())
+        .collect())
+}
+
+/// Copies `src` over `dst` as `rsync -rlD --delete` does: files and links
+/// replaced, what `src` lacks removed; top-level names in `skip` neither
+/// copied nor removed. Owned by `owner` when given (`--chown`).
+fn sync(src: &Path, dst: &Path, skip: &BTreeSet<String>, owner: Option<(u32, u32)>) -> R<()> {
+    std::fs::create_dir_all(dst).ctx(format!("creating {}", dst.display()))?;
+    let mut names = BTreeSet::new();
+    for e in std::fs::read_dir(src).ctx(format!("reading {}", src.display()))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if skip.contains(&name) {
+            continue;
         }
-        let d = &st["db"];
-        check_db(
-            state::s(d, "host"),
-            state::s(d, "user"),
-            state::s(d, "name"),
-            state::s(d, "password"),
-        )
-        .map_err(|e| crate::Fail {
-            code: 1,
-            msg: format!("Exception: Database error when running migration: {e}\nUpdate failed"),
-        })?;
-        st["dbVersion"] = json!(code.full());
-        st["maintenance"] = json!(false);
-        Ok(true)
+        names.insert(name.clone());
+        let (from, to) = (e.path(), dst.join(&name));
+        let meta = std::fs::symlink_metadata(&from)?;
+        let there = std::fs::symlink_metadata(&to).ok();
+        if meta.is_dir() {
+            if there.as_ref().is_some_and(|m| !m.is_dir()) {
+                std::fs::remove_file(&to)?;
+            }
+            sync(&from, &to, &BTreeSet::new(), owner)?;
+        } else {
+            if there.as_ref().is_some_and(|m| m.is_dir()) {
+                std::fs::remove_dir_all(&to)?;
+            } else if there.is_some() {
+                std::fs::remove_file(&to)?;
+            }
+            if meta.file_type().is_symlink() {
+                std::os::unix::fs::symlink(std::fs::read_link(&from)?, &to)?;
+            } else {
+                std::fs::copy(&from, &to).ctx(format!("copying {}", from.display()))?;
+            }
+        }
+        if let Some((u, g)) = owner {
+            std::os::unix::fs::lchown(&to, Some(u), Some(g))?;
+        }
+    }
+    for e in std::fs::read_dir(dst)? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if names.contains(&name) || skip.contains(&name) {
+            continue;
+        }
+        let p = e.path();
+        if std::fs::symlink_metadata(&p)?.is_dir() {
+            std::fs::remove_dir_all(&p)?;
+        } else {
+            std::fs::remove_file(&p)?;
+        }
+    }
+    if let Some((u, g)) = owner {
+        std::os::unix::fs::lchown(dst, Some(u), Some(g))?;
+    }
+    Ok(())
+}
+
+fn dir_empty(p: &Path) -> bool {
+    std::fs::read_dir(p).map_or(true, |mut d| d.next().is_none())
+}
+
+/// The entrypoint's three rsyncs: the code except `upgrade.exclude`; each
+/// of config, data, custom_apps and themes when missing or empty; then
+/// `version.php`, last.
+fn copy_code(html: &Path, owner: Option<(u32, u32)>) -> R<()> {
+    let src = Path::new(SRC);
+    sync(src, html, &excluded()?, owner)?;
+    for dir in ["config", "data", "custom_apps", "themes"] {
+        if dir_empty(&html.join(dir)) {
+            sync(&src.join(dir), &html.join(dir), &BTreeSet::new(), owner)?;
+        }
+    }
+    step(html, "rsync")?;
+    let to = html.join("version.php");
+    std::fs::copy(src.join("version.php"), &to).ctx("copying version.php")?;
+    if let Some((u, g)) = owner {
+        std::os::unix::fs::chown(&to, Some(u), Some(g))?;
+    }
+    step(html, "version.php")
+}
+
+/// Starts an entry in the state's `upgrades` log: (from, to) and the steps
+/// as they complete, for tests to check the order.
+fn begin(html: &Path, from: Version, to: Version) -> R<()> {
+    state_file(html).update(|st| {
+        state::arr(st, "upgrades").push(json!({
+            "from": from.full(),
+            "to": to.full(),
+            "at": crate::codec::now(),
+            "steps": ["version check"],
+        }));
+        Ok(())
     })
+}
+
+fn step(html: &Path, what: &str) -> R<()> {
+    state_file(html).update(|st| {
+        if let Some(last) = state::arr(st, "upgrades").last_mut() {
+            state::arr(last, "steps").push(json!(what));
+        }
+        Ok(())
+    })
+}
+
+/// `php /var/www/html/occ <args>` as upstream's `run_as`; its exit status
+/// and, when `capture`, its standard output.
+fn run_occ(html: &Path, root: bool, args: &[&str], capture: bool) -> R<(i32, String)> {
+    let mut cmd = std::process::Command::new("/usr/local/bin/php");
+    cmd.arg(html.join("occ")).args(args).current_dir(html);
+    as_www_data(&mut cmd, root);
+    if capture {
+        let out = cmd
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ctx("running occ")?;
+        return Ok((
+            out.status.code().unwrap_or(1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ));
+    }
+    let st = cmd.status().ctx("running occ")?;
+    Ok((st.code().unwrap_or(1), String::new()))
+}
+
+/// Upstream's `get_enabled_apps`: the names under `Enabled:` in
+/// `occ app:list` (none when occ fails: the pipeline hides its status).
+fn enabled_apps(html: &Path, root: bool) -> R<BTreeSet<String>> {
+    let (_, out) = run_occ(html, root, &["app:list"], true)?;
+    Ok(out
+        .lines()
+        .skip_while(|l| *l != "Enabled:")
+        .skip(1)
+        .take_while(|l| *l != "Disabled:")
+        .filter_map(|l| l.strip_prefix("  - "))
+        .filter_map(|l| l.split(':').next())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// `configure_redis_session`.
+fn configure_redis_session() -> R<()> {
+    say("=> Configuring PHP session handler...");
+    match crate::env("REDIS_HOST").filter(|h| !h.is_empty()) {
+        None => say("==> Using default PHP session handler"),
+        Some(_) => {
+            file_env("REDIS_HOST_PASSWORD")?;
+            say("==> Using Redis as PHP session handler...");
+        }
+    }
+    Ok(())
+}
+
+/// The entrypoint's locked section: the version checks, then install or
+/// upgrade.
+fn initialize(html: &Path, root: bool) -> R<()> {
+    let image = Code::read(Path::new(SRC))?.ok_or_else(|| crate::Fail {
+        code: 1,
+        msg: format!(
+            "{SRC}/version.php is missing: the image was not built with NEXTCLOUD_VERSION"
+        ),
+    })?;
+    let image_version = image.version();
+    let installed = Code::read(html)?.map_or(Version::NONE, |c| c.version());
+    if installed > image_version {
+        say(format!(
+            "Can't start Nextcloud because the version of the data ({}) is higher than the docker image version ({}) and downgrading is not supported. Are you sure you have pulled the newest image version?",
+            installed.full(),
+            image_version.full()
+        ));
+        return fail_code(1, "");
+    }
+    if image_version <= installed {
+        return Ok(());
+    }
+    say(format!(
+        "Initializing nextcloud {} ...",
+        image_version.full()
+    ));
+    let owner = root.then_some(WWW_DATA);
+    if installed == Version::NONE {
+        begin(html, installed, image_version)?;
+        copy_code(html, owner)?;
+        say("New nextcloud instance");
+        if install(html, &image, root)? {
+            step(html, "installed")?;
+        } else {
+            say("Next step: Access your instance to finish the web-based installation!");
+            say(
+                "Hint: You can specify NEXTCLOUD_ADMIN_USER and NEXTCLOUD_ADMIN_PASSWORD and the database variables _prior to first launch_ to fully automate initial installation.",
+            );
+        }
+    } else {
+        if image_version.major() > installed.major() + 1 {
+            say(format!(
+                "Can't start Nextcloud because upgrading from {} to {} is not supported.",
+                installed.full(),
+                image_version.full()
+            ));
+            say(
+                "It is only possible to upgrade one major version at a time. For example, if you want to upgrade from version 14 to 16, you will have to upgrade from version 14 to 15, then from 15 to 16.",
+            );
+            return fail_code(1, "");
+        }
+        say(format!("Upgrading nextcloud from {} ...", installed.full()));
+        begin(html, installed, image_version)?;
+        let before = enabled_apps(html, root)?;
+        step(html, "enabled apps listed")?;
+        copy_code(html, owner)?;
+        run_hooks("pre-upgrade", root)?;
+        step(html, "pre-upgrade hooks")?;
+        let (code, _) = run_occ(html, root, &["upgrade"], false)?;
+        step(html, &format!("occ upgrade (exit {code})"))?;
+        if code != 0 {
+            // `set -eu`: the entrypoint stops with occ's status.
+            return fail_code(code, "");
+        }
+        let after = enabled_apps(html, root)?;
+        let disabled: Vec<&String> = before.difference(&after).collect();
+        if !disabled.is_empty() {
+            say("The following apps have been disabled:");
+            for a in &disabled {
+                say(a);
+            }
+        }
+        state_file(html).update(|st| {
+            if let Some(last) = state::arr(st, "upgrades").last_mut() {
+                last["disabled_apps"] = json!(disabled);
+            }
+            Ok(())
+        })?;
+        step(html, "disabled apps listed")?;
+        run_hooks("post-upgrade", root)?;
+        step(html, "post-upgrade hooks")?;
+    }
+    say("Initializing finished");
+    step(html, "initializing finished")
+}
+
+/// The image's `config/*.php` that differ on the volume, as upstream warns.
+fn config_warnings(html: &Path) {
+    let Ok(entries) = std::fs::read_dir(Path::new(SRC).join("config")) else {
+        return;
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".php") && n != "config.sample.php" && n != "autoconfig.php")
+        .collect();
+    names.sort();
+    for n in names {
+        let ours = std::fs::read(Path::new(SRC).join("config").join(&n)).ok();
+        if ours != std::fs::read(html.join("config").join(&n)).ok() {
+            say(format!(
+                "Warning: /var/www/html/config/{n} differs from the latest version of this image at /usr/src/nextcloud/config/{n}"
+            ));
+        }
+    }
 }
 
 /// `/entrypoint.sh`: install or upgrade, then `exec "$@"`.
@@ -406,77 +665,24 @@ pub fn entrypoint(args: &[String]) -> R<i32> {
     let Some(cmd) = args.first() else {
         return fail("entrypoint.sh: no command (the image's CMD is apache2-foreground)");
     };
-    let update = crate::env("NEXTCLOUD_UPDATE").is_some_and(|v| v == "1");
+    let update = crate::env("NEXTCLOUD_UPDATE").is_some_and(|v| v.trim() == "1");
     if cmd.starts_with("apache") || cmd == "php-fpm" || update {
         let root = crate::euid() == 0;
         let html = Path::new(HTML);
-        if let Some(redis) = crate::env("REDIS_HOST") {
-            say(format!("Configuring Redis as session handler ({redis})"));
-            file_env("REDIS_HOST_PASSWORD")?;
+        configure_redis_session()?;
+        // `( flock 9 … ) 9> /var/www/html/nextcloud-init-sync.lock`
+        let lock_path = html.join("nextcloud-init-sync.lock");
+        let lock =
+            std::fs::File::create(&lock_path).ctx(format!("creating {}", lock_path.display()))?;
+        if lock.try_lock().is_err() {
+            say("Another process is initializing Nextcloud. Waiting...");
+            lock.lock().ctx("flock")?;
         }
-        let image =
-            Version::read(&Path::new(SRC).join("version.php"))?.ok_or_else(|| crate::Fail {
-                code: 1,
-                msg: format!(
-                    "{SRC}/version.php is missing: the image was not built with NEXTCLOUD_VERSION"
-                ),
-            })?;
-        let installed = Version::read(&html.join("version.php"))?.unwrap_or(Version::NONE);
-        if installed > image {
-            return fail(format!(
-                "Can't start Nextcloud because the version of the data ({}) is higher than the docker image version ({}) and downgrading is not supported. Are you sure you have pulled the newest image version?",
-                installed.full(),
-                image.full()
-            ));
-        }
-        if installed != Version::NONE && image.major() > installed.major() + 1 {
-            return fail(format!(
-                "Can't start Nextcloud because upgrading from {} to {} is not supported.\nIt is only possible to upgrade one major version at a time. For example, if you want to upgrade from version {} to {}, you will have to upgrade from version {} to {}, then from {} to {}.",
-                installed.full(),
-                image.full(),
-                installed.major(),
-                image.major(),
-                installed.major(),
-                installed.major() + 1,
-                installed.major() + 1,
-                image.major()
-            ));
-        }
-        if image > installed {
-            say(format!("Initializing nextcloud {} ...", image.full()));
-            if installed != Version::NONE {
-                run_hooks("pre-upgrade", root.then_some(WWW_DATA))?;
-                say(format!("Upgrading nextcloud from {} ...", installed.full()));
-            }
-            for d in ["config", "data", "custom_apps", "themes"] {
-                std::fs::create_dir_all(html.join(d))?;
-            }
-            // Like upstream's rsync: version.php comes with the code,
-            // before occ upgrade.
-            std::fs::copy(Path::new(SRC).join("occ"), html.join("occ"))?;
-            std::fs::copy(Path::new(SRC).join("version.php"), html.join("version.php"))?;
-            if root {
-                crate::chown_r(html, WWW_DATA.0, WWW_DATA.1)?;
-            }
-            say("Initializing finished");
-            if installed == Version::NONE {
-                say("New nextcloud instance");
-                if !install(html, image, root)? {
-                    say("Next step: Access your instance to finish the web-based installation!");
-                    say(
-                        "Hint: You can specify NEXTCLOUD_ADMIN_USER and NEXTCLOUD_ADMIN_PASSWORD and the database variables _prior to the initial installation_ to have Nextcloud automatically installed.",
-                    );
-                }
-            } else {
-                upgrade(html)?;
-                say("Nextcloud was successfully upgraded");
-                run_hooks("post-upgrade", root.then_some(WWW_DATA))?;
-            }
-            if root {
-                crate::chown_r(html, WWW_DATA.0, WWW_DATA.1)?;
-            }
-        }
-        run_hooks("before-starting", root.then_some(WWW_DATA))?;
+        let init = initialize(html, root);
+        drop(lock);
+        init?;
+        config_warnings(html);
+        run_hooks("before-starting", root)?;
     }
     crate::exec(args, None)?;
     Ok(1)
@@ -578,7 +784,21 @@ pub fn serve(_args: &[String]) -> R<i32> {
     let handler = Arc::new(move |req: &Request| -> Response {
         let status = match status(&html) {
             Ok(s) => s,
-            Err(e) => return Response::text(500, e.msg),
+            // Upstream's status.php catches the exception, logs it and
+            // answers 500 with no body; other pages show an error page.
+            Err(e) => {
+                eprintln!(
+                    "[php:error] {} {}: {}",
+                    req.method,
+                    req.path,
+                    e.msg.replace('\n', " ")
+                );
+                return if req.path == "/status.php" {
+                    Response::empty(500)
+                } else {
+                    Response::text(500, "Internal Server Error\n")
+                };
+            }
         };
         let installed = status["installed"] == true;
         if installed && let Err(e) = redis_ok() {

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use crate::nextcloud::{self, APPSTORE, DEFAULT_APPS, SHIPPED_DISABLED, app_version, state_file};
+use crate::nccore::{self, Code};
+use crate::nextcloud::{self, APPSTORE, DEFAULT_APPS, SHIPPED_DISABLED, state_file};
 use crate::state;
 use crate::{R, fail};
 
@@ -291,7 +292,7 @@ const COMMANDS: &[(&str, Option<&str>, Spec, Handler)] = &[
         Spec {
             args: &[],
             values: &[],
-            flags: &[("on", ' '), ("off", ' ')],
+            flags: &[("on", ' '), ("off", ' '), ("check-if-disabled", ' ')],
         },
         cmd_maintenance,
     ),
@@ -503,7 +504,15 @@ const REAL_UNIMPLEMENTED: &[(&str, Option<&str>)] = &[
 /// Commands that run before install.
 const BEFORE_INSTALL: &[&str] = &["status", "maintenance:install", "list", "help"];
 
+/// Whether `-v`, `-vv`, `-vvv` or `--verbose` was given.
+static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 pub fn main(html: &Path, argv: &[String]) -> R<i32> {
+    VERBOSE.store(
+        argv.iter()
+            .any(|a| matches!(a.as_str(), "-v" | "-vv" | "-vvv" | "--verbose")),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let tokens: Vec<String> = argv
         .iter()
         .filter(|a| !GLOBAL_FLAGS.contains(&a.as_str()))
@@ -533,7 +542,16 @@ pub fn main(html: &Path, argv: &[String]) -> R<i32> {
             ));
         }
     }
-    let status = status_of(html)?;
+    // Upstream's console.php prints what the bootstrap throws (a
+    // downgrade, an unreachable database, the broken build) on stdout and
+    // exits 1, whatever the command.
+    let status = match status_of(html) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("{}", e.msg);
+            return Ok(e.code);
+        }
+    };
     let installed = status["installed"] == true;
     let maintenance = status["maintenance"] == true;
     let needs_upgrade = status["needsDbUpgrade"] == true;
@@ -563,14 +581,15 @@ pub fn main(html: &Path, argv: &[String]) -> R<i32> {
             "Nextcloud is not installed - only a limited number of commands are available\nCommand \"{name}\" is not defined."
         ));
     }
-    if maintenance && name != "maintenance:mode" && name != "status" {
-        eprintln!(
-            "Nextcloud is in maintenance mode, hence the database isn't accessible.\nCannot perform any command except 'maintenance:mode --off'\n"
-        );
-    }
+    // lib/private/Console/Application.php: an upgrade need first, else
+    // maintenance (not said for maintenance:mode and status).
     if needs_upgrade {
         eprintln!(
             "Nextcloud or one of the apps require upgrade - only a limited number of commands are available\nYou may use your browser or the occ upgrade command to do the upgrade"
+        );
+    } else if maintenance && name != "maintenance:mode" && name != "status" {
+        eprintln!(
+            "Nextcloud is in maintenance mode, no apps are loaded.\nCommands provided by apps are unavailable."
         );
     }
     if let Some(app) = app {
@@ -674,13 +693,41 @@ fn scalar(v: &Value) -> String {
     }
 }
 
+/// `core/Command/Status.php` (Nextcloud 30-32): the values unless `-e`
+/// is given without `-v`; with `-e`, exit 1 in maintenance, 2 when `occ
+/// upgrade` is needed.
 fn cmd_status(html: &Path, input: &Input) -> R<i32> {
     let s = status_of(html)?;
-    print_value(input, &s)?;
-    if input.flag("exit-code") && (s["maintenance"] == true || s["needsDbUpgrade"] == true) {
-        return Ok(1);
+    let exit_code = input.flag("exit-code");
+    if VERBOSE.load(std::sync::atomic::Ordering::Relaxed) || !exit_code {
+        print_value(input, &s)?;
+    }
+    if exit_code {
+        if s["maintenance"] == true {
+            return Ok(1);
+        }
+        if s["needsDbUpgrade"] == true {
+            return Ok(2);
+        }
     }
     Ok(0)
+}
+
+/// The version of `app` in the volume's code.
+fn app_version(html: &Path, app: &str) -> R<String> {
+    Ok(Code::of(html)?.release.app_version(app))
+}
+
+/// Records an app's state in the database, as upstream's app manager does
+/// (`oc_appconfig`: `installed_version`, `enabled`).
+fn record_app(html: &Path, app: &str, version: Option<&str>, enabled: bool) -> R<()> {
+    let st = state_file(html).read()?;
+    let mut s = nccore::db(&st).map_err(nccore::thrown)?;
+    let sql = |e: String| nccore::thrown(format!("Doctrine\\DBAL\\Exception: {e}"));
+    if let Some(v) = version {
+        nccore::set_app_value(&mut s, app, "installed_version", v).map_err(sql)?;
+    }
+    nccore::set_app_value(&mut s, app, "enabled", if enabled { "yes" } else { "no" }).map_err(sql)
 }
 
 fn cmd_app_enable(html: &Path, input: &Input) -> R<i32> {
@@ -694,19 +741,21 @@ fn cmd_app_enable(html: &Path, input: &Input) -> R<i32> {
             code = 1;
             continue;
         }
+        let version = app_version(html, app)?;
         let newly = state_file(html).update(|st| {
             let apps = state::obj(st, "apps");
             if apps.contains_key(app) {
                 return Ok(false);
             }
-            apps.insert(app.clone(), json!(app_version(app)));
+            apps.insert(app.clone(), json!(version));
             if let Some(groups) = input.opt("groups") {
                 st["app_groups"][app] = json!(groups);
             }
             Ok(true)
         })?;
         if newly {
-            println!("{app} {} enabled", app_version(app));
+            record_app(html, app, Some(&version), true)?;
+            println!("{app} {version} enabled");
         } else {
             println!("{app} already enabled");
         }
@@ -717,9 +766,10 @@ fn cmd_app_enable(html: &Path, input: &Input) -> R<i32> {
 fn cmd_app_disable(html: &Path, input: &Input) -> R<i32> {
     let mut code = 0;
     for app in input.list("app-id") {
-        let was = state_file(html).update(|st| Ok(state::obj(st, "apps").remove(app).is_some()))?;
-        if was {
-            println!("{app} {} disabled", app_version(app));
+        let was = state_file(html).update(|st| Ok(state::obj(st, "apps").remove(app)))?;
+        if let Some(v) = was {
+            record_app(html, app, None, false)?;
+            println!("{app} {} disabled", scalar(&v));
         } else {
             println!("No such app enabled: {app}");
             code = 0;
@@ -731,11 +781,12 @@ fn cmd_app_disable(html: &Path, input: &Input) -> R<i32> {
 fn cmd_app_list(html: &Path, input: &Input) -> R<i32> {
     let st = state_file(html).read()?;
     let enabled = st["apps"].as_object().cloned().unwrap_or_default();
+    let code = Code::of(html)?;
     let disabled: Map<String, Value> = DEFAULT_APPS
         .iter()
         .chain(SHIPPED_DISABLED)
         .filter(|a| !enabled.contains_key(**a))
-        .map(|a| ((*a).to_owned(), json!(app_version(a))))
+        .map(|a| ((*a).to_owned(), json!(code.release.app_version(a))))
         .collect();
     match output_format(input)? {
         "plain" => {
@@ -947,18 +998,23 @@ fn cmd_config_list(html: &Path, input: &Input) -> R<i32> {
     Ok(0)
 }
 
+/// `core/Command/Maintenance/Mode.php`: flips `maintenance` in
+/// config.php.
 fn cmd_maintenance(html: &Path, input: &Input) -> R<i32> {
     let want = if input.flag("on") {
         Some(true)
     } else if input.flag("off") {
         Some(false)
+    } else if input.flag("check-if-disabled") {
+        let on = nccore::maintenance(&state_file(html).read()?);
+        return Ok(i32::from(on));
     } else {
         None
     };
     let before = state_file(html).update(|st| {
-        let before = st["maintenance"].as_bool().unwrap_or(false);
+        let before = nccore::maintenance(st);
         if let Some(w) = want {
-            st["maintenance"] = json!(w);
+            st["system"]["maintenance"] = json!(w);
         }
         Ok(before)
     })?;
@@ -976,14 +1032,7 @@ fn cmd_maintenance(html: &Path, input: &Input) -> R<i32> {
 }
 
 fn cmd_upgrade(html: &Path, _input: &Input) -> R<i32> {
-    if nextcloud::upgrade(html)? {
-        println!(
-            "Turned on maintenance mode\nUpdating database schema\nUpdated database\nUpdate successful\nTurned off maintenance mode"
-        );
-    } else {
-        println!("Nextcloud is already latest version");
-    }
-    Ok(0)
+    nccore::occ_upgrade(html)
 }
 
 fn cmd_background_cron(html: &Path, _input: &Input) -> R<i32> {

@@ -3,8 +3,10 @@
 //! packages): the frontend/backend protocol 3.0 startup, then the
 //! authentication the server asks for (SCRAM-SHA-256, as the official
 //! image's `pg_hba.conf` has it for the network, or a cleartext password),
-//! until the server is ready for queries. Its errors read like libpq's
-//! (`FATAL:  password authentication failed for user "…"`).
+//! until the server is ready for queries; then simple queries (the
+//! stand-ins keep their schema versions in the real database: Nextcloud's
+//! `oc_appconfig`, Discourse's `schema_migrations`). Its errors read like
+//! libpq's (`FATAL:  password authentication failed for user "…"`).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -155,57 +157,148 @@ fn scram(s: &mut TcpStream, password: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Logs in as `user` to database `db` and hangs up once the server is
-/// ready for queries.
-pub fn login(host: &str, port: u16, user: &str, db: &str, password: &str) -> Result<(), String> {
-    let mut s = crate::net::connect(host, port, Duration::from_secs(5))
-        .map_err(|e| format!("connection to server at \"{host}\", port {port} failed: {e}"))?;
-    let failed = |e: String| format!("connection to server at \"{host}\", port {port} failed: {e}");
-    let mut body = Vec::new();
-    body.extend(PROTOCOL.to_be_bytes());
-    for (k, v) in [
-        ("user", user),
-        ("database", db),
-        ("application_name", "standin"),
-    ] {
-        cstr(&mut body, k);
-        cstr(&mut body, v);
-    }
-    body.push(0);
-    send(&mut s, None, &body).map_err(failed)?;
-    loop {
-        let m = read_message(&mut s).map_err(failed)?;
-        match m.kind {
-            b'E' => return Err(failed(error_text(&m.body))),
-            b'R' => match int_at(&m.body, 0).map_err(failed)? {
-                0 => {}
-                3 => {
-                    let mut p = Vec::new();
-                    cstr(&mut p, password);
-                    send(&mut s, Some(b'p'), &p).map_err(failed)?;
-                }
-                10 => {
-                    let offered = String::from_utf8_lossy(&m.body[4..]).into_owned();
-                    if !offered.split('\0').any(|m| m == "SCRAM-SHA-256") {
-                        return Err(failed(format!("no SCRAM-SHA-256 among {offered:?}")));
+/// An open session, ready for queries.
+pub struct Session {
+    s: TcpStream,
+    host: String,
+    port: u16,
+}
+
+/// A simple query's rows: each column as text, `None` for NULL.
+pub type Rows = Vec<Vec<Option<String>>>;
+
+impl Session {
+    /// Logs in as `user` to database `db`; the session is ready for queries.
+    pub fn open(
+        host: &str,
+        port: u16,
+        user: &str,
+        db: &str,
+        password: &str,
+    ) -> Result<Session, String> {
+        let mut s = crate::net::connect(host, port, Duration::from_secs(5))
+            .map_err(|e| format!("connection to server at \"{host}\", port {port} failed: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        let failed =
+            |e: String| format!("connection to server at \"{host}\", port {port} failed: {e}");
+        let mut body = Vec::new();
+        body.extend(PROTOCOL.to_be_bytes());
+        for (k, v) in [
+            ("user", user),
+            ("database", db),
+            ("application_name", "standin"),
+        ] {
+            cstr(&mut body, k);
+            cstr(&mut body, v);
+        }
+        body.push(0);
+        send(&mut s, None, &body).map_err(failed)?;
+        loop {
+            let m = read_message(&mut s).map_err(failed)?;
+            match m.kind {
+                b'E' => return Err(failed(error_text(&m.body))),
+                b'R' => match int_at(&m.body, 0).map_err(failed)? {
+                    0 => {}
+                    3 => {
+                        let mut p = Vec::new();
+                        cstr(&mut p, password);
+                        send(&mut s, Some(b'p'), &p).map_err(failed)?;
                     }
-                    scram(&mut s, password).map_err(failed)?;
+                    10 => {
+                        let offered = String::from_utf8_lossy(&m.body[4..]).into_owned();
+                        if !offered.split('\0').any(|m| m == "SCRAM-SHA-256") {
+                            return Err(failed(format!("no SCRAM-SHA-256 among {offered:?}")));
+                        }
+                        scram(&mut s, password).map_err(failed)?;
+                    }
+                    other => {
+                        return Err(failed(format!(
+                            "authentication method {other} is not supported by the stand-in"
+                        )));
+                    }
+                },
+                b'Z' => {
+                    return Ok(Session {
+                        s,
+                        host: host.to_owned(),
+                        port,
+                    });
                 }
-                other => {
-                    return Err(failed(format!(
-                        "authentication method {other} is not supported by the stand-in"
-                    )));
-                }
-            },
-            b'Z' => {
-                // Terminate.
-                let _ = send(&mut s, Some(b'X'), &[]);
-                return Ok(());
+                // ParameterStatus, BackendKeyData, notices.
+                _ => {}
             }
-            // ParameterStatus, BackendKeyData, notices.
-            _ => {}
         }
     }
+
+    /// Runs `sql` (one or more statements, as one implicit transaction)
+    /// with the simple query protocol; the rows of every statement, in
+    /// order. An error reads like psql's (`ERROR:  relation "x" does not
+    /// exist`).
+    pub fn query(&mut self, sql: &str) -> Result<Rows, String> {
+        let mut q = Vec::new();
+        cstr(&mut q, sql);
+        let lost = |e: String| {
+            format!(
+                "server at \"{}\", port {} closed the connection: {e}",
+                self.host, self.port
+            )
+        };
+        send(&mut self.s, Some(b'Q'), &q).map_err(lost)?;
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            let m = read_message(&mut self.s).map_err(lost)?;
+            match m.kind {
+                b'D' => rows.push(data_row(&m.body)?),
+                b'E' => error = Some(error_text(&m.body)),
+                b'Z' => break,
+                // RowDescription, CommandComplete, EmptyQueryResponse,
+                // notices, parameter changes.
+                _ => {}
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(rows),
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Terminate.
+        let _ = send(&mut self.s, Some(b'X'), &[]);
+    }
+}
+
+/// A DataRow's columns.
+fn data_row(body: &[u8]) -> Result<Vec<Option<String>>, String> {
+    let n = body
+        .get(0..2)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        .ok_or("truncated DataRow")?;
+    let mut at = 2;
+    let mut out = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let len = int_at(body, at)?;
+        at += 4;
+        if len < 0 {
+            out.push(None);
+            continue;
+        }
+        let end = at + len as usize;
+        let v = body.get(at..end).ok_or("truncated DataRow")?;
+        out.push(Some(String::from_utf8_lossy(v).into_owned()));
+        at = end;
+    }
+    Ok(out)
+}
+
+/// `s` as an SQL string literal (standard_conforming_strings, the
+/// default since PostgreSQL 9.1: only quotes are special).
+pub fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
 }
 
 #[cfg(test)]
@@ -233,6 +326,17 @@ mod tests {
             codec::b64_encode(&codec::hmac_sha256(&server_key, auth.as_bytes())),
             "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
         );
+    }
+
+    #[test]
+    fn data_rows_and_literals() {
+        let mut body = vec![0, 2];
+        body.extend(3i32.to_be_bytes());
+        body.extend(b"abc");
+        body.extend((-1i32).to_be_bytes());
+        assert_eq!(data_row(&body).unwrap(), vec![Some("abc".into()), None]);
+        assert!(data_row(&body[..5]).is_err());
+        assert_eq!(lit("it's"), "'it''s'");
     }
 
     #[test]

@@ -13,6 +13,9 @@ pub struct StateFile {
     pub path: PathBuf,
     /// Owner for files this process creates while running as root.
     pub owner: Option<(u32, u32)>,
+    /// Runs after each write, under the lock (Nextcloud's config.php
+    /// mirrors its state).
+    pub after_write: Option<fn(&Path, &Value) -> R<()>>,
 }
 
 impl StateFile {
@@ -20,6 +23,7 @@ impl StateFile {
         StateFile {
             path: path.into(),
             owner,
+            after_write: None,
         }
     }
 
@@ -82,6 +86,9 @@ impl StateFile {
             .ctx(format!("writing {}", tmp.display()))?;
         self.give(&tmp);
         std::fs::rename(&tmp, &self.path).ctx(format!("renaming to {}", self.path.display()))?;
+        if let Some(hook) = self.after_write {
+            hook(&self.path, &v)?;
+        }
         Ok(out)
     }
 }
