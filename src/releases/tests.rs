@@ -50,6 +50,20 @@ fn nc(version: &str, n: u64, from: &[(&str, &str)]) -> Image {
     }
 }
 
+fn at_least(version: &str) -> Bounds {
+    Bounds {
+        min: Some(v(version)),
+        below: None,
+    }
+}
+
+fn below(version: &str) -> Bounds {
+    Bounds {
+        min: None,
+        below: Some(v(version)),
+    }
+}
+
 fn component(target: &str, images: Vec<Image>) -> Component {
     Component {
         target: v(target),
@@ -320,13 +334,7 @@ fn the_targets_of_a_release_must_run_together() {
     ]);
     m.components.get_mut(&ImageRole::Nextcloud).unwrap().images[2]
         .requires
-        .insert(
-            ImageRole::NextcloudDb,
-            Bounds {
-                min: None,
-                below: Some(v("17")),
-            },
-        );
+        .insert(ImageRole::NextcloudDb, below("17"));
     let e = m.validate().unwrap_err();
     assert!(e.to_string().contains("must run together"), "{e}");
 }
@@ -562,28 +570,10 @@ fn coupled_apps_move_in_order() {
     );
     let mut ladder = nextcloud_ladder();
     // 30 runs on PostgreSQL below 17; 32 needs 17.
-    ladder.images[0].requires.insert(
-        db,
-        Bounds {
-            min: None,
-            below: Some(v("17")),
-        },
-    );
-    ladder.images[2].requires.insert(
-        db,
-        Bounds {
-            min: Some(v("17")),
-            below: None,
-        },
-    );
+    ladder.images[0].requires.insert(db, below("17"));
+    ladder.images[2].requires.insert(db, at_least("17"));
     let mut office = img("25.04.6.2.1", 5);
-    office.requires.insert(
-        nc,
-        Bounds {
-            min: Some(v("31.0.0.0")),
-            below: None,
-        },
-    );
+    office.requires.insert(nc, at_least("31.0.0.0"));
     let m = manifest_of(vec![
         (nc, ladder),
         (db, component("17.6", vec![img("17.6", 9)])),
@@ -613,20 +603,8 @@ fn requirements_no_order_can_meet_are_refused() {
     let (nc, db) = (ImageRole::Nextcloud, ImageRole::NextcloudDb);
     let mut ladder = nextcloud_ladder();
     // 31 runs only below PostgreSQL 17, 32 only on 17: no step between.
-    ladder.images[1].requires.insert(
-        db,
-        Bounds {
-            min: None,
-            below: Some(v("17")),
-        },
-    );
-    ladder.images[2].requires.insert(
-        db,
-        Bounds {
-            min: Some(v("17")),
-            below: None,
-        },
-    );
+    ladder.images[1].requires.insert(db, below("17"));
+    ladder.images[2].requires.insert(db, at_least("17"));
     let m = manifest_of(vec![
         (nc, ladder),
         (db, component("17.6", vec![img("17.6", 9)])),
