@@ -882,7 +882,6 @@ fn version_at<'a>(l: &'a Ladder<'_>, pos: usize) -> &'a Version {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn search(
     ladders: &[Ladder<'_>],
     installed: &Installed,
