@@ -260,7 +260,8 @@ async fn upgrade_plan_reads_the_box_from_its_apps_without_a_daemon() {
                 &["curl", "-fsS", "http://localhost/status.php"],
             )
             .await;
-        if e.code == 0 && e.stdout.contains("\"installed\":true") {
+        let status: Option<serde_json::Value> = serde_json::from_str(&e.stdout).ok();
+        if e.code == 0 && status.is_some_and(|s| s["installed"] == true) {
             break;
         }
         assert!(
