@@ -27,17 +27,15 @@ pub struct ContainerInfo {
     pub env: BTreeMap<String, String>,
 }
 
-/// The containers labelled as managed by `instance`.
+/// The containers carrying every one of `labels` (`(key, value)`: the
+/// instance's own, as the caller names them).
 pub async fn containers(
     docker: &Docker,
-    instance: &str,
+    labels: &[(&str, &str)],
 ) -> Result<Vec<ContainerInfo>, DockerError> {
     let filters = HashMap::from([(
         "label".to_owned(),
-        vec![
-            format!("{}=true", crate::apps::LABEL_MANAGED),
-            format!("{}={instance}", crate::apps::LABEL_INSTANCE),
-        ],
+        labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
     )]);
     let list = docker
         .list_containers(Some(ListContainersOptions {

@@ -48,7 +48,11 @@ pub async fn gather(
     })?;
     let mut readings = Vec::new();
     let mut database_bytes = BTreeMap::new();
-    for info in inventory::containers(docker, config.apps.prefix.as_str()).await? {
+    let ours = [
+        (crate::apps::LABEL_MANAGED, "true"),
+        (crate::apps::LABEL_INSTANCE, config.apps.prefix.as_str()),
+    ];
+    for info in inventory::containers(docker, &ours).await? {
         let Some(role) = info
             .labels
             .get(crate::apps::LABEL_ROLE)
