@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod model;
 pub mod onboarding;
 pub mod reconcile;
+pub mod releases;
 pub mod sso;
 pub mod store;
 pub mod sys;

@@ -16,6 +16,7 @@ mod plan;
 mod purge;
 mod reconcile;
 mod status;
+mod upgrade;
 mod user;
 
 use std::path::PathBuf;
@@ -164,6 +165,10 @@ pub enum Command {
     /// Measure the appliance against its speed and size targets.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Upgrades to a release: `upgrade plan` shows the path this box would
+    /// take, hop by hop, with downtime, disk and snapshots.
+    #[command(subcommand)]
+    Upgrade(upgrade::UpgradeCommand),
 }
 
 /// The demo's slapd port for the apps.
@@ -259,6 +264,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             serve(path)
         }
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Upgrade(cmd) => runtime()?.block_on(upgrade::run(&cli.config, cmd)),
         Command::Alliance(cmd) => alliance::run(&cli.config, cmd),
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use bollard::Docker;
 
 pub mod context;
+pub mod inventory;
 pub mod objects;
 
 /// Where to find the engine unless `DOCKER_HOST` names a unix socket.
