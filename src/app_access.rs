@@ -12,6 +12,7 @@
 //! Self-contained on purpose: it needs the config, the store and a wake-up,
 //! nothing of the daemon's.
 
+use crate::clock::unix_now;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,10 +29,6 @@ use crate::store::{Store, StoreError};
 /// The longest the task sleeps without being woken.
 const IDLE: Duration = Duration::from_secs(60);
 
-fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
 /// Runs until cancelled: drains what is due, then sleeps until the next
 /// retry, a wake-up (something queued, a reload) or [`IDLE`].
 pub async fn run(
@@ -41,15 +38,15 @@ pub async fn run(
     token: CancellationToken,
 ) {
     loop {
-        let next = match drain(&config(), &store, now()).await {
+        let next = match drain(&config(), &store, unix_now()).await {
             Ok(next) => next,
             Err(e) => {
                 log::error!(task = "app-access"; "{e}");
-                Some(now() + 30)
+                Some(unix_now() + 30)
             }
         };
         let sleep = next
-            .map(|at| Duration::from_secs(u64::try_from(at - now()).unwrap_or(0)))
+            .map(|at| Duration::from_secs(u64::try_from(at - unix_now()).unwrap_or(0)))
             .unwrap_or(IDLE)
             .min(IDLE);
         tokio::select! {

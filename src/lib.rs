@@ -6,6 +6,7 @@ pub mod api;
 pub mod app_access;
 pub mod apps;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod directory;

@@ -2,6 +2,7 @@
 //! resets. Each one hands its body to the onboarding service and turns the
 //! answer into JSON; none decides anything.
 
+use crate::clock::unix_now;
 use std::sync::Arc;
 
 use axum::Json;
@@ -10,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::server::{now, onboarding_error};
+use super::server::onboarding_error;
 use crate::daemon::Shared;
 use crate::onboarding::service::OnboardingError;
 
@@ -71,7 +72,7 @@ pub async fn suspend(
 ) -> Response {
     let r = shared
         .onboarding()
-        .suspend(&uid, &a.by, &a.reason, now())
+        .suspend(&uid, &a.by, &a.reason, unix_now())
         .await;
     reply(&shared, r)
 }
@@ -81,7 +82,10 @@ pub async fn reactivate(
     Path(uid): Path<String>,
     Json(a): Json<Act>,
 ) -> Response {
-    let r = shared.onboarding().reactivate(&uid, &a.by, now()).await;
+    let r = shared
+        .onboarding()
+        .reactivate(&uid, &a.by, unix_now())
+        .await;
     reply(&shared, r)
 }
 
@@ -92,7 +96,7 @@ pub async fn remove(
 ) -> Response {
     let r = shared
         .onboarding()
-        .remove_from_collective(&uid, &a.collective, &a.by, now())
+        .remove_from_collective(&uid, &a.collective, &a.by, unix_now())
         .await;
     reply(&shared, r)
 }
@@ -113,7 +117,7 @@ pub async fn group_member(
 ) -> Response {
     let r = shared
         .onboarding()
-        .group_member(&uid, &g.collective, &g.group, g.add, &g.by, now())
+        .group_member(&uid, &g.collective, &g.group, g.add, &g.by, unix_now())
         .await;
     reply(&shared, r)
 }
@@ -136,7 +140,7 @@ pub async fn create_collective(
 ) -> Response {
     let r = shared
         .onboarding()
-        .create_collective(&c.slug, &c.name, &c.by, now())
+        .create_collective(&c.slug, &c.name, &c.by, unix_now())
         .await;
     // Its group folder and forum group come with the next reconcile: now.
     shared.reconcile_now();
@@ -164,7 +168,7 @@ pub async fn create_group(
 ) -> Response {
     let r = shared
         .onboarding()
-        .create_group(&slug, &g.name, &g.by, now())
+        .create_group(&slug, &g.name, &g.by, unix_now())
         .await
         .map(|()| serde_json::json!({"collective": slug, "group": g.name}));
     created(&shared, r)
@@ -186,7 +190,7 @@ pub async fn grant_service(
 ) -> Response {
     let r = shared
         .onboarding()
-        .grant_service(&slug, &g.service, &g.group, g.grant, &g.by, now())
+        .grant_service(&slug, &g.service, &g.group, g.grant, &g.by, unix_now())
         .await
         .map(|()| serde_json::json!({"collective": slug, "service": g.service, "group": g.group, "granted": g.grant}));
     reply(&shared, r)
@@ -213,7 +217,7 @@ pub struct Join {
 pub async fn ask_to_join(State(shared): State<Arc<Shared>>, Json(j): Json<Join>) -> Response {
     let r = shared
         .onboarding()
-        .ask_to_join(&j.uid, &j.collective, &j.message, now())
+        .ask_to_join(&j.uid, &j.collective, &j.message, unix_now())
         .await
         .map(|id| serde_json::json!({"id": id}));
     created(&shared, r)
@@ -222,7 +226,7 @@ pub async fn ask_to_join(State(shared): State<Arc<Shared>>, Json(j): Json<Join>)
 async fn decide(shared: Arc<Shared>, id: i64, approve: bool, a: Act) -> Response {
     let r = shared
         .onboarding()
-        .decide_join(id, approve, &a.by, &a.reason, now())
+        .decide_join(id, approve, &a.by, &a.reason, unix_now())
         .await
         .map(|()| serde_json::json!({"id": id, "state": if approve { "approved" } else { "rejected" }}));
     reply(&shared, r)
@@ -262,7 +266,7 @@ pub struct Invite {
 pub async fn invite(State(shared): State<Arc<Shared>>, Json(i): Json<Invite>) -> Response {
     let r = shared
         .onboarding()
-        .invite(&i.email, &i.collective, &i.by, now())
+        .invite(&i.email, &i.collective, &i.by, unix_now())
         .await
         .map(|id| serde_json::json!({"id": id}));
     created(&shared, r)
@@ -274,7 +278,10 @@ pub struct Token {
 }
 
 pub async fn invitation_info(State(shared): State<Arc<Shared>>, Json(t): Json<Token>) -> Response {
-    let r = shared.onboarding().invitation_info(&t.token, now()).await;
+    let r = shared
+        .onboarding()
+        .invitation_info(&t.token, unix_now())
+        .await;
     reply(&shared, r)
 }
 
@@ -284,7 +291,7 @@ pub async fn accept_invitation(
 ) -> Response {
     let r = shared
         .onboarding()
-        .accept_invitation(&t.token, now())
+        .accept_invitation(&t.token, unix_now())
         .await
         .map(|uid| serde_json::json!({"uid": uid}));
     reply(&shared, r)
@@ -306,7 +313,7 @@ pub async fn forgot_password(State(shared): State<Arc<Shared>>, Json(f): Json<Fo
     };
     let r = shared
         .onboarding()
-        .forgot_password(&f.login, &ip, now())
+        .forgot_password(&f.login, &ip, unix_now())
         .await
         .map(|()| serde_json::json!({"message": "if an active account matches, a reset link is on its way"}));
     match r {

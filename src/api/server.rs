@@ -1,6 +1,7 @@
 //! axum router for the local API. Handlers only read shared state; anything
 //! that changes the appliance goes through the daemon's own paths.
 
+use crate::clock::unix_now;
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -119,7 +120,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn alliance_status(State(shared): State<Arc<Shared>>) -> Response {
-    match crate::federation::status(&shared.store, &shared.federation, now()) {
+    match crate::federation::status(&shared.store, &shared.federation, unix_now()) {
         Ok(s) => Json(s).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
     }
@@ -174,7 +175,7 @@ async fn alliance_confirm_deletions(
         &shared.federation,
         req.hold,
         &req.by,
-        now(),
+        unix_now(),
     ) {
         Ok(Confirmation::Confirmed(h)) => Json(h).into_response(),
         Ok(Confirmation::NoHold) => error(
@@ -222,10 +223,6 @@ async fn directory_export(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-pub(super) fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
 /// Onboarding errors as answers with stable codes; field errors list each
 /// field so a page can mark it. The console's `/api/v1` answers the same.
 pub fn onboarding_error(e: OnboardingError) -> Response {
@@ -271,7 +268,7 @@ async fn register(State(shared): State<Arc<Shared>>, Json(b): Json<RegisterBody>
     } else {
         b.ip
     };
-    match shared.onboarding().register(&b.form, &ip, now()).await {
+    match shared.onboarding().register(&b.form, &ip, unix_now()).await {
         Ok(Registered::Request(id)) => {
             shared.mail_wakeup.notify_one();
             (StatusCode::CREATED, Json(serde_json::json!({"id": id}))).into_response()
@@ -297,7 +294,7 @@ struct TokenBody {
 }
 
 async fn verify_email(State(shared): State<Arc<Shared>>, Json(b): Json<TokenBody>) -> Response {
-    match shared.onboarding().verify_email(&b.token, now()).await {
+    match shared.onboarding().verify_email(&b.token, unix_now()).await {
         Ok(id) => {
             shared.mail_wakeup.notify_one();
             Json(serde_json::json!({"id": id})).into_response()
@@ -309,7 +306,7 @@ async fn verify_email(State(shared): State<Arc<Shared>>, Json(b): Json<TokenBody
 async fn set_password(State(shared): State<Arc<Shared>>, Json(b): Json<TokenBody>) -> Response {
     match shared
         .onboarding()
-        .set_password(&b.token, &b.password, now())
+        .set_password(&b.token, &b.password, unix_now())
         .await
     {
         Ok(uid) => Json(serde_json::json!({"uid": uid})).into_response(),
@@ -363,7 +360,7 @@ async fn approve(
     Path(id): Path<i64>,
     Json(d): Json<Decision>,
 ) -> Response {
-    match shared.onboarding().approve(id, &d.by, now()).await {
+    match shared.onboarding().approve(id, &d.by, unix_now()).await {
         Ok(()) => {
             shared.mail_wakeup.notify_one();
             Json(serde_json::json!({"id": id, "state": "approved"})).into_response()
@@ -379,7 +376,7 @@ async fn reject(
 ) -> Response {
     match shared
         .onboarding()
-        .reject(id, &d.by, &d.reason, now())
+        .reject(id, &d.by, &d.reason, unix_now())
         .await
     {
         Ok(()) => {

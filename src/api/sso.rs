@@ -2,6 +2,7 @@
 //! gave their password. The front door's sign-in page calls it; tests do
 //! directly.
 
+use crate::clock::unix_now;
 use std::sync::Arc;
 
 use axum::Json;
@@ -10,7 +11,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::server::now;
 use crate::daemon::Shared;
 use crate::sso::discourse::SsoError;
 use crate::sso::service::{LoginError, login};
@@ -37,7 +37,7 @@ pub async fn discourse(State(shared): State<Arc<Shared>>, Json(b): Json<Body>) -
         &b.sig,
         &b.uid,
         &b.password,
-        now(),
+        unix_now(),
     )
     .await;
     let (status, code) = match &r {

@@ -1,6 +1,7 @@
 //! `commonscloud alliance …`: federation with the alliance's directory, and
 //! the LDIF that sets up the alliance's own slapd (`provision/alliance/`).
 
+use crate::clock::unix_now;
 use std::path::Path;
 
 use anyhow::Context;
@@ -267,7 +268,7 @@ async fn status(config_path: &Path, json: bool) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
-    let now = crate::federation::now();
+    let now = unix_now();
     let Some(e) = v["enrolment"].as_object() else {
         if let Some(refused) = v["link"]["refused"].as_str() {
             println!("link       refused: {refused}");
@@ -416,7 +417,7 @@ async fn confirm_deletions(
         return Ok(0);
     }
     let hold = super::user::answer(code, &body)?;
-    let now = crate::federation::now();
+    let now = unix_now();
     if !json && let Some(h) = hold.as_object() {
         print_hold(h, now);
     }

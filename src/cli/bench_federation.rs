@@ -6,6 +6,7 @@
 //! alliance writes to the local slapd (p50, p99), and the outbox's drain
 //! rate after --outbox queued local changes.
 
+use crate::clock::unix_now;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -275,7 +276,7 @@ async fn bench(args: &FederationArgs, s: &mut Scratch) -> anyhow::Result<Report>
             bind_dn: bind_dn.clone(),
             suffix: SUFFIX.into(),
             node: NODE.into(),
-            joined_at: crate::federation::now(),
+            joined_at: unix_now(),
             ca_file: None,
             starttls: false,
         })?;
@@ -361,7 +362,7 @@ async fn bench(args: &FederationArgs, s: &mut Scratch) -> anyhow::Result<Report>
                 .to_local(&format!("uid=f{i:06},ou=people,{SUFFIX}"));
             outbox::push(
                 &st,
-                crate::federation::now(),
+                unix_now(),
                 &Change::attrs(&dn, &[("description", Vec::new())]),
             )?;
         }

@@ -2,6 +2,7 @@
 //! settings come from the store's enrolment (made by `alliance join`) or
 //! from the config's `[alliance]` section, which enrols at start.
 
+use crate::clock::unix_now;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -165,7 +166,7 @@ pub(super) async fn run(shared: Arc<Shared>, token: CancellationToken) {
                 Ok(a) => {
                     let failed = a.checks.iter().find(|c| !c.ok).map(|c| c.message.clone());
                     let e = failed.unwrap_or_else(|| "joining the alliance failed".into());
-                    link.set_up(false, federation::now(), Some(e.clone()));
+                    link.set_up(false, unix_now(), Some(e.clone()));
                     log::warn!(task = "federation"; "alliance (config): {e}");
                     tokio::select! {
                         _ = token.cancelled() => return,
@@ -175,7 +176,7 @@ pub(super) async fn run(shared: Arc<Shared>, token: CancellationToken) {
                     continue;
                 }
                 Err(e) => {
-                    link.set_up(false, federation::now(), Some(e.to_string()));
+                    link.set_up(false, unix_now(), Some(e.to_string()));
                     tokio::select! {
                         _ = token.cancelled() => return,
                         _ = tokio::time::sleep(Duration::from_secs(60)) => {}
@@ -315,7 +316,7 @@ async fn join_with(
             &plan,
             &members,
             &password_path(&config),
-            federation::now(),
+            unix_now(),
         )?;
     }
     shared.audit(

@@ -190,7 +190,7 @@ impl Shared {
                 last_reload_refused: refused.as_deref(),
             },
         ));
-        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let now = crate::clock::unix_now();
         if let Ok(f) = crate::federation::status(&self.store, &self.federation, now) {
             let obs = status::FederationObservation {
                 enabled: f.link.enabled || f.enrolment.is_some(),
@@ -253,7 +253,7 @@ impl Shared {
         }
         if let Ok((queued, oldest)) = self.with_store(|s| s.outbox_depth()) {
             m.mail_queued.set(queued);
-            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let now = crate::clock::unix_now();
             m.mail_oldest_queued_age_seconds
                 .set(oldest.map_or(0, |t| (now - t).max(0)));
         }
@@ -262,7 +262,7 @@ impl Shared {
         }) {
             m.registrations_awaiting_validation.set(n);
         }
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let now = crate::clock::unix_now();
         if let Ok(f) = crate::federation::status(&self.store, &self.federation, now) {
             let g = &m.federation;
             g.link_up.set(i64::from(f.link.up));
@@ -291,7 +291,7 @@ impl Shared {
     }
 
     fn audit(&self, action: &str, detail: &str) {
-        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let now = crate::clock::unix_now();
         if let Err(e) = self.with_store(|s| s.audit(now, "daemon", action, detail)) {
             log::warn!("cannot write audit entry {action}: {e}");
         }
@@ -594,7 +594,7 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
                 tokio::select! {
                     _ = token.cancelled() => break,
                     _ = tick.tick() => {
-                        let now = OffsetDateTime::now_utc().unix_timestamp();
+                        let now = crate::clock::unix_now();
                         match shared.onboarding().expire_due(now) {
                             Ok(0) => {}
                             Ok(n) => log::info!(task = "onboarding-sweep"; "{n} registration request(s) expired; their user names are free again"),
@@ -826,7 +826,7 @@ fn reload(shared: &Shared) {
                 log::warn!("{message}");
             }
             log::set_max_level(new.log.level.to_filter());
-            let now = OffsetDateTime::now_utc().unix_timestamp();
+            let now = crate::clock::unix_now();
             if let Err(e) = shared.with_store(|s| s.mail_retry_now(now)) {
                 log::warn!("cannot reschedule queued mail: {e}");
             }
@@ -919,7 +919,7 @@ async fn run_front_door_files(shared: Arc<Shared>, token: tokio_util::sync::Canc
             Ok(Err(e)) => log::error!(task = "front-door-files"; "{e}"),
             Err(e) => log::error!(task = "front-door-files"; "{e}"),
         }
-        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let now = crate::clock::unix_now();
         // An order can take minutes (validation): shutdown does not wait
         // for it. Dropping it removes its challenge files and leaves the
         // current certificate in place.
@@ -1246,7 +1246,7 @@ async fn run_mail(shared: Arc<Shared>, token: tokio_util::sync::CancellationToke
             },
         };
         if let Some(sender) = &sender {
-            let now = OffsetDateTime::now_utc().unix_timestamp();
+            let now = crate::clock::unix_now();
             let due = shared
                 .with_store(|s| s.due_mail(now, 50))
                 .unwrap_or_default();

@@ -3,6 +3,7 @@
 //! that already landed, say before a crash, is not written twice), and
 //! settles what both sides changed by the authority rule.
 
+use crate::clock::unix_now;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use ldap3::Ldap;
 
 use super::outbox::{self, Change};
 use super::rules::{self, AttrChange, Attrs, Settle, Winner, copyable, first, lock_change, settle};
-use super::{FederationError, Link, Settings, lock, now};
+use super::{FederationError, Link, Settings, lock};
 use crate::directory::alliance;
 use crate::directory::{DirectoryError, ldap as local_ldap, people, tree::Tree};
 use crate::store::{OutboxRow, Store};
@@ -99,7 +100,7 @@ pub async fn drain(
                     row.dn
                 );
             }
-            let t = now();
+            let t = unix_now();
             let s = lock(store)?;
             for id in std::iter::once(row.id).chain(merged.iter().copied()) {
                 match &outcome {
@@ -197,7 +198,7 @@ async fn add(
     let collision = |kind: &str, what: String| -> Result<Outcome, FederationError> {
         let s = lock(store)?;
         s.atomically(|s| {
-            s.record_conflict(now(), dn, "", kind, "alliance", &what, Some(outbox_id))?;
+            s.record_conflict(unix_now(), dn, "", kind, "alliance", &what, Some(outbox_id))?;
             if kind == "uid_taken" {
                 ask_for_another_uid(s, settings, &here)?;
             }
@@ -266,7 +267,7 @@ fn ask_for_another_uid(
     let reg = s.registration_of_account(uid)?;
     let (plain, hash) =
         crate::onboarding::service::new_token(crate::onboarding::service::os_random);
-    let t = now();
+    let t = unix_now();
     s.insert_token(
         &hash,
         "choose_uid",
@@ -395,7 +396,7 @@ async fn attrs(
         return Ok(Outcome::Done);
     }
     let s = lock(store)?;
-    let t = now();
+    let t = unix_now();
     for (attr, w, what) in &notes {
         let winner = match w {
             Winner::Local => "local",

@@ -4,6 +4,7 @@
 //! malformed message makes ldap3's parser panic (the session is a task of
 //! its own, so a panic ends only it).
 
+use crate::clock::unix_now;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,7 +13,7 @@ use ldap3::Ldap;
 
 use super::guard::{self, Deletions};
 use super::rules::{self, Attrs, Scope, copyable, down_changes, lock_change, normalize_dn};
-use super::{FederationError, Link, Settings, lock, now, outbox};
+use super::{FederationError, Link, Settings, lock, outbox};
 use crate::directory::alliance::{self, SyncEvent};
 use crate::directory::ldap as local_ldap;
 use crate::directory::tree::Tree;
@@ -95,7 +96,7 @@ pub async fn run(settings: Settings, store: Arc<Mutex<Store>>, link: Arc<Link>) 
             if failures == 0 || link.is_up() {
                 log::warn!("federation: {e}");
             }
-            link.set_up(false, now(), Some(e.clone()));
+            link.set_up(false, unix_now(), Some(e.clone()));
             failures = failures.saturating_add(1);
         }
         link.update(|s| s.refreshing = false);
@@ -118,7 +119,7 @@ pub async fn session(
     link: Arc<Link>,
 ) -> Result<(), FederationError> {
     let remote = settings.connect().await?;
-    let t = now();
+    let t = unix_now();
     lock(&store)?.touch_contact(t)?;
     link.set_up(true, t, None);
     let security = settings.security().ok();
@@ -263,7 +264,7 @@ async fn down(
             SyncEvent::RefreshRequired => {
                 log::warn!("federation: the alliance cannot resume from our cookie; reloading");
                 commit(store, &mut pending, None)?;
-                lock(store)?.set_sync_cookie(None, now())?;
+                lock(store)?.set_sync_cookie(None, unix_now())?;
                 stream.abandon().await;
                 return Ok(());
             }
@@ -343,7 +344,7 @@ async fn judge(
     let (delete, keep) = match decision {
         Deletions::Hold => {
             let kept = entries.iter().filter(|e| e.kept).count();
-            let id = lock(store)?.hold_fed_deletions(now(), copy, &entries)?;
+            let id = lock(store)?.hold_fed_deletions(unix_now(), copy, &entries)?;
             log::warn!(
                 "federation: the alliance's refresh would delete {} of the {copy} entries copied here ({kept} of them this box's own: people homed here, its collective, its directory's containers, which stay in any case); nothing was deleted (hold {id}). `commonscloud alliance status` lists them; once the alliance is known to be right, `commonscloud alliance confirm-deletions` lets them go",
                 entries.len()
@@ -370,7 +371,7 @@ async fn judge(
                     "federation: the alliance no longer gives {dn} to this box; it is this box's own, so it stays"
                 );
                 s.record_conflict(
-                    now(),
+                    unix_now(),
                     dn,
                     "",
                     "kept_here",
@@ -414,7 +415,7 @@ fn commit(
     if pending.len() == 0 && cookie.is_none() {
         return Ok(());
     }
-    let t = now();
+    let t = unix_now();
     let s = lock(store)?;
     s.atomically(|s| {
         for (u, dn) in &pending.map {
@@ -517,7 +518,7 @@ async fn apply_entry(
             let s = lock(store)?;
             if !s.has_conflict(&dn, "uid_taken_here")? {
                 s.record_conflict(
-                    now(),
+                    unix_now(),
                     &dn,
                     "",
                     "uid_taken_here",
@@ -568,7 +569,7 @@ fn record_down_conflict(
 ) -> Result<(), FederationError> {
     log::warn!("federation: the local directory refused {dn} from the alliance (rc {rc}): {text}");
     lock(store)?.record_conflict(
-        now(),
+        unix_now(),
         dn,
         "",
         "refused_here",

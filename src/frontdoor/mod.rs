@@ -25,6 +25,7 @@ pub mod limits;
 pub mod proxy;
 pub mod routes;
 
+use crate::clock::unix_now;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -416,10 +417,6 @@ fn load(
         tls: std::sync::Arc::new(tls),
     };
     Ok((loaded, serving, settings, limits))
-}
-
-fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 fn describe(serving: Serving) -> String {

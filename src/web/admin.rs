@@ -4,6 +4,7 @@
 //! CSRF-checked POST, done by the onboarding service (which audits it)
 //! and answered with a redirect.
 
+use crate::clock::unix_now;
 use std::sync::Arc;
 
 use axum::Router;
@@ -15,7 +16,7 @@ use maud::{Markup, html};
 
 use super::i18n::Msg;
 use super::pages::{self, Chrome};
-use super::{Ctx, Session, Web, csrf_refused, failure, failure_text, now, ops, page, see_other};
+use super::{Ctx, Session, Web, csrf_refused, failure, failure_text, ops, page, see_other};
 use crate::api::ComponentState;
 
 use super::{Fields, get_field};
@@ -208,7 +209,7 @@ async fn dashboard(State(web): State<Arc<Web>>, mut ctx: Ctx, Query(q): Query<Fl
     let mem = memory_mb();
     let disk = disk_gb(&config.paths.state_dir);
     let apps = ops::app_rows(&web).await;
-    let now = super::now();
+    let now = unix_now();
     let fed = crate::federation::status(&web.shared.store, &web.shared.federation, now).ok();
     let fl = flash(&ctx, &q);
     show(&mut ctx, Msg::Dashboard, fl, StatusCode::OK, |c| {
@@ -327,8 +328,11 @@ async fn decide_request(
     let svc = web.shared.onboarding();
     let by = s.person.uid.as_str();
     let r = match decision.as_str() {
-        "approve" => svc.approve(id, by, now()).await,
-        "reject" => svc.reject(id, by, get_field(&f, "reason"), now()).await,
+        "approve" => svc.approve(id, by, unix_now()).await,
+        "reject" => {
+            svc.reject(id, by, get_field(&f, "reason"), unix_now())
+                .await
+        }
         _ => return super::not_found(ctx).await,
     };
     web.shared.mail_wakeup.notify_one();
@@ -353,7 +357,13 @@ async fn decide_join(
     let r = web
         .shared
         .onboarding()
-        .decide_join(id, approve, &s.person.uid, get_field(&f, "reason"), now())
+        .decide_join(
+            id,
+            approve,
+            &s.person.uid,
+            get_field(&f, "reason"),
+            unix_now(),
+        )
         .await;
     web.shared.mail_wakeup.notify_one();
     after(&mut ctx, "/console/requests", r)
@@ -462,21 +472,34 @@ async fn person_action(
     };
     let r = match act.as_str() {
         "suspend" => svc
-            .suspend(&uid, by, get_field(&f, "reason"), now())
+            .suspend(&uid, by, get_field(&f, "reason"), unix_now())
             .await
             .map(drop),
-        "reactivate" => svc.reactivate(&uid, by, now()).await.map(drop),
-        "promote" => svc.set_admin(&uid, &home, true, by, now()).await.map(drop),
-        "demote" => svc.set_admin(&uid, &home, false, by, now()).await.map(drop),
+        "reactivate" => svc.reactivate(&uid, by, unix_now()).await.map(drop),
+        "promote" => svc
+            .set_admin(&uid, &home, true, by, unix_now())
+            .await
+            .map(drop),
+        "demote" => svc
+            .set_admin(&uid, &home, false, by, unix_now())
+            .await
+            .map(drop),
         "group" => {
             let add = get_field(&f, "remove").is_empty();
             let collective = match get_field(&f, "collective") {
                 "" => home.as_str(),
                 c => c,
             };
-            svc.group_member(&uid, collective, get_field(&f, "group"), add, by, now())
-                .await
-                .map(drop)
+            svc.group_member(
+                &uid,
+                collective,
+                get_field(&f, "group"),
+                add,
+                by,
+                unix_now(),
+            )
+            .await
+            .map(drop)
         }
         _ => return super::not_found(ctx).await,
     };
@@ -505,7 +528,7 @@ async fn invite(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fields>
             get_field(&f, "email"),
             get_field(&f, "collective"),
             &s.person.uid,
-            now(),
+            unix_now(),
         )
         .await
         .map(drop);
@@ -624,7 +647,7 @@ async fn create_collective(
             get_field(&f, "slug"),
             get_field(&f, "name"),
             &s.person.uid,
-            now(),
+            unix_now(),
         )
         .await
         .map(drop);
@@ -646,7 +669,7 @@ async fn create_group(
     let r = web
         .shared
         .onboarding()
-        .create_group(&slug, get_field(&f, "group"), &s.person.uid, now())
+        .create_group(&slug, get_field(&f, "group"), &s.person.uid, unix_now())
         .await;
     after(&mut ctx, "/console/collectives", r)
 }
@@ -671,7 +694,7 @@ async fn grant_service(
             get_field(&f, "group"),
             grant,
             &s.person.uid,
-            now(),
+            unix_now(),
         )
         .await;
     after(&mut ctx, "/console/collectives", r)

@@ -4,6 +4,7 @@
 //! the browser says where from, and, with a session, carry the session's
 //! token in `X-CSRF-Token`.
 
+use crate::clock::unix_now;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -14,7 +15,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Ctx, LoginRefusal, Session, Web, check_login, end_session, now, start_session};
+use super::{Ctx, LoginRefusal, Session, Web, check_login, end_session, start_session};
 use crate::onboarding::service::OnboardingError;
 use crate::onboarding::validate::Form as RegistrationForm;
 
@@ -291,7 +292,7 @@ async fn profile(
     let r = web
         .shared
         .onboarding()
-        .update_profile(&s.person.uid, &b.display_name, &b.language, now())
+        .update_profile(&s.person.uid, &b.display_name, &b.language, unix_now())
         .await
         .map(|p| json!({"uid": p.uid, "display_name": p.display_name, "language": p.language}));
     answer(&web, &ctx, r)
@@ -314,7 +315,7 @@ async fn change_password(
     match web
         .shared
         .onboarding()
-        .change_password(&s.person.uid, &b.password, &b.new_password, now())
+        .change_password(&s.person.uid, &b.password, &b.new_password, unix_now())
         .await
     {
         Ok(()) => {
@@ -351,7 +352,7 @@ async fn ask_to_join(
     let r = web
         .shared
         .onboarding()
-        .ask_to_join(&s.person.uid, &b.collective, &b.message, now())
+        .ask_to_join(&s.person.uid, &b.collective, &b.message, unix_now())
         .await
         .map(|id| json!({"id": id}));
     answer(&web, &ctx, r)
@@ -367,7 +368,7 @@ async fn register(
     match web
         .shared
         .onboarding()
-        .register(&form, &ctx.ip, now())
+        .register(&form, &ctx.ip, unix_now())
         .await
     {
         // The same answer whether or not the address had an account.
@@ -400,7 +401,7 @@ async fn verify(
     let r = web
         .shared
         .onboarding()
-        .verify_email(&b.token, now())
+        .verify_email(&b.token, unix_now())
         .await
         .map(|id| json!({"id": id}));
     answer(&web, &ctx, r)
@@ -416,9 +417,9 @@ async fn set_password(
     let r = web
         .shared
         .onboarding()
-        .set_password(&b.token, &b.password, now())
+        .set_password(&b.token, &b.password, unix_now())
         .await
-        .inspect(|uid| super::remember_address(&web, uid, &ctx.ip, now()))
+        .inspect(|uid| super::remember_address(&web, uid, &ctx.ip, unix_now()))
         .map(|uid| json!({"uid": uid}));
     answer(&web, &ctx, r)
 }
@@ -438,7 +439,7 @@ async fn forgot(
     let r = web
         .shared
         .onboarding()
-        .forgot_password(&b.login, &ctx.ip, now())
+        .forgot_password(&b.login, &ctx.ip, unix_now())
         .await
         .map(|()| json!({"sent_if_known": true}));
     answer(&web, &ctx, r)
@@ -513,8 +514,8 @@ async fn decide_registration(
     let s = tri!(admin_write(&ctx, &headers));
     let svc = web.shared.onboarding();
     let r = match decision.as_str() {
-        "approve" => svc.approve(id, &s.person.uid, now()).await,
-        "reject" => svc.reject(id, &s.person.uid, &b.reason, now()).await,
+        "approve" => svc.approve(id, &s.person.uid, unix_now()).await,
+        "reject" => svc.reject(id, &s.person.uid, &b.reason, unix_now()).await,
         _ => return error(StatusCode::NOT_FOUND, "not_found", "use approve or reject"),
     };
     answer(
@@ -560,12 +561,12 @@ async fn person_action(
     };
     let by = s.person.uid.as_str();
     let r = match act.as_str() {
-        "suspend" => svc.suspend(&uid, by, &b.reason, now()).await,
-        "reactivate" => svc.reactivate(&uid, by, now()).await,
-        "promote" => svc.set_admin(&uid, collective, true, by, now()).await,
-        "demote" => svc.set_admin(&uid, collective, false, by, now()).await,
+        "suspend" => svc.suspend(&uid, by, &b.reason, unix_now()).await,
+        "reactivate" => svc.reactivate(&uid, by, unix_now()).await,
+        "promote" => svc.set_admin(&uid, collective, true, by, unix_now()).await,
+        "demote" => svc.set_admin(&uid, collective, false, by, unix_now()).await,
         "group" => {
-            svc.group_member(&uid, collective, &b.group, !b.remove, by, now())
+            svc.group_member(&uid, collective, &b.group, !b.remove, by, unix_now())
                 .await
         }
         _ => {
@@ -605,7 +606,7 @@ async fn invite(
     let r = web
         .shared
         .onboarding()
-        .invite(&b.email, &collective, &s.person.uid, now())
+        .invite(&b.email, &collective, &s.person.uid, unix_now())
         .await
         .map(|id| json!({"id": id}));
     answer(&web, &ctx, r)
@@ -644,7 +645,7 @@ async fn create_collective(
     let r = web
         .shared
         .onboarding()
-        .create_collective(&b.slug, &b.name, &s.person.uid, now())
+        .create_collective(&b.slug, &b.name, &s.person.uid, unix_now())
         .await;
     web.shared.reconcile_now();
     answer(&web, &ctx, r)
@@ -666,7 +667,7 @@ async fn create_group(
     let r = web
         .shared
         .onboarding()
-        .create_group(&slug, &b.group, &s.person.uid, now())
+        .create_group(&slug, &b.group, &s.person.uid, unix_now())
         .await
         .map(|()| json!({"collective": slug, "group": b.group}));
     answer(&web, &ctx, r)
@@ -695,7 +696,7 @@ async fn grant_service(
     let r = web
         .shared
         .onboarding()
-        .grant_service(&slug, &b.service, &b.group, b.grant, &s.person.uid, now())
+        .grant_service(&slug, &b.service, &b.group, b.grant, &s.person.uid, unix_now())
         .await
         .map(|()| json!({"collective": slug, "service": b.service, "group": b.group, "grant": b.grant}));
     answer(&web, &ctx, r)
@@ -726,7 +727,7 @@ async fn decide_join(
     let r = web
         .shared
         .onboarding()
-        .decide_join(id, approve, &s.person.uid, &b.reason, now())
+        .decide_join(id, approve, &s.person.uid, &b.reason, unix_now())
         .await
         .map(|()| json!({"id": id, "decision": decision}));
     answer(&web, &ctx, r)

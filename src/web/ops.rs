@@ -2,11 +2,12 @@
 //! service's: shared by the pages (`admin`) and the JSON API (`api`), so
 //! both check, do and audit the same way.
 
+use crate::clock::unix_now;
 use std::time::Duration;
 
 use axum::http::StatusCode;
 
-use super::{Web, now};
+use super::Web;
 use crate::directory::people::Person;
 use crate::model::AppName;
 
@@ -96,7 +97,7 @@ pub fn set_app(web: &Web, by: &str, app: &str, act: &str) -> Result<Vec<AppName>
     candidate.apps.enabled = enabled.clone();
     crate::apps::enabled_apps(&candidate)
         .map_err(|e| refused(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-    let now = now();
+    let now = unix_now();
     let choice = crate::config::ConsoleApps {
         enabled: enabled.clone(),
         by: by.to_owned(),
@@ -154,7 +155,7 @@ pub async fn restart(web: &Web, by: &str, container: &str) -> Result<(), Refused
         };
     let _ = web
         .shared
-        .with_store(|st| st.audit(now(), by, "restart-app", container));
+        .with_store(|st| st.audit(unix_now(), by, "restart-app", container));
     r.map_err(|e| refused(StatusCode::BAD_GATEWAY, e.to_string()))
 }
 
@@ -163,14 +164,14 @@ pub fn reconcile(web: &Web, by: &str) {
     web.shared.reconcile_now();
     let _ = web
         .shared
-        .with_store(|st| st.audit(now(), by, "reconcile", "asked from the console"));
+        .with_store(|st| st.audit(unix_now(), by, "reconcile", "asked from the console"));
 }
 
 /// Queues a test mail to the admin.
 pub fn test_mail(web: &Web, admin: &Person) -> Result<(), Refused> {
     let config = web.shared.config();
     let params = serde_json::json!({"by": admin.display_name, "collective": config.collective.name.to_string()});
-    let now = now();
+    let now = unix_now();
     let r = web.shared.with_store(|st| {
         st.atomically(|st| {
             st.enqueue_mail(

@@ -2,6 +2,7 @@
 //! invitations; and for signed-in people: their services, profile,
 //! joining other collectives, and the forum's sign-in.
 
+use crate::clock::unix_now;
 use std::sync::Arc;
 
 use axum::Router;
@@ -15,7 +16,7 @@ use super::i18n::Msg;
 use super::pages;
 use super::{
     Ctx, Failure, LoginRefusal, Web, check_login, csrf_refused, end_session, failure, failure_text,
-    minutes, now, page, see_other, start_session,
+    minutes, page, see_other, start_session,
 };
 use crate::onboarding::validate::{FieldError, Form as RegistrationForm};
 
@@ -247,7 +248,7 @@ async fn register(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Field
     match web
         .shared
         .onboarding()
-        .register(&form, &ctx.ip, now())
+        .register(&form, &ctx.ip, unix_now())
         .await
     {
         Ok(_) => {
@@ -322,7 +323,7 @@ async fn verify(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fields>
     match web
         .shared
         .onboarding()
-        .verify_email(get_field(&f, "token"), now())
+        .verify_email(get_field(&f, "token"), unix_now())
         .await
     {
         Ok(_) => {
@@ -370,13 +371,13 @@ async fn set_password(
         match web
             .shared
             .onboarding()
-            .set_password(&token, get_field(&f, "password"), now())
+            .set_password(&token, get_field(&f, "password"), unix_now())
             .await
         {
             Ok(uid) => {
                 // Finishing a mailed link proves the mailbox: this address
                 // is the person's now, whoever else is hammering the account.
-                super::remember_address(&web, &uid, &ctx.ip, now());
+                super::remember_address(&web, &uid, &ctx.ip, unix_now());
                 let c = ctx.chrome();
                 let m = pages::message(
                     &c,
@@ -420,7 +421,7 @@ async fn choose_uid(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fie
     let errors = match web
         .shared
         .onboarding()
-        .choose_uid(&token, &uid, now())
+        .choose_uid(&token, &uid, unix_now())
         .await
     {
         Ok(_) => {
@@ -460,7 +461,7 @@ async fn forgot(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fields>
     match web
         .shared
         .onboarding()
-        .forgot_password(get_field(&f, "login"), &ctx.ip, now())
+        .forgot_password(get_field(&f, "login"), &ctx.ip, unix_now())
         .await
     {
         Ok(()) => {
@@ -488,7 +489,7 @@ async fn join_page(
     match web
         .shared
         .onboarding()
-        .invitation_info(&q.token, now())
+        .invitation_info(&q.token, unix_now())
         .await
     {
         Ok(info) if info.has_account => {
@@ -524,11 +525,11 @@ async fn join(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fields>) 
     let token = get_field(&f, "token");
     let svc = web.shared.onboarding();
     let name = svc
-        .invitation_info(token, now())
+        .invitation_info(token, unix_now())
         .await
         .map(|i| i.collective_name)
         .unwrap_or_default();
-    match svc.accept_invitation(token, now()).await {
+    match svc.accept_invitation(token, unix_now()).await {
         Ok(_) => {
             web.shared.mail_wakeup.notify_one();
             let c = ctx.chrome();
@@ -573,7 +574,7 @@ async fn profile(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fields
     match web
         .shared
         .onboarding()
-        .update_profile(&s.person.uid, name, lang, now())
+        .update_profile(&s.person.uid, name, lang, unix_now())
         .await
     {
         Ok(p) => {
@@ -638,7 +639,7 @@ async fn change_password(
                 &s.person.uid,
                 get_field(&f, "password"),
                 get_field(&f, "new_password"),
-                now(),
+                unix_now(),
             )
             .await
         {
@@ -717,7 +718,7 @@ async fn ask_to_join(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fi
             &s.person.uid,
             get_field(&f, "collective"),
             get_field(&f, "message"),
-            now(),
+            unix_now(),
         )
         .await
     {
@@ -784,7 +785,7 @@ async fn sso_discourse(
         &q.sso,
         &q.sig,
         &s.person,
-        now(),
+        unix_now(),
     )
     .await;
     match r {
