@@ -6,8 +6,8 @@
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::daemon::status::{MIN_DOCKER_API, api_version};
 use crate::docker::EngineInfo;
+use crate::status::{MIN_DOCKER_API, api_version};
 
 /// The earliest date a correct clock can show: this release's date
 /// (2026-11-01T00:00:00Z). A box without RTC that boots in 1970 fails here.

@@ -22,6 +22,7 @@ pub mod model;
 pub mod onboarding;
 pub mod reconcile;
 pub mod sso;
+pub mod status;
 pub mod store;
 pub mod sys;
 pub mod tls;

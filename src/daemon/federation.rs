@@ -9,12 +9,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::status::DirectoryObservation;
 use crate::config::Config;
 use crate::directory::{alliance, ldap, slapd};
 use crate::federation::join::{self, Check, PushPlan};
 use crate::federation::rules::Suffixes;
 use crate::federation::{self, FederationError, Settings};
+use crate::status::DirectoryObservation;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 

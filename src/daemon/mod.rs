@@ -2,10 +2,9 @@
 //! watchdog, the single-instance lock, config reload and shutdown live here.
 //!
 //! It owns no decisions about the appliance itself: component states come from
-//! [`status`], config validity from [`crate::config`].
+//! [`crate::status`], config validity from [`crate::config`].
 
 pub mod federation;
-pub mod status;
 pub mod tasks;
 
 use std::os::unix::fs::PermissionsExt;
@@ -25,8 +24,8 @@ use crate::api::{ComponentState, ReloadOutcome, Status};
 use crate::config::{self, Config};
 use crate::metrics::{Metrics, ResultLabels};
 use crate::onboarding::service::{Onboarding, Settings};
+use crate::status::{self, DirectoryObservation, DockerObservation, Observed};
 use crate::store::{Store, StoreError};
-use status::{DirectoryObservation, DockerObservation, Observed};
 
 /// How long tasks get to stop after SIGTERM before they are aborted. systemd
 /// waits `TimeoutStopSec` (30 s); tests demand an exit within 5 s.
