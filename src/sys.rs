@@ -4,8 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::doctor::Disk;
-
 /// Looks in PATH and in the sbin directories, which a normal user's PATH
 /// often lacks although slapd lives there.
 pub fn find_program(name: &str) -> Option<PathBuf> {
@@ -18,6 +16,14 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
             p.metadata()
                 .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
+}
+
+/// Free and total bytes of the filesystem holding the state dir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    pub path: String,
+    pub free_bytes: u64,
+    pub total_bytes: u64,
 }
 
 /// Free space on the state dir, or on its nearest existing parent before the

@@ -22,17 +22,9 @@ use sha2::{Digest, Sha256};
 use crate::config::{Config, ImageRole};
 use crate::model::AppName;
 
-/// Labels on every object the daemon manages; it touches nothing without
-/// them.
-pub const LABEL_MANAGED: &str = "org.commonscloud.managed";
-pub const LABEL_APP: &str = "org.commonscloud.app";
-pub const LABEL_ROLE: &str = "org.commonscloud.role";
-/// Hash of the container's spec: a different hash means drift.
-pub const LABEL_SPEC: &str = "org.commonscloud.spec";
-
-/// Which appliance an object belongs to (its `apps.prefix`): tests run
-/// several on one engine.
-pub const LABEL_INSTANCE: &str = "org.commonscloud.instance";
+/// Docker's labels on every object the daemon manages (`docker` owns them:
+/// it touches nothing without them).
+pub use crate::docker::{LABEL_APP, LABEL_INSTANCE, LABEL_MANAGED, LABEL_ROLE, LABEL_SPEC};
 
 /// A value that may be secret: secrets are named, read from `secrets_dir`
 /// only when applied, and shown redacted.

@@ -552,10 +552,30 @@ pub struct Alliance {
 }
 
 fn default_max_refresh_deletions() -> u32 {
-    crate::federation::guard::DeletionLimits::default().entries
+    DeletionLimits::default().entries
 }
 fn default_max_refresh_deletions_percent() -> u8 {
-    crate::federation::guard::DeletionLimits::default().percent
+    DeletionLimits::default().percent
+}
+
+/// How many deletions one refresh may make before an admin must confirm
+/// them (`federation::guard` applies them): a refresh that would delete more than `entries` entries *and*
+/// more than `percent` % of the local copy is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct DeletionLimits {
+    pub entries: u32,
+    pub percent: u8,
+}
+
+impl Default for DeletionLimits {
+    /// 20 entries and 10 %: see docs/federation.md ("A refresh that would
+    /// delete too much") for why.
+    fn default() -> Self {
+        Self {
+            entries: 20,
+            percent: 10,
+        }
+    }
 }
 
 /// The enrolment `[alliance]` names, when it names one.
@@ -577,8 +597,8 @@ impl Alliance {
         })
     }
 
-    pub fn deletion_limits(&self) -> crate::federation::guard::DeletionLimits {
-        crate::federation::guard::DeletionLimits {
+    pub fn deletion_limits(&self) -> DeletionLimits {
+        DeletionLimits {
             entries: self.max_refresh_deletions,
             percent: self.max_refresh_deletions_percent,
         }

@@ -93,25 +93,9 @@ pub fn link_security(
     }
 }
 
-/// How many deletions one refresh may make before an admin must confirm
-/// them: a refresh that would delete more than `entries` entries *and*
-/// more than `percent` % of the local copy is held.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct DeletionLimits {
-    pub entries: u32,
-    pub percent: u8,
-}
-
-impl Default for DeletionLimits {
-    /// 20 entries and 10 %: see docs/federation.md ("A refresh that would
-    /// delete too much") for why.
-    fn default() -> Self {
-        Self {
-            entries: 20,
-            percent: 10,
-        }
-    }
-}
+// The limits are `[alliance]` values (`config`, which fills them); the
+// rule that applies them is here.
+pub use crate::config::DeletionLimits;
 
 impl DeletionLimits {
     /// Whether deleting `n` of the `local_copy` entries copied here is past

@@ -138,7 +138,14 @@ pub async fn observe(
     desired: &Desired,
     store: &Mutex<Store>,
 ) -> Result<Observed, ApplyError> {
-    let mut o = docker::observe(docker, config.apps.prefix.as_str()).await?;
+    let found = docker::observe(docker, config.apps.prefix.as_str()).await?;
+    let mut o = Observed {
+        containers: found.containers,
+        networks: found.networks,
+        volumes: found.volumes,
+        images: found.images,
+        ..Observed::default()
+    };
     for s in &desired.secrets {
         if config.paths.secrets_dir.join(&s.name).exists() {
             o.secrets.insert(s.name.clone());

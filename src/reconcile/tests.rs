@@ -1,5 +1,6 @@
 use super::*;
 use crate::apps::{self, LABEL_APP, LABEL_INSTANCE, LABEL_ROLE};
+use std::collections::BTreeMap;
 
 fn desired(extra: &str) -> Desired {
     apps::desired(&apps::tests::config("rpi5-8gb", extra)).unwrap()
