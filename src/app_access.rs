@@ -237,7 +237,7 @@ mod tests {
     async fn the_queue_keeps_each_apps_order_and_skips_disabled_apps() {
         let dir = tempfile::tempdir().unwrap();
         let store = Mutex::new(Store::open(dir.path()).unwrap());
-        let mut config = crate::apps::tests::config("rpi5-8gb", "");
+        let mut config = crate::config::testing::config("rpi5-8gb", "");
         config.apps.enabled = Vec::new();
         let uuid = "6f1c2a3e-0b1d-4c5e-9f00-123456789abc".to_owned();
         let [suspend, log_out, tokens] = access::plan(&access::Event::Suspended {

@@ -489,21 +489,13 @@ pub fn desired(config: &Config) -> Result<Desired, AppsError> {
 
 /// The public hostname of an app (`cloud.`, `office.`, `forum.`).
 pub fn hostname(config: &Config, app: AppName) -> String {
-    let h = &config.hostnames;
-    match app {
-        AppName::Nextcloud => h.cloud.as_ref(),
-        AppName::Collabora => h.office.as_ref(),
-        AppName::Discourse => h.forum.as_ref(),
-    }
-    .map(ToString::to_string)
-    .unwrap_or_default()
+    config.app_hostname(app)
 }
 
 /// The loopback port an app's web container publishes on, where the front
 /// door sends its traffic.
 pub fn published_port(config: &Config, app: AppName) -> u16 {
-    let offset = AppName::ALL.iter().position(|a| *a == app).unwrap_or(0) as u16;
-    config.apps.port_base.saturating_add(offset)
+    config.app_port(app)
 }
 
 /// The whole desired state for a config and the collectives the directory

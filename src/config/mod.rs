@@ -986,6 +986,25 @@ impl From<ListenAddr> for String {
 }
 
 impl Config {
+    /// The public hostname of an app (`cloud.`, `office.`, `forum.`).
+    pub fn app_hostname(&self, app: AppName) -> String {
+        let h = &self.hostnames;
+        match app {
+            AppName::Nextcloud => h.cloud.as_ref(),
+            AppName::Collabora => h.office.as_ref(),
+            AppName::Discourse => h.forum.as_ref(),
+        }
+        .map(ToString::to_string)
+        .unwrap_or_default()
+    }
+
+    /// The loopback port an app's web container publishes on, where the
+    /// front door sends its traffic.
+    pub fn app_port(&self, app: AppName) -> u16 {
+        let offset = AppName::ALL.iter().position(|a| *a == app).unwrap_or(0) as u16;
+        self.apps.port_base.saturating_add(offset)
+    }
+
     /// The console hostname (`box.` by default).
     pub fn console_host(&self) -> &Domain {
         self.hostnames.console.as_ref().expect("filled by parse")
@@ -1287,3 +1306,19 @@ fn key_span(text: &str, keys: &[&str]) -> Option<std::ops::Range<usize>> {
 
 #[cfg(test)]
 mod tests;
+
+/// A complete config for unit tests anywhere in the crate: a collective,
+/// a board profile and fixed paths, plus `extra` TOML.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Config, parse};
+    use std::path::Path;
+
+    pub(crate) fn config(profile: &str, extra: &str) -> Config {
+        let text = format!(
+            "[collective]\nname = \"Les Communs de Quimper\"\nslug = \"quimper\"\ndomain = \"quimper.example.org\"\nadmin_email = \"admin@quimper.example.org\"\n\
+             [hardware]\nprofile = \"{profile}\"\n[paths]\nstate_dir = \"/var/lib/cc\"\nruntime_dir = \"/run/cc\"\nsecrets_dir = \"/etc/cc/secrets\"\n{extra}"
+        );
+        parse(&text, Path::new("test.toml")).unwrap()
+    }
+}

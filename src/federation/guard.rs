@@ -17,35 +17,9 @@ use super::rules::normalize_dn;
 use crate::directory::tree::Tree;
 use crate::model::CollectiveSlug;
 
-/// How the connection to the alliance is protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LinkSecurity {
-    /// `ldaps://`: TLS from the first byte.
-    Ldaps,
-    /// `ldap://` upgraded by StartTLS before anything else is sent; a server
-    /// that refuses the upgrade is not spoken to in clear.
-    StartTls,
-    /// `ldap://` in clear, allowed by `insecure = true` (test networks).
-    Plain,
-}
-
-impl LinkSecurity {
-    /// Whether the connection is encrypted.
-    pub fn encrypted(self) -> bool {
-        self != Self::Plain
-    }
-}
-
-impl std::fmt::Display for LinkSecurity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Ldaps => "ldaps",
-            Self::StartTls => "StartTLS",
-            Self::Plain => "plain LDAP (insecure = true)",
-        })
-    }
-}
+// How a link is protected is the LDAP adapter's vocabulary; which one a
+// URL gets is decided here (`link_security`).
+pub use crate::directory::alliance::LinkSecurity;
 
 /// Why a link to the alliance is refused before it is made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -3,7 +3,7 @@ use crate::apps::{self, LABEL_APP, LABEL_INSTANCE, LABEL_ROLE};
 use std::collections::BTreeMap;
 
 fn desired(extra: &str) -> Desired {
-    apps::desired(&apps::tests::config("rpi5-8gb", extra)).unwrap()
+    apps::desired(&crate::config::testing::config("rpi5-8gb", extra)).unwrap()
 }
 
 /// What Docker and the journal hold once `d` is applied.
