@@ -26,4 +26,5 @@ pub mod status;
 pub mod store;
 pub mod sys;
 pub mod tls;
+pub mod token;
 pub mod web;

@@ -265,8 +265,7 @@ fn ask_for_another_uid(
 ) -> Result<(), crate::store::StoreError> {
     let uid = first(here, "uid");
     let reg = s.registration_of_account(uid)?;
-    let (plain, hash) =
-        crate::onboarding::service::new_token(crate::onboarding::service::os_random);
+    let (plain, hash) = crate::token::new_token(crate::token::os_random);
     let t = unix_now();
     s.insert_token(
         &hash,
