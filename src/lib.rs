@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod directory;
 pub mod docker;
 pub mod doctor;
+pub mod events;
 pub mod federation;
 pub mod frontdoor;
 pub mod http;

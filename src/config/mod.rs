@@ -4,7 +4,10 @@
 //! Reads files only; never writes, never touches the network. Everything the
 //! daemon does starts from a [`Config`] this module accepted.
 
+pub mod diff;
 pub mod hardware;
+
+pub use diff::ConfigDiff;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -82,6 +85,24 @@ impl fmt::Debug for Secret {
 impl Serialize for Secret {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str("<redacted>")
+    }
+}
+
+/// The config in force, as the tasks read it: a reload replaces it (the
+/// sender is the appliance's), readers take the current one with
+/// [`Live::get`] and never hold it across a reload.
+#[derive(Debug, Clone)]
+pub struct Live(tokio::sync::watch::Receiver<std::sync::Arc<Config>>);
+
+impl Live {
+    /// The sender (kept by whoever reloads) and the first reader.
+    pub fn new(config: Config) -> (tokio::sync::watch::Sender<std::sync::Arc<Config>>, Self) {
+        let (tx, rx) = tokio::sync::watch::channel(std::sync::Arc::new(config));
+        (tx, Self(rx))
+    }
+
+    pub fn get(&self) -> std::sync::Arc<Config> {
+        self.0.borrow().clone()
     }
 }
 
