@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod app_access;
+pub mod appliance;
 pub mod apps;
 pub mod cli;
 pub mod clock;

@@ -156,6 +156,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     }
 }
 
+/// Tells systemd (when it started us with `NOTIFY_SOCKET`); a failure is
+/// logged, never fatal.
+pub fn notify_systemd(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        log::warn!("sd_notify failed: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,10 +12,10 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::server::onboarding_error;
-use crate::daemon::Shared;
+use crate::appliance::Appliance;
 use crate::onboarding::service::OnboardingError;
 
-fn reply<T: Serialize>(shared: &Shared, r: Result<T, OnboardingError>) -> Response {
+fn reply<T: Serialize>(shared: &Appliance, r: Result<T, OnboardingError>) -> Response {
     match r {
         Ok(v) => {
             // Most actions queue a mail: send it now rather than at the next tick.
@@ -26,7 +26,7 @@ fn reply<T: Serialize>(shared: &Shared, r: Result<T, OnboardingError>) -> Respon
     }
 }
 
-fn created<T: Serialize>(shared: &Shared, r: Result<T, OnboardingError>) -> Response {
+fn created<T: Serialize>(shared: &Appliance, r: Result<T, OnboardingError>) -> Response {
     match r {
         Ok(v) => {
             shared.mail_wakeup.notify_one();
@@ -43,14 +43,17 @@ pub struct CollectiveFilter {
 }
 
 pub async fn list_people(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Query(q): Query<CollectiveFilter>,
 ) -> Response {
     let r = shared.onboarding().people(q.collective.as_deref()).await;
     reply(&shared, r)
 }
 
-pub async fn show_person(State(shared): State<Arc<Shared>>, Path(uid): Path<String>) -> Response {
+pub async fn show_person(
+    State(shared): State<Arc<Appliance>>,
+    Path(uid): Path<String>,
+) -> Response {
     let r = shared.onboarding().person(&uid).await;
     reply(&shared, r)
 }
@@ -66,7 +69,7 @@ pub struct Act {
 }
 
 pub async fn suspend(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Path(uid): Path<String>,
     Json(a): Json<Act>,
 ) -> Response {
@@ -78,7 +81,7 @@ pub async fn suspend(
 }
 
 pub async fn reactivate(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Path(uid): Path<String>,
     Json(a): Json<Act>,
 ) -> Response {
@@ -90,7 +93,7 @@ pub async fn reactivate(
 }
 
 pub async fn remove(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Path(uid): Path<String>,
     Json(a): Json<Act>,
 ) -> Response {
@@ -111,7 +114,7 @@ pub struct GroupChange {
 }
 
 pub async fn group_member(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Path(uid): Path<String>,
     Json(g): Json<GroupChange>,
 ) -> Response {
@@ -122,7 +125,7 @@ pub async fn group_member(
     reply(&shared, r)
 }
 
-pub async fn list_collectives(State(shared): State<Arc<Shared>>) -> Response {
+pub async fn list_collectives(State(shared): State<Arc<Appliance>>) -> Response {
     let r = shared.onboarding().collectives().await;
     reply(&shared, r)
 }
@@ -135,7 +138,7 @@ pub struct NewCollective {
 }
 
 pub async fn create_collective(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Json(c): Json<NewCollective>,
 ) -> Response {
     let r = shared
@@ -148,7 +151,7 @@ pub async fn create_collective(
 }
 
 pub async fn show_collective(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Path(slug): Path<String>,
 ) -> Response {
     let r = shared.onboarding().collective(&slug).await;
@@ -162,7 +165,7 @@ pub struct NewGroup {
 }
 
 pub async fn create_group(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Path(slug): Path<String>,
     Json(g): Json<NewGroup>,
 ) -> Response {
@@ -184,7 +187,7 @@ pub struct Grant {
 }
 
 pub async fn grant_service(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Path(slug): Path<String>,
     Json(g): Json<Grant>,
 ) -> Response {
@@ -197,7 +200,7 @@ pub async fn grant_service(
 }
 
 pub async fn list_joins(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Query(q): Query<CollectiveFilter>,
 ) -> Response {
     let r = shared
@@ -214,7 +217,7 @@ pub struct Join {
     message: String,
 }
 
-pub async fn ask_to_join(State(shared): State<Arc<Shared>>, Json(j): Json<Join>) -> Response {
+pub async fn ask_to_join(State(shared): State<Arc<Appliance>>, Json(j): Json<Join>) -> Response {
     let r = shared
         .onboarding()
         .ask_to_join(&j.uid, &j.collective, &j.message, unix_now())
@@ -223,7 +226,7 @@ pub async fn ask_to_join(State(shared): State<Arc<Shared>>, Json(j): Json<Join>)
     created(&shared, r)
 }
 
-async fn decide(shared: Arc<Shared>, id: i64, approve: bool, a: Act) -> Response {
+async fn decide(shared: Arc<Appliance>, id: i64, approve: bool, a: Act) -> Response {
     let r = shared
         .onboarding()
         .decide_join(id, approve, &a.by, &a.reason, unix_now())
@@ -233,7 +236,7 @@ async fn decide(shared: Arc<Shared>, id: i64, approve: bool, a: Act) -> Response
 }
 
 pub async fn approve_join(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Path(id): Path<i64>,
     Json(a): Json<Act>,
 ) -> Response {
@@ -241,7 +244,7 @@ pub async fn approve_join(
 }
 
 pub async fn reject_join(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Path(id): Path<i64>,
     Json(a): Json<Act>,
 ) -> Response {
@@ -249,7 +252,7 @@ pub async fn reject_join(
 }
 
 pub async fn list_invitations(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Query(q): Query<CollectiveFilter>,
 ) -> Response {
     let r = shared.onboarding().invitations(q.collective.as_deref());
@@ -263,7 +266,7 @@ pub struct Invite {
     by: String,
 }
 
-pub async fn invite(State(shared): State<Arc<Shared>>, Json(i): Json<Invite>) -> Response {
+pub async fn invite(State(shared): State<Arc<Appliance>>, Json(i): Json<Invite>) -> Response {
     let r = shared
         .onboarding()
         .invite(&i.email, &i.collective, &i.by, unix_now())
@@ -277,7 +280,10 @@ pub struct Token {
     token: String,
 }
 
-pub async fn invitation_info(State(shared): State<Arc<Shared>>, Json(t): Json<Token>) -> Response {
+pub async fn invitation_info(
+    State(shared): State<Arc<Appliance>>,
+    Json(t): Json<Token>,
+) -> Response {
     let r = shared
         .onboarding()
         .invitation_info(&t.token, unix_now())
@@ -286,7 +292,7 @@ pub async fn invitation_info(State(shared): State<Arc<Shared>>, Json(t): Json<To
 }
 
 pub async fn accept_invitation(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Json(t): Json<Token>,
 ) -> Response {
     let r = shared
@@ -305,7 +311,10 @@ pub struct Forgot {
     ip: String,
 }
 
-pub async fn forgot_password(State(shared): State<Arc<Shared>>, Json(f): Json<Forgot>) -> Response {
+pub async fn forgot_password(
+    State(shared): State<Arc<Appliance>>,
+    Json(f): Json<Forgot>,
+) -> Response {
     let ip = if f.ip.is_empty() {
         "local".to_owned()
     } else {

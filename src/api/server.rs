@@ -18,10 +18,10 @@ use crate::onboarding::validate::Form;
 use axum::{Json, Router};
 
 use super::ApiError;
-use crate::daemon::Shared;
+use crate::appliance::Appliance;
 use crate::metrics::RequestLabels;
 
-pub fn router(shared: Arc<Shared>) -> Router {
+pub fn router(shared: Arc<Appliance>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/status", get(status))
@@ -96,18 +96,18 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+async fn healthz(State(shared): State<Arc<Appliance>>) -> Response {
     match shared.store_healthy() {
         Ok(()) => Json(serde_json::json!({"status": "ok"})).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e),
     }
 }
 
-async fn status(State(shared): State<Arc<Shared>>) -> Response {
+async fn status(State(shared): State<Arc<Appliance>>) -> Response {
     Json(shared.status()).into_response()
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+async fn metrics(State(shared): State<Arc<Appliance>>) -> Response {
     shared.refresh_gauges();
     (
         [(
@@ -119,7 +119,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
-async fn alliance_status(State(shared): State<Arc<Shared>>) -> Response {
+async fn alliance_status(State(shared): State<Arc<Appliance>>) -> Response {
     match crate::federation::status(&shared.store, &shared.federation, unix_now()) {
         Ok(s) => Json(s).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
@@ -127,7 +127,7 @@ async fn alliance_status(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn alliance_join(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Json(req): Json<crate::daemon::federation::JoinRequest>,
 ) -> Response {
     match crate::daemon::federation::join(&shared, req).await {
@@ -144,7 +144,7 @@ async fn alliance_join(
 }
 
 /// The held refresh with all its entries.
-async fn alliance_hold(State(shared): State<Arc<Shared>>) -> Response {
+async fn alliance_hold(State(shared): State<Arc<Appliance>>) -> Response {
     let held = crate::federation::lock(&shared.store)
         .and_then(|s| crate::federation::hold_view(&s, i64::MAX));
     match held {
@@ -166,7 +166,7 @@ struct ConfirmDeletions {
 }
 
 async fn alliance_confirm_deletions(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Json(req): Json<ConfirmDeletions>,
 ) -> Response {
     use crate::federation::Confirmation;
@@ -195,7 +195,7 @@ async fn alliance_confirm_deletions(
     }
 }
 
-async fn directory_check(State(shared): State<Arc<Shared>>) -> Response {
+async fn directory_check(State(shared): State<Arc<Appliance>>) -> Response {
     let config = shared.config();
     let paths = crate::directory::slapd::Paths::new(&config);
     let checks =
@@ -205,7 +205,7 @@ async fn directory_check(State(shared): State<Arc<Shared>>) -> Response {
     Json(serde_json::json!({"checks": checks, "exit_code": exit_code})).into_response()
 }
 
-async fn directory_export(State(shared): State<Arc<Shared>>) -> Response {
+async fn directory_export(State(shared): State<Arc<Appliance>>) -> Response {
     let config = shared.config();
     let paths = crate::directory::slapd::Paths::new(&config);
     match tokio::task::spawn_blocking(move || crate::directory::slapd::export(&paths)).await {
@@ -262,7 +262,7 @@ struct RegisterBody {
     ip: String,
 }
 
-async fn register(State(shared): State<Arc<Shared>>, Json(b): Json<RegisterBody>) -> Response {
+async fn register(State(shared): State<Arc<Appliance>>, Json(b): Json<RegisterBody>) -> Response {
     let ip = if b.ip.is_empty() {
         "local".to_owned()
     } else {
@@ -293,7 +293,7 @@ struct TokenBody {
     password: String,
 }
 
-async fn verify_email(State(shared): State<Arc<Shared>>, Json(b): Json<TokenBody>) -> Response {
+async fn verify_email(State(shared): State<Arc<Appliance>>, Json(b): Json<TokenBody>) -> Response {
     match shared.onboarding().verify_email(&b.token, unix_now()).await {
         Ok(id) => {
             shared.mail_wakeup.notify_one();
@@ -303,7 +303,7 @@ async fn verify_email(State(shared): State<Arc<Shared>>, Json(b): Json<TokenBody
     }
 }
 
-async fn set_password(State(shared): State<Arc<Shared>>, Json(b): Json<TokenBody>) -> Response {
+async fn set_password(State(shared): State<Arc<Appliance>>, Json(b): Json<TokenBody>) -> Response {
     match shared
         .onboarding()
         .set_password(&b.token, &b.password, unix_now())
@@ -320,7 +320,7 @@ struct ListQuery {
 }
 
 async fn list_registrations(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Query(q): Query<ListQuery>,
 ) -> Response {
     if let Some(s) = &q.state
@@ -340,7 +340,7 @@ async fn list_registrations(
     }
 }
 
-async fn show_registration(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) -> Response {
+async fn show_registration(State(shared): State<Arc<Appliance>>, Path(id): Path<i64>) -> Response {
     match shared.with_store(|s| s.registration(id)) {
         Ok(Some(r)) => Json(r).into_response(),
         Ok(None) => onboarding_error(OnboardingError::NotFound(id)),
@@ -356,7 +356,7 @@ struct Decision {
 }
 
 async fn approve(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Path(id): Path<i64>,
     Json(d): Json<Decision>,
 ) -> Response {
@@ -370,7 +370,7 @@ async fn approve(
 }
 
 async fn reject(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Path(id): Path<i64>,
     Json(d): Json<Decision>,
 ) -> Response {
@@ -411,7 +411,7 @@ fn error(status: StatusCode, code: &str, message: String) -> Response {
 
 /// Counts requests by route (not raw path, so a scanner cannot blow up the
 /// label set) and status.
-async fn count(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+async fn count(State(shared): State<Arc<Appliance>>, req: Request, next: Next) -> Response {
     let path = req
         .extensions()
         .get::<MatchedPath>()

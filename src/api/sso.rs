@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::daemon::Shared;
+use crate::appliance::Appliance;
 use crate::sso::discourse::SsoError;
 use crate::sso::service::{LoginError, login};
 
@@ -23,7 +23,7 @@ pub struct Body {
     password: String,
 }
 
-pub async fn discourse(State(shared): State<Arc<Shared>>, Json(b): Json<Body>) -> Response {
+pub async fn discourse(State(shared): State<Arc<Appliance>>, Json(b): Json<Body>) -> Response {
     let config = shared.config();
     let paths = crate::directory::slapd::Paths::new(&config);
     let tree = crate::directory::tree::Tree::new(config.suffix().as_str());

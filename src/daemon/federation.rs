@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::Shared;
+use crate::appliance::Appliance;
 use crate::config::Config;
 use crate::directory::{alliance, ldap, slapd};
 use crate::federation::join::{self, Check, PushPlan};
@@ -54,7 +54,7 @@ fn settings_for(
 
 /// The settings in force: the config's `[alliance]` first (and whether it
 /// still has to be enrolled), else the store's enrolment.
-fn current(shared: &Shared) -> Result<Option<(Settings, bool)>, String> {
+fn current(shared: &Appliance) -> Result<Option<(Settings, bool)>, String> {
     let config = shared.config();
     let enrolment = shared.with_store(|s| s.enrolment())?;
     if let Some(a) = &config.alliance
@@ -101,7 +101,7 @@ fn current(shared: &Shared) -> Result<Option<(Settings, bool)>, String> {
     )))
 }
 
-async fn directory_ready(shared: &Shared) {
+async fn directory_ready(shared: &Appliance) {
     loop {
         let ready = shared
             .directory
@@ -116,7 +116,7 @@ async fn directory_ready(shared: &Shared) {
 
 /// Runs federation while it is configured; a join or a reload starts it
 /// again with the new settings.
-pub(super) async fn run(shared: Arc<Shared>, token: CancellationToken) {
+pub(super) async fn run(shared: Arc<Appliance>, token: CancellationToken) {
     let link = shared.federation.clone();
     loop {
         let settings = match current(&shared) {
@@ -223,7 +223,7 @@ pub struct JoinRequest {
     pub starttls: bool,
 }
 
-pub async fn join(shared: &Shared, req: JoinRequest) -> Result<JoinAnswer, FederationError> {
+pub async fn join(shared: &Appliance, req: JoinRequest) -> Result<JoinAnswer, FederationError> {
     let config = shared.config();
     let mut settings = settings_for(
         &config,
@@ -280,7 +280,7 @@ async fn served_suffix(settings: &Settings) -> Result<String, FederationError> {
 }
 
 async fn join_with(
-    shared: &Shared,
+    shared: &Appliance,
     settings: &Settings,
     dry_run: bool,
 ) -> Result<JoinAnswer, FederationError> {

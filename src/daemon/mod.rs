@@ -20,18 +20,15 @@ use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 
-use crate::api::{ComponentState, ReloadOutcome, Status};
-use crate::config::{self, Config};
-use crate::metrics::{Metrics, ResultLabels};
-use crate::onboarding::service::{Onboarding, Settings};
-use crate::status::{self, DirectoryObservation, DockerObservation, Observed};
+use crate::appliance::{Appliance, onboarding_for, reload};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::status::{self, DirectoryObservation, DockerObservation};
 use crate::store::{Store, StoreError};
 
 /// How long tasks get to stop after SIGTERM before they are aborted. systemd
 /// waits `TimeoutStopSec` (30 s); tests demand an exit within 5 s.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(3);
-/// `meta` key holding the managed slapd settings last applied.
-const DIRECTORY_CONFIG_KEY: &str = "directory_config";
 /// The directory data's version (see `directory::tree::TREE_VERSION`).
 const TREE_VERSION_KEY: &str = "directory_tree_version";
 /// How often Docker is probed when nothing else asks.
@@ -68,233 +65,6 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
-}
-
-/// State the tasks share. Locks are held only for short reads and swaps.
-pub struct Shared {
-    started: Instant,
-    started_at: OffsetDateTime,
-    config_path: PathBuf,
-    config: RwLock<Arc<Config>>,
-    last_reload: Mutex<Option<ReloadOutcome>>,
-    docker: RwLock<DockerObservation>,
-    directory: RwLock<DirectoryObservation>,
-    pub(crate) store: Arc<Mutex<Store>>,
-    onboarding: RwLock<Arc<Onboarding>>,
-    mail: RwLock<status::MailObservation>,
-    /// Wakes the mail task: something was queued, or the config changed.
-    pub mail_wakeup: Notify,
-    appliance_id: String,
-    pub metrics: Metrics,
-    docker_wakeup: Notify,
-    /// Tells the directory task the config was reloaded.
-    directory_reload: Notify,
-    apps: RwLock<status::AppsObservation>,
-    /// Wakes the reconcile task: a reload, or a Docker event about ours.
-    reconcile_wakeup: Notify,
-    /// Tells the front-door task the config was reloaded.
-    front_door_reload: Notify,
-    /// The link to the alliance, as the federation task sees it.
-    pub federation: Arc<crate::federation::Link>,
-    /// Tells the federation task its settings changed (a join, a reload).
-    federation_restart: Notify,
-    /// Wakes the app-access task: access changes queued for the apps.
-    pub app_access: Arc<Notify>,
-}
-
-/// The onboarding service for a config.
-fn onboarding_for(
-    config: &Config,
-    store: Arc<Mutex<Store>>,
-    link: Arc<crate::federation::Link>,
-    app_access: Arc<Notify>,
-) -> Onboarding {
-    Onboarding::new(
-        Settings::from_config(config),
-        store,
-        crate::onboarding::service::os_random,
-    )
-    .with_federation(link)
-    .with_app_access(app_access)
-}
-
-impl Shared {
-    /// The onboarding service for the config in force.
-    pub fn onboarding(&self) -> Arc<Onboarding> {
-        self.onboarding
-            .read()
-            .map(|o| o.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
-    }
-
-    pub fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .map(|c| c.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
-    }
-
-    pub fn with_store<T>(
-        &self,
-        f: impl FnOnce(&Store) -> Result<T, StoreError>,
-    ) -> Result<T, String> {
-        let store = self
-            .store
-            .lock()
-            .map_err(|_| "store lock poisoned".to_owned())?;
-        f(&store).map_err(|e| e.to_string())
-    }
-
-    /// Whether the state database answers.
-    pub fn store_healthy(&self) -> Result<(), String> {
-        self.with_store(|s| s.schema_version()).map(drop)
-    }
-
-    pub fn status(&self) -> Status {
-        let config = self.config();
-        let last_reload = self.last_reload.lock().ok().and_then(|r| r.clone());
-        let refused = last_reload
-            .as_ref()
-            .filter(|r| !r.applied)
-            .map(|r| r.message.clone());
-        let docker = self
-            .docker
-            .read()
-            .map(|d| d.clone())
-            .unwrap_or(DockerObservation::NotYetProbed);
-        let mut components = vec![crate::api::Component {
-            name: "daemon".into(),
-            state: ComponentState::Ok,
-            detail: format!("pid {}", std::process::id()),
-        }];
-        let directory = self
-            .directory
-            .read()
-            .map(|d| d.clone())
-            .unwrap_or(DirectoryObservation::Starting);
-        let apps = self.apps.read().map(|a| a.clone()).unwrap_or_default();
-        let mut mail = self.mail.read().map(|m| m.clone()).unwrap_or_default();
-        if let Ok((queued, oldest)) = self.with_store(|s| s.outbox_depth()) {
-            mail.queued = queued;
-            mail.oldest = oldest;
-        }
-        components.extend(status::components(
-            &config,
-            Observed {
-                docker: &docker,
-                directory: &directory,
-                mail: &mail,
-                apps: &apps,
-                store: self.with_store(|s| s.schema_version()),
-                last_reload_refused: refused.as_deref(),
-            },
-        ));
-        let now = crate::clock::unix_now();
-        if let Ok(f) = crate::federation::status(&self.store, &self.federation, now) {
-            let obs = status::FederationObservation {
-                enabled: f.link.enabled || f.enrolment.is_some(),
-                up: f.link.up,
-                refreshing: f.link.refreshing,
-                last_error: f.link.last_error.clone(),
-                pending: f.outbox.pending,
-                oldest_age: f.outbox.oldest_pending_at.map(|t| (now - t).max(0)),
-                failed: f.outbox.failed,
-                conflicts: f.outbox.conflicts,
-                refused: f.link.refused.clone(),
-                hold: f.hold.as_ref().map(|h| status::HeldRefresh {
-                    delete: h.hold.delete,
-                    keep: h.hold.keep,
-                    local_copy: h.hold.local_copy,
-                    confirmed: h.hold.confirmed_at.is_some(),
-                }),
-            };
-            components.extend(status::federation_component(&obs));
-        }
-        if let Ok(a) = self.with_store(|s| s.app_action_stats()) {
-            components.extend(status::app_access_component(&a, now));
-        }
-        Status {
-            version: env!("CARGO_PKG_VERSION").into(),
-            pid: std::process::id(),
-            started_at: self.started_at.format(&Rfc3339).unwrap_or_default(),
-            uptime_seconds: self.started.elapsed().as_secs(),
-            appliance_id: self.appliance_id.clone(),
-            collective: config.collective.slug.to_string(),
-            config_path: self.config_path.display().to_string(),
-            components,
-            last_reload,
-        }
-    }
-
-    /// Gauges that are read rather than counted.
-    /// Reloads the config (as SIGHUP does), e.g. after the console changed
-    /// the apps chosen.
-    pub fn reload(&self) {
-        reload(self);
-    }
-
-    /// Asks the reconcile task to run now.
-    pub fn reconcile_now(&self) {
-        self.reconcile_wakeup.notify_one();
-    }
-
-    pub fn refresh_gauges(&self) {
-        let m = &self.metrics;
-        m.uptime_seconds
-            .set(i64::try_from(self.started.elapsed().as_secs()).unwrap_or(i64::MAX));
-        let up = matches!(
-            self.docker.read().as_deref(),
-            Ok(DockerObservation::Reachable(_))
-        );
-        m.docker_up.set(i64::from(up));
-        if let Ok(v) = self.with_store(|s| s.schema_version()) {
-            m.store_schema_version.set(i64::try_from(v).unwrap_or(0));
-        }
-        if let Ok((queued, oldest)) = self.with_store(|s| s.outbox_depth()) {
-            m.mail_queued.set(queued);
-            let now = crate::clock::unix_now();
-            m.mail_oldest_queued_age_seconds
-                .set(oldest.map_or(0, |t| (now - t).max(0)));
-        }
-        if let Ok(n) = self.with_store(|s| {
-            s.count_registrations(crate::onboarding::machine::State::AwaitingValidation.as_str())
-        }) {
-            m.registrations_awaiting_validation.set(n);
-        }
-        let now = crate::clock::unix_now();
-        if let Ok(f) = crate::federation::status(&self.store, &self.federation, now) {
-            let g = &m.federation;
-            g.link_up.set(i64::from(f.link.up));
-            g.last_contact_age_seconds
-                .set(f.last_contact.map_or(0, |t| (now - t).max(0)));
-            g.cookie_age_seconds.set(f.cookie_age_secs.unwrap_or(0));
-            g.entries_in_scope.set(f.entries_in_scope);
-            g.outbox_pending.set(f.outbox.pending);
-            g.outbox_oldest_age_seconds
-                .set(f.outbox.oldest_pending_at.map_or(0, |t| (now - t).max(0)));
-            g.outbox_failed.set(f.outbox.failed);
-            g.conflicts.set(f.outbox.conflicts);
-            g.deletions_held.set(
-                f.hold
-                    .as_ref()
-                    .filter(|h| h.hold.confirmed_at.is_none())
-                    .map_or(0, |h| h.hold.delete),
-            );
-        }
-    }
-
-    fn remember_directory_config(&self, text: &str) {
-        if let Err(e) = self.with_store(|s| s.set_meta(DIRECTORY_CONFIG_KEY, text)) {
-            log::warn!("cannot record the directory's settings: {e}");
-        }
-    }
-
-    fn audit(&self, action: &str, detail: &str) {
-        let now = crate::clock::unix_now();
-        if let Err(e) = self.with_store(|s| s.audit(now, "daemon", action, detail)) {
-            log::warn!("cannot write audit entry {action}: {e}");
-        }
-    }
 }
 
 /// The single-instance lock on `<state_dir>/serve.lock`; released on drop.
@@ -401,12 +171,6 @@ fn bind_api(path: &Path) -> Result<UnixListener, DaemonError> {
     Ok(listener)
 }
 
-fn notify(states: &[NotifyState]) {
-    if let Err(e) = sd_notify::notify(states) {
-        log::warn!("sd_notify failed: {e}");
-    }
-}
-
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonError> {
     let started = Instant::now();
@@ -431,7 +195,7 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
 
     let link = Arc::new(crate::federation::Link::new(false));
     let app_access = Arc::new(Notify::new());
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(Appliance {
         started,
         started_at: OffsetDateTime::now_utc(),
         config_path: config_path.clone(),
@@ -617,7 +381,7 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
                         // Ping only while the store answers: a wedged database
                         // should get us restarted.
                         if shared.store_healthy().is_ok() {
-                            notify(&[NotifyState::Watchdog]);
+                            crate::sys::notify_systemd(&[NotifyState::Watchdog]);
                         } else {
                             log::error!(task = "watchdog"; "store does not answer; withholding the watchdog ping");
                         }
@@ -634,7 +398,7 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
         shared.config().collective.slug,
         socket_path.display()
     );
-    notify(&[NotifyState::Ready, NotifyState::Status("running")]);
+    crate::sys::notify_systemd(&[NotifyState::Ready, NotifyState::Status("running")]);
 
     let signal_name = loop {
         tokio::select! {
@@ -644,7 +408,7 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
         }
     };
     log::info!("{signal_name} received; shutting down");
-    notify(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
+    crate::sys::notify_systemd(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
     let late = tasks.shutdown(SHUTDOWN_DEADLINE).await;
     let detail = if late.is_empty() {
         signal_name.to_owned()
@@ -657,11 +421,10 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
     Ok(())
 }
 
-/// SIGHUP: read the config again; keep the old one if the new one is invalid.
 /// Reconciles the apps on start, every [`RECONCILE_EVERY`], on a reload and
 /// when Docker reports one of ours dying or going away. A failure is a
 /// state in `status`, retried with backoff, never a crash loop.
-async fn run_reconcile(shared: Arc<Shared>, token: tokio_util::sync::CancellationToken) {
+async fn run_reconcile(shared: Arc<Appliance>, token: tokio_util::sync::CancellationToken) {
     let set = |o: status::AppsObservation| {
         if let Ok(mut a) = shared.apps.write() {
             *a = o;
@@ -777,7 +540,7 @@ async fn run_reconcile(shared: Arc<Shared>, token: tokio_util::sync::Cancellatio
 
 /// Waits (15 s at most) until slapd listens where the config and the
 /// apps' bridge want it.
-async fn wait_for_listeners(shared: &Shared, config: &Config) {
+async fn wait_for_listeners(shared: &Appliance, config: &Config) {
     let paths = crate::directory::slapd::Paths::new(config);
     let wanted = crate::directory::slapd::wanted_urls(config, &paths);
     for _ in 0..150 {
@@ -795,100 +558,13 @@ async fn wait_for_listeners(shared: &Shared, config: &Config) {
     }
 }
 
-fn reload(shared: &Shared) {
-    notify(&[
-        NotifyState::Reloading,
-        NotifyState::Status("reloading config"),
-    ]);
-    let at = OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_default();
-    let outcome = match config::load(&shared.config_path) {
-        Err(e) => {
-            log::error!("config reload refused, keeping the running config: {e}");
-            shared.audit("reload-refused", &e.to_string());
-            ReloadOutcome {
-                at,
-                applied: false,
-                message: e.to_string(),
-            }
-        }
-        Ok(mut new) => {
-            let old = shared.config();
-            let mut message = String::from("applied");
-            if new.paths != old.paths {
-                // Moving the state or runtime dir under a running daemon would
-                // split its state; that takes a restart.
-                new.paths = old.paths.clone();
-                message =
-                    "applied, except [paths]: restart the daemon to move its directories".into();
-                log::warn!("{message}");
-            }
-            log::set_max_level(new.log.level.to_filter());
-            let now = crate::clock::unix_now();
-            if let Err(e) = shared.with_store(|s| s.mail_retry_now(now)) {
-                log::warn!("cannot reschedule queued mail: {e}");
-            }
-            shared.reconcile_wakeup.notify_one();
-            if let Ok(mut o) = shared.onboarding.write() {
-                *o = Arc::new(onboarding_for(
-                    &new,
-                    shared.store.clone(),
-                    shared.federation.clone(),
-                    shared.app_access.clone(),
-                ));
-            }
-            // An app enabled, a key fixed: what waits for the apps is tried
-            // again at once.
-            if let Err(e) = shared.with_store(|s| s.app_actions_due_now(now)) {
-                log::warn!("cannot reschedule the apps' pending access changes: {e}");
-            }
-            shared.app_access.notify_one();
-            let alliance_changed = old.alliance != new.alliance;
-            if let Ok(mut c) = shared.config.write() {
-                *c = Arc::new(new);
-            }
-            if alliance_changed {
-                shared.federation_restart.notify_one();
-            }
-            shared.mail_wakeup.notify_one();
-            shared.docker_wakeup.notify_one();
-            shared.directory_reload.notify_one();
-            shared.front_door_reload.notify_one();
-            shared.audit("reload", &message);
-            log::info!("config reloaded from {}", shared.config_path.display());
-            ReloadOutcome {
-                at,
-                applied: true,
-                message,
-            }
-        }
-    };
-    shared
-        .metrics
-        .config_reloads
-        .get_or_create(&ResultLabels {
-            result: if outcome.applied {
-                "applied"
-            } else {
-                "refused"
-            }
-            .into(),
-        })
-        .inc();
-    if let Ok(mut r) = shared.last_reload.lock() {
-        *r = Some(outcome);
-    }
-    notify(&[NotifyState::Ready, NotifyState::Status("running")]);
-}
-
 /// Writes what the front door serves with: the routes the config wants and
 /// certificates for every hostname, at start, on reload and at least every
 /// hour (a leaf nearing its end is renewed). With `[front_door.acme]`, a
 /// public certificate is ordered when `frontdoor::acme::decide` says so,
 /// and the task looks again when the next renewal or retry is due. The
 /// front door notices the files.
-async fn run_front_door_files(shared: Arc<Shared>, token: tokio_util::sync::CancellationToken) {
+async fn run_front_door_files(shared: Arc<Appliance>, token: tokio_util::sync::CancellationToken) {
     let mut reloaded = false;
     loop {
         let config = shared.config();
@@ -944,7 +620,7 @@ fn rfc3339(unix: i64) -> String {
 }
 
 /// Logs and audits what the ACME step did; keys are never in it.
-fn report_acme(shared: &Shared, run: crate::frontdoor::AcmeRun) {
+fn report_acme(shared: &Appliance, run: crate::frontdoor::AcmeRun) {
     use crate::frontdoor::AcmeRun;
     const TASK: &str = "front-door-files";
     match run {
@@ -999,7 +675,7 @@ fn report_acme(shared: &Shared, run: crate::frontdoor::AcmeRun) {
 
 /// Keeps what the box records bounded: the audit log by age and size (as
 /// `[log]` says) and the sign-in addresses people stopped using.
-fn prune_records(shared: &Shared, now: i64) {
+fn prune_records(shared: &Appliance, now: i64) {
     let log = shared.config().log.clone();
     let before = now - i64::from(log.audit_keep_days.days()) * 86_400;
     match shared.with_store(|s| s.prune_audit(before, log.audit_max_entries.entries())) {
@@ -1019,7 +695,7 @@ fn prune_records(shared: &Shared, now: i64) {
 /// service accounts bind, then watch the process and start it again with
 /// backoff when it dies. On shutdown slapd is left running on purpose: it is
 /// the data plane, and the next daemon adopts it.
-async fn run_directory(shared: Arc<Shared>, token: tokio_util::sync::CancellationToken) {
+async fn run_directory(shared: Arc<Appliance>, token: tokio_util::sync::CancellationToken) {
     use crate::directory::tree::{self, Tree};
     use crate::directory::{ldap, slapd};
     let set = |obs: DirectoryObservation| {
@@ -1066,7 +742,7 @@ async fn run_directory(shared: Arc<Shared>, token: tokio_util::sync::Cancellatio
             let (pid, adopted) = slapd::start_or_adopt(&config, &paths).await?;
             // Settings an older release wrote are brought up to this one's.
             let applied = shared
-                .with_store(|s| s.meta(DIRECTORY_CONFIG_KEY))
+                .with_store(|s| s.meta(crate::appliance::DIRECTORY_CONFIG_KEY))
                 .ok()
                 .flatten();
             if applied.as_deref() != Some(wanted.as_str()) {
@@ -1214,7 +890,7 @@ async fn run_directory(shared: Arc<Shared>, token: tokio_util::sync::Cancellatio
 /// Sends queued mail whenever there is some and SMTP is configured; failed
 /// mails are retried with backoff (`mail::sender::retry_delay_secs`). Nothing
 /// is dropped: a mail leaves the outbox only once the server took it.
-async fn run_mail(shared: Arc<Shared>, token: tokio_util::sync::CancellationToken) {
+async fn run_mail(shared: Arc<Appliance>, token: tokio_util::sync::CancellationToken) {
     use crate::mail::sender::{Sender, retry_delay_secs};
     use crate::onboarding::validate::Language;
     let set = |f: &dyn Fn(&mut status::MailObservation)| {

@@ -29,7 +29,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maud::Markup;
 
-use crate::daemon::Shared;
+use crate::appliance::Appliance;
 use crate::directory::auth::Authenticator;
 use crate::directory::people::Person;
 use crate::onboarding::service::{OnboardingError, hash_token, new_token, os_random};
@@ -40,14 +40,14 @@ use session::{FORM_COOKIE, LANG_COOKIE, LoginLimits, SESSION_COOKIE};
 
 /// What the console's handlers share.
 pub struct Web {
-    pub shared: Arc<Shared>,
+    pub shared: Arc<Appliance>,
     limits: Mutex<LoginLimits>,
     /// The authenticator for the directory suffix in force.
     auth: Mutex<Option<(String, Arc<Authenticator>)>>,
 }
 
 impl Web {
-    pub fn new(shared: Arc<Shared>) -> Arc<Web> {
+    pub fn new(shared: Arc<Appliance>) -> Arc<Web> {
         Arc::new(Web {
             shared,
             limits: Mutex::new(LoginLimits::default()),
