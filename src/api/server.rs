@@ -128,9 +128,9 @@ async fn alliance_status(State(shared): State<Arc<Appliance>>) -> Response {
 
 async fn alliance_join(
     State(shared): State<Arc<Appliance>>,
-    Json(req): Json<crate::daemon::federation::JoinRequest>,
+    Json(req): Json<crate::federation::task::JoinRequest>,
 ) -> Response {
-    match crate::daemon::federation::join(&shared, req).await {
+    match crate::federation::task::join(&shared, req).await {
         Ok(a) => {
             let code = if a.checks.iter().all(|c| c.ok) {
                 StatusCode::OK

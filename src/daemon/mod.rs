@@ -4,7 +4,6 @@
 //! It owns no decisions about the appliance itself: component states come from
 //! [`crate::status`], config validity from [`crate::config`].
 
-pub mod federation;
 pub mod tasks;
 
 use std::os::unix::fs::PermissionsExt;
@@ -296,7 +295,7 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
     {
         let token = tasks.token();
         let shared = shared.clone();
-        tasks.spawn("federation", federation::run(shared, token));
+        tasks.spawn("federation", crate::federation::task::run(shared, token));
     }
     {
         let token = tasks.token();

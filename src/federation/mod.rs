@@ -20,6 +20,7 @@ pub mod outbox;
 pub mod replay;
 pub mod rules;
 pub mod sync;
+pub mod task;
 #[cfg(test)]
 mod tests;
 

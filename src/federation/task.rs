@@ -116,7 +116,7 @@ async fn directory_ready(shared: &Appliance) {
 
 /// Runs federation while it is configured; a join or a reload starts it
 /// again with the new settings.
-pub(super) async fn run(shared: Arc<Appliance>, token: CancellationToken) {
+pub async fn run(shared: Arc<Appliance>, token: CancellationToken) {
     let link = shared.federation.clone();
     loop {
         let settings = match current(&shared) {
