@@ -3,7 +3,6 @@
 //! See `docs/ARCHITECTURE.md` for the code map.
 
 pub mod api;
-pub mod app_access;
 pub mod appliance;
 pub mod apps;
 pub mod cli;

@@ -8,6 +8,7 @@ use bollard::Docker;
 
 pub mod context;
 pub mod objects;
+pub mod watch;
 
 /// Where to find the engine unless `DOCKER_HOST` names a unix socket.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";

@@ -23,6 +23,7 @@ pub mod acme;
 pub mod ca;
 pub mod limits;
 pub mod proxy;
+pub mod publisher;
 pub mod routes;
 
 use crate::clock::unix_now;

@@ -5,7 +5,9 @@
 //! `docker` and the store). Boot, config reload and upgrades all take this
 //! path.
 
+pub mod access;
 pub mod apply;
+pub mod task;
 
 use std::collections::BTreeSet;
 

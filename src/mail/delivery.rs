@@ -1,0 +1,87 @@
+//! The `mail` task: sends what the outbox holds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::appliance::Appliance;
+use crate::status::{self};
+
+/// Sends queued mail whenever there is some and SMTP is configured; failed
+/// mails are retried with backoff (`mail::sender::retry_delay_secs`). Nothing
+/// is dropped: a mail leaves the outbox only once the server took it.
+pub async fn run(shared: Arc<Appliance>, token: CancellationToken) {
+    use crate::mail::sender::{Sender, retry_delay_secs};
+    use crate::onboarding::validate::Language;
+    let set = |f: &dyn Fn(&mut status::MailObservation)| {
+        if let Ok(mut m) = shared.mail.write() {
+            f(&mut m);
+        }
+    };
+    loop {
+        let config = shared.config();
+        let sender = match &config.smtp {
+            None => {
+                set(&|m| m.configured = false);
+                None
+            }
+            Some(smtp) => match Sender::new(smtp) {
+                Ok(s) => {
+                    set(&|m| m.configured = true);
+                    Some(s)
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    set(&|m| {
+                        m.configured = true;
+                        m.last_error = Some(msg.clone());
+                    });
+                    None
+                }
+            },
+        };
+        if let Some(sender) = &sender {
+            let now = crate::clock::unix_now();
+            let due = shared
+                .with_store(|s| s.due_mail(now, 50))
+                .unwrap_or_default();
+            for m in due {
+                let params: serde_json::Value = serde_json::from_str(&m.params).unwrap_or_default();
+                let lang = Language::parse(&m.language).unwrap_or_default();
+                let Some(rendered) = crate::mail::templates::render(&m.template, lang, &params)
+                else {
+                    log::error!(task = "mail"; "mail {} has unknown template {}; dropping it", m.id, m.template);
+                    let _ = shared.with_store(|s| s.mail_sent(m.id, now));
+                    continue;
+                };
+                match sender.send(&m.recipient, &rendered).await {
+                    Ok(()) => {
+                        let _ = shared.with_store(|s| s.mail_sent(m.id, now));
+                        set(&|o| {
+                            o.sent += 1;
+                            o.last_error = None;
+                        });
+                        shared.metrics.mail_sent.inc();
+                        log::info!(task = "mail"; "sent {} to {}", m.template, m.recipient);
+                    }
+                    Err(e) => {
+                        let retry = now + retry_delay_secs(m.attempts);
+                        let msg = e.to_string();
+                        let _ = shared.with_store(|s| s.mail_failed(m.id, &msg, retry));
+                        log::warn!(task = "mail"; "{msg}; retrying in {} s", retry - now);
+                        set(&|o| o.last_error = Some(msg.clone()));
+                        shared.metrics.mail_send_failures.inc();
+                        // The server is likely down for the rest too.
+                        break;
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = shared.mail_wakeup.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+    }
+}
