@@ -5,7 +5,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::docker::EngineInfo;
 
 /// `GET /v1/status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,13 +65,8 @@ pub struct ReloadOutcome {
     pub message: String,
 }
 
-/// The last Docker probe.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DockerObservation {
-    NotYetProbed,
-    Reachable(EngineInfo),
-    Unreachable(String),
-}
+// The probe's result is `docker`'s (its `docker-probe` task reports it).
+pub use crate::docker::DockerObservation;
 
 /// What the reconcile task last saw or did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -458,6 +452,7 @@ pub fn components(config: &Config, o: Observed<'_>) -> Vec<Component> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::docker::EngineInfo;
 
     #[test]
     fn federation_says_what_waits_and_that_logins_go_on() {

@@ -22,6 +22,14 @@ pub struct EngineInfo {
     pub api_version: String,
 }
 
+/// The last Docker probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerObservation {
+    NotYetProbed,
+    Reachable(EngineInfo),
+    Unreachable(String),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
     #[error(

@@ -94,14 +94,7 @@ pub fn megabytes(bytes: i64) -> String {
     format!("{:.1} MB", bytes as f64 / 1_000_000.0)
 }
 
-/// Runs `f` with the store locked.
-pub(crate) fn with_store<T>(
-    store: &Mutex<Store>,
-    f: impl FnOnce(&Store) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    let s = store.lock().map_err(|_| StoreError::Poisoned)?;
-    f(&s)
-}
+pub(crate) use crate::store::with_store;
 
 /// The desired state with the collectives the directory holds (each gets a
 /// group folder); the config's own when the directory cannot be read.
