@@ -1,101 +1,174 @@
-//! The appliance's handle: what pages, API handlers and tasks share (the
-//! config in force, the store, the onboarding service, what each task
-//! last observed, the link to the alliance, the metrics), and the reload.
-//! Locks are held only for short reads and swaps, never across an await.
+//! The appliance's handle: what the console's pages, the API's handlers
+//! and the reload share. It holds the config in force, the store, the
+//! onboarding service (made once: a reload updates its settings in place,
+//! so its rate limits survive), the link to the alliance, the metrics, the
+//! event bus, and the readers of what each task reports for `status`.
+//!
+//! It starts nothing: the daemon starts the tasks and hands each the parts
+//! it needs (never this handle). Locks are held only for short reads and
+//! swaps, never across an await.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use sd_notify::NotifyState;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
-use crate::config::{self, Config};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{self, Config, ConfigDiff};
+use crate::docker::DockerObservation;
+use crate::events::{Bus, Event};
+use crate::federation::Link;
 use crate::metrics::{Metrics, ResultLabels};
 use crate::onboarding::service::{Onboarding, Settings};
 use crate::status::{
-    self, ComponentState, DirectoryObservation, DockerObservation, Observed, ReloadOutcome, Status,
+    self, AppsObservation, ComponentState, DirectoryObservation, MailObservation, Observed,
+    ReloadOutcome, Status,
 };
 use crate::store::{Store, StoreError};
 
-/// `meta` key holding the managed slapd settings last applied.
-pub(crate) const DIRECTORY_CONFIG_KEY: &str = "directory_config";
-
-/// State the tasks share. Locks are held only for short reads and swaps.
-pub struct Appliance {
-    pub(crate) started: Instant,
-    pub(crate) started_at: OffsetDateTime,
-    pub(crate) config_path: PathBuf,
-    pub(crate) config: RwLock<Arc<Config>>,
-    pub(crate) last_reload: Mutex<Option<ReloadOutcome>>,
-    pub(crate) docker: RwLock<DockerObservation>,
-    pub(crate) directory: RwLock<DirectoryObservation>,
-    pub(crate) store: Arc<Mutex<Store>>,
-    pub(crate) onboarding: RwLock<Arc<Onboarding>>,
-    pub(crate) mail: RwLock<status::MailObservation>,
-    /// Wakes the mail task: something was queued, or the config changed.
-    pub mail_wakeup: Notify,
-    pub(crate) appliance_id: String,
-    pub metrics: Metrics,
-    pub(crate) docker_wakeup: Notify,
-    /// Tells the directory task the config was reloaded.
-    pub(crate) directory_reload: Notify,
-    pub(crate) apps: RwLock<status::AppsObservation>,
-    /// Wakes the reconcile task: a reload, or a Docker event about ours.
-    pub(crate) reconcile_wakeup: Notify,
-    /// Tells the front-door task the config was reloaded.
-    pub(crate) front_door_reload: Notify,
-    /// The link to the alliance, as the federation task sees it.
-    pub federation: Arc<crate::federation::Link>,
-    /// Tells the federation task its settings changed (a join, a reload).
-    pub(crate) federation_restart: Notify,
-    /// Wakes the app-access task: access changes queued for the apps.
-    pub app_access: Arc<Notify>,
+/// Where each task reports what it observes (each writes its own).
+pub struct Reports {
+    pub docker: watch::Sender<DockerObservation>,
+    pub directory: watch::Sender<DirectoryObservation>,
+    pub mail: watch::Sender<MailObservation>,
+    pub apps: watch::Sender<AppsObservation>,
 }
 
-/// The onboarding service for a config.
-pub(crate) fn onboarding_for(
-    config: &Config,
-    store: Arc<Mutex<Store>>,
-    link: Arc<crate::federation::Link>,
-    app_access: Arc<Notify>,
-) -> Onboarding {
-    Onboarding::new(
-        Settings::from_config(config),
-        store,
-        crate::onboarding::service::os_random,
+/// The readers of [`Reports`], for `status` and the metrics.
+#[derive(Clone)]
+pub struct Observers {
+    pub docker: watch::Receiver<DockerObservation>,
+    pub directory: watch::Receiver<DirectoryObservation>,
+    pub mail: watch::Receiver<MailObservation>,
+    pub apps: watch::Receiver<AppsObservation>,
+}
+
+/// The report channels, each with what it says before its task runs.
+pub fn reports() -> (Reports, Observers) {
+    let (docker, docker_rx) = watch::channel(DockerObservation::NotYetProbed);
+    let (directory, directory_rx) = watch::channel(DirectoryObservation::Starting);
+    let (mail, mail_rx) = watch::channel(MailObservation::default());
+    let (apps, apps_rx) = watch::channel(AppsObservation::Pending);
+    (
+        Reports {
+            docker,
+            directory,
+            mail,
+            apps,
+        },
+        Observers {
+            docker: docker_rx,
+            directory: directory_rx,
+            mail: mail_rx,
+            apps: apps_rx,
+        },
     )
-    .with_federation(link)
-    .with_app_access(app_access)
+}
+
+pub struct Appliance {
+    started: Instant,
+    started_at: OffsetDateTime,
+    config_path: PathBuf,
+    config: watch::Sender<Arc<Config>>,
+    last_reload: Mutex<Option<ReloadOutcome>>,
+    observed: Observers,
+    pub store: Arc<Mutex<Store>>,
+    onboarding: Arc<Onboarding>,
+    appliance_id: String,
+    pub metrics: Arc<Metrics>,
+    /// The link to the alliance, as the federation task sees it.
+    pub federation: Arc<Link>,
+    /// Where services announce what happened.
+    pub events: Bus,
+    clock: Arc<dyn Clock>,
 }
 
 impl Appliance {
-    /// The onboarding service for the config in force.
-    pub fn onboarding(&self) -> Arc<Onboarding> {
-        self.onboarding
-            .read()
-            .map(|o| o.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+    /// The handle for `config` (read from `config_path`), reading the
+    /// tasks' reports through `observed`.
+    pub fn new(
+        config_path: PathBuf,
+        config: Config,
+        store: Arc<Mutex<Store>>,
+        appliance_id: String,
+        observed: Observers,
+    ) -> Self {
+        let events = Bus::new();
+        let federation = Arc::new(Link::new(false));
+        let onboarding = Onboarding::new(
+            Settings::from_config(&config),
+            store.clone(),
+            crate::token::os_random,
+        )
+        .with_federation(federation.clone())
+        .with_events(events.clone());
+        Self {
+            started: Instant::now(),
+            started_at: OffsetDateTime::now_utc(),
+            config_path,
+            config: watch::Sender::new(Arc::new(config)),
+            last_reload: Mutex::new(None),
+            observed,
+            store,
+            onboarding: Arc::new(onboarding),
+            appliance_id,
+            metrics: Arc::new(Metrics::new()),
+            federation,
+            events,
+            clock: Arc::new(SystemClock),
+        }
     }
 
+    /// The same handle reading the time from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Seconds since the epoch, by the appliance's clock.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// The onboarding service (one for the daemon's life).
+    pub fn onboarding(&self) -> Arc<Onboarding> {
+        self.onboarding.clone()
+    }
+
+    /// The config in force.
     pub fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .map(|c| c.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        self.config.borrow().clone()
+    }
+
+    /// The config in force as the tasks follow it across reloads.
+    pub fn live(&self) -> config::Live {
+        config::Live::from(self.config.subscribe())
+    }
+
+    /// What the federation task and a join from the API work with.
+    pub fn federation_parts(&self) -> crate::federation::task::Parts {
+        crate::federation::task::Parts {
+            config: self.live(),
+            store: self.store.clone(),
+            link: self.federation.clone(),
+            events: self.events.clone(),
+        }
+    }
+
+    /// This appliance's id (made once by the store's first migration).
+    pub fn appliance_id(&self) -> &str {
+        &self.appliance_id
     }
 
     pub fn with_store<T>(
         &self,
         f: impl FnOnce(&Store) -> Result<T, StoreError>,
     ) -> Result<T, String> {
-        let store = self
-            .store
-            .lock()
-            .map_err(|_| "store lock poisoned".to_owned())?;
-        f(&store).map_err(|e| e.to_string())
+        crate::store::with_store(&self.store, f).map_err(|e| e.to_string())
     }
 
     /// Whether the state database answers.
@@ -110,23 +183,15 @@ impl Appliance {
             .as_ref()
             .filter(|r| !r.applied)
             .map(|r| r.message.clone());
-        let docker = self
-            .docker
-            .read()
-            .map(|d| d.clone())
-            .unwrap_or(DockerObservation::NotYetProbed);
+        let docker = self.observed.docker.borrow().clone();
         let mut components = vec![crate::status::Component {
             name: "daemon".into(),
             state: ComponentState::Ok,
             detail: format!("pid {}", std::process::id()),
         }];
-        let directory = self
-            .directory
-            .read()
-            .map(|d| d.clone())
-            .unwrap_or(DirectoryObservation::Starting);
-        let apps = self.apps.read().map(|a| a.clone()).unwrap_or_default();
-        let mut mail = self.mail.read().map(|m| m.clone()).unwrap_or_default();
+        let directory = self.observed.directory.borrow().clone();
+        let apps = self.observed.apps.borrow().clone();
+        let mut mail = self.observed.mail.borrow().clone();
         if let Ok((queued, oldest)) = self.with_store(|s| s.outbox_depth()) {
             mail.queued = queued;
             mail.oldest = oldest;
@@ -142,7 +207,7 @@ impl Appliance {
                 last_reload_refused: refused.as_deref(),
             },
         ));
-        let now = crate::clock::unix_now();
+        let now = self.now();
         if let Ok(f) = crate::federation::status(&self.store, &self.federation, now) {
             let obs = status::FederationObservation {
                 enabled: f.link.enabled || f.enrolment.is_some(),
@@ -180,24 +245,13 @@ impl Appliance {
     }
 
     /// Gauges that are read rather than counted.
-    /// Reloads the config (as SIGHUP does), e.g. after the console changed
-    /// the apps chosen.
-    pub fn reload(&self) {
-        reload(self);
-    }
-
-    /// Asks the reconcile task to run now.
-    pub fn reconcile_now(&self) {
-        self.reconcile_wakeup.notify_one();
-    }
-
     pub fn refresh_gauges(&self) {
         let m = &self.metrics;
         m.uptime_seconds
             .set(i64::try_from(self.started.elapsed().as_secs()).unwrap_or(i64::MAX));
         let up = matches!(
-            self.docker.read().as_deref(),
-            Ok(DockerObservation::Reachable(_))
+            *self.observed.docker.borrow(),
+            DockerObservation::Reachable(_)
         );
         m.docker_up.set(i64::from(up));
         if let Ok(v) = self.with_store(|s| s.schema_version()) {
@@ -205,7 +259,7 @@ impl Appliance {
         }
         if let Ok((queued, oldest)) = self.with_store(|s| s.outbox_depth()) {
             m.mail_queued.set(queued);
-            let now = crate::clock::unix_now();
+            let now = self.now();
             m.mail_oldest_queued_age_seconds
                 .set(oldest.map_or(0, |t| (now - t).max(0)));
         }
@@ -214,7 +268,7 @@ impl Appliance {
         }) {
             m.registrations_awaiting_validation.set(n);
         }
-        let now = crate::clock::unix_now();
+        let now = self.now();
         if let Ok(f) = crate::federation::status(&self.store, &self.federation, now) {
             let g = &m.federation;
             g.link_up.set(i64::from(f.link.up));
@@ -236,104 +290,84 @@ impl Appliance {
         }
     }
 
-    pub(crate) fn remember_directory_config(&self, text: &str) {
-        if let Err(e) = self.with_store(|s| s.set_meta(DIRECTORY_CONFIG_KEY, text)) {
-            log::warn!("cannot record the directory's settings: {e}");
-        }
+    /// Audits what the daemon did.
+    pub fn audit(&self, action: &str, detail: &str) {
+        crate::store::audit_daemon(&self.store, action, detail);
     }
 
-    pub(crate) fn audit(&self, action: &str, detail: &str) {
-        let now = crate::clock::unix_now();
-        if let Err(e) = self.with_store(|s| s.audit(now, "daemon", action, detail)) {
-            log::warn!("cannot write audit entry {action}: {e}");
+    /// Reads the config file again (SIGHUP, or the console after it changed
+    /// the apps chosen). An invalid file is refused and the running config
+    /// stays; `[paths]` cannot change under a running daemon. Otherwise the
+    /// new config is put in force, the onboarding service's settings are
+    /// updated in place when they changed, and the diff is announced
+    /// ([`Event::ConfigReloaded`]): each task acts on what it reads.
+    pub fn reload(&self) {
+        crate::sys::notify_systemd(&[
+            NotifyState::Reloading,
+            NotifyState::Status("reloading config"),
+        ]);
+        let at = OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .unwrap_or_default();
+        let outcome = match config::load(&self.config_path) {
+            Err(e) => {
+                log::error!("config reload refused, keeping the running config: {e}");
+                self.audit("reload-refused", &e.to_string());
+                ReloadOutcome {
+                    at,
+                    applied: false,
+                    message: e.to_string(),
+                }
+            }
+            Ok(mut new) => {
+                let old = self.config();
+                let mut message = String::from("applied");
+                if new.paths != old.paths {
+                    // Moving the state or runtime dir under a running daemon
+                    // would split its state; that takes a restart.
+                    new.paths = old.paths.clone();
+                    message = "applied, except [paths]: restart the daemon to move its directories"
+                        .into();
+                    log::warn!("{message}");
+                }
+                let diff = ConfigDiff::new(&old, &new);
+                log::set_max_level(new.log.level.to_filter());
+                if diff.onboarding() {
+                    self.onboarding.update_settings(Settings::from_config(&new));
+                }
+                self.config.send_replace(Arc::new(new));
+                self.events.publish(Event::ConfigReloaded(diff));
+                self.audit("reload", &message);
+                log::info!(
+                    "config reloaded from {} (changed: {})",
+                    self.config_path.display(),
+                    if diff.is_empty() {
+                        "nothing".to_owned()
+                    } else {
+                        diff.changed().join(", ")
+                    }
+                );
+                ReloadOutcome {
+                    at,
+                    applied: true,
+                    message,
+                }
+            }
+        };
+        self.metrics
+            .config_reloads
+            .get_or_create(&ResultLabels {
+                result: if outcome.applied {
+                    "applied"
+                } else {
+                    "refused"
+                }
+                .into(),
+            })
+            .inc();
+        if let Ok(mut r) = self.last_reload.lock() {
+            *r = Some(outcome);
         }
+        crate::sys::notify_systemd(&[NotifyState::Ready, NotifyState::Status("running")]);
     }
-}
-
-/// SIGHUP: read the config again; keep the old one if the new one is invalid.
-pub fn reload(shared: &Appliance) {
-    crate::sys::notify_systemd(&[
-        NotifyState::Reloading,
-        NotifyState::Status("reloading config"),
-    ]);
-    let at = OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_default();
-    let outcome = match config::load(&shared.config_path) {
-        Err(e) => {
-            log::error!("config reload refused, keeping the running config: {e}");
-            shared.audit("reload-refused", &e.to_string());
-            ReloadOutcome {
-                at,
-                applied: false,
-                message: e.to_string(),
-            }
-        }
-        Ok(mut new) => {
-            let old = shared.config();
-            let mut message = String::from("applied");
-            if new.paths != old.paths {
-                // Moving the state or runtime dir under a running daemon would
-                // split its state; that takes a restart.
-                new.paths = old.paths.clone();
-                message =
-                    "applied, except [paths]: restart the daemon to move its directories".into();
-                log::warn!("{message}");
-            }
-            log::set_max_level(new.log.level.to_filter());
-            let now = crate::clock::unix_now();
-            if let Err(e) = shared.with_store(|s| s.mail_retry_now(now)) {
-                log::warn!("cannot reschedule queued mail: {e}");
-            }
-            shared.reconcile_wakeup.notify_one();
-            if let Ok(mut o) = shared.onboarding.write() {
-                *o = Arc::new(onboarding_for(
-                    &new,
-                    shared.store.clone(),
-                    shared.federation.clone(),
-                    shared.app_access.clone(),
-                ));
-            }
-            // An app enabled, a key fixed: what waits for the apps is tried
-            // again at once.
-            if let Err(e) = shared.with_store(|s| s.app_actions_due_now(now)) {
-                log::warn!("cannot reschedule the apps' pending access changes: {e}");
-            }
-            shared.app_access.notify_one();
-            let alliance_changed = old.alliance != new.alliance;
-            if let Ok(mut c) = shared.config.write() {
-                *c = Arc::new(new);
-            }
-            if alliance_changed {
-                shared.federation_restart.notify_one();
-            }
-            shared.mail_wakeup.notify_one();
-            shared.docker_wakeup.notify_one();
-            shared.directory_reload.notify_one();
-            shared.front_door_reload.notify_one();
-            shared.audit("reload", &message);
-            log::info!("config reloaded from {}", shared.config_path.display());
-            ReloadOutcome {
-                at,
-                applied: true,
-                message,
-            }
-        }
-    };
-    shared
-        .metrics
-        .config_reloads
-        .get_or_create(&ResultLabels {
-            result: if outcome.applied {
-                "applied"
-            } else {
-                "refused"
-            }
-            .into(),
-        })
-        .inc();
-    if let Ok(mut r) = shared.last_reload.lock() {
-        *r = Some(outcome);
-    }
-    crate::sys::notify_systemd(&[NotifyState::Ready, NotifyState::Status("running")]);
 }

@@ -15,23 +15,16 @@ use super::server::onboarding_error;
 use crate::appliance::Appliance;
 use crate::onboarding::service::OnboardingError;
 
-fn reply<T: Serialize>(shared: &Appliance, r: Result<T, OnboardingError>) -> Response {
+fn reply<T: Serialize>(r: Result<T, OnboardingError>) -> Response {
     match r {
-        Ok(v) => {
-            // Most actions queue a mail: send it now rather than at the next tick.
-            shared.mail_wakeup.notify_one();
-            Json(v).into_response()
-        }
+        Ok(v) => Json(v).into_response(),
         Err(e) => onboarding_error(e),
     }
 }
 
-fn created<T: Serialize>(shared: &Appliance, r: Result<T, OnboardingError>) -> Response {
+fn created<T: Serialize>(r: Result<T, OnboardingError>) -> Response {
     match r {
-        Ok(v) => {
-            shared.mail_wakeup.notify_one();
-            (StatusCode::CREATED, Json(v)).into_response()
-        }
+        Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
         Err(e) => onboarding_error(e),
     }
 }
@@ -47,7 +40,7 @@ pub async fn list_people(
     Query(q): Query<CollectiveFilter>,
 ) -> Response {
     let r = shared.onboarding().people(q.collective.as_deref()).await;
-    reply(&shared, r)
+    reply(r)
 }
 
 pub async fn show_person(
@@ -55,7 +48,7 @@ pub async fn show_person(
     Path(uid): Path<String>,
 ) -> Response {
     let r = shared.onboarding().person(&uid).await;
-    reply(&shared, r)
+    reply(r)
 }
 
 /// Who acts, and why (suspensions and refusals).
@@ -77,7 +70,7 @@ pub async fn suspend(
         .onboarding()
         .suspend(&uid, &a.by, &a.reason, unix_now())
         .await;
-    reply(&shared, r)
+    reply(r)
 }
 
 pub async fn reactivate(
@@ -89,7 +82,7 @@ pub async fn reactivate(
         .onboarding()
         .reactivate(&uid, &a.by, unix_now())
         .await;
-    reply(&shared, r)
+    reply(r)
 }
 
 pub async fn remove(
@@ -101,7 +94,7 @@ pub async fn remove(
         .onboarding()
         .remove_from_collective(&uid, &a.collective, &a.by, unix_now())
         .await;
-    reply(&shared, r)
+    reply(r)
 }
 
 #[derive(Deserialize)]
@@ -122,12 +115,12 @@ pub async fn group_member(
         .onboarding()
         .group_member(&uid, &g.collective, &g.group, g.add, &g.by, unix_now())
         .await;
-    reply(&shared, r)
+    reply(r)
 }
 
 pub async fn list_collectives(State(shared): State<Arc<Appliance>>) -> Response {
     let r = shared.onboarding().collectives().await;
-    reply(&shared, r)
+    reply(r)
 }
 
 #[derive(Deserialize)]
@@ -145,9 +138,7 @@ pub async fn create_collective(
         .onboarding()
         .create_collective(&c.slug, &c.name, &c.by, unix_now())
         .await;
-    // Its group folder and forum group come with the next reconcile: now.
-    shared.reconcile_now();
-    created(&shared, r)
+    created(r)
 }
 
 pub async fn show_collective(
@@ -155,7 +146,7 @@ pub async fn show_collective(
     Path(slug): Path<String>,
 ) -> Response {
     let r = shared.onboarding().collective(&slug).await;
-    reply(&shared, r)
+    reply(r)
 }
 
 #[derive(Deserialize)]
@@ -174,7 +165,7 @@ pub async fn create_group(
         .create_group(&slug, &g.name, &g.by, unix_now())
         .await
         .map(|()| serde_json::json!({"collective": slug, "group": g.name}));
-    created(&shared, r)
+    created(r)
 }
 
 #[derive(Deserialize)]
@@ -196,7 +187,7 @@ pub async fn grant_service(
         .grant_service(&slug, &g.service, &g.group, g.grant, &g.by, unix_now())
         .await
         .map(|()| serde_json::json!({"collective": slug, "service": g.service, "group": g.group, "granted": g.grant}));
-    reply(&shared, r)
+    reply(r)
 }
 
 pub async fn list_joins(
@@ -206,7 +197,7 @@ pub async fn list_joins(
     let r = shared
         .onboarding()
         .join_requests(q.collective.as_deref(), q.state.as_deref());
-    reply(&shared, r)
+    reply(r)
 }
 
 #[derive(Deserialize)]
@@ -223,7 +214,7 @@ pub async fn ask_to_join(State(shared): State<Arc<Appliance>>, Json(j): Json<Joi
         .ask_to_join(&j.uid, &j.collective, &j.message, unix_now())
         .await
         .map(|id| serde_json::json!({"id": id}));
-    created(&shared, r)
+    created(r)
 }
 
 async fn decide(shared: Arc<Appliance>, id: i64, approve: bool, a: Act) -> Response {
@@ -232,7 +223,7 @@ async fn decide(shared: Arc<Appliance>, id: i64, approve: bool, a: Act) -> Respo
         .decide_join(id, approve, &a.by, &a.reason, unix_now())
         .await
         .map(|()| serde_json::json!({"id": id, "state": if approve { "approved" } else { "rejected" }}));
-    reply(&shared, r)
+    reply(r)
 }
 
 pub async fn approve_join(
@@ -256,7 +247,7 @@ pub async fn list_invitations(
     Query(q): Query<CollectiveFilter>,
 ) -> Response {
     let r = shared.onboarding().invitations(q.collective.as_deref());
-    reply(&shared, r)
+    reply(r)
 }
 
 #[derive(Deserialize)]
@@ -272,7 +263,7 @@ pub async fn invite(State(shared): State<Arc<Appliance>>, Json(i): Json<Invite>)
         .invite(&i.email, &i.collective, &i.by, unix_now())
         .await
         .map(|id| serde_json::json!({"id": id}));
-    created(&shared, r)
+    created(r)
 }
 
 #[derive(Deserialize)]
@@ -288,7 +279,7 @@ pub async fn invitation_info(
         .onboarding()
         .invitation_info(&t.token, unix_now())
         .await;
-    reply(&shared, r)
+    reply(r)
 }
 
 pub async fn accept_invitation(
@@ -300,7 +291,7 @@ pub async fn accept_invitation(
         .accept_invitation(&t.token, unix_now())
         .await
         .map(|uid| serde_json::json!({"uid": uid}));
-    reply(&shared, r)
+    reply(r)
 }
 
 #[derive(Deserialize)]
@@ -326,10 +317,7 @@ pub async fn forgot_password(
         .await
         .map(|()| serde_json::json!({"message": "if an active account matches, a reset link is on its way"}));
     match r {
-        Ok(v) => {
-            shared.mail_wakeup.notify_one();
-            (StatusCode::ACCEPTED, Json(v)).into_response()
-        }
+        Ok(v) => (StatusCode::ACCEPTED, Json(v)).into_response(),
         Err(e) => onboarding_error(e),
     }
 }

@@ -130,7 +130,7 @@ async fn alliance_join(
     State(shared): State<Arc<Appliance>>,
     Json(req): Json<crate::federation::task::JoinRequest>,
 ) -> Response {
-    match crate::federation::task::join(&shared, req).await {
+    match crate::federation::task::join(&shared.federation_parts(), req).await {
         Ok(a) => {
             let code = if a.checks.iter().all(|c| c.ok) {
                 StatusCode::OK
@@ -172,7 +172,7 @@ async fn alliance_confirm_deletions(
     use crate::federation::Confirmation;
     match crate::federation::confirm_deletions(
         &shared.store,
-        &shared.federation,
+        &shared.events,
         req.hold,
         &req.by,
         unix_now(),
@@ -270,18 +270,14 @@ async fn register(State(shared): State<Arc<Appliance>>, Json(b): Json<RegisterBo
     };
     match shared.onboarding().register(&b.form, &ip, unix_now()).await {
         Ok(Registered::Request(id)) => {
-            shared.mail_wakeup.notify_one();
             (StatusCode::CREATED, Json(serde_json::json!({"id": id}))).into_response()
         }
         // The local API is the admins': it may say what happened.
-        Ok(Registered::OwnerTold) => {
-            shared.mail_wakeup.notify_one();
-            (
-                StatusCode::OK,
-                Json(serde_json::json!({"id": null, "owner_told": true})),
-            )
-                .into_response()
-        }
+        Ok(Registered::OwnerTold) => (
+            StatusCode::OK,
+            Json(serde_json::json!({"id": null, "owner_told": true})),
+        )
+            .into_response(),
         Err(e) => onboarding_error(e),
     }
 }
@@ -295,10 +291,7 @@ struct TokenBody {
 
 async fn verify_email(State(shared): State<Arc<Appliance>>, Json(b): Json<TokenBody>) -> Response {
     match shared.onboarding().verify_email(&b.token, unix_now()).await {
-        Ok(id) => {
-            shared.mail_wakeup.notify_one();
-            Json(serde_json::json!({"id": id})).into_response()
-        }
+        Ok(id) => Json(serde_json::json!({"id": id})).into_response(),
         Err(e) => onboarding_error(e),
     }
 }
@@ -361,10 +354,7 @@ async fn approve(
     Json(d): Json<Decision>,
 ) -> Response {
     match shared.onboarding().approve(id, &d.by, unix_now()).await {
-        Ok(()) => {
-            shared.mail_wakeup.notify_one();
-            Json(serde_json::json!({"id": id, "state": "approved"})).into_response()
-        }
+        Ok(()) => Json(serde_json::json!({"id": id, "state": "approved"})).into_response(),
         Err(e) => onboarding_error(e),
     }
 }
@@ -379,10 +369,7 @@ async fn reject(
         .reject(id, &d.by, &d.reason, unix_now())
         .await
     {
-        Ok(()) => {
-            shared.mail_wakeup.notify_one();
-            Json(serde_json::json!({"id": id, "state": "rejected"})).into_response()
-        }
+        Ok(()) => Json(serde_json::json!({"id": id, "state": "rejected"})).into_response(),
         Err(e) => onboarding_error(e),
     }
 }

@@ -303,6 +303,7 @@ async fn bench(args: &FederationArgs, s: &mut Scratch) -> anyhow::Result<Report>
         settings.clone(),
         store.clone(),
         link.clone(),
+        crate::events::Bus::new(),
     )));
     let want = i64::try_from(found.len()).unwrap_or(i64::MAX);
     loop {

@@ -106,6 +106,12 @@ impl Live {
     }
 }
 
+impl From<tokio::sync::watch::Receiver<std::sync::Arc<Config>>> for Live {
+    fn from(rx: tokio::sync::watch::Receiver<std::sync::Arc<Config>>) -> Self {
+        Self(rx)
+    }
+}
+
 /// The whole configuration, with defaults filled in by [`parse`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1029,6 +1035,11 @@ impl Config {
     /// The console hostname (`box.` by default).
     pub fn console_host(&self) -> &Domain {
         self.hostnames.console.as_ref().expect("filled by parse")
+    }
+
+    /// `https://<console host>`: where mailed links point.
+    pub fn console_url(&self) -> String {
+        format!("https://{}", self.console_host())
     }
 
     /// The directory suffix (derived from the domain by default).

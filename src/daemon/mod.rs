@@ -8,20 +8,16 @@ pub mod tasks;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 use sd_notify::NotifyState;
-use time::OffsetDateTime;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::Notify;
 
-use crate::appliance::{Appliance, onboarding_for, reload};
+use crate::appliance::Appliance;
 use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::status::{self, DirectoryObservation, DockerObservation};
 use crate::store::{Store, StoreError};
 
 /// How long tasks get to stop after SIGTERM before they are aborted. systemd
@@ -162,7 +158,6 @@ fn bind_api(path: &Path) -> Result<UnixListener, DaemonError> {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonError> {
-    let started = Instant::now();
     let paths = config.paths.clone();
     // Others may pass through the state directory, not list it: the front
     // door's user reaches its own directory there (every other entry has
@@ -182,40 +177,23 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
 
-    let link = Arc::new(crate::federation::Link::new(false));
-    let app_access = Arc::new(Notify::new());
-    let shared = Arc::new(Appliance {
-        started,
-        started_at: OffsetDateTime::now_utc(),
-        config_path: config_path.clone(),
-        onboarding: RwLock::new(Arc::new(onboarding_for(
-            &config,
-            store.clone(),
-            link.clone(),
-            app_access.clone(),
-        ))),
-        config: RwLock::new(Arc::new(config)),
-        last_reload: Mutex::new(None),
-        docker: RwLock::new(DockerObservation::NotYetProbed),
-        directory: RwLock::new(DirectoryObservation::Starting),
+    let (report, observed) = crate::appliance::reports();
+    let shared = Arc::new(Appliance::new(
+        config_path,
+        config,
         store,
-        mail: RwLock::new(status::MailObservation::default()),
-        mail_wakeup: Notify::new(),
         appliance_id,
-        metrics: Metrics::new(),
-        docker_wakeup: Notify::new(),
-        directory_reload: Notify::new(),
-        apps: RwLock::new(status::AppsObservation::Pending),
-        reconcile_wakeup: Notify::new(),
-        front_door_reload: Notify::new(),
-        federation: link,
-        federation_restart: Notify::new(),
-        app_access,
-    });
+        observed.clone(),
+    ));
 
+    // Each task gets the parts it needs, never the handle: the config in
+    // force, the store, the bus, where it reports. They hear of a reload,
+    // a queued mail, a Docker event… on the bus.
     let mut tasks = tasks::Tasks::new();
+    let token = tasks.token();
+    let (config, store, events) = (shared.live(), shared.store.clone(), shared.events.clone());
     {
-        let token = tasks.token();
+        let token = token.clone();
         let app = crate::api::server::router(shared.clone());
         tasks.spawn("api", async move {
             let res = axum::serve(listener, app)
@@ -227,7 +205,7 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
         });
     }
     {
-        let token = tasks.token();
+        let token = token.clone();
         let app = crate::web::router(crate::web::Web::new(shared.clone()));
         tasks.spawn("console", async move {
             let res = axum::serve(console_listener, app)
@@ -238,66 +216,80 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
             }
         });
     }
-    {
-        let token = tasks.token();
-        let shared = shared.clone();
-        tasks.spawn("docker-probe", crate::docker::watch::probe(shared, token));
-    }
-    {
-        let token = tasks.token();
-        let shared = shared.clone();
-        tasks.spawn(
-            "directory",
-            crate::directory::supervisor::run(shared, token),
-        );
-    }
-    {
-        let token = tasks.token();
-        let shared = shared.clone();
-        tasks.spawn("mail", crate::mail::delivery::run(shared, token));
-    }
-    {
-        let token = tasks.token();
-        let shared = shared.clone();
-        tasks.spawn("federation", crate::federation::task::run(shared, token));
-    }
-    {
-        let token = tasks.token();
-        let shared = shared.clone();
-        tasks.spawn("reconcile", crate::reconcile::task::run(shared, token));
-    }
-    {
-        let token = tasks.token();
-        let shared = shared.clone();
-        tasks.spawn(
-            "front-door-files",
-            crate::frontdoor::publisher::run(shared, token),
-        );
-    }
-    {
-        let token = tasks.token();
-        let (store, wakeup) = (shared.store.clone(), shared.app_access.clone());
-        let shared = shared.clone();
-        tasks.spawn(
-            "app-access",
-            crate::reconcile::access::run(move || shared.config(), store, wakeup, token),
-        );
-    }
-    {
-        let token = tasks.token();
-        let shared = shared.clone();
-        tasks.spawn("docker-events", crate::docker::watch::events(shared, token));
-    }
-    {
-        let token = tasks.token();
-        let shared = shared.clone();
-        tasks.spawn(
-            "onboarding-sweep",
-            crate::onboarding::sweep::run(shared, token),
-        );
-    }
+    tasks.spawn(
+        "docker-probe",
+        crate::docker::watch::probe(report.docker, events.clone(), token.clone()),
+    );
+    tasks.spawn(
+        "directory",
+        crate::directory::supervisor::run(
+            config.clone(),
+            store.clone(),
+            events.clone(),
+            report.directory,
+            token.clone(),
+        ),
+    );
+    tasks.spawn(
+        "mail",
+        crate::mail::delivery::run(
+            config.clone(),
+            store.clone(),
+            events.clone(),
+            report.mail,
+            shared.metrics.clone(),
+            token.clone(),
+        ),
+    );
+    tasks.spawn(
+        "federation",
+        crate::federation::task::run(
+            shared.federation_parts(),
+            observed.directory.clone(),
+            token.clone(),
+        ),
+    );
+    tasks.spawn(
+        "reconcile",
+        crate::reconcile::task::run(
+            config.clone(),
+            store.clone(),
+            events.clone(),
+            report.apps,
+            observed.directory.clone(),
+            token.clone(),
+        ),
+    );
+    tasks.spawn(
+        "front-door-files",
+        crate::frontdoor::publisher::run(
+            config.clone(),
+            store.clone(),
+            events.clone(),
+            shared.appliance_id().to_owned(),
+            token.clone(),
+        ),
+    );
+    tasks.spawn(
+        "app-access",
+        crate::reconcile::access::run(config.clone(), store.clone(), events.clone(), token.clone()),
+    );
+    tasks.spawn(
+        "docker-events",
+        crate::docker::watch::events(config.clone(), events.clone(), token.clone()),
+    );
+    tasks.spawn(
+        "onboarding-sweep",
+        crate::onboarding::sweep::run(
+            shared.onboarding(),
+            config.clone(),
+            store.clone(),
+            crate::web::session::KNOWN_FOR_SECS,
+            token.clone(),
+        ),
+    );
     if let Some(period) = sd_notify::watchdog_enabled() {
-        let token = tasks.token();
+        let token = token.clone();
         let shared = shared.clone();
         tasks.spawn("watchdog", async move {
             let mut tick = tokio::time::interval(period / 2);
@@ -331,7 +323,7 @@ pub async fn serve(config_path: PathBuf, config: Config) -> Result<(), DaemonErr
         tokio::select! {
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",
-            _ = sighup.recv() => reload(&shared),
+            _ = sighup.recv() => shared.reload(),
         }
     };
     log::info!("{signal_name} received; shutting down");

@@ -1,14 +1,20 @@
-//! The `directory` task: keeps our slapd running.
+//! The `directory` task: keeps our slapd running (the control plane's
+//! side of the data plane: slapd outlives it).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use time::OffsetDateTime;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::appliance::Appliance;
+use crate::config::Live;
+use crate::events::{Bus, Event};
 use crate::status::{self, DirectoryObservation};
+use crate::store::{Store, audit_daemon, with_store};
 
+/// `meta` key holding the managed slapd settings last applied.
+const DIRECTORY_CONFIG_KEY: &str = "directory_config";
 /// The directory data's version (see `directory::tree::TREE_VERSION`).
 const TREE_VERSION_KEY: &str = "directory_tree_version";
 /// How often the directory task checks slapd's listen addresses against
@@ -19,18 +25,32 @@ const LISTEN_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// service accounts bind, then watch the process and start it again with
 /// backoff when it dies. On shutdown slapd is left running on purpose: it is
 /// the data plane, and the next daemon adopts it.
-pub async fn run(shared: Arc<Appliance>, token: CancellationToken) {
+///
+/// It reports slapd's state on `report`, and looks at slapd's listeners
+/// again when a reload changed what they depend on or a reconcile made the
+/// apps' bridge.
+pub async fn run(
+    live: Live,
+    store: Arc<Mutex<Store>>,
+    events: Bus,
+    report: watch::Sender<DirectoryObservation>,
+    token: CancellationToken,
+) {
     use crate::directory::tree::{self, Tree};
     use crate::directory::{ldap, slapd};
     let set = |obs: DirectoryObservation| {
-        if let Ok(mut d) = shared.directory.write() {
-            *d = obs;
+        report.send_replace(obs);
+    };
+    let remember = |text: &str| {
+        if let Err(e) = with_store(&store, |s| s.set_meta(DIRECTORY_CONFIG_KEY, text)) {
+            log::warn!("cannot record the directory's settings: {e}");
         }
     };
+    let mut heard = events.subscribe();
     let mut failures = 0u32;
     let mut restarts = 0u32;
     loop {
-        let config = shared.config();
+        let config = live.get();
         let paths = slapd::Paths::new(&config);
         let starting = async {
             let (c, p) = ((*config).clone(), paths.clone());
@@ -44,7 +64,7 @@ pub async fn run(shared: Arc<Appliance>, token: CancellationToken) {
             let wanted = tree::managed_config_text(suffix);
             if made == slapd::Bootstrap::Created {
                 log::info!(task = "directory"; "created the directory for {suffix}");
-                shared.remember_directory_config(&wanted);
+                remember(&wanted);
             }
             // A cn=config naming a missing certificate would stop slapd
             // from starting: the pair is made (again) first.
@@ -65,21 +85,23 @@ pub async fn run(shared: Arc<Appliance>, token: CancellationToken) {
             }
             let (pid, adopted) = slapd::start_or_adopt(&config, &paths).await?;
             // Settings an older release wrote are brought up to this one's.
-            let applied = shared
-                .with_store(|s| s.meta(crate::appliance::DIRECTORY_CONFIG_KEY))
+            let applied = with_store(&store, |s| s.meta(DIRECTORY_CONFIG_KEY))
                 .ok()
                 .flatten();
             if applied.as_deref() != Some(wanted.as_str()) {
                 ldap::apply_config(&paths, &tree::managed_config(suffix)).await?;
                 log::info!(task = "directory"; "applied this release's slapd settings over ldapi");
-                shared.audit("directory-config", "applied this release's slapd settings");
-                shared.remember_directory_config(&wanted);
+                audit_daemon(
+                    &store,
+                    "directory-config",
+                    "applied this release's slapd settings",
+                );
+                remember(&wanted);
             }
             let tree = Tree::new(suffix);
             ldap::ensure_service_accounts(&paths, &tree, &config.paths.secrets_dir).await?;
             // Data an older release wrote is brought up to this one's tree.
-            let at: u32 = shared
-                .with_store(|s| s.meta(TREE_VERSION_KEY))
+            let at: u32 = with_store(&store, |s| s.meta(TREE_VERSION_KEY))
                 .ok()
                 .flatten()
                 .and_then(|v| v.parse().ok())
@@ -92,11 +114,15 @@ pub async fn run(shared: Arc<Appliance>, token: CancellationToken) {
                 let mut root = ldap::connect_root(&paths).await?;
                 let now = crate::directory::people::migrate_tree(&mut root, &tree, at).await?;
                 log::info!(task = "directory"; "directory data migrated from tree version {at} to {now}");
-                shared.audit("directory-migrate", &format!("tree version {at} to {now}"));
+                audit_daemon(
+                    &store,
+                    "directory-migrate",
+                    &format!("tree version {at} to {now}"),
+                );
             }
-            if let Err(e) =
-                shared.with_store(|s| s.set_meta(TREE_VERSION_KEY, &tree::TREE_VERSION.to_string()))
-            {
+            if let Err(e) = with_store(&store, |s| {
+                s.set_meta(TREE_VERSION_KEY, &tree::TREE_VERSION.to_string())
+            }) {
                 log::warn!(task = "directory"; "cannot record the tree version: {e}");
             }
             Ok::<_, crate::directory::DirectoryError>((pid, adopted))
@@ -123,7 +149,7 @@ pub async fn run(shared: Arc<Appliance>, token: CancellationToken) {
                 // restart, which is planned and not counted. A slapd found
                 // gone while checking died, whichever branch saw it first.
                 let replan = |reason: &str| -> Option<bool> {
-                    let now = shared.config();
+                    let now = live.get();
                     let have = slapd::listen_urls(pid)?;
                     let wanted = slapd::wanted_urls(&now, &paths);
                     if slapd::Paths::new(&now) == paths && wanted == have {
@@ -135,11 +161,12 @@ pub async fn run(shared: Arc<Appliance>, token: CancellationToken) {
                 // LDAPS for the apps: the certificate made, renewed and
                 // handed to slapd; a renewal needs a restart to be served.
                 let keep_tls = || async {
-                    match crate::directory::tls::keep(&shared.config(), &paths).await {
+                    match crate::directory::tls::keep(&live.get(), &paths).await {
                         Ok(k) => {
                             if k.applied {
                                 log::info!(task = "directory"; "slapd serves its certificate for the apps' bridge");
-                                shared.audit(
+                                audit_daemon(
+                                    &store,
                                     "directory-tls",
                                     "slapd's certificate for the apps' bridge applied",
                                 );
@@ -169,7 +196,14 @@ pub async fn run(shared: Arc<Appliance>, token: CancellationToken) {
                                 replan("the apps' bridge changed")
                             }
                         }
-                        _ = shared.directory_reload.notified() => replan("directory.listen changed"),
+                        event = heard.next(|e| match e {
+                            Event::ConfigReloaded(d) => d.slapd_listeners(),
+                            e => *e == Event::AppsReconciled,
+                        }) => replan(match event {
+                            Some(Event::AppsReconciled) => "the apps were reconciled",
+                            Some(_) => "the config changed",
+                            None => "events were missed",
+                        }),
                     };
                     match planned {
                         None => break true,

@@ -1,26 +1,35 @@
-//! The Docker watchers: `docker-probe` and `docker-events`.
+//! The Docker watchers (adapter): the `docker-probe` task reports whether
+//! the engine answers, and the `docker-events` task announces a container
+//! of ours dying or going away. They decide nothing: the reconcile task
+//! hears the event and looks.
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::appliance::Appliance;
-use crate::status::DockerObservation;
+use super::DockerObservation;
+use crate::config::Live;
+use crate::events::{Bus, Event};
 
 /// How often Docker is probed when nothing else asks.
 const DOCKER_PROBE_EVERY: Duration = Duration::from_secs(30);
 
-/// Probes Docker every [`DOCKER_PROBE_EVERY`] and on reload.
-pub async fn probe(shared: Arc<Appliance>, token: CancellationToken) {
+/// Probes Docker every [`DOCKER_PROBE_EVERY`] and on every reload,
+/// reporting what it found (and logging a change).
+pub async fn probe(
+    report: watch::Sender<DockerObservation>,
+    events: Bus,
+    token: CancellationToken,
+) {
+    let mut heard = events.subscribe();
     loop {
-        let socket = crate::docker::socket_path();
-        let obs = match crate::docker::probe(&socket, Duration::from_secs(5)).await {
+        let socket = super::socket_path();
+        let obs = match super::probe(&socket, Duration::from_secs(5)).await {
             Ok(info) => DockerObservation::Reachable(info),
             Err(e) => DockerObservation::Unreachable(e.to_string()),
         };
-        let changed = shared.docker.read().map(|d| *d != obs).unwrap_or(true);
-        if changed {
+        if *report.borrow() != obs {
             match &obs {
                 DockerObservation::Reachable(i) => log::info!(
                     task = "docker-probe";
@@ -32,34 +41,32 @@ pub async fn probe(shared: Arc<Appliance>, token: CancellationToken) {
                 DockerObservation::NotYetProbed => {}
             }
         }
-        if let Ok(mut d) = shared.docker.write() {
-            *d = obs;
-        }
+        report.send_replace(obs);
         tokio::select! {
             _ = token.cancelled() => break,
-            _ = shared.docker_wakeup.notified() => {}
+            _ = heard.next(|e| matches!(e, Event::ConfigReloaded(_))) => {}
             _ = tokio::time::sleep(DOCKER_PROBE_EVERY) => {}
         }
     }
 }
 
-/// Waits for Docker to report a container of ours dying or going away.
-pub async fn events(shared: Arc<Appliance>, token: CancellationToken) {
+/// Waits for Docker to report a container of this instance dying or going
+/// away and announces it ([`Event::ContainerChanged`]); while Docker is
+/// unreachable, tries again every [`DOCKER_PROBE_EVERY`].
+pub async fn events(config: Live, events: Bus, token: CancellationToken) {
     loop {
-        let prefix = shared.config().apps.prefix.to_string();
+        let prefix = config.get().apps.prefix.to_string();
         let wait = async {
             // A long request timeout: the event stream stays open.
-            let docker =
-                crate::docker::connect(&crate::docker::socket_path(), Duration::from_secs(86_400))
-                    .await?;
-            crate::docker::next_container_event(&docker, &prefix).await
+            let docker = super::connect(&super::socket_path(), Duration::from_secs(86_400)).await?;
+            super::next_container_event(&docker, &prefix).await
         };
         tokio::select! {
             _ = token.cancelled() => break,
             r = wait => match r {
                 Ok(action) => {
                     log::info!(task = "docker-events"; "a container of ours had `{action}`: reconciling");
-                    shared.reconcile_wakeup.notify_one();
+                    events.publish(Event::ContainerChanged(action));
                 }
                 Err(_) => tokio::select! {
                     _ = token.cancelled() => break,

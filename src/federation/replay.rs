@@ -15,6 +15,7 @@ use super::rules::{self, AttrChange, Attrs, Settle, Winner, copyable, first, loc
 use super::{FederationError, Link, Settings, lock};
 use crate::directory::alliance;
 use crate::directory::{DirectoryError, ldap as local_ldap, people, tree::Tree};
+use crate::events::{Bus, Event};
 use crate::store::{OutboxRow, Store};
 
 /// How one change settled.
@@ -48,13 +49,16 @@ pub async fn run(
     settings: &Settings,
     store: &Mutex<Store>,
     link: &Link,
+    events: &Bus,
     mut remote: Ldap,
 ) -> Result<(), FederationError> {
+    // Before the first drain: a change queued while it drains is heard.
+    let mut heard = events.subscribe();
     let mut local = local_ldap::connect_root(&settings.local).await?;
     loop {
         drain(settings, store, link, &mut remote, &mut local).await?;
         tokio::select! {
-            () = link.outbox.notified() => {}
+            _ = heard.next(|e| *e == Event::FederationQueued) => {}
             () = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
     }

@@ -17,6 +17,7 @@ use super::{FederationError, Link, Settings, lock, outbox};
 use crate::directory::alliance::{self, SyncEvent};
 use crate::directory::ldap as local_ldap;
 use crate::directory::tree::Tree;
+use crate::events::{Bus, Event, Subscriber};
 use crate::store::{HeldEntry, Store};
 
 /// How long a held refresh waits for an admin before it is tried again
@@ -44,7 +45,7 @@ impl Pending {
 }
 
 /// Runs federation until the daemon stops: sessions one after another.
-pub async fn run(settings: Settings, store: Arc<Mutex<Store>>, link: Arc<Link>) {
+pub async fn run(settings: Settings, store: Arc<Mutex<Store>>, link: Arc<Link>, events: Bus) {
     let mut failures: u32 = 0;
     let security = match settings.security() {
         Ok(s) => s,
@@ -80,6 +81,7 @@ pub async fn run(settings: Settings, store: Arc<Mutex<Store>>, link: Arc<Link>) 
             settings.clone(),
             store.clone(),
             link.clone(),
+            events.clone(),
         )));
         let error = match session.await {
             Ok(Ok(())) => {
@@ -117,6 +119,7 @@ pub async fn session(
     settings: Settings,
     store: Arc<Mutex<Store>>,
     link: Arc<Link>,
+    events: Bus,
 ) -> Result<(), FederationError> {
     let remote = settings.connect().await?;
     let t = unix_now();
@@ -129,8 +132,8 @@ pub async fn session(
         settings.url,
         security.map(|s| s.to_string()).unwrap_or_default()
     );
-    let replay = super::replay::run(&settings, &store, &link, remote.clone());
-    let down = down(&settings, &store, &link, remote);
+    let replay = super::replay::run(&settings, &store, &link, &events, remote.clone());
+    let down = down(&settings, &store, &link, events.subscribe(), remote);
     tokio::select! {
         r = replay => r,
         r = down => r,
@@ -141,10 +144,14 @@ pub async fn session(
 /// (listed deletes and whatever a present phase did not list) are gathered
 /// and judged together when it ends, and its cookie is written only then:
 /// a refresh that is held, or cut short, is gone through again.
+///
+/// `heard` is subscribed before the session's first read, so a
+/// confirmation of the hold this session makes is not missed.
 async fn down(
     settings: &Settings,
     store: &Mutex<Store>,
     link: &Link,
+    mut heard: Subscriber,
     mut remote: Ldap,
 ) -> Result<(), FederationError> {
     let mut local = local_ldap::connect_root(&settings.local).await?;
@@ -171,7 +178,7 @@ async fn down(
             () = link.scope_check.notified(), if !refreshing => {
                 people_in_scope(settings, &scope, store, &mut local, &mut remote, &mut pending).await?;
                 if judge(settings, store, &mut local, &mut pending).await? {
-                    return park(store, link, &mut pending).await;
+                    return park(store, link, &mut heard, &mut pending).await;
                 }
                 commit(store, &mut pending, None)?;
                 continue;
@@ -280,7 +287,7 @@ async fn down(
             continue;
         }
         if judge(settings, store, &mut local, &mut pending).await? {
-            return park(store, link, &mut pending).await;
+            return park(store, link, &mut heard, &mut pending).await;
         }
         if refreshing {
             pending.clear_hold = true;
@@ -392,15 +399,25 @@ async fn judge(
 async fn park(
     store: &Mutex<Store>,
     link: &Link,
+    heard: &mut Subscriber,
     pending: &mut Pending,
 ) -> Result<(), FederationError> {
     commit(store, pending, None)?;
     link.update(|s| s.refreshing = false);
-    tokio::select! {
-        () = link.deletions_confirmed.notified() => {
-            log::info!("federation: the held deletions were confirmed; refreshing again");
+    let until = tokio::time::Instant::now() + HOLD_RETRY;
+    loop {
+        tokio::select! {
+            confirmed = heard.next(|e| *e == Event::DeletionsConfirmed) => {
+                // Events missed: the store says whether one was this.
+                let confirmed = confirmed.is_some()
+                    || lock(store)?.fed_hold()?.is_some_and(|h| h.confirmed_at.is_some());
+                if confirmed {
+                    log::info!("federation: the held deletions were confirmed; refreshing again");
+                    break;
+                }
+            }
+            () = tokio::time::sleep_until(until) => break,
         }
-        () = tokio::time::sleep(HOLD_RETRY) => {}
     }
     Ok(())
 }

@@ -2,19 +2,21 @@
 //! settings come from the store's enrolment (made by `alliance join`) or
 //! from the config's `[alliance]` section, which enrols at start.
 
-use crate::clock::unix_now;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::appliance::Appliance;
-use crate::config::Config;
+use crate::clock::unix_now;
+use crate::config::{Config, Live};
 use crate::directory::{alliance, ldap, slapd};
+use crate::events::{Bus, Event, Subscriber};
 use crate::federation::join::{self, Check, PushPlan};
 use crate::federation::rules::Suffixes;
-use crate::federation::{self, FederationError, Settings};
+use crate::federation::{self, FederationError, Link, Settings};
 use crate::status::DirectoryObservation;
+use crate::store::{Store, audit_daemon, with_store};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -43,7 +45,7 @@ fn settings_for(
         node: config.console_host().to_string(),
         local: slapd::Paths::new(config),
         connect_timeout: CONNECT_TIMEOUT,
-        console_url: crate::onboarding::service::Settings::from_config(config).console_url,
+        console_url: config.console_url(),
         collective_name: config.collective.name.to_string(),
         ca_file,
         starttls: starttls || a.is_some_and(|a| a.starttls),
@@ -54,9 +56,9 @@ fn settings_for(
 
 /// The settings in force: the config's `[alliance]` first (and whether it
 /// still has to be enrolled), else the store's enrolment.
-fn current(shared: &Appliance) -> Result<Option<(Settings, bool)>, String> {
-    let config = shared.config();
-    let enrolment = shared.with_store(|s| s.enrolment())?;
+fn current(parts: &Parts) -> Result<Option<(Settings, bool)>, String> {
+    let config = parts.config.get();
+    let enrolment = with_store(&parts.store, |s| s.enrolment()).map_err(|e| e.to_string())?;
     if let Some(a) = &config.alliance
         && let Some(named) = a.enrolment()
     {
@@ -101,25 +103,39 @@ fn current(shared: &Appliance) -> Result<Option<(Settings, bool)>, String> {
     )))
 }
 
-async fn directory_ready(shared: &Appliance) {
-    loop {
-        let ready = shared
-            .directory
-            .read()
-            .is_ok_and(|d| matches!(*d, DirectoryObservation::Running { .. }));
-        if ready {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+/// What the federation task and a join work with.
+#[derive(Clone)]
+pub struct Parts {
+    pub config: Live,
+    pub store: Arc<Mutex<Store>>,
+    /// The link's state, shared with status, the console and onboarding.
+    pub link: Arc<Link>,
+    pub events: Bus,
 }
 
-/// Runs federation while it is configured; a join or a reload starts it
-/// again with the new settings.
-pub async fn run(shared: Arc<Appliance>, token: CancellationToken) {
-    let link = shared.federation.clone();
+/// Until federation's settings may have changed: a reload that changed
+/// `[alliance]`, a join (or events missed, which may have been either).
+async fn settings_changed(heard: &mut Subscriber) {
+    heard
+        .next(|e| match e {
+            Event::ConfigReloaded(d) => d.alliance,
+            e => *e == Event::AllianceJoined,
+        })
+        .await;
+}
+
+/// Runs federation while it is configured; a join or a reload of
+/// `[alliance]` starts it again with the new settings. It waits for slapd
+/// (`directory`) before it connects.
+pub async fn run(
+    parts: Parts,
+    mut directory: watch::Receiver<DirectoryObservation>,
+    token: CancellationToken,
+) {
+    let link = parts.link.clone();
+    let mut heard = parts.events.subscribe();
     loop {
-        let settings = match current(&shared) {
+        let settings = match current(&parts) {
             Ok(s) => s,
             Err(e) => {
                 link.update(|s| {
@@ -137,7 +153,7 @@ pub async fn run(shared: Arc<Appliance>, token: CancellationToken) {
             }
             tokio::select! {
                 _ = token.cancelled() => return,
-                _ = shared.federation_restart.notified() => continue,
+                _ = settings_changed(&mut heard) => continue,
                 _ = tokio::time::sleep(Duration::from_secs(60)) => continue,
             }
         };
@@ -152,16 +168,16 @@ pub async fn run(shared: Arc<Appliance>, token: CancellationToken) {
             });
             tokio::select! {
                 _ = token.cancelled() => return,
-                _ = shared.federation_restart.notified() => continue,
+                _ = settings_changed(&mut heard) => continue,
             }
         }
         link.update(|s| s.refused = None);
         tokio::select! {
             _ = token.cancelled() => return,
-            _ = directory_ready(&shared) => {}
+            _ = directory.wait_for(|d| matches!(d, DirectoryObservation::Running { .. })) => {}
         }
         if enrol {
-            match join_with(&shared, &settings, false).await {
+            match join_with(&parts, &settings, false).await {
                 Ok(a) if a.joined => {}
                 Ok(a) => {
                     let failed = a.checks.iter().find(|c| !c.ok).map(|c| c.message.clone());
@@ -170,7 +186,7 @@ pub async fn run(shared: Arc<Appliance>, token: CancellationToken) {
                     log::warn!(task = "federation"; "alliance (config): {e}");
                     tokio::select! {
                         _ = token.cancelled() => return,
-                        _ = shared.federation_restart.notified() => {}
+                        _ = settings_changed(&mut heard) => {}
                         _ = tokio::time::sleep(Duration::from_secs(60)) => {}
                     }
                     continue;
@@ -187,10 +203,10 @@ pub async fn run(shared: Arc<Appliance>, token: CancellationToken) {
         }
         tokio::select! {
             _ = token.cancelled() => return,
-            _ = shared.federation_restart.notified() => {
+            _ = settings_changed(&mut heard) => {
                 log::info!(task = "federation"; "federation settings changed; reconnecting");
             }
-            () = federation::sync::run(settings, shared.store.clone(), link.clone()) => {}
+            () = federation::sync::run(settings, parts.store.clone(), link.clone(), parts.events.clone()) => {}
         }
     }
 }
@@ -223,8 +239,11 @@ pub struct JoinRequest {
     pub starttls: bool,
 }
 
-pub async fn join(shared: &Appliance, req: JoinRequest) -> Result<JoinAnswer, FederationError> {
-    let config = shared.config();
+/// Joins the alliance for the CLI (`POST /v1/alliance/join`); a join that
+/// enrolled is announced ([`Event::AllianceJoined`]), so the federation
+/// task starts with it.
+pub async fn join(parts: &Parts, req: JoinRequest) -> Result<JoinAnswer, FederationError> {
+    let config = parts.config.get();
     let mut settings = settings_for(
         &config,
         req.url,
@@ -256,9 +275,9 @@ pub async fn join(shared: &Appliance, req: JoinRequest) -> Result<JoinAnswer, Fe
             }
         }
     }
-    let answer = join_with(shared, &settings, req.dry_run).await?;
+    let answer = join_with(parts, &settings, req.dry_run).await?;
     if answer.joined {
-        shared.federation_restart.notify_one();
+        parts.events.publish(Event::AllianceJoined);
     }
     Ok(answer)
 }
@@ -280,7 +299,7 @@ async fn served_suffix(settings: &Settings) -> Result<String, FederationError> {
 }
 
 async fn join_with(
-    shared: &Appliance,
+    parts: &Parts,
     settings: &Settings,
     dry_run: bool,
 ) -> Result<JoinAnswer, FederationError> {
@@ -293,7 +312,7 @@ async fn join_with(
             dry_run,
         });
     };
-    let config = shared.config();
+    let config = parts.config.get();
     let mut local = ldap::connect_root(&slapd::Paths::new(&config)).await?;
     let plan = join::plan_push(settings, &mut local, &mut remote).await?;
     if dry_run {
@@ -306,7 +325,7 @@ async fn join_with(
     }
     let members = join::memberships(&mut local, &settings.suffixes, settings).await?;
     {
-        let store = shared
+        let store = parts
             .store
             .lock()
             .map_err(|_| FederationError::Task("the store lock is poisoned".into()))?;
@@ -319,7 +338,8 @@ async fn join_with(
             unix_now(),
         )?;
     }
-    shared.audit(
+    audit_daemon(
+        &parts.store,
         "alliance-join",
         &format!(
             "joined {} as {}: {} entries to add, {} present, {} collisions",

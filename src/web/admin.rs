@@ -335,7 +335,6 @@ async fn decide_request(
         }
         _ => return super::not_found(ctx).await,
     };
-    web.shared.mail_wakeup.notify_one();
     after(&mut ctx, "/console/requests", r)
 }
 
@@ -365,7 +364,6 @@ async fn decide_join(
             unix_now(),
         )
         .await;
-    web.shared.mail_wakeup.notify_one();
     after(&mut ctx, "/console/requests", r)
 }
 
@@ -507,7 +505,6 @@ async fn person_action(
         // A suspended person's sessions end now, not at their next request.
         let _ = web.shared.with_store(|st| st.delete_sessions_of(&uid));
     }
-    web.shared.mail_wakeup.notify_one();
     let back = if act == "group" {
         "/console/collectives"
     } else {
@@ -532,7 +529,6 @@ async fn invite(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fields>
         )
         .await
         .map(drop);
-    web.shared.mail_wakeup.notify_one();
     after(&mut ctx, "/console/people", r)
 }
 
@@ -651,8 +647,6 @@ async fn create_collective(
         )
         .await
         .map(drop);
-    // A new collective gets its group folder and forum group.
-    web.shared.reconcile_now();
     after(&mut ctx, "/console/collectives", r)
 }
 

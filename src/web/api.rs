@@ -81,12 +81,9 @@ fn reply(ctx: &Ctx, status: StatusCode, v: Value) -> Response {
     r
 }
 
-fn answer<T: serde::Serialize>(web: &Web, ctx: &Ctx, r: Result<T, OnboardingError>) -> Response {
+fn answer<T: serde::Serialize>(ctx: &Ctx, r: Result<T, OnboardingError>) -> Response {
     match r {
-        Ok(v) => {
-            web.shared.mail_wakeup.notify_one();
-            reply(ctx, StatusCode::OK, json!(v))
-        }
+        Ok(v) => reply(ctx, StatusCode::OK, json!(v)),
         Err(e) => crate::api::server::onboarding_error(e),
     }
 }
@@ -272,7 +269,7 @@ async fn logout(State(web): State<Arc<Web>>, mut ctx: Ctx, headers: HeaderMap) -
 async fn my_services(State(web): State<Arc<Web>>, ctx: Ctx) -> Response {
     let s = tri!(signed_in(&ctx));
     let r = web.shared.onboarding().my_services(&s.person.uid).await;
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 #[derive(Deserialize)]
@@ -295,7 +292,7 @@ async fn profile(
         .update_profile(&s.person.uid, &b.display_name, &b.language, unix_now())
         .await
         .map(|p| json!({"uid": p.uid, "display_name": p.display_name, "language": p.language}));
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 #[derive(Deserialize)]
@@ -355,7 +352,7 @@ async fn ask_to_join(
         .ask_to_join(&s.person.uid, &b.collective, &b.message, unix_now())
         .await
         .map(|id| json!({"id": id}));
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 async fn register(
@@ -372,14 +369,11 @@ async fn register(
         .await
     {
         // The same answer whether or not the address had an account.
-        Ok(_) => {
-            web.shared.mail_wakeup.notify_one();
-            reply(
-                &ctx,
-                StatusCode::ACCEPTED,
-                json!({"sent": true, "message": "look in your mailbox: the next step is in a mail to the address you gave"}),
-            )
-        }
+        Ok(_) => reply(
+            &ctx,
+            StatusCode::ACCEPTED,
+            json!({"sent": true, "message": "look in your mailbox: the next step is in a mail to the address you gave"}),
+        ),
         Err(e) => crate::api::server::onboarding_error(e),
     }
 }
@@ -404,7 +398,7 @@ async fn verify(
         .verify_email(&b.token, unix_now())
         .await
         .map(|id| json!({"id": id}));
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 async fn set_password(
@@ -421,7 +415,7 @@ async fn set_password(
         .await
         .inspect(|uid| super::remember_address(&web, uid, &ctx.ip, unix_now()))
         .map(|uid| json!({"uid": uid}));
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 #[derive(Deserialize)]
@@ -442,7 +436,7 @@ async fn forgot(
         .forgot_password(&b.login, &ctx.ip, unix_now())
         .await
         .map(|()| json!({"sent_if_known": true}));
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 async fn dashboard(State(web): State<Arc<Web>>, ctx: Ctx) -> Response {
@@ -518,11 +512,7 @@ async fn decide_registration(
         "reject" => svc.reject(id, &s.person.uid, &b.reason, unix_now()).await,
         _ => return error(StatusCode::NOT_FOUND, "not_found", "use approve or reject"),
     };
-    answer(
-        &web,
-        &ctx,
-        r.map(|()| json!({"id": id, "decision": decision})),
-    )
+    answer(&ctx, r.map(|()| json!({"id": id, "decision": decision})))
 }
 
 async fn people(State(web): State<Arc<Web>>, ctx: Ctx, Query(q): Query<StateQuery>) -> Response {
@@ -532,7 +522,7 @@ async fn people(State(web): State<Arc<Web>>, ctx: Ctx, Query(q): Query<StateQuer
         .onboarding()
         .people(q.collective.as_deref())
         .await;
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 #[derive(Deserialize, Default)]
@@ -580,7 +570,7 @@ async fn person_action(
     if act == "suspend" && r.is_ok() {
         let _ = web.shared.with_store(|st| st.delete_sessions_of(&uid));
     }
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 #[derive(Deserialize)]
@@ -609,7 +599,7 @@ async fn invite(
         .invite(&b.email, &collective, &s.person.uid, unix_now())
         .await
         .map(|id| json!({"id": id}));
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 async fn collectives(State(web): State<Arc<Web>>, ctx: Ctx) -> Response {
@@ -647,8 +637,7 @@ async fn create_collective(
         .onboarding()
         .create_collective(&b.slug, &b.name, &s.person.uid, unix_now())
         .await;
-    web.shared.reconcile_now();
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 #[derive(Deserialize)]
@@ -670,7 +659,7 @@ async fn create_group(
         .create_group(&slug, &b.group, &s.person.uid, unix_now())
         .await
         .map(|()| json!({"collective": slug, "group": b.group}));
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 #[derive(Deserialize)]
@@ -699,7 +688,7 @@ async fn grant_service(
         .grant_service(&slug, &b.service, &b.group, b.grant, &s.person.uid, unix_now())
         .await
         .map(|()| json!({"collective": slug, "service": b.service, "group": b.group, "grant": b.grant}));
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 async fn joins(State(web): State<Arc<Web>>, ctx: Ctx, Query(q): Query<StateQuery>) -> Response {
@@ -708,7 +697,7 @@ async fn joins(State(web): State<Arc<Web>>, ctx: Ctx, Query(q): Query<StateQuery
         .shared
         .onboarding()
         .join_requests(q.collective.as_deref(), q.state.as_deref());
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 async fn decide_join(
@@ -730,7 +719,7 @@ async fn decide_join(
         .decide_join(id, approve, &s.person.uid, &b.reason, unix_now())
         .await
         .map(|()| json!({"id": id, "decision": decision}));
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 async fn audit(State(web): State<Arc<Web>>, ctx: Ctx) -> Response {

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 
 use super::Web;
 use crate::directory::people::Person;
+use crate::events::Event;
 use crate::model::AppName;
 
 /// Why an action was not done, with the status to answer.
@@ -161,7 +162,7 @@ pub async fn restart(web: &Web, by: &str, container: &str) -> Result<(), Refused
 
 /// Asks the reconcile task to run now.
 pub fn reconcile(web: &Web, by: &str) {
-    web.shared.reconcile_now();
+    web.shared.events.publish(Event::ReconcileAsked);
     let _ = web
         .shared
         .with_store(|st| st.audit(unix_now(), by, "reconcile", "asked from the console"));
@@ -184,6 +185,8 @@ pub fn test_mail(web: &Web, admin: &Person) -> Result<(), Refused> {
             st.audit(now, &admin.uid, "test-mail", &admin.mail)
         })
     });
-    web.shared.mail_wakeup.notify_one();
+    if r.is_ok() {
+        web.shared.events.publish(Event::MailQueued);
+    }
     r.map_err(|e| refused(StatusCode::INTERNAL_SERVER_ERROR, e))
 }

@@ -252,7 +252,6 @@ async fn register(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Field
         .await
     {
         Ok(_) => {
-            web.shared.mail_wakeup.notify_one();
             let c = ctx.chrome();
             let m = pages::message(&c, c.t(Msg::RegisterTitle), c.t(Msg::RegisterSent), None);
             page(&ctx, StatusCode::OK, m)
@@ -327,7 +326,6 @@ async fn verify(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fields>
         .await
     {
         Ok(_) => {
-            web.shared.mail_wakeup.notify_one();
             let c = ctx.chrome();
             let m = pages::message(&c, c.t(Msg::VerifyTitle), c.t(Msg::VerifyDone), None);
             page(&ctx, StatusCode::OK, m)
@@ -465,7 +463,6 @@ async fn forgot(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fields>
         .await
     {
         Ok(()) => {
-            web.shared.mail_wakeup.notify_one();
             let c = ctx.chrome();
             let m = pages::message(&c, c.t(Msg::ForgotTitle), c.t(Msg::ForgotSent), None);
             page(&ctx, StatusCode::OK, m)
@@ -531,7 +528,6 @@ async fn join(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fields>) 
         .unwrap_or_default();
     match svc.accept_invitation(token, unix_now()).await {
         Ok(_) => {
-            web.shared.mail_wakeup.notify_one();
             let c = ctx.chrome();
             let text = Msg::InviteAccepted.with(c.lang, &[("collective", &name)]);
             let m = pages::message(
@@ -723,7 +719,6 @@ async fn ask_to_join(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fi
         .await
     {
         Ok(_) => {
-            web.shared.mail_wakeup.notify_one();
             let text = ctx.t(Msg::JoinAsked);
             render_collectives(
                 &web,
