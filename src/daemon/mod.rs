@@ -1,8 +1,11 @@
-//! `commonscloud serve`: wires the tasks together. Signals, sd_notify,
-//! watchdog, the single-instance lock, config reload and shutdown live here.
+//! `commonscloud serve`: starts the tasks, handles signals, shuts down.
+//! Here live the single-instance lock, the sockets, sd_notify and the
+//! watchdog, and the shutdown protocol ([`tasks`]).
 //!
-//! It owns no decisions about the appliance itself: component states come from
-//! [`crate::status`], config validity from [`crate::config`].
+//! Each long-running behaviour lives in the module that owns it and is
+//! only started here, with the parts it needs. It owns no decisions about
+//! the appliance: the reload is [`Appliance::reload`], component states
+//! come from [`crate::status`], config validity from [`crate::config`].
 
 pub mod tasks;
 
