@@ -371,3 +371,89 @@ impl Appliance {
         crate::sys::notify_systemd(&[NotifyState::Ready, NotifyState::Status("running")]);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::FakeClock;
+
+    fn config_text(dir: &std::path::Path, name: &str) -> String {
+        format!(
+            "[collective]\nname = \"{name}\"\nslug = \"quimper\"\ndomain = \"quimper.example.org\"\nadmin_email = \"admin@quimper.example.org\"\n\
+             [hardware]\nprofile = \"rpi5-8gb\"\n[apps]\nenabled = []\n\
+             [paths]\nstate_dir = \"{0}/state\"\nruntime_dir = \"{0}/run\"\nsecrets_dir = \"{0}/secrets\"\n",
+            dir.display()
+        )
+    }
+
+    fn appliance(dir: &std::path::Path) -> (Appliance, Arc<FakeClock>) {
+        let path = dir.join("appliance.toml");
+        std::fs::write(&path, config_text(dir, "Les Communs")).unwrap();
+        let config = config::load(&path).unwrap();
+        let store = Store::open(dir).unwrap();
+        let id = store.appliance_id().unwrap();
+        let clock = Arc::new(FakeClock::at(1_000));
+        let (_reports, observed) = reports();
+        let a = Appliance::new(path, config, Arc::new(Mutex::new(store)), id, observed)
+            .with_clock(clock.clone());
+        (a, clock)
+    }
+
+    /// The status reads the appliance's clock: an access change waiting
+    /// for two minutes makes the component degraded.
+    #[test]
+    fn the_status_is_as_old_as_its_clock_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, clock) = appliance(dir.path());
+        a.with_store(|s| {
+            s.app_actions_enqueue(&[("discourse".into(), "{\"kind\":\"nope\"}".into())], 1_000)
+        })
+        .unwrap();
+        let access = |a: &Appliance| {
+            a.status()
+                .components
+                .into_iter()
+                .find(|c| c.name == "app-access")
+                .unwrap()
+        };
+        assert_eq!(access(&a).state, ComponentState::Ok);
+        clock.advance(120);
+        let c = access(&a);
+        assert_eq!(c.state, ComponentState::Degraded, "{c:?}");
+        assert!(c.detail.contains("the oldest for 120 s"), "{c:?}");
+    }
+
+    /// A reload keeps the onboarding service (and so its rate limits),
+    /// updates its settings, and announces what changed; a broken file
+    /// changes nothing and announces nothing.
+    #[tokio::test]
+    async fn a_reload_is_announced_as_a_diff_and_keeps_the_onboarding_service() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, _) = appliance(dir.path());
+        let mut heard = a.events.subscribe();
+        let before = a.onboarding();
+        let path = dir.path().join("appliance.toml");
+        std::fs::write(&path, config_text(dir.path(), "Communs de Quimper")).unwrap();
+        a.reload();
+        let after = a.onboarding();
+        assert!(Arc::ptr_eq(&before, &after), "the service was rebuilt");
+        assert_eq!(after.settings().collective_name, "Communs de Quimper");
+        assert_eq!(a.config().collective.name.to_string(), "Communs de Quimper");
+        match heard.next(|e| matches!(e, Event::ConfigReloaded(_))).await {
+            Some(Event::ConfigReloaded(d)) => assert_eq!(d.changed(), ["collective"]),
+            other => panic!("{other:?}"),
+        }
+
+        std::fs::write(&path, "[collective]\nnope = 1\n").unwrap();
+        a.reload();
+        assert_eq!(a.config().collective.name.to_string(), "Communs de Quimper");
+        let s = a.status();
+        assert_eq!(s.last_reload.map(|r| r.applied), Some(false));
+        let more = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            heard.next(|e| matches!(e, Event::ConfigReloaded(_))),
+        )
+        .await;
+        assert!(more.is_err(), "a refused reload announced {more:?}");
+    }
+}
