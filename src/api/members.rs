@@ -2,7 +2,6 @@
 //! resets. Each one hands its body to the onboarding service and turns the
 //! answer into JSON; none decides anything.
 
-use crate::clock::unix_now;
 use std::sync::Arc;
 
 use axum::Json;
@@ -13,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::server::onboarding_error;
 use crate::appliance::Appliance;
+use crate::clock::unix_now;
 use crate::onboarding::service::OnboardingError;
 
 fn reply<T: Serialize>(r: Result<T, OnboardingError>) -> Response {

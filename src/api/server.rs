@@ -1,7 +1,6 @@
 //! axum router for the local API. Handlers only read shared state; anything
 //! that changes the appliance goes through the daemon's own paths.
 
-use crate::clock::unix_now;
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -12,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
+use crate::clock::unix_now;
 use crate::onboarding::membership::Refusal;
 use crate::onboarding::service::{OnboardingError, Registered};
 use crate::onboarding::validate::Form;

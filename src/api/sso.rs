@@ -2,7 +2,6 @@
 //! gave their password. The front door's sign-in page calls it; tests do
 //! directly.
 
-use crate::clock::unix_now;
 use std::sync::Arc;
 
 use axum::Json;
@@ -12,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::appliance::Appliance;
+use crate::clock::unix_now;
 use crate::sso::discourse::SsoError;
 use crate::sso::service::{LoginError, login};
 

@@ -1,13 +1,13 @@
 //! `commonscloud alliance …`: federation with the alliance's directory, and
 //! the LDIF that sets up the alliance's own slapd (`provision/alliance/`).
 
-use crate::clock::unix_now;
 use std::path::Path;
 
 use anyhow::Context;
 use clap::Subcommand;
 
 use crate::api::client;
+use crate::clock::unix_now;
 
 use crate::directory::tree::{self, SlapdSettings};
 use crate::model::CollectiveSlug;

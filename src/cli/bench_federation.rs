@@ -6,7 +6,6 @@
 //! alliance writes to the local slapd (p50, p99), and the outbox's drain
 //! rate after --outbox queued local changes.
 
-use crate::clock::unix_now;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,6 +14,7 @@ use anyhow::{Context, bail};
 use ldap3::{Ldap, LdapConnAsync, Mod};
 use serde::Serialize;
 
+use crate::clock::unix_now;
 use crate::directory::slapd::{self, Paths};
 use crate::directory::{alliance as dir, ldap};
 use crate::federation::outbox::{self, Change};

@@ -95,12 +95,6 @@ impl Serialize for Secret {
 pub struct Live(tokio::sync::watch::Receiver<std::sync::Arc<Config>>);
 
 impl Live {
-    /// The sender (kept by whoever reloads) and the first reader.
-    pub fn new(config: Config) -> (tokio::sync::watch::Sender<std::sync::Arc<Config>>, Self) {
-        let (tx, rx) = tokio::sync::watch::channel(std::sync::Arc::new(config));
-        (tx, Self(rx))
-    }
-
     pub fn get(&self) -> std::sync::Arc<Config> {
         self.0.borrow().clone()
     }

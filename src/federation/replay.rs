@@ -3,7 +3,6 @@
 //! that already landed, say before a crash, is not written twice), and
 //! settles what both sides changed by the authority rule.
 
-use crate::clock::unix_now;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -13,6 +12,7 @@ use ldap3::Ldap;
 use super::outbox::{self, Change};
 use super::rules::{self, AttrChange, Attrs, Settle, Winner, copyable, first, lock_change, settle};
 use super::{FederationError, Link, Settings, lock};
+use crate::clock::unix_now;
 use crate::directory::alliance;
 use crate::directory::{DirectoryError, ldap as local_ldap, people, tree::Tree};
 use crate::events::{Bus, Event};

@@ -4,7 +4,6 @@
 //! malformed message makes ldap3's parser panic (the session is a task of
 //! its own, so a panic ends only it).
 
-use crate::clock::unix_now;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,6 +13,7 @@ use ldap3::Ldap;
 use super::guard::{self, Deletions};
 use super::rules::{self, Attrs, Scope, copyable, down_changes, lock_change, normalize_dn};
 use super::{FederationError, Link, Settings, lock, outbox};
+use crate::clock::unix_now;
 use crate::directory::alliance::{self, SyncEvent};
 use crate::directory::ldap as local_ldap;
 use crate::directory::tree::Tree;

@@ -1,6 +1,8 @@
-//! The daemon's federation task and the join it performs for the CLI: the
+//! The `federation` task and the join it performs for the CLI: the
 //! settings come from the store's enrolment (made by `alliance join`) or
-//! from the config's `[alliance]` section, which enrols at start.
+//! from the config's `[alliance]` section, which enrols at start. It hears
+//! on the bus when they may have changed (a reload of `[alliance]`, a
+//! join) and starts again with them.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

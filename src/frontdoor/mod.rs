@@ -26,13 +26,13 @@ pub mod proxy;
 pub mod publisher;
 pub mod routes;
 
-use crate::clock::unix_now;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::unix_now;
 use crate::config::{Config, FrontDoorLimits, LogLevel};
 
 /// How often the front door looks for new routes or certificates (a

@@ -4,7 +4,6 @@
 //! from the journal of wiring done, so it resumes where the last stopped
 //! and never makes an object twice. It decides nothing the plan did not.
 
-use crate::clock::unix_now;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Mutex;
@@ -14,6 +13,7 @@ use bollard::Docker;
 
 use super::{Observed, Step, plan};
 use crate::apps::{self, ContainerSpec, Desired, MountSource, Value, Wiring};
+use crate::clock::unix_now;
 use crate::config::Config;
 use crate::docker::{self, DockerError, objects};
 use crate::store::{Store, StoreError};

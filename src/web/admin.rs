@@ -4,7 +4,6 @@
 //! CSRF-checked POST, done by the onboarding service (which audits it)
 //! and answered with a redirect.
 
-use crate::clock::unix_now;
 use std::sync::Arc;
 
 use axum::Router;
@@ -18,6 +17,7 @@ use super::i18n::Msg;
 use super::pages::{self, Chrome};
 use super::{Ctx, Session, Web, csrf_refused, failure, failure_text, ops, page, see_other};
 use crate::api::ComponentState;
+use crate::clock::unix_now;
 
 use super::{Fields, get_field};
 

@@ -4,7 +4,6 @@
 //! the browser says where from, and, with a session, carry the session's
 //! token in `X-CSRF-Token`.
 
-use crate::clock::unix_now;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -16,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Ctx, LoginRefusal, Session, Web, check_login, end_session, start_session};
+use crate::clock::unix_now;
 use crate::onboarding::service::OnboardingError;
 use crate::onboarding::validate::Form as RegistrationForm;
 

@@ -19,7 +19,6 @@ pub mod pages;
 pub mod public;
 pub mod session;
 
-use crate::clock::unix_now;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -30,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use maud::Markup;
 
 use crate::appliance::Appliance;
+use crate::clock::unix_now;
 use crate::directory::auth::Authenticator;
 use crate::directory::people::Person;
 use crate::onboarding::service::{OnboardingError, hash_token, new_token, os_random};

@@ -2,12 +2,12 @@
 //! service's: shared by the pages (`admin`) and the JSON API (`api`), so
 //! both check, do and audit the same way.
 
-use crate::clock::unix_now;
 use std::time::Duration;
 
 use axum::http::StatusCode;
 
 use super::Web;
+use crate::clock::unix_now;
 use crate::directory::people::Person;
 use crate::events::Event;
 use crate::model::AppName;

@@ -2,7 +2,6 @@
 //! invitations; and for signed-in people: their services, profile,
 //! joining other collectives, and the forum's sign-in.
 
-use crate::clock::unix_now;
 use std::sync::Arc;
 
 use axum::Router;
@@ -18,6 +17,7 @@ use super::{
     Ctx, Failure, LoginRefusal, Web, check_login, csrf_refused, end_session, failure, failure_text,
     minutes, page, see_other, start_session,
 };
+use crate::clock::unix_now;
 use crate::onboarding::validate::{FieldError, Form as RegistrationForm};
 
 use super::{Fields, get_field};
