@@ -6,8 +6,9 @@
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::daemon::status::{MIN_DOCKER_API, api_version};
 use crate::docker::EngineInfo;
+use crate::status::{MIN_DOCKER_API, api_version};
+pub use crate::sys::Disk;
 
 /// The earliest date a correct clock can show: this release's date
 /// (2026-11-01T00:00:00Z). A box without RTC that boots in 1970 fails here.
@@ -43,14 +44,6 @@ pub struct Check {
     pub message: String,
     /// What to do; empty when nothing needs doing.
     pub fix: String,
-}
-
-/// Free and total bytes of the filesystem holding the state dir.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Disk {
-    pub path: String,
-    pub free_bytes: u64,
-    pub total_bytes: u64,
 }
 
 /// Everything doctor looks at, gathered by the CLI.

@@ -3,14 +3,16 @@
 //! See `docs/ARCHITECTURE.md` for the code map.
 
 pub mod api;
-pub mod app_access;
+pub mod appliance;
 pub mod apps;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod directory;
 pub mod docker;
 pub mod doctor;
+pub mod events;
 pub mod federation;
 pub mod frontdoor;
 pub mod http;
@@ -22,7 +24,9 @@ pub mod onboarding;
 pub mod reconcile;
 pub mod releases;
 pub mod sso;
+pub mod status;
 pub mod store;
 pub mod sys;
 pub mod tls;
+pub mod token;
 pub mod web;

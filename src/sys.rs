@@ -4,8 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::doctor::Disk;
-
 /// Looks in PATH and in the sbin directories, which a normal user's PATH
 /// often lacks although slapd lives there.
 pub fn find_program(name: &str) -> Option<PathBuf> {
@@ -18,6 +16,14 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
             p.metadata()
                 .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
+}
+
+/// Free and total bytes of the filesystem holding the state dir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    pub path: String,
+    pub free_bytes: u64,
+    pub total_bytes: u64,
 }
 
 /// Free space on the state dir, or on its nearest existing parent before the
@@ -147,6 +153,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
         // A file system that cannot sync a directory has nothing to sync.
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
         r => r.map_err(step("syncing its directory")),
+    }
+}
+
+/// Tells systemd (when it started us with `NOTIFY_SOCKET`); a failure is
+/// logged, never fatal.
+pub fn notify_systemd(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        log::warn!("sd_notify failed: {e}");
     }
 }
 

@@ -462,7 +462,8 @@ secrets_dir = "{secrets}"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_validation_that_cannot_reach_the_box_keeps_the_certificate_and_backs_off() {
-    use commonscloud::frontdoor::{AcmeRun, acme, renew_acme};
+    use commonscloud::frontdoor::acme;
+    use commonscloud::frontdoor::publisher::{AcmeRun, renew_acme};
     let dir = tempfile::Builder::new()
         .prefix("cc-acme-")
         .tempdir()

@@ -589,3 +589,94 @@ async fn every_admin_page_answers_and_its_forms_act() {
     }
     assert_eq!(b.audited("suspend"), ["bea cy: test"]);
 }
+
+/// What a reload changes is only what the new config changes: the
+/// onboarding service keeps its rate limits (reset links and registrations
+/// per address) and the console its sign-in limits, across a SIGHUP that
+/// changed the onboarding's settings (the collective's name, in its mails)
+/// and across an app turned on from the console.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_survive_a_reload() {
+    let mut b = ConsoleBox::start().await;
+    b.admin("bea", "bea@example.org", ADMIN_PW);
+    b.person("ana", "ana@example.org", "ana's own passphrase");
+    let forgot = |i: usize| serde_json::json!({"login": format!("nobody{i}")});
+    let form = |i: usize| {
+        serde_json::json!({"uid": format!("newcomer{i}"), "display_name": "Newcomer",
+            "email": format!("newcomer{i}@example.org"), "collective": "quimper", "language": "en"})
+    };
+    // One address spends its limits: ten reset links, ten registrations,
+    // and five wrong passwords for Ana, who never signed in from there.
+    let mut x = b.client_from("127.0.0.40");
+    for i in 0..10 {
+        let a = x
+            .post_json("/api/v1/password/forgot", forgot(i), None)
+            .await;
+        assert_eq!(a.status, 200, "reset {i}: {}", a.body);
+        let a = x.post_json("/api/v1/registrations", form(i), None).await;
+        assert_eq!(a.status, 202, "registration {i}: {}", a.body);
+    }
+    for _ in 0..5 {
+        assert_eq!(ana_signs_in(&mut x, "wrong").await, 401);
+    }
+    let mut next = 100;
+    let mut still_limited = async |x: &mut common::console::Client, when: &str| {
+        next += 1;
+        let a = x
+            .post_json("/api/v1/password/forgot", forgot(next), None)
+            .await;
+        assert_eq!(a.status, 429, "reset link {when}: {}", a.body);
+        assert_eq!(a.json()["code"], "rate_limited", "{when}");
+        let a = x.post_json("/api/v1/registrations", form(next), None).await;
+        assert_eq!(a.status, 429, "registration {when}: {}", a.body);
+        assert_eq!(
+            ana_signs_in(x, "ana's own passphrase").await,
+            429,
+            "Ana's sign-in from there {when}"
+        );
+    };
+    still_limited(&mut x, "before any reload").await;
+
+    // A reload that changes what the onboarding service is told.
+    let text = std::fs::read_to_string(&b.app.config).unwrap();
+    std::fs::write(
+        &b.app.config,
+        text.replace("Les Communs de Quimper", "Communs de Quimper"),
+    )
+    .unwrap();
+    let daemon = &mut b.daemon;
+    off_runtime(|| {
+        daemon.signal(nix::sys::signal::Signal::SIGHUP);
+        daemon.wait_for("RELOADING=1", std::time::Duration::from_secs(10));
+        daemon.wait_for("READY=1", std::time::Duration::from_secs(10));
+    });
+    let s = off_runtime(|| b.app.status());
+    assert_eq!(s["last_reload"]["applied"], true, "{s}");
+    still_limited(&mut x, "after a SIGHUP").await;
+
+    // An app turned on from the console reloads the config too.
+    let mut bea = b.client_from("127.0.0.41");
+    assert_eq!(bea.sign_in("bea", ADMIN_PW).await.status, 303);
+    let csrf = bea.get("/console/apps").await.csrf();
+    let on = bea
+        .post_json(
+            "/api/v1/apps/nextcloud/enable",
+            serde_json::json!({}),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(on.status, 200, "{}", on.body);
+    assert_eq!(on.json()["enabled"], serde_json::json!(["nextcloud"]));
+    assert_eq!(b.audited("reload").len(), 2, "both reloads happened");
+    still_limited(&mut x, "after an app was turned on").await;
+}
+
+async fn ana_signs_in(c: &mut common::console::Client, password: &str) -> u16 {
+    c.post_json(
+        "/api/v1/session",
+        serde_json::json!({"uid": "ana", "password": password}),
+        None,
+    )
+    .await
+    .status
+}

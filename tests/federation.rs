@@ -398,7 +398,7 @@ async fn a_uid_taken_at_the_alliance_is_never_overwritten_and_its_owner_chooses_
     let (params, token) = fed.fx.mail("zoe@quimper.example.org", "uid_taken");
     assert_eq!(params["uid"], "zoe");
     // (The replay dated the link by the clock.)
-    let now = commonscloud::federation::now();
+    let now = commonscloud::clock::unix_now();
     let e = fed.svc.choose_uid(&token, "zoe", now).await.unwrap_err();
     assert!(e.to_string().contains("taken"), "{e}");
     assert_eq!(

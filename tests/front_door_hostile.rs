@@ -1,5 +1,5 @@
 //! The front door under attack, as its own process (`commonscloud
-//! front-door --dir`), serving what `frontdoor::publish` wrote:
+//! front-door --dir`), serving what `frontdoor::publisher::publish` wrote:
 //!
 //! - slow connections from one address beyond its cap are closed at once
 //!   while another address is served; beyond the total cap too, and the
@@ -172,7 +172,8 @@ fn appliance(up_port: u16, limits: &str) -> (Appliance, u16) {
 
 fn publish(app: &Appliance) -> commonscloud::config::Config {
     let config = commonscloud::config::load(&app.config).unwrap();
-    commonscloud::frontdoor::publish(&config, "test", time::OffsetDateTime::now_utc()).unwrap();
+    commonscloud::frontdoor::publisher::publish(&config, "test", time::OffsetDateTime::now_utc())
+        .unwrap();
     config
 }
 
@@ -1102,7 +1103,8 @@ fn files_of_a_release_before_the_pair_file_become_a_matching_pair_or_go() {
     let (app, _) = appliance(9, "");
     let config = commonscloud::config::load(&app.config).unwrap();
     let paths = commonscloud::frontdoor::Paths::new(&config);
-    commonscloud::frontdoor::publish(&config, "test", time::OffsetDateTime::now_utc()).unwrap();
+    commonscloud::frontdoor::publisher::publish(&config, "test", time::OffsetDateTime::now_utc())
+        .unwrap();
     let hosts = commonscloud::frontdoor::routes::Routes::from_config(
         &config,
         &paths.published.console_socket,
@@ -1140,7 +1142,8 @@ fn files_of_a_release_before_the_pair_file_become_a_matching_pair_or_go() {
     let dir_gid = std::fs::metadata(&published.dir).unwrap().gid();
     std::os::unix::fs::chown(&published.challenges, None, Some(dir_gid + 1))
         .expect("chown (run as root)");
-    commonscloud::frontdoor::publish(&config, "test", time::OffsetDateTime::now_utc()).unwrap();
+    commonscloud::frontdoor::publisher::publish(&config, "test", time::OffsetDateTime::now_utc())
+        .unwrap();
     assert!(!published.challenges.exists());
 
     // The local CA's old files, the same crash: the next publish makes a
@@ -1148,8 +1151,12 @@ fn files_of_a_release_before_the_pair_file_become_a_matching_pair_or_go() {
     std::fs::remove_file(&paths.tls.pair).unwrap();
     mk(&paths.tls.legacy[0], &leaf);
     mk(&paths.tls.legacy[1], &new_key);
-    let wrote =
-        commonscloud::frontdoor::publish(&config, "test", time::OffsetDateTime::now_utc()).unwrap();
+    let wrote = commonscloud::frontdoor::publisher::publish(
+        &config,
+        "test",
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
     assert!(wrote.new_leaf);
     assert!(commonscloud::frontdoor::ca::pair_loads(&paths.tls.pair));
     for old in &paths.tls.legacy {

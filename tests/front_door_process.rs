@@ -253,7 +253,8 @@ async fn on_sigterm_the_front_door_refuses_new_connections_finishes_an_upload_an
     std::fs::write(&app.config, text).unwrap();
     // What the supervisor would publish; no supervisor runs in this test.
     let config = commonscloud::config::load(&app.config).unwrap();
-    commonscloud::frontdoor::publish(&config, "test", time::OffsetDateTime::now_utc()).unwrap();
+    commonscloud::frontdoor::publisher::publish(&config, "test", time::OffsetDateTime::now_utc())
+        .unwrap();
 
     let log_path = app.dir.path().join("front-door.log");
     let mut notify = Notify::bind(&app.dir.path().join("front-door-notify.sock"));

@@ -10,27 +10,21 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::server::{now, onboarding_error};
-use crate::daemon::Shared;
+use super::server::onboarding_error;
+use crate::appliance::Appliance;
+use crate::clock::unix_now;
 use crate::onboarding::service::OnboardingError;
 
-fn reply<T: Serialize>(shared: &Shared, r: Result<T, OnboardingError>) -> Response {
+fn reply<T: Serialize>(r: Result<T, OnboardingError>) -> Response {
     match r {
-        Ok(v) => {
-            // Most actions queue a mail: send it now rather than at the next tick.
-            shared.mail_wakeup.notify_one();
-            Json(v).into_response()
-        }
+        Ok(v) => Json(v).into_response(),
         Err(e) => onboarding_error(e),
     }
 }
 
-fn created<T: Serialize>(shared: &Shared, r: Result<T, OnboardingError>) -> Response {
+fn created<T: Serialize>(r: Result<T, OnboardingError>) -> Response {
     match r {
-        Ok(v) => {
-            shared.mail_wakeup.notify_one();
-            (StatusCode::CREATED, Json(v)).into_response()
-        }
+        Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
         Err(e) => onboarding_error(e),
     }
 }
@@ -42,16 +36,19 @@ pub struct CollectiveFilter {
 }
 
 pub async fn list_people(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Query(q): Query<CollectiveFilter>,
 ) -> Response {
     let r = shared.onboarding().people(q.collective.as_deref()).await;
-    reply(&shared, r)
+    reply(r)
 }
 
-pub async fn show_person(State(shared): State<Arc<Shared>>, Path(uid): Path<String>) -> Response {
+pub async fn show_person(
+    State(shared): State<Arc<Appliance>>,
+    Path(uid): Path<String>,
+) -> Response {
     let r = shared.onboarding().person(&uid).await;
-    reply(&shared, r)
+    reply(r)
 }
 
 /// Who acts, and why (suspensions and refusals).
@@ -65,36 +62,39 @@ pub struct Act {
 }
 
 pub async fn suspend(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Path(uid): Path<String>,
     Json(a): Json<Act>,
 ) -> Response {
     let r = shared
         .onboarding()
-        .suspend(&uid, &a.by, &a.reason, now())
+        .suspend(&uid, &a.by, &a.reason, unix_now())
         .await;
-    reply(&shared, r)
+    reply(r)
 }
 
 pub async fn reactivate(
-    State(shared): State<Arc<Shared>>,
-    Path(uid): Path<String>,
-    Json(a): Json<Act>,
-) -> Response {
-    let r = shared.onboarding().reactivate(&uid, &a.by, now()).await;
-    reply(&shared, r)
-}
-
-pub async fn remove(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Path(uid): Path<String>,
     Json(a): Json<Act>,
 ) -> Response {
     let r = shared
         .onboarding()
-        .remove_from_collective(&uid, &a.collective, &a.by, now())
+        .reactivate(&uid, &a.by, unix_now())
         .await;
-    reply(&shared, r)
+    reply(r)
+}
+
+pub async fn remove(
+    State(shared): State<Arc<Appliance>>,
+    Path(uid): Path<String>,
+    Json(a): Json<Act>,
+) -> Response {
+    let r = shared
+        .onboarding()
+        .remove_from_collective(&uid, &a.collective, &a.by, unix_now())
+        .await;
+    reply(r)
 }
 
 #[derive(Deserialize)]
@@ -107,20 +107,20 @@ pub struct GroupChange {
 }
 
 pub async fn group_member(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Path(uid): Path<String>,
     Json(g): Json<GroupChange>,
 ) -> Response {
     let r = shared
         .onboarding()
-        .group_member(&uid, &g.collective, &g.group, g.add, &g.by, now())
+        .group_member(&uid, &g.collective, &g.group, g.add, &g.by, unix_now())
         .await;
-    reply(&shared, r)
+    reply(r)
 }
 
-pub async fn list_collectives(State(shared): State<Arc<Shared>>) -> Response {
+pub async fn list_collectives(State(shared): State<Arc<Appliance>>) -> Response {
     let r = shared.onboarding().collectives().await;
-    reply(&shared, r)
+    reply(r)
 }
 
 #[derive(Deserialize)]
@@ -131,24 +131,22 @@ pub struct NewCollective {
 }
 
 pub async fn create_collective(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Json(c): Json<NewCollective>,
 ) -> Response {
     let r = shared
         .onboarding()
-        .create_collective(&c.slug, &c.name, &c.by, now())
+        .create_collective(&c.slug, &c.name, &c.by, unix_now())
         .await;
-    // Its group folder and forum group come with the next reconcile: now.
-    shared.reconcile_now();
-    created(&shared, r)
+    created(r)
 }
 
 pub async fn show_collective(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Path(slug): Path<String>,
 ) -> Response {
     let r = shared.onboarding().collective(&slug).await;
-    reply(&shared, r)
+    reply(r)
 }
 
 #[derive(Deserialize)]
@@ -158,16 +156,16 @@ pub struct NewGroup {
 }
 
 pub async fn create_group(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Path(slug): Path<String>,
     Json(g): Json<NewGroup>,
 ) -> Response {
     let r = shared
         .onboarding()
-        .create_group(&slug, &g.name, &g.by, now())
+        .create_group(&slug, &g.name, &g.by, unix_now())
         .await
         .map(|()| serde_json::json!({"collective": slug, "group": g.name}));
-    created(&shared, r)
+    created(r)
 }
 
 #[derive(Deserialize)]
@@ -180,26 +178,26 @@ pub struct Grant {
 }
 
 pub async fn grant_service(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Path(slug): Path<String>,
     Json(g): Json<Grant>,
 ) -> Response {
     let r = shared
         .onboarding()
-        .grant_service(&slug, &g.service, &g.group, g.grant, &g.by, now())
+        .grant_service(&slug, &g.service, &g.group, g.grant, &g.by, unix_now())
         .await
         .map(|()| serde_json::json!({"collective": slug, "service": g.service, "group": g.group, "granted": g.grant}));
-    reply(&shared, r)
+    reply(r)
 }
 
 pub async fn list_joins(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Query(q): Query<CollectiveFilter>,
 ) -> Response {
     let r = shared
         .onboarding()
         .join_requests(q.collective.as_deref(), q.state.as_deref());
-    reply(&shared, r)
+    reply(r)
 }
 
 #[derive(Deserialize)]
@@ -210,26 +208,26 @@ pub struct Join {
     message: String,
 }
 
-pub async fn ask_to_join(State(shared): State<Arc<Shared>>, Json(j): Json<Join>) -> Response {
+pub async fn ask_to_join(State(shared): State<Arc<Appliance>>, Json(j): Json<Join>) -> Response {
     let r = shared
         .onboarding()
-        .ask_to_join(&j.uid, &j.collective, &j.message, now())
+        .ask_to_join(&j.uid, &j.collective, &j.message, unix_now())
         .await
         .map(|id| serde_json::json!({"id": id}));
-    created(&shared, r)
+    created(r)
 }
 
-async fn decide(shared: Arc<Shared>, id: i64, approve: bool, a: Act) -> Response {
+async fn decide(shared: Arc<Appliance>, id: i64, approve: bool, a: Act) -> Response {
     let r = shared
         .onboarding()
-        .decide_join(id, approve, &a.by, &a.reason, now())
+        .decide_join(id, approve, &a.by, &a.reason, unix_now())
         .await
         .map(|()| serde_json::json!({"id": id, "state": if approve { "approved" } else { "rejected" }}));
-    reply(&shared, r)
+    reply(r)
 }
 
 pub async fn approve_join(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Path(id): Path<i64>,
     Json(a): Json<Act>,
 ) -> Response {
@@ -237,7 +235,7 @@ pub async fn approve_join(
 }
 
 pub async fn reject_join(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Path(id): Path<i64>,
     Json(a): Json<Act>,
 ) -> Response {
@@ -245,11 +243,11 @@ pub async fn reject_join(
 }
 
 pub async fn list_invitations(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Query(q): Query<CollectiveFilter>,
 ) -> Response {
     let r = shared.onboarding().invitations(q.collective.as_deref());
-    reply(&shared, r)
+    reply(r)
 }
 
 #[derive(Deserialize)]
@@ -259,13 +257,13 @@ pub struct Invite {
     by: String,
 }
 
-pub async fn invite(State(shared): State<Arc<Shared>>, Json(i): Json<Invite>) -> Response {
+pub async fn invite(State(shared): State<Arc<Appliance>>, Json(i): Json<Invite>) -> Response {
     let r = shared
         .onboarding()
-        .invite(&i.email, &i.collective, &i.by, now())
+        .invite(&i.email, &i.collective, &i.by, unix_now())
         .await
         .map(|id| serde_json::json!({"id": id}));
-    created(&shared, r)
+    created(r)
 }
 
 #[derive(Deserialize)]
@@ -273,21 +271,27 @@ pub struct Token {
     token: String,
 }
 
-pub async fn invitation_info(State(shared): State<Arc<Shared>>, Json(t): Json<Token>) -> Response {
-    let r = shared.onboarding().invitation_info(&t.token, now()).await;
-    reply(&shared, r)
-}
-
-pub async fn accept_invitation(
-    State(shared): State<Arc<Shared>>,
+pub async fn invitation_info(
+    State(shared): State<Arc<Appliance>>,
     Json(t): Json<Token>,
 ) -> Response {
     let r = shared
         .onboarding()
-        .accept_invitation(&t.token, now())
+        .invitation_info(&t.token, unix_now())
+        .await;
+    reply(r)
+}
+
+pub async fn accept_invitation(
+    State(shared): State<Arc<Appliance>>,
+    Json(t): Json<Token>,
+) -> Response {
+    let r = shared
+        .onboarding()
+        .accept_invitation(&t.token, unix_now())
         .await
         .map(|uid| serde_json::json!({"uid": uid}));
-    reply(&shared, r)
+    reply(r)
 }
 
 #[derive(Deserialize)]
@@ -298,7 +302,10 @@ pub struct Forgot {
     ip: String,
 }
 
-pub async fn forgot_password(State(shared): State<Arc<Shared>>, Json(f): Json<Forgot>) -> Response {
+pub async fn forgot_password(
+    State(shared): State<Arc<Appliance>>,
+    Json(f): Json<Forgot>,
+) -> Response {
     let ip = if f.ip.is_empty() {
         "local".to_owned()
     } else {
@@ -306,14 +313,11 @@ pub async fn forgot_password(State(shared): State<Arc<Shared>>, Json(f): Json<Fo
     };
     let r = shared
         .onboarding()
-        .forgot_password(&f.login, &ip, now())
+        .forgot_password(&f.login, &ip, unix_now())
         .await
         .map(|()| serde_json::json!({"message": "if an active account matches, a reset link is on its way"}));
     match r {
-        Ok(v) => {
-            shared.mail_wakeup.notify_one();
-            (StatusCode::ACCEPTED, Json(v)).into_response()
-        }
+        Ok(v) => (StatusCode::ACCEPTED, Json(v)).into_response(),
         Err(e) => onboarding_error(e),
     }
 }

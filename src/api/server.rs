@@ -11,16 +11,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
+use crate::clock::unix_now;
 use crate::onboarding::membership::Refusal;
 use crate::onboarding::service::{OnboardingError, Registered};
 use crate::onboarding::validate::Form;
 use axum::{Json, Router};
 
 use super::ApiError;
-use crate::daemon::Shared;
+use crate::appliance::Appliance;
 use crate::metrics::RequestLabels;
 
-pub fn router(shared: Arc<Shared>) -> Router {
+pub fn router(shared: Arc<Appliance>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/status", get(status))
@@ -95,18 +96,18 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+async fn healthz(State(shared): State<Arc<Appliance>>) -> Response {
     match shared.store_healthy() {
         Ok(()) => Json(serde_json::json!({"status": "ok"})).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e),
     }
 }
 
-async fn status(State(shared): State<Arc<Shared>>) -> Response {
+async fn status(State(shared): State<Arc<Appliance>>) -> Response {
     Json(shared.status()).into_response()
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+async fn metrics(State(shared): State<Arc<Appliance>>) -> Response {
     shared.refresh_gauges();
     (
         [(
@@ -118,18 +119,18 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
-async fn alliance_status(State(shared): State<Arc<Shared>>) -> Response {
-    match crate::federation::status(&shared.store, &shared.federation, now()) {
+async fn alliance_status(State(shared): State<Arc<Appliance>>) -> Response {
+    match crate::federation::status(&shared.store, &shared.federation, unix_now()) {
         Ok(s) => Json(s).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
     }
 }
 
 async fn alliance_join(
-    State(shared): State<Arc<Shared>>,
-    Json(req): Json<crate::daemon::federation::JoinRequest>,
+    State(shared): State<Arc<Appliance>>,
+    Json(req): Json<crate::federation::task::JoinRequest>,
 ) -> Response {
-    match crate::daemon::federation::join(&shared, req).await {
+    match crate::federation::task::join(&shared.federation_parts(), req).await {
         Ok(a) => {
             let code = if a.checks.iter().all(|c| c.ok) {
                 StatusCode::OK
@@ -143,7 +144,7 @@ async fn alliance_join(
 }
 
 /// The held refresh with all its entries.
-async fn alliance_hold(State(shared): State<Arc<Shared>>) -> Response {
+async fn alliance_hold(State(shared): State<Arc<Appliance>>) -> Response {
     let held = crate::federation::lock(&shared.store)
         .and_then(|s| crate::federation::hold_view(&s, i64::MAX));
     match held {
@@ -165,16 +166,16 @@ struct ConfirmDeletions {
 }
 
 async fn alliance_confirm_deletions(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Json(req): Json<ConfirmDeletions>,
 ) -> Response {
     use crate::federation::Confirmation;
     match crate::federation::confirm_deletions(
         &shared.store,
-        &shared.federation,
+        &shared.events,
         req.hold,
         &req.by,
-        now(),
+        unix_now(),
     ) {
         Ok(Confirmation::Confirmed(h)) => Json(h).into_response(),
         Ok(Confirmation::NoHold) => error(
@@ -194,7 +195,7 @@ async fn alliance_confirm_deletions(
     }
 }
 
-async fn directory_check(State(shared): State<Arc<Shared>>) -> Response {
+async fn directory_check(State(shared): State<Arc<Appliance>>) -> Response {
     let config = shared.config();
     let paths = crate::directory::slapd::Paths::new(&config);
     let checks =
@@ -204,7 +205,7 @@ async fn directory_check(State(shared): State<Arc<Shared>>) -> Response {
     Json(serde_json::json!({"checks": checks, "exit_code": exit_code})).into_response()
 }
 
-async fn directory_export(State(shared): State<Arc<Shared>>) -> Response {
+async fn directory_export(State(shared): State<Arc<Appliance>>) -> Response {
     let config = shared.config();
     let paths = crate::directory::slapd::Paths::new(&config);
     match tokio::task::spawn_blocking(move || crate::directory::slapd::export(&paths)).await {
@@ -220,10 +221,6 @@ async fn directory_export(State(shared): State<Arc<Shared>>) -> Response {
             e.to_string(),
         ),
     }
-}
-
-pub(super) fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// Onboarding errors as answers with stable codes; field errors list each
@@ -265,26 +262,22 @@ struct RegisterBody {
     ip: String,
 }
 
-async fn register(State(shared): State<Arc<Shared>>, Json(b): Json<RegisterBody>) -> Response {
+async fn register(State(shared): State<Arc<Appliance>>, Json(b): Json<RegisterBody>) -> Response {
     let ip = if b.ip.is_empty() {
         "local".to_owned()
     } else {
         b.ip
     };
-    match shared.onboarding().register(&b.form, &ip, now()).await {
+    match shared.onboarding().register(&b.form, &ip, unix_now()).await {
         Ok(Registered::Request(id)) => {
-            shared.mail_wakeup.notify_one();
             (StatusCode::CREATED, Json(serde_json::json!({"id": id}))).into_response()
         }
         // The local API is the admins': it may say what happened.
-        Ok(Registered::OwnerTold) => {
-            shared.mail_wakeup.notify_one();
-            (
-                StatusCode::OK,
-                Json(serde_json::json!({"id": null, "owner_told": true})),
-            )
-                .into_response()
-        }
+        Ok(Registered::OwnerTold) => (
+            StatusCode::OK,
+            Json(serde_json::json!({"id": null, "owner_told": true})),
+        )
+            .into_response(),
         Err(e) => onboarding_error(e),
     }
 }
@@ -296,20 +289,17 @@ struct TokenBody {
     password: String,
 }
 
-async fn verify_email(State(shared): State<Arc<Shared>>, Json(b): Json<TokenBody>) -> Response {
-    match shared.onboarding().verify_email(&b.token, now()).await {
-        Ok(id) => {
-            shared.mail_wakeup.notify_one();
-            Json(serde_json::json!({"id": id})).into_response()
-        }
+async fn verify_email(State(shared): State<Arc<Appliance>>, Json(b): Json<TokenBody>) -> Response {
+    match shared.onboarding().verify_email(&b.token, unix_now()).await {
+        Ok(id) => Json(serde_json::json!({"id": id})).into_response(),
         Err(e) => onboarding_error(e),
     }
 }
 
-async fn set_password(State(shared): State<Arc<Shared>>, Json(b): Json<TokenBody>) -> Response {
+async fn set_password(State(shared): State<Arc<Appliance>>, Json(b): Json<TokenBody>) -> Response {
     match shared
         .onboarding()
-        .set_password(&b.token, &b.password, now())
+        .set_password(&b.token, &b.password, unix_now())
         .await
     {
         Ok(uid) => Json(serde_json::json!({"uid": uid})).into_response(),
@@ -323,7 +313,7 @@ struct ListQuery {
 }
 
 async fn list_registrations(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Query(q): Query<ListQuery>,
 ) -> Response {
     if let Some(s) = &q.state
@@ -343,7 +333,7 @@ async fn list_registrations(
     }
 }
 
-async fn show_registration(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) -> Response {
+async fn show_registration(State(shared): State<Arc<Appliance>>, Path(id): Path<i64>) -> Response {
     match shared.with_store(|s| s.registration(id)) {
         Ok(Some(r)) => Json(r).into_response(),
         Ok(None) => onboarding_error(OnboardingError::NotFound(id)),
@@ -359,33 +349,27 @@ struct Decision {
 }
 
 async fn approve(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Path(id): Path<i64>,
     Json(d): Json<Decision>,
 ) -> Response {
-    match shared.onboarding().approve(id, &d.by, now()).await {
-        Ok(()) => {
-            shared.mail_wakeup.notify_one();
-            Json(serde_json::json!({"id": id, "state": "approved"})).into_response()
-        }
+    match shared.onboarding().approve(id, &d.by, unix_now()).await {
+        Ok(()) => Json(serde_json::json!({"id": id, "state": "approved"})).into_response(),
         Err(e) => onboarding_error(e),
     }
 }
 
 async fn reject(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Appliance>>,
     Path(id): Path<i64>,
     Json(d): Json<Decision>,
 ) -> Response {
     match shared
         .onboarding()
-        .reject(id, &d.by, &d.reason, now())
+        .reject(id, &d.by, &d.reason, unix_now())
         .await
     {
-        Ok(()) => {
-            shared.mail_wakeup.notify_one();
-            Json(serde_json::json!({"id": id, "state": "rejected"})).into_response()
-        }
+        Ok(()) => Json(serde_json::json!({"id": id, "state": "rejected"})).into_response(),
         Err(e) => onboarding_error(e),
     }
 }
@@ -414,7 +398,7 @@ fn error(status: StatusCode, code: &str, message: String) -> Response {
 
 /// Counts requests by route (not raw path, so a scanner cannot blow up the
 /// label set) and status.
-async fn count(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+async fn count(State(shared): State<Arc<Appliance>>, req: Request, next: Next) -> Response {
     let path = req
         .extensions()
         .get::<MatchedPath>()

@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::server::now;
-use crate::daemon::Shared;
+use crate::appliance::Appliance;
+use crate::clock::unix_now;
 use crate::sso::discourse::SsoError;
 use crate::sso::service::{LoginError, login};
 
@@ -23,7 +23,7 @@ pub struct Body {
     password: String,
 }
 
-pub async fn discourse(State(shared): State<Arc<Shared>>, Json(b): Json<Body>) -> Response {
+pub async fn discourse(State(shared): State<Arc<Appliance>>, Json(b): Json<Body>) -> Response {
     let config = shared.config();
     let paths = crate::directory::slapd::Paths::new(&config);
     let tree = crate::directory::tree::Tree::new(config.suffix().as_str());
@@ -37,7 +37,7 @@ pub async fn discourse(State(shared): State<Arc<Shared>>, Json(b): Json<Body>) -
         &b.sig,
         &b.uid,
         &b.password,
-        now(),
+        unix_now(),
     )
     .await;
     let (status, code) = match &r {

@@ -22,17 +22,9 @@ use sha2::{Digest, Sha256};
 use crate::config::{Config, ImageRole};
 use crate::model::AppName;
 
-/// Labels on every object the daemon manages; it touches nothing without
-/// them.
-pub const LABEL_MANAGED: &str = "org.commonscloud.managed";
-pub const LABEL_APP: &str = "org.commonscloud.app";
-pub const LABEL_ROLE: &str = "org.commonscloud.role";
-/// Hash of the container's spec: a different hash means drift.
-pub const LABEL_SPEC: &str = "org.commonscloud.spec";
-
-/// Which appliance an object belongs to (its `apps.prefix`): tests run
-/// several on one engine.
-pub const LABEL_INSTANCE: &str = "org.commonscloud.instance";
+/// Docker's labels on every object the daemon manages (`docker` owns them:
+/// it touches nothing without them).
+pub use crate::docker::{LABEL_APP, LABEL_INSTANCE, LABEL_MANAGED, LABEL_ROLE, LABEL_SPEC};
 
 /// A value that may be secret: secrets are named, read from `secrets_dir`
 /// only when applied, and shown redacted.
@@ -497,21 +489,13 @@ pub fn desired(config: &Config) -> Result<Desired, AppsError> {
 
 /// The public hostname of an app (`cloud.`, `office.`, `forum.`).
 pub fn hostname(config: &Config, app: AppName) -> String {
-    let h = &config.hostnames;
-    match app {
-        AppName::Nextcloud => h.cloud.as_ref(),
-        AppName::Collabora => h.office.as_ref(),
-        AppName::Discourse => h.forum.as_ref(),
-    }
-    .map(ToString::to_string)
-    .unwrap_or_default()
+    config.app_hostname(app)
 }
 
 /// The loopback port an app's web container publishes on, where the front
 /// door sends its traffic.
 pub fn published_port(config: &Config, app: AppName) -> u16 {
-    let offset = AppName::ALL.iter().position(|a| *a == app).unwrap_or(0) as u16;
-    config.apps.port_base.saturating_add(offset)
+    config.app_port(app)
 }
 
 /// The whole desired state for a config and the collectives the directory

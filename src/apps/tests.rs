@@ -3,13 +3,7 @@ use std::path::Path;
 use super::*;
 use crate::config::parse;
 
-pub(crate) fn config(profile: &str, extra: &str) -> Config {
-    let text = format!(
-        "[collective]\nname = \"Les Communs de Quimper\"\nslug = \"quimper\"\ndomain = \"quimper.example.org\"\nadmin_email = \"admin@quimper.example.org\"\n\
-         [hardware]\nprofile = \"{profile}\"\n[paths]\nstate_dir = \"/var/lib/cc\"\nruntime_dir = \"/run/cc\"\nsecrets_dir = \"/etc/cc/secrets\"\n{extra}"
-    );
-    parse(&text, Path::new("test.toml")).unwrap()
-}
+pub(crate) use crate::config::testing::config;
 
 fn names(d: &Desired) -> Vec<&str> {
     d.containers.iter().map(|c| c.name.as_str()).collect()

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use crate::api::client;
+use crate::clock::unix_now;
 
 use crate::directory::tree::{self, SlapdSettings};
 use crate::model::CollectiveSlug;
@@ -267,7 +268,7 @@ async fn status(config_path: &Path, json: bool) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
-    let now = crate::federation::now();
+    let now = unix_now();
     let Some(e) = v["enrolment"].as_object() else {
         if let Some(refused) = v["link"]["refused"].as_str() {
             println!("link       refused: {refused}");
@@ -416,7 +417,7 @@ async fn confirm_deletions(
         return Ok(0);
     }
     let hold = super::user::answer(code, &body)?;
-    let now = crate::federation::now();
+    let now = unix_now();
     if !json && let Some(h) = hold.as_object() {
         print_hold(h, now);
     }

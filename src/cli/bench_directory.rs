@@ -337,7 +337,7 @@ async fn create_people(config: &crate::config::Config, count: usize) -> anyhow::
     let (mut register, mut verify, mut approve) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let start = Instant::now();
     for i in 0..count {
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let now = crate::clock::unix_now();
         let email = format!("p{i}@bench.example.org");
         let form = Form {
             uid: format!("p{i:05}"),

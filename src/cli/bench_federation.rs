@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 use ldap3::{Ldap, LdapConnAsync, Mod};
 use serde::Serialize;
 
+use crate::clock::unix_now;
 use crate::directory::slapd::{self, Paths};
 use crate::directory::{alliance as dir, ldap};
 use crate::federation::outbox::{self, Change};
@@ -275,7 +276,7 @@ async fn bench(args: &FederationArgs, s: &mut Scratch) -> anyhow::Result<Report>
             bind_dn: bind_dn.clone(),
             suffix: SUFFIX.into(),
             node: NODE.into(),
-            joined_at: crate::federation::now(),
+            joined_at: unix_now(),
             ca_file: None,
             starttls: false,
         })?;
@@ -302,6 +303,7 @@ async fn bench(args: &FederationArgs, s: &mut Scratch) -> anyhow::Result<Report>
         settings.clone(),
         store.clone(),
         link.clone(),
+        crate::events::Bus::new(),
     )));
     let want = i64::try_from(found.len()).unwrap_or(i64::MAX);
     loop {
@@ -361,7 +363,7 @@ async fn bench(args: &FederationArgs, s: &mut Scratch) -> anyhow::Result<Report>
                 .to_local(&format!("uid=f{i:06},ou=people,{SUFFIX}"));
             outbox::push(
                 &st,
-                crate::federation::now(),
+                unix_now(),
                 &Change::attrs(&dn, &[("description", Vec::new())]),
             )?;
         }

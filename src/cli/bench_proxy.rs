@@ -4,7 +4,7 @@
 //! Three processes of our own, all on 127.0.0.1: a small upstream (this
 //! binary's hidden `bench proxy-upstream`, a child so that its CPU is not
 //! the load generator's), the real `commonscloud front-door` on a scratch
-//! config whose routes and local-CA leaf are made by `frontdoor::publish`,
+//! config whose routes and local-CA leaf are made by `frontdoor::publisher::publish`,
 //! exactly as the supervisor makes them, and nginx with a generated config
 //! and the same leaf. The load generator runs here: rustls (aws-lc-rs)
 //! trusting the scratch CA, hyper HTTP/1.1 with keep-alive.
@@ -368,7 +368,7 @@ fn start_all(
     let config_path = dir.join("appliance.toml");
     std::fs::write(&config_path, &text)?;
     let config = crate::config::parse(&text, &config_path)?;
-    crate::frontdoor::publish(&config, "bench", time::OffsetDateTime::now_utc())
+    crate::frontdoor::publisher::publish(&config, "bench", time::OffsetDateTime::now_utc())
         .context("writing the front door's routes and certificates")?;
     let host = crate::apps::hostname(&config, crate::model::AppName::Nextcloud);
     let files = crate::frontdoor::Paths::new(&config).tls;

@@ -80,7 +80,7 @@ pub async fn run(config_path: &Path, json: bool) -> anyhow::Result<i32> {
         mem_total_mb: sys::mem_total_mb(),
         swap_total_mb: sys::swap_total_mb(),
         arch: std::env::consts::ARCH,
-        now_unix: time::OffsetDateTime::now_utc().unix_timestamp(),
+        now_unix: crate::clock::unix_now(),
         clock_synced: sys::clock_synced(),
         ports,
         daemon,

@@ -55,7 +55,7 @@ pub async fn run(config_path: &Path, app: AppName, yes: bool) -> anyhow::Result<
             .map_err(|_| anyhow::anyhow!("the store lock is poisoned"))?;
         // Enabled again later, the app starts empty and is wired again.
         s.forget_wiring(app.as_str())?;
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let now = crate::clock::unix_now();
         s.audit(
             now,
             "cli",

@@ -4,7 +4,10 @@
 //! Reads files only; never writes, never touches the network. Everything the
 //! daemon does starts from a [`Config`] this module accepted.
 
+pub mod diff;
 pub mod hardware;
+
+pub use diff::ConfigDiff;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -82,6 +85,24 @@ impl fmt::Debug for Secret {
 impl Serialize for Secret {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str("<redacted>")
+    }
+}
+
+/// The config in force, as the tasks read it: a reload replaces it (the
+/// sender is the appliance's), readers take the current one with
+/// [`Live::get`] and never hold it across a reload.
+#[derive(Debug, Clone)]
+pub struct Live(tokio::sync::watch::Receiver<std::sync::Arc<Config>>);
+
+impl Live {
+    pub fn get(&self) -> std::sync::Arc<Config> {
+        self.0.borrow().clone()
+    }
+}
+
+impl From<tokio::sync::watch::Receiver<std::sync::Arc<Config>>> for Live {
+    fn from(rx: tokio::sync::watch::Receiver<std::sync::Arc<Config>>) -> Self {
+        Self(rx)
     }
 }
 
@@ -552,10 +573,30 @@ pub struct Alliance {
 }
 
 fn default_max_refresh_deletions() -> u32 {
-    crate::federation::guard::DeletionLimits::default().entries
+    DeletionLimits::default().entries
 }
 fn default_max_refresh_deletions_percent() -> u8 {
-    crate::federation::guard::DeletionLimits::default().percent
+    DeletionLimits::default().percent
+}
+
+/// How many deletions one refresh may make before an admin must confirm
+/// them (`federation::guard` applies them): a refresh that would delete more than `entries` entries *and*
+/// more than `percent` % of the local copy is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct DeletionLimits {
+    pub entries: u32,
+    pub percent: u8,
+}
+
+impl Default for DeletionLimits {
+    /// 20 entries and 10 %: see docs/federation.md ("A refresh that would
+    /// delete too much") for why.
+    fn default() -> Self {
+        Self {
+            entries: 20,
+            percent: 10,
+        }
+    }
 }
 
 /// The enrolment `[alliance]` names, when it names one.
@@ -577,8 +618,8 @@ impl Alliance {
         })
     }
 
-    pub fn deletion_limits(&self) -> crate::federation::guard::DeletionLimits {
-        crate::federation::guard::DeletionLimits {
+    pub fn deletion_limits(&self) -> DeletionLimits {
+        DeletionLimits {
             entries: self.max_refresh_deletions,
             percent: self.max_refresh_deletions_percent,
         }
@@ -966,9 +1007,33 @@ impl From<ListenAddr> for String {
 }
 
 impl Config {
+    /// The public hostname of an app (`cloud.`, `office.`, `forum.`).
+    pub fn app_hostname(&self, app: AppName) -> String {
+        let h = &self.hostnames;
+        match app {
+            AppName::Nextcloud => h.cloud.as_ref(),
+            AppName::Collabora => h.office.as_ref(),
+            AppName::Discourse => h.forum.as_ref(),
+        }
+        .map(ToString::to_string)
+        .unwrap_or_default()
+    }
+
+    /// The loopback port an app's web container publishes on, where the
+    /// front door sends its traffic.
+    pub fn app_port(&self, app: AppName) -> u16 {
+        let offset = AppName::ALL.iter().position(|a| *a == app).unwrap_or(0) as u16;
+        self.apps.port_base.saturating_add(offset)
+    }
+
     /// The console hostname (`box.` by default).
     pub fn console_host(&self) -> &Domain {
         self.hostnames.console.as_ref().expect("filled by parse")
+    }
+
+    /// `https://<console host>`: where mailed links point.
+    pub fn console_url(&self) -> String {
+        format!("https://{}", self.console_host())
     }
 
     /// The directory suffix (derived from the domain by default).
@@ -1267,3 +1332,19 @@ fn key_span(text: &str, keys: &[&str]) -> Option<std::ops::Range<usize>> {
 
 #[cfg(test)]
 mod tests;
+
+/// A complete config for unit tests anywhere in the crate: a collective,
+/// a board profile and fixed paths, plus `extra` TOML.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Config, parse};
+    use std::path::Path;
+
+    pub(crate) fn config(profile: &str, extra: &str) -> Config {
+        let text = format!(
+            "[collective]\nname = \"Les Communs de Quimper\"\nslug = \"quimper\"\ndomain = \"quimper.example.org\"\nadmin_email = \"admin@quimper.example.org\"\n\
+             [hardware]\nprofile = \"{profile}\"\n[paths]\nstate_dir = \"/var/lib/cc\"\nruntime_dir = \"/run/cc\"\nsecrets_dir = \"/etc/cc/secrets\"\n{extra}"
+        );
+        parse(&text, Path::new("test.toml")).unwrap()
+    }
+}

@@ -422,10 +422,7 @@ fn alliance_tuning_needs_no_enrolment_and_an_enrolment_needs_all_its_keys() {
         "ldap://dir.a.net"
     );
     assert!(a.starttls);
-    assert_eq!(
-        a.deletion_limits(),
-        crate::federation::guard::DeletionLimits::default()
-    );
+    assert_eq!(a.deletion_limits(), DeletionLimits::default());
 }
 
 #[test]
@@ -437,8 +434,5 @@ fn example_alliance_table_is_valid_once_uncommented() {
     .unwrap();
     let a = c.alliance.expect("uncommented");
     assert!(a.enrolment().is_some() && !a.insecure && !a.starttls);
-    assert_eq!(
-        a.deletion_limits(),
-        crate::federation::guard::DeletionLimits::default()
-    );
+    assert_eq!(a.deletion_limits(), DeletionLimits::default());
 }

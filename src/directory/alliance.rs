@@ -18,8 +18,46 @@ use ldap3::{
 };
 
 use super::DirectoryError;
-use crate::federation::guard::LinkSecurity;
-use crate::federation::rules::{AttrChange, Attrs};
+
+/// An entry's attributes, keyed by lower-case name; values as sets.
+pub type Attrs = std::collections::BTreeMap<String, BTreeSet<String>>;
+
+/// One attribute change for the local directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttrChange {
+    Replace(String, BTreeSet<String>),
+    Delete(String),
+}
+
+/// How the connection to the alliance is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkSecurity {
+    /// `ldaps://`: TLS from the first byte.
+    Ldaps,
+    /// `ldap://` upgraded by StartTLS before anything else is sent; a server
+    /// that refuses the upgrade is not spoken to in clear.
+    StartTls,
+    /// `ldap://` in clear, allowed by `insecure = true` (test networks).
+    Plain,
+}
+
+impl LinkSecurity {
+    /// Whether the connection is encrypted.
+    pub fn encrypted(self) -> bool {
+        self != Self::Plain
+    }
+}
+
+impl std::fmt::Display for LinkSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Ldaps => "ldaps",
+            Self::StartTls => "StartTLS",
+            Self::Plain => "plain LDAP (insecure = true)",
+        })
+    }
+}
 
 const SYNC_STATE_OID: &str = "1.3.6.1.4.1.4203.1.9.1.2";
 const SYNC_DONE_OID: &str = "1.3.6.1.4.1.4203.1.9.1.3";

@@ -9,6 +9,7 @@ pub mod ldap;
 pub mod people;
 pub mod secret;
 pub mod slapd;
+pub mod supervisor;
 pub mod tls;
 pub mod tree;
 

@@ -134,7 +134,7 @@ mod tests {
     #[test]
     fn config_values_are_read_folded_or_encoded() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = crate::apps::tests::config("rpi5-8gb", "");
+        let cfg = crate::config::testing::config("rpi5-8gb", "");
         let mut paths = Paths::new(&cfg);
         paths.config_dir = dir.path().to_owned();
         std::fs::write(

@@ -9,6 +9,7 @@ use bollard::Docker;
 pub mod context;
 pub mod inventory;
 pub mod objects;
+pub mod watch;
 
 /// Where to find the engine unless `DOCKER_HOST` names a unix socket.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
@@ -20,6 +21,14 @@ pub struct EngineInfo {
     pub engine_version: String,
     /// The API version the engine speaks (its maximum).
     pub api_version: String,
+}
+
+/// The last Docker probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerObservation {
+    NotYetProbed,
+    Reachable(EngineInfo),
+    Unreachable(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +100,7 @@ pub async fn next_container_event(docker: &Docker, instance: &str) -> Result<Str
         ),
         (
             "label".to_owned(),
-            vec![format!("{}={instance}", crate::apps::LABEL_INSTANCE)],
+            vec![format!("{}={instance}", LABEL_INSTANCE)],
         ),
     ]);
     let mut stream = docker.events(Some(bollard::query_parameters::EventsOptions {
@@ -140,27 +149,61 @@ pub async fn build_image(
     Ok(())
 }
 
+/// Labels on every object the daemon manages; it touches nothing without
+/// them.
+pub const LABEL_MANAGED: &str = "org.commonscloud.managed";
+pub const LABEL_APP: &str = "org.commonscloud.app";
+pub const LABEL_ROLE: &str = "org.commonscloud.role";
+/// Hash of the container's spec: a different hash means drift.
+pub const LABEL_SPEC: &str = "org.commonscloud.spec";
+
+/// Which appliance an object belongs to (its `apps.prefix`): tests run
+/// several on one engine.
+pub const LABEL_INSTANCE: &str = "org.commonscloud.instance";
+
+/// A container Docker has, named like ours.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObservedContainer {
+    pub name: String,
+    pub id: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub running: bool,
+}
+
+/// A network or volume Docker has, named like ours.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObservedObject {
+    pub name: String,
+    /// Carries our labels, for this instance.
+    pub managed: bool,
+}
+
+/// What [`observe`] found: Docker's objects under this instance's names
+/// or labels, and the images present.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Objects {
+    pub containers: Vec<ObservedContainer>,
+    pub networks: Vec<ObservedObject>,
+    pub volumes: Vec<ObservedObject>,
+    /// Image references present locally.
+    pub images: std::collections::BTreeSet<String>,
+}
+
 /// What Docker has under this instance's names (`<prefix>…`) or labels,
 /// labels included, and which images are present: `reconcile` decides what
 /// is ours.
-pub async fn observe(
-    docker: &Docker,
-    prefix: &str,
-) -> Result<crate::reconcile::Observed, DockerError> {
-    use crate::reconcile::{Observed, ObservedContainer, ObservedObject};
+pub async fn observe(docker: &Docker, prefix: &str) -> Result<Objects, DockerError> {
     use bollard::query_parameters::{
         ListContainersOptions, ListImagesOptions, ListNetworksOptions, ListVolumesOptions,
     };
     let ours = |name: &str| name.starts_with(prefix);
     let managed = |labels: Option<&std::collections::HashMap<String, String>>| {
         labels.is_some_and(|l| {
-            l.get(crate::apps::LABEL_MANAGED)
-                .is_some_and(|v| v == "true")
-                && l.get(crate::apps::LABEL_INSTANCE)
-                    .is_some_and(|v| v == prefix)
+            l.get(LABEL_MANAGED).is_some_and(|v| v == "true")
+                && l.get(LABEL_INSTANCE).is_some_and(|v| v == prefix)
         })
     };
-    let mut o = Observed::default();
+    let mut o = Objects::default();
     let containers = docker
         .list_containers(Some(ListContainersOptions {
             all: true,

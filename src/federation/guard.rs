@@ -17,35 +17,9 @@ use super::rules::normalize_dn;
 use crate::directory::tree::Tree;
 use crate::model::CollectiveSlug;
 
-/// How the connection to the alliance is protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LinkSecurity {
-    /// `ldaps://`: TLS from the first byte.
-    Ldaps,
-    /// `ldap://` upgraded by StartTLS before anything else is sent; a server
-    /// that refuses the upgrade is not spoken to in clear.
-    StartTls,
-    /// `ldap://` in clear, allowed by `insecure = true` (test networks).
-    Plain,
-}
-
-impl LinkSecurity {
-    /// Whether the connection is encrypted.
-    pub fn encrypted(self) -> bool {
-        self != Self::Plain
-    }
-}
-
-impl std::fmt::Display for LinkSecurity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Ldaps => "ldaps",
-            Self::StartTls => "StartTLS",
-            Self::Plain => "plain LDAP (insecure = true)",
-        })
-    }
-}
+// How a link is protected is the LDAP adapter's vocabulary; which one a
+// URL gets is decided here (`link_security`).
+pub use crate::directory::alliance::LinkSecurity;
 
 /// Why a link to the alliance is refused before it is made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,25 +67,9 @@ pub fn link_security(
     }
 }
 
-/// How many deletions one refresh may make before an admin must confirm
-/// them: a refresh that would delete more than `entries` entries *and*
-/// more than `percent` % of the local copy is held.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct DeletionLimits {
-    pub entries: u32,
-    pub percent: u8,
-}
-
-impl Default for DeletionLimits {
-    /// 20 entries and 10 %: see docs/federation.md ("A refresh that would
-    /// delete too much") for why.
-    fn default() -> Self {
-        Self {
-            entries: 20,
-            percent: 10,
-        }
-    }
-}
+// The limits are `[alliance]` values (`config`, which fills them); the
+// rule that applies them is here.
+pub use crate::config::DeletionLimits;
 
 impl DeletionLimits {
     /// Whether deleting `n` of the `local_copy` entries copied here is past

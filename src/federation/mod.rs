@@ -20,6 +20,7 @@ pub mod outbox;
 pub mod replay;
 pub mod rules;
 pub mod sync;
+pub mod task;
 #[cfg(test)]
 mod tests;
 
@@ -29,6 +30,7 @@ use std::time::Duration;
 
 use crate::directory::DirectoryError;
 use crate::directory::slapd::Paths;
+use crate::events::{Bus, Event};
 use crate::model::CollectiveSlug;
 use crate::store::{Store, StoreError};
 
@@ -129,14 +131,11 @@ impl Settings {
 pub struct Link {
     state: Mutex<LinkState>,
     remote: Mutex<Option<Remote>>,
-    /// Woken when a local change is queued, so the replay starts at once.
-    pub outbox: tokio::sync::Notify,
-    /// Woken by the replay after it settled group memberships: the
-    /// down-sync then checks which people are in scope.
+    /// Between the two halves of one session: the replay wakes the
+    /// down-sync after it settled group memberships, which then checks who
+    /// is in scope. (What other parts of the box do reaches the sync as
+    /// events: `FederationQueued`, `DeletionsConfirmed`.)
     pub scope_check: tokio::sync::Notify,
-    /// Woken when an admin confirmed a held refresh's deletions: the
-    /// down-sync refreshes again at once.
-    pub deletions_confirmed: tokio::sync::Notify,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -228,14 +227,6 @@ impl Link {
     }
 }
 
-/// Seconds since the epoch.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
-}
-
 /// Everything `alliance status` and the console show.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Status {
@@ -310,11 +301,11 @@ pub enum Confirmation {
     Changed(crate::store::Hold),
 }
 
-/// Confirms hold `id` (the one `by` looked at), audited, and wakes the
-/// down-sync.
+/// Confirms hold `id` (the one `by` looked at), audited, and announces it
+/// ([`Event::DeletionsConfirmed`]): the down-sync refreshes again at once.
 pub fn confirm_deletions(
     store: &Mutex<Store>,
-    link: &Link,
+    events: &Bus,
     id: i64,
     by: &str,
     now: i64,
@@ -345,7 +336,7 @@ pub fn confirm_deletions(
     drop(s);
     match (done, now_held) {
         (true, Some(h)) => {
-            link.deletions_confirmed.notify_one();
+            events.publish(Event::DeletionsConfirmed);
             Ok(Confirmation::Confirmed(h))
         }
         (_, Some(h)) => Ok(Confirmation::Changed(h)),

@@ -11,9 +11,11 @@ use ldap3::Ldap;
 
 use super::outbox::{self, Change};
 use super::rules::{self, AttrChange, Attrs, Settle, Winner, copyable, first, lock_change, settle};
-use super::{FederationError, Link, Settings, lock, now};
+use super::{FederationError, Link, Settings, lock};
+use crate::clock::unix_now;
 use crate::directory::alliance;
 use crate::directory::{DirectoryError, ldap as local_ldap, people, tree::Tree};
+use crate::events::{Bus, Event};
 use crate::store::{OutboxRow, Store};
 
 /// How one change settled.
@@ -47,13 +49,16 @@ pub async fn run(
     settings: &Settings,
     store: &Mutex<Store>,
     link: &Link,
+    events: &Bus,
     mut remote: Ldap,
 ) -> Result<(), FederationError> {
+    // Before the first drain: a change queued while it drains is heard.
+    let mut heard = events.subscribe();
     let mut local = local_ldap::connect_root(&settings.local).await?;
     loop {
         drain(settings, store, link, &mut remote, &mut local).await?;
         tokio::select! {
-            () = link.outbox.notified() => {}
+            _ = heard.next(|e| *e == Event::FederationQueued) => {}
             () = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
     }
@@ -99,7 +104,7 @@ pub async fn drain(
                     row.dn
                 );
             }
-            let t = now();
+            let t = unix_now();
             let s = lock(store)?;
             for id in std::iter::once(row.id).chain(merged.iter().copied()) {
                 match &outcome {
@@ -197,7 +202,7 @@ async fn add(
     let collision = |kind: &str, what: String| -> Result<Outcome, FederationError> {
         let s = lock(store)?;
         s.atomically(|s| {
-            s.record_conflict(now(), dn, "", kind, "alliance", &what, Some(outbox_id))?;
+            s.record_conflict(unix_now(), dn, "", kind, "alliance", &what, Some(outbox_id))?;
             if kind == "uid_taken" {
                 ask_for_another_uid(s, settings, &here)?;
             }
@@ -264,9 +269,8 @@ fn ask_for_another_uid(
 ) -> Result<(), crate::store::StoreError> {
     let uid = first(here, "uid");
     let reg = s.registration_of_account(uid)?;
-    let (plain, hash) =
-        crate::onboarding::service::new_token(crate::onboarding::service::os_random);
-    let t = now();
+    let (plain, hash) = crate::token::new_token(crate::token::os_random);
+    let t = unix_now();
     s.insert_token(
         &hash,
         "choose_uid",
@@ -395,7 +399,7 @@ async fn attrs(
         return Ok(Outcome::Done);
     }
     let s = lock(store)?;
-    let t = now();
+    let t = unix_now();
     for (attr, w, what) in &notes {
         let winner = match w {
             Winner::Local => "local",

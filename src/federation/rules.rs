@@ -3,13 +3,13 @@
 //! changes here, and how a replayed change settles against the alliance by
 //! the authority rule. No IO; every input is an argument.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use crate::directory::tree::Tree;
 use crate::model::CollectiveSlug;
 
-/// An entry's attributes, keyed by lower-case name; values as sets.
-pub type Attrs = BTreeMap<String, BTreeSet<String>>;
+// Entries and attribute changes as the LDAP adapter reads and writes them.
+pub use crate::directory::alliance::{AttrChange, Attrs};
 
 /// Attributes that name entries: their values are rewritten between suffixes.
 const DN_ATTRS: [&str; 4] = [
@@ -223,13 +223,6 @@ pub fn normalize_dn(dn: &str) -> String {
         .map(|p| p.trim().to_ascii_lowercase())
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// One attribute change for the local directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AttrChange {
-    Replace(String, BTreeSet<String>),
-    Delete(String),
 }
 
 /// The changes that make a local entry equal to the alliance's (both in

@@ -12,10 +12,12 @@ use ldap3::Ldap;
 
 use super::guard::{self, Deletions};
 use super::rules::{self, Attrs, Scope, copyable, down_changes, lock_change, normalize_dn};
-use super::{FederationError, Link, Settings, lock, now, outbox};
+use super::{FederationError, Link, Settings, lock, outbox};
+use crate::clock::unix_now;
 use crate::directory::alliance::{self, SyncEvent};
 use crate::directory::ldap as local_ldap;
 use crate::directory::tree::Tree;
+use crate::events::{Bus, Event, Subscriber};
 use crate::store::{HeldEntry, Store};
 
 /// How long a held refresh waits for an admin before it is tried again
@@ -43,7 +45,7 @@ impl Pending {
 }
 
 /// Runs federation until the daemon stops: sessions one after another.
-pub async fn run(settings: Settings, store: Arc<Mutex<Store>>, link: Arc<Link>) {
+pub async fn run(settings: Settings, store: Arc<Mutex<Store>>, link: Arc<Link>, events: Bus) {
     let mut failures: u32 = 0;
     let security = match settings.security() {
         Ok(s) => s,
@@ -79,6 +81,7 @@ pub async fn run(settings: Settings, store: Arc<Mutex<Store>>, link: Arc<Link>) 
             settings.clone(),
             store.clone(),
             link.clone(),
+            events.clone(),
         )));
         let error = match session.await {
             Ok(Ok(())) => {
@@ -95,7 +98,7 @@ pub async fn run(settings: Settings, store: Arc<Mutex<Store>>, link: Arc<Link>) 
             if failures == 0 || link.is_up() {
                 log::warn!("federation: {e}");
             }
-            link.set_up(false, now(), Some(e.clone()));
+            link.set_up(false, unix_now(), Some(e.clone()));
             failures = failures.saturating_add(1);
         }
         link.update(|s| s.refreshing = false);
@@ -116,9 +119,10 @@ pub async fn session(
     settings: Settings,
     store: Arc<Mutex<Store>>,
     link: Arc<Link>,
+    events: Bus,
 ) -> Result<(), FederationError> {
     let remote = settings.connect().await?;
-    let t = now();
+    let t = unix_now();
     lock(&store)?.touch_contact(t)?;
     link.set_up(true, t, None);
     let security = settings.security().ok();
@@ -128,8 +132,8 @@ pub async fn session(
         settings.url,
         security.map(|s| s.to_string()).unwrap_or_default()
     );
-    let replay = super::replay::run(&settings, &store, &link, remote.clone());
-    let down = down(&settings, &store, &link, remote);
+    let replay = super::replay::run(&settings, &store, &link, &events, remote.clone());
+    let down = down(&settings, &store, &link, events.subscribe(), remote);
     tokio::select! {
         r = replay => r,
         r = down => r,
@@ -140,10 +144,14 @@ pub async fn session(
 /// (listed deletes and whatever a present phase did not list) are gathered
 /// and judged together when it ends, and its cookie is written only then:
 /// a refresh that is held, or cut short, is gone through again.
+///
+/// `heard` is subscribed before the session's first read, so a
+/// confirmation of the hold this session makes is not missed.
 async fn down(
     settings: &Settings,
     store: &Mutex<Store>,
     link: &Link,
+    mut heard: Subscriber,
     mut remote: Ldap,
 ) -> Result<(), FederationError> {
     let mut local = local_ldap::connect_root(&settings.local).await?;
@@ -170,7 +178,7 @@ async fn down(
             () = link.scope_check.notified(), if !refreshing => {
                 people_in_scope(settings, &scope, store, &mut local, &mut remote, &mut pending).await?;
                 if judge(settings, store, &mut local, &mut pending).await? {
-                    return park(store, link, &mut pending).await;
+                    return park(store, link, &mut heard, &mut pending).await;
                 }
                 commit(store, &mut pending, None)?;
                 continue;
@@ -263,7 +271,7 @@ async fn down(
             SyncEvent::RefreshRequired => {
                 log::warn!("federation: the alliance cannot resume from our cookie; reloading");
                 commit(store, &mut pending, None)?;
-                lock(store)?.set_sync_cookie(None, now())?;
+                lock(store)?.set_sync_cookie(None, unix_now())?;
                 stream.abandon().await;
                 return Ok(());
             }
@@ -279,7 +287,7 @@ async fn down(
             continue;
         }
         if judge(settings, store, &mut local, &mut pending).await? {
-            return park(store, link, &mut pending).await;
+            return park(store, link, &mut heard, &mut pending).await;
         }
         if refreshing {
             pending.clear_hold = true;
@@ -343,7 +351,7 @@ async fn judge(
     let (delete, keep) = match decision {
         Deletions::Hold => {
             let kept = entries.iter().filter(|e| e.kept).count();
-            let id = lock(store)?.hold_fed_deletions(now(), copy, &entries)?;
+            let id = lock(store)?.hold_fed_deletions(unix_now(), copy, &entries)?;
             log::warn!(
                 "federation: the alliance's refresh would delete {} of the {copy} entries copied here ({kept} of them this box's own: people homed here, its collective, its directory's containers, which stay in any case); nothing was deleted (hold {id}). `commonscloud alliance status` lists them; once the alliance is known to be right, `commonscloud alliance confirm-deletions` lets them go",
                 entries.len()
@@ -370,7 +378,7 @@ async fn judge(
                     "federation: the alliance no longer gives {dn} to this box; it is this box's own, so it stays"
                 );
                 s.record_conflict(
-                    now(),
+                    unix_now(),
                     dn,
                     "",
                     "kept_here",
@@ -391,15 +399,25 @@ async fn judge(
 async fn park(
     store: &Mutex<Store>,
     link: &Link,
+    heard: &mut Subscriber,
     pending: &mut Pending,
 ) -> Result<(), FederationError> {
     commit(store, pending, None)?;
     link.update(|s| s.refreshing = false);
-    tokio::select! {
-        () = link.deletions_confirmed.notified() => {
-            log::info!("federation: the held deletions were confirmed; refreshing again");
+    let until = tokio::time::Instant::now() + HOLD_RETRY;
+    loop {
+        tokio::select! {
+            confirmed = heard.next(|e| *e == Event::DeletionsConfirmed) => {
+                // Events missed: the store says whether one was this.
+                let confirmed = confirmed.is_some()
+                    || lock(store)?.fed_hold()?.is_some_and(|h| h.confirmed_at.is_some());
+                if confirmed {
+                    log::info!("federation: the held deletions were confirmed; refreshing again");
+                    break;
+                }
+            }
+            () = tokio::time::sleep_until(until) => break,
         }
-        () = tokio::time::sleep(HOLD_RETRY) => {}
     }
     Ok(())
 }
@@ -414,7 +432,7 @@ fn commit(
     if pending.len() == 0 && cookie.is_none() {
         return Ok(());
     }
-    let t = now();
+    let t = unix_now();
     let s = lock(store)?;
     s.atomically(|s| {
         for (u, dn) in &pending.map {
@@ -517,7 +535,7 @@ async fn apply_entry(
             let s = lock(store)?;
             if !s.has_conflict(&dn, "uid_taken_here")? {
                 s.record_conflict(
-                    now(),
+                    unix_now(),
                     &dn,
                     "",
                     "uid_taken_here",
@@ -568,7 +586,7 @@ fn record_down_conflict(
 ) -> Result<(), FederationError> {
     log::warn!("federation: the local directory refused {dn} from the alliance (rc {rc}): {text}");
     lock(store)?.record_conflict(
-        now(),
+        unix_now(),
         dn,
         "",
         "refused_here",

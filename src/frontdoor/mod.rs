@@ -2,10 +2,10 @@
 //! streaming reverse proxy, in a process of its own (`commonscloud
 //! front-door`) so restarting the supervisor cuts no upload.
 //!
-//! The supervisor decides and writes (`publish`: the routes from `routes`,
-//! the certificates from `ca`; `renew_acme`: a public certificate from
-//! `acme`); the front door only reads what was written (`run`, serving with
-//! `proxy`) and reloads when it changes.
+//! The supervisor decides and writes ([`publisher`], its `front-door-files`
+//! task: the routes from `routes`, the certificates from `ca`, a public
+//! certificate from `acme`); the front door only reads what was written
+//! (`run`, serving with `proxy`) and reloads when it changes.
 //!
 //! Which certificate the front door serves: the ACME pair while it exists,
 //! loads (its key matches) and has not expired, the local CA's pair
@@ -23,6 +23,7 @@ pub mod acme;
 pub mod ca;
 pub mod limits;
 pub mod proxy;
+pub mod publisher;
 pub mod routes;
 
 use std::net::SocketAddr;
@@ -31,6 +32,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::unix_now;
 use crate::config::{Config, FrontDoorLimits, LogLevel};
 
 /// How often the front door looks for new routes or certificates (a
@@ -160,24 +162,6 @@ pub fn ensure_published_dir(published: &Published) -> std::io::Result<()> {
     }
 }
 
-/// An answers directory made before the published directory had the front
-/// door's group (an older release) keeps its own group, and its files
-/// would be unreadable to the front door: it holds nothing that lasts, so
-/// it goes and is made again, inheriting the group.
-fn regroup_challenges(published: &Published) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let (Ok(dir), Ok(answers)) = (
-        std::fs::metadata(&published.dir),
-        std::fs::symlink_metadata(&published.challenges),
-    ) else {
-        return Ok(());
-    };
-    if answers.gid() != dir.gid() {
-        std::fs::remove_dir_all(&published.challenges)?;
-    }
-    Ok(())
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum FrontDoorError {
     #[error("installing the {0} handler: {1}")]
@@ -188,168 +172,6 @@ pub enum FrontDoorError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-}
-
-/// What `publish` changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Wrote {
-    /// The routes or the settings.
-    pub routes: bool,
-    pub new_ca: bool,
-    pub new_leaf: bool,
-}
-
-/// Supervisor side: writes the front door's settings and the routes the
-/// config wants (when they changed) and makes sure the certificates cover
-/// every hostname and are not near their end. `label` names this
-/// appliance's CA.
-pub fn publish(
-    config: &Config,
-    label: &str,
-    now: time::OffsetDateTime,
-) -> Result<Wrote, ca::CaError> {
-    let paths = Paths::new(config);
-    let p = &paths.published;
-    let io = |what, path: &Path| {
-        let path = path.to_owned();
-        move |source| ca::CaError::Io { what, path, source }
-    };
-    ensure_published_dir(p).map_err(io("creating", &p.dir))?;
-    regroup_challenges(p).map_err(io("removing", &p.challenges))?;
-    let routes = routes::Routes::from_config(config, &p.console_socket);
-    let json = |value: serde_json::Result<Vec<u8>>, path: &Path| {
-        value.map_err(|e| ca::CaError::Record {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })
-    };
-    let routes_json = json(serde_json::to_vec_pretty(&routes), &p.routes)?;
-    let settings_json = json(
-        serde_json::to_vec_pretty(&Settings::from_config(config)),
-        &p.settings,
-    )?;
-    let mut changed = false;
-    for (path, bytes) in [(&p.settings, &settings_json), (&p.routes, &routes_json)] {
-        if std::fs::read(path).ok().as_deref() != Some(bytes.as_slice()) {
-            ca::write_atomic(path, bytes, PUBLISHED_MODE)?;
-            changed = true;
-        }
-    }
-    let (new_ca, new_leaf) = ca::ensure(
-        &paths.tls,
-        label,
-        config.collective.domain.as_str(),
-        &routes.hostnames(),
-        now,
-    )?;
-    Ok(Wrote {
-        routes: changed,
-        new_ca,
-        new_leaf,
-    })
-}
-
-/// What the supervisor's ACME step did.
-#[derive(Debug)]
-pub enum AcmeRun {
-    /// `[front_door.acme]` is not configured; `removed` says whether an
-    /// ACME certificate was there and was removed.
-    Off { removed: bool },
-    /// Nothing due: the certificate is good.
-    Kept { renew_at: i64 },
-    /// An order is due but waits after a failure.
-    Waiting { reason: acme::Reason, until: i64 },
-    Issued {
-        reason: acme::Reason,
-        outcome: acme::order::Outcome,
-        /// The new certificate is already inside the renewal window
-        /// (`renew_before_days` longer than the CA's certificates live): it
-        /// will be ordered again at every check.
-        renews_at_every_check: bool,
-    },
-    Failed {
-        reason: acme::Reason,
-        error: acme::AcmeError,
-        retry_at: i64,
-    },
-    /// Reading or writing ACME's own files failed.
-    Broken { error: acme::AcmeError },
-}
-
-/// Supervisor side: orders a public certificate by ACME when
-/// `[front_door.acme]` is configured and the record says one is due (see
-/// [`acme::decide`]), keeping the current one on failure; removes the ACME
-/// pair when ACME is not configured. `retry_now` (a reload) skips a
-/// backoff. Returns what happened and how many seconds until the next look.
-pub async fn renew_acme(config: &Config, retry_now: bool, now: i64) -> (AcmeRun, i64) {
-    let paths = Paths::new(config);
-    let Some(settings) = &config.front_door.acme else {
-        let run = match acme::forget(&paths.acme) {
-            Ok(removed) => AcmeRun::Off { removed },
-            Err(error) => AcmeRun::Broken { error },
-        };
-        return (run, acme::CHECK_EVERY_SECS);
-    };
-    let hosts = routes::Routes::from_config(config, &paths.published.console_socket).hostnames();
-    let wanted = acme::Wanted {
-        directory: settings.directory.as_str(),
-        hosts: &hosts,
-        renew_before_days: settings.renew_before_days.days(),
-    };
-    let mut record = match acme::read_record(&paths.acme.record) {
-        Ok(r) => r,
-        Err(error) => return (AcmeRun::Broken { error }, acme::CHECK_EVERY_SECS),
-    };
-    // A certificate of a release before the pair file becomes the pair.
-    if let Err(error) = acme::migrate_legacy(&paths.acme) {
-        return (AcmeRun::Broken { error }, acme::CHECK_EVERY_SECS);
-    }
-    // An ACME pair that is gone (deleted by hand) or does not load is
-    // ordered again; the front door serves the local CA's meanwhile.
-    if !ca::pair_loads(&paths.acme.pair) {
-        record.issued = None;
-    }
-    if retry_now {
-        record.retry_now();
-    }
-    let decision = acme::decide(&record, wanted, now);
-    let look = acme::next_look(&decision, now);
-    let reason = match decision {
-        acme::Decision::Keep { renew_at } => return (AcmeRun::Kept { renew_at }, look),
-        acme::Decision::Backoff { reason, until } => {
-            return (AcmeRun::Waiting { reason, until }, look);
-        }
-        acme::Decision::Order(reason) => reason,
-    };
-    let (run, record) = match acme::order::issue(config, settings, &hosts, now).await {
-        Ok(outcome) => {
-            let record = acme::Record::succeeded(outcome.issued.clone());
-            let renews_at_every_check =
-                matches!(acme::decide(&record, wanted, now), acme::Decision::Order(_));
-            let run = AcmeRun::Issued {
-                reason,
-                outcome,
-                renews_at_every_check,
-            };
-            (run, record)
-        }
-        Err(error) => {
-            let record = record.failed(now, error.to_string());
-            let run = AcmeRun::Failed {
-                reason,
-                error,
-                retry_at: record.retry_at,
-            };
-            (run, record)
-        }
-    };
-    let look = acme::next_look(&acme::decide(&record, wanted, now), now);
-    match acme::write_record(&paths.acme.record, &record) {
-        Ok(()) => (run, look),
-        // The certificate is in place; without its record the next look
-        // orders again, so say so.
-        Err(error) => (AcmeRun::Broken { error }, acme::CHECK_EVERY_SECS),
-    }
 }
 
 /// The modification times of what the front door serves with: a change
@@ -416,10 +238,6 @@ fn load(
         tls: std::sync::Arc::new(tls),
     };
     Ok((loaded, serving, settings, limits))
-}
-
-fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 fn describe(serving: Serving) -> String {

@@ -43,14 +43,11 @@ impl Routes {
             },
         );
         for app in AppName::ALL {
-            let host = crate::apps::hostname(config, app);
+            let host = config.app_hostname(app);
             let route = if config.apps.enabled.contains(&app) {
                 Route::App {
                     app,
-                    upstream: SocketAddr::from((
-                        [127, 0, 0, 1],
-                        crate::apps::published_port(config, app),
-                    )),
+                    upstream: SocketAddr::from(([127, 0, 0, 1], config.app_port(app))),
                 }
             } else {
                 Route::Disabled { app }
@@ -97,7 +94,7 @@ mod tests {
     use super::*;
 
     fn config(extra: &str) -> Config {
-        crate::apps::tests::config("rpi5-8gb", extra)
+        crate::config::testing::config("rpi5-8gb", extra)
     }
 
     #[test]

@@ -2,5 +2,6 @@
 //! SQLite outbox by whoever wants one sent, so nothing is lost while SMTP is
 //! down.
 
+pub mod delivery;
 pub mod sender;
 pub mod templates;

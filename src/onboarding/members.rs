@@ -75,7 +75,7 @@ fn uids(tree: &crate::directory::tree::Tree, dns: &[String]) -> Vec<String> {
 
 impl Onboarding {
     pub(super) async fn root(&self) -> Result<Ldap, OnboardingError> {
-        Ok(ldap::connect_root(&self.settings.ldap).await?)
+        Ok(ldap::connect_root(&self.settings().ldap).await?)
     }
 
     pub(super) async fn existing_person(
@@ -83,7 +83,7 @@ impl Onboarding {
         root: &mut Ldap,
         uid: &str,
     ) -> Result<Person, OnboardingError> {
-        people::person(root, &self.settings.tree, uid.trim())
+        people::person(root, &self.settings().tree, uid.trim())
             .await?
             .ok_or_else(|| Refusal::NoPerson(uid.trim().to_owned()).into())
     }
@@ -140,7 +140,7 @@ impl Onboarding {
             Some(c) => Some(self.existing_collective(&mut root, c).await?.slug),
             None => None,
         };
-        Ok(people::people(&mut root, &self.settings.tree, slug.as_ref()).await?)
+        Ok(people::people(&mut root, &self.settings().tree, slug.as_ref()).await?)
     }
 
     pub async fn person(&self, uid: &str) -> Result<Person, OnboardingError> {
@@ -175,7 +175,7 @@ impl Onboarding {
         p.primary_collective
             .as_ref()
             .map(|c| self.name_of(c.as_str()))
-            .unwrap_or_else(|| self.settings.collective_name.clone())
+            .unwrap_or_else(|| self.settings().collective_name.clone())
     }
 
     /// `Some(reason)` suspends, `None` reactivates; the person is mailed
@@ -210,7 +210,7 @@ impl Onboarding {
                 external_id,
             },
         };
-        self.with_store(|s| {
+        self.mailing(|s| {
             s.atomically(|s| {
                 s.outbox_release(&ids)?;
                 s.app_actions_enqueue(&queued(&event), now)?;
@@ -241,9 +241,7 @@ impl Onboarding {
     }
 
     fn wake_apps(&self) {
-        if let Some(w) = &self.apps_wakeup {
-            w.notify_one();
-        }
+        self.announce(crate::events::Event::AppActionsQueued);
     }
 
     /// Takes a person out of a collective and all its groups. Their primary
@@ -259,7 +257,8 @@ impl Onboarding {
         let c = self.existing_collective(&mut root, collective).await?;
         let p = self.existing_person(&mut root, uid).await?;
         let plan = membership::plan_removal(&p, &c.slug)?;
-        let tree = &self.settings.tree;
+        let settings = self.settings();
+        let tree = &settings.tree;
         let mut changes = Vec::new();
         if plan.new_primary.is_some() {
             let base = Self::base_of(&mut root, &p.dn, &["commonsPrimaryCollective"]).await?;
@@ -331,7 +330,8 @@ impl Onboarding {
         let mut root = self.root().await?;
         let c = self.existing_collective(&mut root, collective).await?;
         let p = self.existing_person(&mut root, uid).await?;
-        let tree = &self.settings.tree;
+        let settings = self.settings();
+        let tree = &settings.tree;
         let group: Name = group
             .trim()
             .parse()
@@ -404,29 +404,26 @@ impl Onboarding {
             ));
         }
         let mut root = self.root().await?;
-        let login = people::person(&mut root, &self.settings.tree, slug.as_str())
+        let login = people::person(&mut root, &self.settings().tree, slug.as_str())
             .await?
             .is_some()
             || self.with_store(|s| s.pending_holder(slug.as_str(), ""))? == Some("uid");
         if login {
             return Err(Refusal::SlugIsLogin(slug.to_string()).into());
         }
-        let tree = &self.settings.tree;
+        let settings = self.settings();
+        let tree = &settings.tree;
         let changes =
-            crate::directory::tree::collective_entries(tree, &slug, name, &self.settings.home_node)
+            crate::directory::tree::collective_entries(tree, &slug, name, &settings.home_node)
                 .into_iter()
                 .map(|e| Change::Add { dn: e.dn })
                 .collect();
         let (created, ids) = self
             .federated(now, changes, async {
-                Ok(people::create_collective(
-                    &mut root,
-                    tree,
-                    &slug,
-                    name,
-                    &self.settings.home_node,
+                Ok(
+                    people::create_collective(&mut root, tree, &slug, name, &settings.home_node)
+                        .await?,
                 )
-                .await?)
             })
             .await?;
         if !created {
@@ -440,13 +437,16 @@ impl Onboarding {
             &format!("{slug}: {name}"),
             &ids,
         )?;
+        // Its group folder and forum group come with the next reconcile.
+        self.announce(crate::events::Event::CollectiveCreated);
         self.existing_collective(&mut root, slug.as_str()).await
     }
 
     pub async fn collective(&self, collective: &str) -> Result<CollectiveView, OnboardingError> {
         let mut root = self.root().await?;
         let c = self.existing_collective(&mut root, collective).await?;
-        let tree = &self.settings.tree;
+        let settings = self.settings();
+        let tree = &settings.tree;
         let mut members = Vec::new();
         let mut admins = Vec::new();
         let mut groups = Vec::new();
@@ -495,7 +495,7 @@ impl Onboarding {
         let name = membership::check_group_name(group).map_err(|m| invalid("group", m))?;
         let mut root = self.root().await?;
         let c = self.existing_collective(&mut root, collective).await?;
-        let entry = group_entry(&self.settings.tree, &c.slug, name.as_str());
+        let entry = group_entry(&self.settings().tree, &c.slug, name.as_str());
         let change = Change::Add {
             dn: entry.dn.clone(),
         };
@@ -531,7 +531,8 @@ impl Onboarding {
             .map_err(|e: crate::model::Invalid| invalid("group", e.0))?;
         let mut root = self.root().await?;
         let c = self.existing_collective(&mut root, collective).await?;
-        let tree = &self.settings.tree;
+        let settings = self.settings();
+        let tree = &settings.tree;
         if people::group_members(&mut root, tree, &tree.group(&c.slug, group.as_str()))
             .await?
             .is_none()
@@ -592,12 +593,12 @@ impl Onboarding {
         membership::check_join(&p, &c.slug)?;
         let admins = self.admin_mails(&mut root, &c.slug).await?;
         let name = self.name_of(c.slug.as_str());
-        let id = self.with_store(|s| {
+        let id = self.mailing(|s| {
             s.atomically(|s| {
                 let id = s.insert_join_request(&p.uid, c.slug.as_str(), message, now)?;
                 let link = format!(
                     "{}/console/joins/{id}",
-                    self.settings.console_url.trim_end_matches('/')
+                    self.settings().console_url.trim_end_matches('/')
                 );
                 let params = json!({"name": p.display_name, "uid": p.uid, "email": p.mail,
                     "collective": name, "message": message, "link": link});
@@ -656,7 +657,7 @@ impl Onboarding {
             if p.suspended {
                 return Err(Refusal::Suspended { uid: p.uid }.into());
             }
-            let group = self.settings.tree.group(&c.slug, "members");
+            let group = self.settings().tree.group(&c.slug, "members");
             let change = Change::Member {
                 group: group.clone(),
                 member: p.dn.clone(),
@@ -671,7 +672,7 @@ impl Onboarding {
         }
         let reason = reason.trim();
         let done = self
-            .with_store(|s| {
+            .mailing(|s| {
                 s.atomically(|s| {
                     s.outbox_release(&ids)?;
                     let state = if approve {
@@ -735,14 +736,14 @@ impl Onboarding {
         let mut root = self.root().await?;
         let c = self.existing_collective(&mut root, collective).await?;
         let existing =
-            people::person_by_mail(&mut root, &self.settings.tree, email.as_str()).await?;
+            people::person_by_mail(&mut root, &self.settings().tree, email.as_str()).await?;
         if let Some(p) = &existing {
             membership::check_join(p, &c.slug)?;
         }
         let (plain, hash) = new_token(self.random);
         let name = self.name_of(c.slug.as_str());
         let expires = now + membership::INVITE_TTL_SECS;
-        self.with_store(|s| {
+        self.mailing(|s| {
             s.atomically(|s| {
                 let id = s.insert_invitation(email.as_str(), c.slug.as_str(), by, expires, now)?;
                 s.insert_invitation_token(&hash, id, expires)?;
@@ -802,7 +803,7 @@ impl Onboarding {
         let inv = self.invitation_for(token, now)?;
         let mut root = self.root().await?;
         let c = self.existing_collective(&mut root, &inv.collective).await?;
-        let has_account = people::person_by_mail(&mut root, &self.settings.tree, &inv.email)
+        let has_account = people::person_by_mail(&mut root, &self.settings().tree, &inv.email)
             .await?
             .is_some();
         Ok(InvitationInfo {
@@ -823,7 +824,7 @@ impl Onboarding {
         let inv = self.invitation_for(token, now)?;
         let mut root = self.root().await?;
         let c = self.existing_collective(&mut root, &inv.collective).await?;
-        let p = people::person_by_mail(&mut root, &self.settings.tree, &inv.email)
+        let p = people::person_by_mail(&mut root, &self.settings().tree, &inv.email)
             .await?
             .ok_or_else(|| {
                 invalid(
@@ -834,7 +835,7 @@ impl Onboarding {
         if p.suspended {
             return Err(Refusal::Suspended { uid: p.uid }.into());
         }
-        let group = self.settings.tree.group(&c.slug, "members");
+        let group = self.settings().tree.group(&c.slug, "members");
         let change = Change::Member {
             group: group.clone(),
             member: p.dn.clone(),
@@ -847,7 +848,7 @@ impl Onboarding {
             .await?;
         let hash = hash_token(token);
         let name = self.name_of(c.slug.as_str());
-        self.with_store(|s| {
+        self.mailing(|s| {
             s.atomically(|s| {
                 s.outbox_release(&ids)?;
                 if s.use_token(&hash, "invite", now)?.is_none()
@@ -900,7 +901,8 @@ impl Onboarding {
         let net = super::ratelimit::address_key(ip);
         self.limit(&self.reset_per_ip, "this address", &net, now)?;
         let mut root = self.root().await?;
-        let tree = &self.settings.tree;
+        let settings = self.settings();
+        let tree = &settings.tree;
         let found = if login.contains('@') {
             people::person_by_mail(&mut root, tree, &login).await?
         } else {
@@ -929,7 +931,7 @@ impl Onboarding {
         let (plain, hash) = new_token(self.random);
         let link = self.link("set-password", &plain);
         let collective = self.home_name(&p);
-        self.with_store(|s| {
+        self.mailing(|s| {
             s.atomically(|s| {
                 s.insert_token(&hash, "reset", None, &p.uid, now + membership::RESET_TTL_SECS)?;
                 let params = json!({"name": p.display_name, "uid": p.uid, "collective": collective, "link": link});

@@ -8,4 +8,5 @@ pub mod membership;
 pub mod profile;
 pub mod ratelimit;
 pub mod service;
+pub mod sweep;
 pub mod validate;

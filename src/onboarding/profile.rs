@@ -94,7 +94,7 @@ impl Onboarding {
                 format!("use at least {MIN_PASSWORD} characters"),
             ));
         }
-        let auth = Authenticator::new(self.settings.ldap.clone(), self.settings.tree.clone());
+        let auth = Authenticator::new(self.settings().ldap.clone(), self.settings().tree.clone());
         let p = match auth.authenticate(uid, current).await {
             Ok(p) => p,
             Err(AuthError::Refused) => {
@@ -146,7 +146,8 @@ impl Onboarding {
     pub async fn my_services(&self, uid: &str) -> Result<Vec<MyService>, OnboardingError> {
         let mut root = self.root().await?;
         let p = self.existing_person(&mut root, uid).await?;
-        let tree = &self.settings.tree;
+        let settings = self.settings();
+        let tree = &settings.tree;
         let mut all = Vec::new();
         for slug in &p.collectives() {
             all.push((
@@ -161,7 +162,7 @@ impl Onboarding {
     pub async fn others(&self, uid: &str) -> Result<Vec<people::Collective>, OnboardingError> {
         let mut root = self.root().await?;
         let p = self.existing_person(&mut root, uid).await?;
-        let all = people::collectives(&mut root, &self.settings.tree).await?;
+        let all = people::collectives(&mut root, &self.settings().tree).await?;
         Ok(all.into_iter().filter(|c| !p.is_member(&c.slug)).collect())
     }
 }
@@ -208,7 +209,8 @@ impl Onboarding {
                 format!("`{uid}` is the name of a collective here: choose another user name"),
             ));
         }
-        let tree = &self.settings.tree;
+        let settings = self.settings();
+        let tree = &settings.tree;
         let taken = people::person(&mut root, tree, uid.as_str())
             .await?
             .is_some()

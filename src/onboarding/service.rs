@@ -7,7 +7,6 @@
 use std::sync::Mutex;
 
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::machine::{self, Clock, Effect, Event, MachineError, State};
 use super::ratelimit::Limiter;
@@ -114,43 +113,20 @@ impl Settings {
             tree: Tree::new(config.suffix().as_str()),
             ldap: Paths::new(config),
             collective_name: config.collective.name.to_string(),
-            console_url: format!("https://{console}"),
+            console_url: config.console_url(),
             admin_email: config.collective.admin_email.to_string(),
             home_node: console,
         }
     }
 }
 
-/// Random bytes for tokens; tests may pass a fixed source.
-pub type Random = fn(&mut [u8]);
-
-/// The OS random source.
-pub fn os_random(buf: &mut [u8]) {
-    // A failing getrandom means a broken system; a zeroed token would be a
-    // security bug, so stop.
-    if let Err(e) = getrandom::fill(buf) {
-        panic!("the OS random source failed: {e}");
-    }
-}
-
-/// `(plain, hash)`: the plain token goes into the link, only the hash is kept.
-pub fn new_token(random: Random) -> (String, String) {
-    let mut bytes = [0u8; 32];
-    random(&mut bytes);
-    let plain: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let hash = hash_token(&plain);
-    (plain, hash)
-}
-
-pub fn hash_token(plain: &str) -> String {
-    Sha256::digest(plain.trim().as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+// Tokens are made and hashed in one place for every link (`token`).
+pub use crate::token::{Random, hash_token, new_token, os_random};
 
 pub struct Onboarding {
-    pub(super) settings: Settings,
+    /// Updated in place by a reload ([`Onboarding::update_settings`]): the
+    /// service and its rate limits live as long as the daemon.
+    settings: std::sync::RwLock<Settings>,
     store: std::sync::Arc<Mutex<Store>>,
     pub(super) random: Random,
     per_ip: Mutex<Limiter>,
@@ -162,14 +138,15 @@ pub struct Onboarding {
     names: Mutex<std::collections::HashMap<String, String>>,
     /// The link to the alliance, when federated.
     pub(super) link: Option<std::sync::Arc<crate::federation::Link>>,
-    /// Wakes the task that tells the apps of access changes (`app_access`).
-    pub(super) apps_wakeup: Option<std::sync::Arc<tokio::sync::Notify>>,
+    /// Where it announces what it did (mail queued, access changes for
+    /// the apps, changes for the alliance, a collective created).
+    events: crate::events::Bus,
 }
 
 impl Onboarding {
     pub fn new(settings: Settings, store: std::sync::Arc<Mutex<Store>>, random: Random) -> Self {
         Self {
-            settings,
+            settings: std::sync::RwLock::new(settings),
             store,
             random,
             // A household or a school shares an IP: be generous there, strict
@@ -184,14 +161,37 @@ impl Onboarding {
             reset_per_login: Mutex::new(Limiter::new(3, 3600)),
             names: Mutex::new(Default::default()),
             link: None,
-            apps_wakeup: None,
+            events: crate::events::Bus::new(),
         }
     }
 
-    /// Who to wake when access changes are queued for the apps.
-    pub fn with_app_access(mut self, wakeup: std::sync::Arc<tokio::sync::Notify>) -> Self {
-        self.apps_wakeup = Some(wakeup);
+    /// Announces what it does on `events` (by default on a bus of its own,
+    /// which nobody hears).
+    pub fn with_events(mut self, events: crate::events::Bus) -> Self {
+        self.events = events;
         self
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> Settings {
+        self.settings
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// New settings (a reload changed the config they come from). Nothing
+    /// else changes: requests in flight finish with the settings they
+    /// started with, and the rate limits keep counting.
+    pub fn update_settings(&self, settings: Settings) {
+        match self.settings.write() {
+            Ok(mut s) => *s = settings,
+            Err(p) => *p.into_inner() = settings,
+        }
+    }
+
+    pub(super) fn announce(&self, event: crate::events::Event) {
+        self.events.publish(event);
     }
 
     /// Federated: changes are queued for the alliance, and changes that
@@ -243,10 +243,10 @@ impl Onboarding {
             .collect())
     }
 
-    /// Wakes the replay after a transaction that queued changes committed.
+    /// Tells the replay after a transaction that queued changes committed.
     pub(super) fn wake_replay(&self) {
-        if let Some(l) = &self.link {
-            l.outbox.notify_one();
+        if self.link.is_some() {
+            self.announce(crate::events::Event::FederationQueued);
         }
     }
 
@@ -263,7 +263,7 @@ impl Onboarding {
             return Ok(());
         };
         if !link.is_enabled()
-            || !crate::federation::rules::needs_alliance(home, &self.settings.home_node)
+            || !crate::federation::rules::needs_alliance(home, &self.settings().home_node)
         {
             return Ok(());
         }
@@ -288,7 +288,7 @@ impl Onboarding {
         &self,
         root: &mut ldap3::Ldap,
     ) -> Result<Vec<people::Collective>, OnboardingError> {
-        let all = people::collectives(root, &self.settings.tree).await?;
+        let all = people::collectives(root, &self.settings().tree).await?;
         if let Ok(mut names) = self.names.lock() {
             for c in &all {
                 let name = if c.name.is_empty() {
@@ -308,7 +308,7 @@ impl Onboarding {
             .lock()
             .ok()
             .and_then(|n| n.get(slug).cloned())
-            .unwrap_or_else(|| self.settings.collective_name.clone())
+            .unwrap_or_else(|| self.settings().collective_name.clone())
     }
 
     pub(super) fn with_store<T>(
@@ -320,6 +320,19 @@ impl Onboarding {
             .lock()
             .map_err(|_| OnboardingError::Store(StoreError::Poisoned))?;
         Ok(f(&store)?)
+    }
+
+    /// [`Self::with_store`] for a transaction that queues mail: once it
+    /// committed, the mail task is told.
+    pub(super) fn mailing<T>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError>,
+    ) -> Result<T, OnboardingError> {
+        let done = self.with_store(f);
+        if done.is_ok() {
+            self.announce(crate::events::Event::MailQueued);
+        }
+        done
     }
 
     pub(super) fn limit(
@@ -343,7 +356,7 @@ impl Onboarding {
     pub(super) fn link(&self, path: &str, token: &str) -> String {
         format!(
             "{}/{path}?token={token}",
-            self.settings.console_url.trim_end_matches('/')
+            self.settings().console_url.trim_end_matches('/')
         )
     }
 
@@ -361,7 +374,7 @@ impl Onboarding {
     ) -> Result<Registered, OnboardingError> {
         let net = super::ratelimit::address_key(ip);
         self.limit(&self.per_ip, "this address", &net, now)?;
-        let mut root = ldap::connect_root(&self.settings.ldap).await?;
+        let mut root = ldap::connect_root(&self.settings().ldap).await?;
         // An invitation's link preselects its collective.
         let invitation = match form.invite.trim() {
             "" => None,
@@ -396,7 +409,7 @@ impl Onboarding {
         if held == Some("uid") {
             return Err(uid_taken());
         }
-        let taken = people::taken(&mut root, &self.settings.tree, r.uid.as_str(), mail).await?;
+        let taken = people::taken(&mut root, &self.settings().tree, r.uid.as_str(), mail).await?;
         if taken == Some("uid") {
             return Err(uid_taken());
         }
@@ -420,7 +433,7 @@ impl Onboarding {
         let (plain, hash) = new_token(self.random);
         let link = self.link("verify", &plain);
         let name = self.name_of(r.collective.as_str());
-        let id = self.with_store(|s| {
+        let id = self.mailing(|s| {
             s.atomically(|s| {
                 let id = s.insert_registration(
                     &NewRegistration {
@@ -462,7 +475,7 @@ impl Onboarding {
                 if t.effects.contains(&Effect::MailAdmins) {
                     let console = format!(
                         "{}/console/requests/{id}",
-                        self.settings.console_url.trim_end_matches('/')
+                        self.settings().console_url.trim_end_matches('/')
                     );
                     let params = json!({"name": r.display_name, "uid": r.uid.as_str(), "email": r.email.as_str(),
                         "collective": name, "message": r.message, "link": console});
@@ -506,9 +519,10 @@ impl Onboarding {
         now: i64,
     ) -> Result<(), OnboardingError> {
         let mail = r.email.as_str();
-        let console = self.settings.console_url.trim_end_matches('/');
+        let settings = self.settings();
+        let console = settings.console_url.trim_end_matches('/');
         let (template, language, params) =
-            match people::person_by_mail(root, &self.settings.tree, mail).await? {
+            match people::person_by_mail(root, &self.settings().tree, mail).await? {
                 Some(p) => (
                     "register_existing",
                     p.language.clone(),
@@ -522,7 +536,7 @@ impl Onboarding {
                         .unwrap_or_else(|| {
                             (
                                 String::new(),
-                                self.settings.collective_name.clone(),
+                                self.settings().collective_name.clone(),
                                 "en".into(),
                             )
                         });
@@ -534,7 +548,7 @@ impl Onboarding {
                     )
                 }
             };
-        self.with_store(|s| {
+        self.mailing(|s| {
             s.atomically(|s| {
                 s.enqueue_mail(mail, template, &language, &params.to_string(), now)?;
                 s.audit(
@@ -553,9 +567,9 @@ impl Onboarding {
         root: &mut ldap3::Ldap,
         slug: &CollectiveSlug,
     ) -> Result<Vec<String>, OnboardingError> {
-        let mut admins = vec![self.settings.admin_email.clone()];
-        let group = self.settings.tree.group(slug, "admins");
-        admins.extend(people::member_mails(root, &self.settings.tree, &group).await?);
+        let mut admins = vec![self.settings().admin_email.clone()];
+        let group = self.settings().tree.group(slug, "admins");
+        admins.extend(people::member_mails(root, &self.settings().tree, &group).await?);
         admins.sort();
         admins.dedup();
         Ok(admins)
@@ -601,8 +615,8 @@ impl Onboarding {
                 "this mail address already has an account or a request waiting for the admins: sign in, or use \"forgot your password\"",
             )
         };
-        let mut root = ldap::connect_root(&self.settings.ldap).await?;
-        if people::person_by_mail(&mut root, &self.settings.tree, &r.email)
+        let mut root = ldap::connect_root(&self.settings().ldap).await?;
+        if people::person_by_mail(&mut root, &self.settings().tree, &r.email)
             .await?
             .is_some()
         {
@@ -613,13 +627,13 @@ impl Onboarding {
                 self.known_collectives(&mut root).await?;
                 self.admin_mails(&mut root, &slug).await?
             }
-            Err(_) => vec![self.settings.admin_email.clone()],
+            Err(_) => vec![self.settings().admin_email.clone()],
         };
         let console = format!(
             "{}/console/requests/{id}",
-            self.settings.console_url.trim_end_matches('/')
+            self.settings().console_url.trim_end_matches('/')
         );
-        self.with_store(|s| {
+        self.mailing(|s| {
             s.atomically(|s| {
                 if !s.transition(id, &r.state, t.state.as_str(), t.expires_at, "", "", now)? {
                     return Err(StoreError::Conflict);
@@ -663,8 +677,9 @@ impl Onboarding {
                 r.collective
             )))
         })?;
-        let tree = &self.settings.tree;
-        let mut root = ldap::connect_root(&self.settings.ldap).await?;
+        let settings = self.settings();
+        let tree = &settings.tree;
+        let mut root = ldap::connect_root(&settings.ldap).await?;
         let collective_dn = tree.collective(&slug);
         let members = tree.group(&slug, "members");
         use crate::federation::outbox::Change;
@@ -689,7 +704,7 @@ impl Onboarding {
                         mail: &r.email,
                         language: &r.language,
                         collective_dn: &collective_dn,
-                        home_node: &self.settings.home_node,
+                        home_node: &settings.home_node,
                     },
                 )
                 .await?;
@@ -699,7 +714,7 @@ impl Onboarding {
             .await?;
         let (plain, hash) = new_token(self.random);
         let link = self.link("set-password", &plain);
-        self.with_store(|s| {
+        self.mailing(|s| {
             s.atomically(|s| {
                 if !s.transition(id, &r.state, t.state.as_str(), t.expires_at, "", by, now)? {
                     return Err(StoreError::Conflict);
@@ -751,7 +766,7 @@ impl Onboarding {
             now,
         )?;
         let reason = reason.trim();
-        self.with_store(|s| {
+        self.mailing(|s| {
             s.atomically(|s| {
                 if !s.transition(id, &r.state, t.state.as_str(), t.expires_at, reason, by, now)? {
                     return Err(StoreError::Conflict);
@@ -789,8 +804,8 @@ impl Onboarding {
                     .ok_or(OnboardingError::BadLink)?,
             ),
         };
-        let mut root = ldap::connect_root(&self.settings.ldap).await?;
-        let person = people::person(&mut root, &self.settings.tree, &peek.uid)
+        let mut root = ldap::connect_root(&self.settings().ldap).await?;
+        let person = people::person(&mut root, &self.settings().tree, &peek.uid)
             .await?
             .ok_or(OnboardingError::BadLink)?;
         if person.suspended {

@@ -13,6 +13,7 @@ use bollard::Docker;
 
 use super::{Observed, Step, plan};
 use crate::apps::{self, ContainerSpec, Desired, MountSource, Value, Wiring};
+use crate::clock::unix_now;
 use crate::config::Config;
 use crate::docker::{self, DockerError, objects};
 use crate::store::{Store, StoreError};
@@ -93,18 +94,7 @@ pub fn megabytes(bytes: i64) -> String {
     format!("{:.1} MB", bytes as f64 / 1_000_000.0)
 }
 
-fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
-/// Runs `f` with the store locked.
-pub(crate) fn with_store<T>(
-    store: &Mutex<Store>,
-    f: impl FnOnce(&Store) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    let s = store.lock().map_err(|_| StoreError::Poisoned)?;
-    f(&s)
-}
+pub(crate) use crate::store::with_store;
 
 /// The desired state with the collectives the directory holds (each gets a
 /// group folder); the config's own when the directory cannot be read.
@@ -141,7 +131,14 @@ pub async fn observe(
     desired: &Desired,
     store: &Mutex<Store>,
 ) -> Result<Observed, ApplyError> {
-    let mut o = docker::observe(docker, config.apps.prefix.as_str()).await?;
+    let found = docker::observe(docker, config.apps.prefix.as_str()).await?;
+    let mut o = Observed {
+        containers: found.containers,
+        networks: found.networks,
+        volumes: found.volumes,
+        images: found.images,
+        ..Observed::default()
+    };
     for s in &desired.secrets {
         if config.paths.secrets_dir.join(&s.name).exists() {
             o.secrets.insert(s.name.clone());
@@ -161,7 +158,7 @@ pub async fn reconcile(
     trigger: &str,
 ) -> Result<Report, ApplyError> {
     let _lock = lock(&settings.config.paths.state_dir).await?;
-    if let Ok(runs) = with_store(store, |s| s.interrupted_runs(now()))
+    if let Ok(runs) = with_store(store, |s| s.interrupted_runs(unix_now()))
         && !runs.is_empty()
     {
         log::warn!(
@@ -178,7 +175,7 @@ pub async fn reconcile(
             failed: None,
         });
     }
-    let run_id = with_store(store, |s| s.begin_run(trigger, steps.len(), now()))?;
+    let run_id = with_store(store, |s| s.begin_run(trigger, steps.len(), unix_now()))?;
     for (seq, step) in steps.iter().enumerate() {
         let description = step.describe();
         let app = step_app(step, &desired);
@@ -189,17 +186,17 @@ pub async fn reconcile(
             description: &description,
         });
         with_store(store, |s| {
-            s.step_started(run_id, seq, &app, kind, &description, now())
+            s.step_started(run_id, seq, &app, kind, &description, unix_now())
         })?;
         let result = apply_step(docker, store, settings, &desired, step).await;
         match result {
-            Ok(()) => with_store(store, |s| s.step_finished(run_id, seq, None, now()))?,
+            Ok(()) => with_store(store, |s| s.step_finished(run_id, seq, None, unix_now()))?,
             Err(e) => {
                 let cause = e.to_string();
                 log::warn!(app = app.as_str(), step = description.as_str(); "reconcile step failed: {cause}");
                 with_store(store, |s| {
-                    s.step_finished(run_id, seq, Some(&cause), now())?;
-                    s.finish_run(run_id, "failed", now())
+                    s.step_finished(run_id, seq, Some(&cause), unix_now())?;
+                    s.finish_run(run_id, "failed", unix_now())
                 })?;
                 return Ok(Report {
                     run_id: Some(run_id),
@@ -209,7 +206,7 @@ pub async fn reconcile(
             }
         }
     }
-    with_store(store, |s| s.finish_run(run_id, "done", now()))?;
+    with_store(store, |s| s.finish_run(run_id, "done", unix_now()))?;
     Ok(Report {
         run_id: Some(run_id),
         steps: steps.len(),
@@ -434,7 +431,7 @@ async fn apply_step(
         Step::Wire { app, wiring, id } => {
             wire(docker, config, desired, wiring).await?;
             with_store(store, |s| {
-                s.wiring_done(id, app.as_str(), &wiring.describe(), now())
+                s.wiring_done(id, app.as_str(), &wiring.describe(), unix_now())
             })?;
         }
     }

@@ -5,9 +5,11 @@
 //! `docker` and the store). Boot, config reload and upgrades all take this
 //! path.
 
+pub mod access;
 pub mod apply;
+pub mod task;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::Serialize;
 
@@ -17,14 +19,9 @@ use crate::apps::{
 };
 use crate::model::AppName;
 
-/// A container Docker has, named like ours.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ObservedContainer {
-    pub name: String,
-    pub id: String,
-    pub labels: BTreeMap<String, String>,
-    pub running: bool,
-}
+// What Docker has is `docker`'s to say; what is ours and what to do is
+// decided here.
+pub use crate::docker::{ObservedContainer, ObservedObject};
 
 impl ObservedContainer {
     /// Ours: managed, and of this instance.
@@ -35,14 +32,6 @@ impl ObservedContainer {
                 .get(LABEL_INSTANCE)
                 .is_some_and(|v| v == instance)
     }
-}
-
-/// A network or volume Docker has, named like ours.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ObservedObject {
-    pub name: String,
-    /// Carries our labels, for this instance.
-    pub managed: bool,
 }
 
 /// What exists: from Docker (through names and labels), the secrets dir and

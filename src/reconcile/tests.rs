@@ -1,8 +1,9 @@
 use super::*;
 use crate::apps::{self, LABEL_APP, LABEL_INSTANCE, LABEL_ROLE};
+use std::collections::BTreeMap;
 
 fn desired(extra: &str) -> Desired {
-    apps::desired(&apps::tests::config("rpi5-8gb", extra)).unwrap()
+    apps::desired(&crate::config::testing::config("rpi5-8gb", extra)).unwrap()
 }
 
 /// What Docker and the journal hold once `d` is applied.

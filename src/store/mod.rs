@@ -330,6 +330,25 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
+/// Runs `f` with the store locked; a poisoned lock is
+/// [`StoreError::Poisoned`]. The lock is never held across an await.
+pub fn with_store<T>(
+    store: &std::sync::Mutex<Store>,
+    f: impl FnOnce(&Store) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let s = store.lock().map_err(|_| StoreError::Poisoned)?;
+    f(&s)
+}
+
+/// Audits what the daemon itself did (actor `daemon`); a failure is
+/// logged, not returned: the action happened either way.
+pub fn audit_daemon(store: &std::sync::Mutex<Store>, action: &str, detail: &str) {
+    let now = crate::clock::unix_now();
+    if let Err(e) = with_store(store, |s| s.audit(now, "daemon", action, detail)) {
+        log::warn!("cannot write audit entry {action}: {e}");
+    }
+}
+
 /// An open, migrated state database.
 pub struct Store {
     conn: Connection,

@@ -15,8 +15,9 @@ use maud::{Markup, html};
 
 use super::i18n::Msg;
 use super::pages::{self, Chrome};
-use super::{Ctx, Session, Web, csrf_refused, failure, failure_text, now, ops, page, see_other};
+use super::{Ctx, Session, Web, csrf_refused, failure, failure_text, ops, page, see_other};
 use crate::api::ComponentState;
+use crate::clock::unix_now;
 
 use super::{Fields, get_field};
 
@@ -208,7 +209,7 @@ async fn dashboard(State(web): State<Arc<Web>>, mut ctx: Ctx, Query(q): Query<Fl
     let mem = memory_mb();
     let disk = disk_gb(&config.paths.state_dir);
     let apps = ops::app_rows(&web).await;
-    let now = super::now();
+    let now = unix_now();
     let fed = crate::federation::status(&web.shared.store, &web.shared.federation, now).ok();
     let fl = flash(&ctx, &q);
     show(&mut ctx, Msg::Dashboard, fl, StatusCode::OK, |c| {
@@ -327,11 +328,13 @@ async fn decide_request(
     let svc = web.shared.onboarding();
     let by = s.person.uid.as_str();
     let r = match decision.as_str() {
-        "approve" => svc.approve(id, by, now()).await,
-        "reject" => svc.reject(id, by, get_field(&f, "reason"), now()).await,
+        "approve" => svc.approve(id, by, unix_now()).await,
+        "reject" => {
+            svc.reject(id, by, get_field(&f, "reason"), unix_now())
+                .await
+        }
         _ => return super::not_found(ctx).await,
     };
-    web.shared.mail_wakeup.notify_one();
     after(&mut ctx, "/console/requests", r)
 }
 
@@ -353,9 +356,14 @@ async fn decide_join(
     let r = web
         .shared
         .onboarding()
-        .decide_join(id, approve, &s.person.uid, get_field(&f, "reason"), now())
+        .decide_join(
+            id,
+            approve,
+            &s.person.uid,
+            get_field(&f, "reason"),
+            unix_now(),
+        )
         .await;
-    web.shared.mail_wakeup.notify_one();
     after(&mut ctx, "/console/requests", r)
 }
 
@@ -462,21 +470,34 @@ async fn person_action(
     };
     let r = match act.as_str() {
         "suspend" => svc
-            .suspend(&uid, by, get_field(&f, "reason"), now())
+            .suspend(&uid, by, get_field(&f, "reason"), unix_now())
             .await
             .map(drop),
-        "reactivate" => svc.reactivate(&uid, by, now()).await.map(drop),
-        "promote" => svc.set_admin(&uid, &home, true, by, now()).await.map(drop),
-        "demote" => svc.set_admin(&uid, &home, false, by, now()).await.map(drop),
+        "reactivate" => svc.reactivate(&uid, by, unix_now()).await.map(drop),
+        "promote" => svc
+            .set_admin(&uid, &home, true, by, unix_now())
+            .await
+            .map(drop),
+        "demote" => svc
+            .set_admin(&uid, &home, false, by, unix_now())
+            .await
+            .map(drop),
         "group" => {
             let add = get_field(&f, "remove").is_empty();
             let collective = match get_field(&f, "collective") {
                 "" => home.as_str(),
                 c => c,
             };
-            svc.group_member(&uid, collective, get_field(&f, "group"), add, by, now())
-                .await
-                .map(drop)
+            svc.group_member(
+                &uid,
+                collective,
+                get_field(&f, "group"),
+                add,
+                by,
+                unix_now(),
+            )
+            .await
+            .map(drop)
         }
         _ => return super::not_found(ctx).await,
     };
@@ -484,7 +505,6 @@ async fn person_action(
         // A suspended person's sessions end now, not at their next request.
         let _ = web.shared.with_store(|st| st.delete_sessions_of(&uid));
     }
-    web.shared.mail_wakeup.notify_one();
     let back = if act == "group" {
         "/console/collectives"
     } else {
@@ -505,11 +525,10 @@ async fn invite(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fields>
             get_field(&f, "email"),
             get_field(&f, "collective"),
             &s.person.uid,
-            now(),
+            unix_now(),
         )
         .await
         .map(drop);
-    web.shared.mail_wakeup.notify_one();
     after(&mut ctx, "/console/people", r)
 }
 
@@ -624,12 +643,10 @@ async fn create_collective(
             get_field(&f, "slug"),
             get_field(&f, "name"),
             &s.person.uid,
-            now(),
+            unix_now(),
         )
         .await
         .map(drop);
-    // A new collective gets its group folder and forum group.
-    web.shared.reconcile_now();
     after(&mut ctx, "/console/collectives", r)
 }
 
@@ -646,7 +663,7 @@ async fn create_group(
     let r = web
         .shared
         .onboarding()
-        .create_group(&slug, get_field(&f, "group"), &s.person.uid, now())
+        .create_group(&slug, get_field(&f, "group"), &s.person.uid, unix_now())
         .await;
     after(&mut ctx, "/console/collectives", r)
 }
@@ -671,7 +688,7 @@ async fn grant_service(
             get_field(&f, "group"),
             grant,
             &s.person.uid,
-            now(),
+            unix_now(),
         )
         .await;
     after(&mut ctx, "/console/collectives", r)

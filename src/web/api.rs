@@ -14,7 +14,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Ctx, LoginRefusal, Session, Web, check_login, end_session, now, start_session};
+use super::{Ctx, LoginRefusal, Session, Web, check_login, end_session, start_session};
+use crate::clock::unix_now;
 use crate::onboarding::service::OnboardingError;
 use crate::onboarding::validate::Form as RegistrationForm;
 
@@ -80,12 +81,9 @@ fn reply(ctx: &Ctx, status: StatusCode, v: Value) -> Response {
     r
 }
 
-fn answer<T: serde::Serialize>(web: &Web, ctx: &Ctx, r: Result<T, OnboardingError>) -> Response {
+fn answer<T: serde::Serialize>(ctx: &Ctx, r: Result<T, OnboardingError>) -> Response {
     match r {
-        Ok(v) => {
-            web.shared.mail_wakeup.notify_one();
-            reply(ctx, StatusCode::OK, json!(v))
-        }
+        Ok(v) => reply(ctx, StatusCode::OK, json!(v)),
         Err(e) => crate::api::server::onboarding_error(e),
     }
 }
@@ -271,7 +269,7 @@ async fn logout(State(web): State<Arc<Web>>, mut ctx: Ctx, headers: HeaderMap) -
 async fn my_services(State(web): State<Arc<Web>>, ctx: Ctx) -> Response {
     let s = tri!(signed_in(&ctx));
     let r = web.shared.onboarding().my_services(&s.person.uid).await;
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 #[derive(Deserialize)]
@@ -291,10 +289,10 @@ async fn profile(
     let r = web
         .shared
         .onboarding()
-        .update_profile(&s.person.uid, &b.display_name, &b.language, now())
+        .update_profile(&s.person.uid, &b.display_name, &b.language, unix_now())
         .await
         .map(|p| json!({"uid": p.uid, "display_name": p.display_name, "language": p.language}));
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 #[derive(Deserialize)]
@@ -314,7 +312,7 @@ async fn change_password(
     match web
         .shared
         .onboarding()
-        .change_password(&s.person.uid, &b.password, &b.new_password, now())
+        .change_password(&s.person.uid, &b.password, &b.new_password, unix_now())
         .await
     {
         Ok(()) => {
@@ -351,10 +349,10 @@ async fn ask_to_join(
     let r = web
         .shared
         .onboarding()
-        .ask_to_join(&s.person.uid, &b.collective, &b.message, now())
+        .ask_to_join(&s.person.uid, &b.collective, &b.message, unix_now())
         .await
         .map(|id| json!({"id": id}));
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 async fn register(
@@ -367,18 +365,15 @@ async fn register(
     match web
         .shared
         .onboarding()
-        .register(&form, &ctx.ip, now())
+        .register(&form, &ctx.ip, unix_now())
         .await
     {
         // The same answer whether or not the address had an account.
-        Ok(_) => {
-            web.shared.mail_wakeup.notify_one();
-            reply(
-                &ctx,
-                StatusCode::ACCEPTED,
-                json!({"sent": true, "message": "look in your mailbox: the next step is in a mail to the address you gave"}),
-            )
-        }
+        Ok(_) => reply(
+            &ctx,
+            StatusCode::ACCEPTED,
+            json!({"sent": true, "message": "look in your mailbox: the next step is in a mail to the address you gave"}),
+        ),
         Err(e) => crate::api::server::onboarding_error(e),
     }
 }
@@ -400,10 +395,10 @@ async fn verify(
     let r = web
         .shared
         .onboarding()
-        .verify_email(&b.token, now())
+        .verify_email(&b.token, unix_now())
         .await
         .map(|id| json!({"id": id}));
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 async fn set_password(
@@ -416,11 +411,11 @@ async fn set_password(
     let r = web
         .shared
         .onboarding()
-        .set_password(&b.token, &b.password, now())
+        .set_password(&b.token, &b.password, unix_now())
         .await
-        .inspect(|uid| super::remember_address(&web, uid, &ctx.ip, now()))
+        .inspect(|uid| super::remember_address(&web, uid, &ctx.ip, unix_now()))
         .map(|uid| json!({"uid": uid}));
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 #[derive(Deserialize)]
@@ -438,10 +433,10 @@ async fn forgot(
     let r = web
         .shared
         .onboarding()
-        .forgot_password(&b.login, &ctx.ip, now())
+        .forgot_password(&b.login, &ctx.ip, unix_now())
         .await
         .map(|()| json!({"sent_if_known": true}));
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 async fn dashboard(State(web): State<Arc<Web>>, ctx: Ctx) -> Response {
@@ -513,15 +508,11 @@ async fn decide_registration(
     let s = tri!(admin_write(&ctx, &headers));
     let svc = web.shared.onboarding();
     let r = match decision.as_str() {
-        "approve" => svc.approve(id, &s.person.uid, now()).await,
-        "reject" => svc.reject(id, &s.person.uid, &b.reason, now()).await,
+        "approve" => svc.approve(id, &s.person.uid, unix_now()).await,
+        "reject" => svc.reject(id, &s.person.uid, &b.reason, unix_now()).await,
         _ => return error(StatusCode::NOT_FOUND, "not_found", "use approve or reject"),
     };
-    answer(
-        &web,
-        &ctx,
-        r.map(|()| json!({"id": id, "decision": decision})),
-    )
+    answer(&ctx, r.map(|()| json!({"id": id, "decision": decision})))
 }
 
 async fn people(State(web): State<Arc<Web>>, ctx: Ctx, Query(q): Query<StateQuery>) -> Response {
@@ -531,7 +522,7 @@ async fn people(State(web): State<Arc<Web>>, ctx: Ctx, Query(q): Query<StateQuer
         .onboarding()
         .people(q.collective.as_deref())
         .await;
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 #[derive(Deserialize, Default)]
@@ -560,12 +551,12 @@ async fn person_action(
     };
     let by = s.person.uid.as_str();
     let r = match act.as_str() {
-        "suspend" => svc.suspend(&uid, by, &b.reason, now()).await,
-        "reactivate" => svc.reactivate(&uid, by, now()).await,
-        "promote" => svc.set_admin(&uid, collective, true, by, now()).await,
-        "demote" => svc.set_admin(&uid, collective, false, by, now()).await,
+        "suspend" => svc.suspend(&uid, by, &b.reason, unix_now()).await,
+        "reactivate" => svc.reactivate(&uid, by, unix_now()).await,
+        "promote" => svc.set_admin(&uid, collective, true, by, unix_now()).await,
+        "demote" => svc.set_admin(&uid, collective, false, by, unix_now()).await,
         "group" => {
-            svc.group_member(&uid, collective, &b.group, !b.remove, by, now())
+            svc.group_member(&uid, collective, &b.group, !b.remove, by, unix_now())
                 .await
         }
         _ => {
@@ -579,7 +570,7 @@ async fn person_action(
     if act == "suspend" && r.is_ok() {
         let _ = web.shared.with_store(|st| st.delete_sessions_of(&uid));
     }
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 #[derive(Deserialize)]
@@ -605,10 +596,10 @@ async fn invite(
     let r = web
         .shared
         .onboarding()
-        .invite(&b.email, &collective, &s.person.uid, now())
+        .invite(&b.email, &collective, &s.person.uid, unix_now())
         .await
         .map(|id| json!({"id": id}));
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 async fn collectives(State(web): State<Arc<Web>>, ctx: Ctx) -> Response {
@@ -644,10 +635,9 @@ async fn create_collective(
     let r = web
         .shared
         .onboarding()
-        .create_collective(&b.slug, &b.name, &s.person.uid, now())
+        .create_collective(&b.slug, &b.name, &s.person.uid, unix_now())
         .await;
-    web.shared.reconcile_now();
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 #[derive(Deserialize)]
@@ -666,10 +656,10 @@ async fn create_group(
     let r = web
         .shared
         .onboarding()
-        .create_group(&slug, &b.group, &s.person.uid, now())
+        .create_group(&slug, &b.group, &s.person.uid, unix_now())
         .await
         .map(|()| json!({"collective": slug, "group": b.group}));
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 #[derive(Deserialize)]
@@ -695,10 +685,10 @@ async fn grant_service(
     let r = web
         .shared
         .onboarding()
-        .grant_service(&slug, &b.service, &b.group, b.grant, &s.person.uid, now())
+        .grant_service(&slug, &b.service, &b.group, b.grant, &s.person.uid, unix_now())
         .await
         .map(|()| json!({"collective": slug, "service": b.service, "group": b.group, "grant": b.grant}));
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 async fn joins(State(web): State<Arc<Web>>, ctx: Ctx, Query(q): Query<StateQuery>) -> Response {
@@ -707,7 +697,7 @@ async fn joins(State(web): State<Arc<Web>>, ctx: Ctx, Query(q): Query<StateQuery
         .shared
         .onboarding()
         .join_requests(q.collective.as_deref(), q.state.as_deref());
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 async fn decide_join(
@@ -726,10 +716,10 @@ async fn decide_join(
     let r = web
         .shared
         .onboarding()
-        .decide_join(id, approve, &s.person.uid, &b.reason, now())
+        .decide_join(id, approve, &s.person.uid, &b.reason, unix_now())
         .await
         .map(|()| json!({"id": id, "decision": decision}));
-    answer(&web, &ctx, r)
+    answer(&ctx, r)
 }
 
 async fn audit(State(web): State<Arc<Web>>, ctx: Ctx) -> Response {

@@ -28,7 +28,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maud::Markup;
 
-use crate::daemon::Shared;
+use crate::appliance::Appliance;
+use crate::clock::unix_now;
 use crate::directory::auth::Authenticator;
 use crate::directory::people::Person;
 use crate::onboarding::service::{OnboardingError, hash_token, new_token, os_random};
@@ -39,14 +40,14 @@ use session::{FORM_COOKIE, LANG_COOKIE, LoginLimits, SESSION_COOKIE};
 
 /// What the console's handlers share.
 pub struct Web {
-    pub shared: Arc<Shared>,
+    pub shared: Arc<Appliance>,
     limits: Mutex<LoginLimits>,
     /// The authenticator for the directory suffix in force.
     auth: Mutex<Option<(String, Arc<Authenticator>)>>,
 }
 
 impl Web {
-    pub fn new(shared: Arc<Shared>) -> Arc<Web> {
+    pub fn new(shared: Arc<Appliance>) -> Arc<Web> {
         Arc::new(Web {
             shared,
             limits: Mutex::new(LoginLimits::default()),
@@ -94,10 +95,6 @@ pub fn router(web: Arc<Web>) -> Router {
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(web)
-}
-
-pub fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// A signed-in person's session.
@@ -196,7 +193,7 @@ impl FromRequestParts<Arc<Web>> for Ctx {
 /// at once).
 async fn load_session(web: &Web, ctx: &mut Ctx, token: &str) -> Option<Session> {
     let hash = hash_token(token);
-    let now = now();
+    let now = unix_now();
     let row = web.shared.with_store(|s| s.session(&hash, now)).ok()??;
     let person = match web.auth().find(&row.uid).await {
         Ok(p) => p,
@@ -392,7 +389,7 @@ async fn not_found(mut ctx: Ctx) -> Response {
 /// and the session the browser brought (if any) ends, so a cookie planted
 /// before sign-in never becomes a signed-in one. Returns the cookie value.
 pub fn start_session(web: &Web, ctx: &mut Ctx, person: &Person) -> Option<String> {
-    let now = now();
+    let now = unix_now();
     let (plain, hash) = new_token(os_random);
     let csrf = random_token();
     let end = session::expiry(now, now);
@@ -446,7 +443,7 @@ pub async fn check_login(
     uid: &str,
     password: &str,
 ) -> Result<Person, LoginRefusal> {
-    let now = now();
+    let now = unix_now();
     let uid = uid.trim().to_ascii_lowercase();
     if uid.parse::<crate::model::Uid>().is_err() || password.is_empty() {
         return Err(LoginRefusal::Refused);
@@ -500,7 +497,7 @@ pub fn remember_address(web: &Web, uid: &str, ip: &str, now: i64) {
 /// Ends the browser's session.
 pub fn end_session(web: &Web, ctx: &mut Ctx) {
     if let Some(s) = ctx.session.take() {
-        let now = now();
+        let now = unix_now();
         let _ = web.shared.with_store(|st| {
             st.delete_session(&s.hash)?;
             st.audit(now, &s.person.uid, "logout", "")

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 
-use super::{Web, now};
+use super::Web;
+use crate::clock::unix_now;
 use crate::directory::people::Person;
+use crate::events::Event;
 use crate::model::AppName;
 
 /// Why an action was not done, with the status to answer.
@@ -96,7 +98,7 @@ pub fn set_app(web: &Web, by: &str, app: &str, act: &str) -> Result<Vec<AppName>
     candidate.apps.enabled = enabled.clone();
     crate::apps::enabled_apps(&candidate)
         .map_err(|e| refused(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-    let now = now();
+    let now = unix_now();
     let choice = crate::config::ConsoleApps {
         enabled: enabled.clone(),
         by: by.to_owned(),
@@ -154,23 +156,23 @@ pub async fn restart(web: &Web, by: &str, container: &str) -> Result<(), Refused
         };
     let _ = web
         .shared
-        .with_store(|st| st.audit(now(), by, "restart-app", container));
+        .with_store(|st| st.audit(unix_now(), by, "restart-app", container));
     r.map_err(|e| refused(StatusCode::BAD_GATEWAY, e.to_string()))
 }
 
 /// Asks the reconcile task to run now.
 pub fn reconcile(web: &Web, by: &str) {
-    web.shared.reconcile_now();
+    web.shared.events.publish(Event::ReconcileAsked);
     let _ = web
         .shared
-        .with_store(|st| st.audit(now(), by, "reconcile", "asked from the console"));
+        .with_store(|st| st.audit(unix_now(), by, "reconcile", "asked from the console"));
 }
 
 /// Queues a test mail to the admin.
 pub fn test_mail(web: &Web, admin: &Person) -> Result<(), Refused> {
     let config = web.shared.config();
     let params = serde_json::json!({"by": admin.display_name, "collective": config.collective.name.to_string()});
-    let now = now();
+    let now = unix_now();
     let r = web.shared.with_store(|st| {
         st.atomically(|st| {
             st.enqueue_mail(
@@ -183,6 +185,8 @@ pub fn test_mail(web: &Web, admin: &Person) -> Result<(), Refused> {
             st.audit(now, &admin.uid, "test-mail", &admin.mail)
         })
     });
-    web.shared.mail_wakeup.notify_one();
+    if r.is_ok() {
+        web.shared.events.publish(Event::MailQueued);
+    }
     r.map_err(|e| refused(StatusCode::INTERNAL_SERVER_ERROR, e))
 }

@@ -15,8 +15,9 @@ use super::i18n::Msg;
 use super::pages;
 use super::{
     Ctx, Failure, LoginRefusal, Web, check_login, csrf_refused, end_session, failure, failure_text,
-    minutes, now, page, see_other, start_session,
+    minutes, page, see_other, start_session,
 };
+use crate::clock::unix_now;
 use crate::onboarding::validate::{FieldError, Form as RegistrationForm};
 
 use super::{Fields, get_field};
@@ -247,11 +248,10 @@ async fn register(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Field
     match web
         .shared
         .onboarding()
-        .register(&form, &ctx.ip, now())
+        .register(&form, &ctx.ip, unix_now())
         .await
     {
         Ok(_) => {
-            web.shared.mail_wakeup.notify_one();
             let c = ctx.chrome();
             let m = pages::message(&c, c.t(Msg::RegisterTitle), c.t(Msg::RegisterSent), None);
             page(&ctx, StatusCode::OK, m)
@@ -322,11 +322,10 @@ async fn verify(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fields>
     match web
         .shared
         .onboarding()
-        .verify_email(get_field(&f, "token"), now())
+        .verify_email(get_field(&f, "token"), unix_now())
         .await
     {
         Ok(_) => {
-            web.shared.mail_wakeup.notify_one();
             let c = ctx.chrome();
             let m = pages::message(&c, c.t(Msg::VerifyTitle), c.t(Msg::VerifyDone), None);
             page(&ctx, StatusCode::OK, m)
@@ -370,13 +369,13 @@ async fn set_password(
         match web
             .shared
             .onboarding()
-            .set_password(&token, get_field(&f, "password"), now())
+            .set_password(&token, get_field(&f, "password"), unix_now())
             .await
         {
             Ok(uid) => {
                 // Finishing a mailed link proves the mailbox: this address
                 // is the person's now, whoever else is hammering the account.
-                super::remember_address(&web, &uid, &ctx.ip, now());
+                super::remember_address(&web, &uid, &ctx.ip, unix_now());
                 let c = ctx.chrome();
                 let m = pages::message(
                     &c,
@@ -420,7 +419,7 @@ async fn choose_uid(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fie
     let errors = match web
         .shared
         .onboarding()
-        .choose_uid(&token, &uid, now())
+        .choose_uid(&token, &uid, unix_now())
         .await
     {
         Ok(_) => {
@@ -460,11 +459,10 @@ async fn forgot(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fields>
     match web
         .shared
         .onboarding()
-        .forgot_password(get_field(&f, "login"), &ctx.ip, now())
+        .forgot_password(get_field(&f, "login"), &ctx.ip, unix_now())
         .await
     {
         Ok(()) => {
-            web.shared.mail_wakeup.notify_one();
             let c = ctx.chrome();
             let m = pages::message(&c, c.t(Msg::ForgotTitle), c.t(Msg::ForgotSent), None);
             page(&ctx, StatusCode::OK, m)
@@ -488,7 +486,7 @@ async fn join_page(
     match web
         .shared
         .onboarding()
-        .invitation_info(&q.token, now())
+        .invitation_info(&q.token, unix_now())
         .await
     {
         Ok(info) if info.has_account => {
@@ -524,13 +522,12 @@ async fn join(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fields>) 
     let token = get_field(&f, "token");
     let svc = web.shared.onboarding();
     let name = svc
-        .invitation_info(token, now())
+        .invitation_info(token, unix_now())
         .await
         .map(|i| i.collective_name)
         .unwrap_or_default();
-    match svc.accept_invitation(token, now()).await {
+    match svc.accept_invitation(token, unix_now()).await {
         Ok(_) => {
-            web.shared.mail_wakeup.notify_one();
             let c = ctx.chrome();
             let text = Msg::InviteAccepted.with(c.lang, &[("collective", &name)]);
             let m = pages::message(
@@ -573,7 +570,7 @@ async fn profile(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fields
     match web
         .shared
         .onboarding()
-        .update_profile(&s.person.uid, name, lang, now())
+        .update_profile(&s.person.uid, name, lang, unix_now())
         .await
     {
         Ok(p) => {
@@ -638,7 +635,7 @@ async fn change_password(
                 &s.person.uid,
                 get_field(&f, "password"),
                 get_field(&f, "new_password"),
-                now(),
+                unix_now(),
             )
             .await
         {
@@ -717,12 +714,11 @@ async fn ask_to_join(State(web): State<Arc<Web>>, mut ctx: Ctx, Form(f): Form<Fi
             &s.person.uid,
             get_field(&f, "collective"),
             get_field(&f, "message"),
-            now(),
+            unix_now(),
         )
         .await
     {
         Ok(_) => {
-            web.shared.mail_wakeup.notify_one();
             let text = ctx.t(Msg::JoinAsked);
             render_collectives(
                 &web,
@@ -784,7 +780,7 @@ async fn sso_discourse(
         &q.sso,
         &q.sig,
         &s.person,
-        now(),
+        unix_now(),
     )
     .await;
     match r {

@@ -336,6 +336,8 @@ impl Drop for Alliance {
 pub struct Federated {
     pub fx: Fixture,
     pub link: Arc<Link>,
+    /// Shared by the onboarding service and the sync, as in the daemon.
+    pub events: commonscloud::events::Bus,
     pub svc: Onboarding,
     pub settings: Settings,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -346,6 +348,7 @@ impl Federated {
     pub async fn new(alliance: &Alliance) -> Federated {
         let fx = flow::fixture().await;
         let link = Arc::new(Link::new(true));
+        let events = commonscloud::events::Bus::new();
         let svc = Onboarding::new(
             commonscloud::onboarding::service::Settings {
                 tree: fx.inst.tree.clone(),
@@ -358,7 +361,8 @@ impl Federated {
             fx.store.clone(),
             commonscloud::onboarding::service::os_random,
         )
-        .with_federation(link.clone());
+        .with_federation(link.clone())
+        .with_events(events.clone());
         let settings = Settings {
             url: alliance.url.clone(),
             bind_dn: alliance.account(NODE),
@@ -379,6 +383,7 @@ impl Federated {
         Federated {
             fx,
             link,
+            events,
             svc,
             settings,
             task: None,
@@ -437,6 +442,7 @@ impl Federated {
             self.settings.clone(),
             self.fx.store.clone(),
             self.link.clone(),
+            self.events.clone(),
         ));
         self.task = Some(t);
     }

@@ -1,16 +1,72 @@
-//! What each component's state is, from what the daemon observed. Pure.
+//! What each component's state is, from what the daemon observed, and the
+//! status document the local API serves (`api` re-exports it: it is part
+//! of the API's contract, so fields are only ever added). Pure.
 
-use crate::api::{Component, ComponentState};
+use serde::{Deserialize, Serialize};
+
 use crate::config::Config;
-use crate::docker::EngineInfo;
 
-/// The last Docker probe.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DockerObservation {
-    NotYetProbed,
-    Reachable(EngineInfo),
-    Unreachable(String),
+/// `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub pid: u32,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub uptime_seconds: u64,
+    pub appliance_id: String,
+    pub collective: String,
+    pub config_path: String,
+    pub components: Vec<Component>,
+    /// The most recent reload, if any happened.
+    pub last_reload: Option<ReloadOutcome>,
 }
+
+/// One part of the appliance and how it is doing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Component {
+    pub name: String,
+    pub state: ComponentState,
+    /// What it is doing, or why it is not, and what to do about it.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComponentState {
+    /// Working.
+    Ok,
+    /// Working, but something needs attention.
+    Degraded,
+    /// Not working.
+    Down,
+    /// Not running yet, for the reason in `detail`.
+    Waiting,
+}
+
+impl ComponentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentState::Ok => "ok",
+            ComponentState::Degraded => "degraded",
+            ComponentState::Down => "down",
+            ComponentState::Waiting => "waiting",
+        }
+    }
+}
+
+/// The result of a SIGHUP reload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadOutcome {
+    /// RFC 3339, UTC.
+    pub at: String,
+    pub applied: bool,
+    /// Why the new config was refused, or what could not apply live.
+    pub message: String,
+}
+
+// The probe's result is `docker`'s (its `docker-probe` task reports it).
+pub use crate::docker::DockerObservation;
 
 /// What the reconcile task last saw or did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -396,6 +452,7 @@ pub fn components(config: &Config, o: Observed<'_>) -> Vec<Component> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::docker::EngineInfo;
 
     #[test]
     fn federation_says_what_waits_and_that_logins_go_on() {

@@ -1,60 +1,61 @@
 //! Carries queued access changes to the apps (adapter): the `app-access`
 //! task. The onboarding service queues `apps::access` actions in the
 //! transaction that records a suspension, a reactivation or a removal from
-//! a collective; this drains them in the order they were queued, each app
-//! on its own (a forum that is down holds up nothing of Nextcloud's), and
-//! an action that fails for a reason that may pass (the app down, starting,
-//! its API key not made yet) is tried again with backoff until it lands.
-//! What to send and what an answer means are `apps::access`'s decisions;
-//! this only talks: HTTP to Discourse's admin API on its published port,
-//! `occ` in the Nextcloud container through Docker.
+//! a collective, and announces them ([`Event::AppActionsQueued`]); this
+//! drains them in the order they were queued, each app on its own (a forum
+//! that is down holds up nothing of Nextcloud's), and an action that fails
+//! for a reason that may pass (the app down, starting, its API key not
+//! made yet) is tried again with backoff until it lands. What to send and
+//! what an answer means are `apps::access`'s decisions; this only talks:
+//! HTTP to Discourse's admin API on its published port, `occ` in the
+//! Nextcloud container through Docker.
 //!
-//! Self-contained on purpose: it needs the config, the store and a wake-up,
-//! nothing of the daemon's.
+//! Self-contained on purpose: it needs the config, the store and the bus.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::apps::access::{self, Action, Outcome};
-use crate::config::Config;
+use crate::clock::unix_now;
+use crate::config::{Config, Live};
+use crate::events::{Bus, Event};
 use crate::model::AppName;
-use crate::reconcile::apply::with_store;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, with_store};
 
 /// The longest the task sleeps without being woken.
 const IDLE: Duration = Duration::from_secs(60);
 
-fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
 /// Runs until cancelled: drains what is due, then sleeps until the next
-/// retry, a wake-up (something queued, a reload) or [`IDLE`].
-pub async fn run(
-    config: impl Fn() -> Arc<Config>,
-    store: Arc<Mutex<Store>>,
-    wakeup: Arc<Notify>,
-    token: CancellationToken,
-) {
+/// retry, an announcement (something queued, a reload: then what waits is
+/// tried again at once, an app may have been enabled or a key fixed) or
+/// [`IDLE`].
+pub async fn run(config: Live, store: Arc<Mutex<Store>>, events: Bus, token: CancellationToken) {
+    let mut heard = events.subscribe();
     loop {
-        let next = match drain(&config(), &store, now()).await {
+        let next = match drain(&config.get(), &store, unix_now()).await {
             Ok(next) => next,
             Err(e) => {
                 log::error!(task = "app-access"; "{e}");
-                Some(now() + 30)
+                Some(unix_now() + 30)
             }
         };
         let sleep = next
-            .map(|at| Duration::from_secs(u64::try_from(at - now()).unwrap_or(0)))
+            .map(|at| Duration::from_secs(u64::try_from(at - unix_now()).unwrap_or(0)))
             .unwrap_or(IDLE)
             .min(IDLE);
         tokio::select! {
             _ = token.cancelled() => return,
-            _ = wakeup.notified() => {}
+            event = heard.next(|e| matches!(e, Event::AppActionsQueued | Event::ConfigReloaded(_))) => {
+                if !matches!(event, Some(Event::AppActionsQueued)) {
+                    let now = unix_now();
+                    if let Err(e) = with_store(&store, |s| s.app_actions_due_now(now)) {
+                        log::warn!(task = "app-access"; "cannot reschedule the apps' pending access changes: {e}");
+                    }
+                }
+            }
             _ = tokio::time::sleep(sleep) => {}
         }
     }
@@ -240,7 +241,7 @@ mod tests {
     async fn the_queue_keeps_each_apps_order_and_skips_disabled_apps() {
         let dir = tempfile::tempdir().unwrap();
         let store = Mutex::new(Store::open(dir.path()).unwrap());
-        let mut config = crate::apps::tests::config("rpi5-8gb", "");
+        let mut config = crate::config::testing::config("rpi5-8gb", "");
         config.apps.enabled = Vec::new();
         let uuid = "6f1c2a3e-0b1d-4c5e-9f00-123456789abc".to_owned();
         let [suspend, log_out, tokens] = access::plan(&access::Event::Suspended {

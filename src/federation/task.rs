@@ -1,19 +1,24 @@
-//! The daemon's federation task and the join it performs for the CLI: the
+//! The `federation` task and the join it performs for the CLI: the
 //! settings come from the store's enrolment (made by `alliance join`) or
-//! from the config's `[alliance]` section, which enrols at start.
+//! from the config's `[alliance]` section, which enrols at start. It hears
+//! on the bus when they may have changed (a reload of `[alliance]`, a
+//! join) and starts again with them.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::Shared;
-use super::status::DirectoryObservation;
-use crate::config::Config;
+use crate::clock::unix_now;
+use crate::config::{Config, Live};
 use crate::directory::{alliance, ldap, slapd};
+use crate::events::{Bus, Event, Subscriber};
 use crate::federation::join::{self, Check, PushPlan};
 use crate::federation::rules::Suffixes;
-use crate::federation::{self, FederationError, Settings};
+use crate::federation::{self, FederationError, Link, Settings};
+use crate::status::DirectoryObservation;
+use crate::store::{Store, audit_daemon, with_store};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -42,7 +47,7 @@ fn settings_for(
         node: config.console_host().to_string(),
         local: slapd::Paths::new(config),
         connect_timeout: CONNECT_TIMEOUT,
-        console_url: crate::onboarding::service::Settings::from_config(config).console_url,
+        console_url: config.console_url(),
         collective_name: config.collective.name.to_string(),
         ca_file,
         starttls: starttls || a.is_some_and(|a| a.starttls),
@@ -53,9 +58,9 @@ fn settings_for(
 
 /// The settings in force: the config's `[alliance]` first (and whether it
 /// still has to be enrolled), else the store's enrolment.
-fn current(shared: &Shared) -> Result<Option<(Settings, bool)>, String> {
-    let config = shared.config();
-    let enrolment = shared.with_store(|s| s.enrolment())?;
+fn current(parts: &Parts) -> Result<Option<(Settings, bool)>, String> {
+    let config = parts.config.get();
+    let enrolment = with_store(&parts.store, |s| s.enrolment()).map_err(|e| e.to_string())?;
     if let Some(a) = &config.alliance
         && let Some(named) = a.enrolment()
     {
@@ -100,25 +105,39 @@ fn current(shared: &Shared) -> Result<Option<(Settings, bool)>, String> {
     )))
 }
 
-async fn directory_ready(shared: &Shared) {
-    loop {
-        let ready = shared
-            .directory
-            .read()
-            .is_ok_and(|d| matches!(*d, DirectoryObservation::Running { .. }));
-        if ready {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+/// What the federation task and a join work with.
+#[derive(Clone)]
+pub struct Parts {
+    pub config: Live,
+    pub store: Arc<Mutex<Store>>,
+    /// The link's state, shared with status, the console and onboarding.
+    pub link: Arc<Link>,
+    pub events: Bus,
 }
 
-/// Runs federation while it is configured; a join or a reload starts it
-/// again with the new settings.
-pub(super) async fn run(shared: Arc<Shared>, token: CancellationToken) {
-    let link = shared.federation.clone();
+/// Until federation's settings may have changed: a reload that changed
+/// `[alliance]`, a join (or events missed, which may have been either).
+async fn settings_changed(heard: &mut Subscriber) {
+    heard
+        .next(|e| match e {
+            Event::ConfigReloaded(d) => d.alliance,
+            e => *e == Event::AllianceJoined,
+        })
+        .await;
+}
+
+/// Runs federation while it is configured; a join or a reload of
+/// `[alliance]` starts it again with the new settings. It waits for slapd
+/// (`directory`) before it connects.
+pub async fn run(
+    parts: Parts,
+    mut directory: watch::Receiver<DirectoryObservation>,
+    token: CancellationToken,
+) {
+    let link = parts.link.clone();
+    let mut heard = parts.events.subscribe();
     loop {
-        let settings = match current(&shared) {
+        let settings = match current(&parts) {
             Ok(s) => s,
             Err(e) => {
                 link.update(|s| {
@@ -136,7 +155,7 @@ pub(super) async fn run(shared: Arc<Shared>, token: CancellationToken) {
             }
             tokio::select! {
                 _ = token.cancelled() => return,
-                _ = shared.federation_restart.notified() => continue,
+                _ = settings_changed(&mut heard) => continue,
                 _ = tokio::time::sleep(Duration::from_secs(60)) => continue,
             }
         };
@@ -151,31 +170,31 @@ pub(super) async fn run(shared: Arc<Shared>, token: CancellationToken) {
             });
             tokio::select! {
                 _ = token.cancelled() => return,
-                _ = shared.federation_restart.notified() => continue,
+                _ = settings_changed(&mut heard) => continue,
             }
         }
         link.update(|s| s.refused = None);
         tokio::select! {
             _ = token.cancelled() => return,
-            _ = directory_ready(&shared) => {}
+            _ = directory.wait_for(|d| matches!(d, DirectoryObservation::Running { .. })) => {}
         }
         if enrol {
-            match join_with(&shared, &settings, false).await {
+            match join_with(&parts, &settings, false).await {
                 Ok(a) if a.joined => {}
                 Ok(a) => {
                     let failed = a.checks.iter().find(|c| !c.ok).map(|c| c.message.clone());
                     let e = failed.unwrap_or_else(|| "joining the alliance failed".into());
-                    link.set_up(false, federation::now(), Some(e.clone()));
+                    link.set_up(false, unix_now(), Some(e.clone()));
                     log::warn!(task = "federation"; "alliance (config): {e}");
                     tokio::select! {
                         _ = token.cancelled() => return,
-                        _ = shared.federation_restart.notified() => {}
+                        _ = settings_changed(&mut heard) => {}
                         _ = tokio::time::sleep(Duration::from_secs(60)) => {}
                     }
                     continue;
                 }
                 Err(e) => {
-                    link.set_up(false, federation::now(), Some(e.to_string()));
+                    link.set_up(false, unix_now(), Some(e.to_string()));
                     tokio::select! {
                         _ = token.cancelled() => return,
                         _ = tokio::time::sleep(Duration::from_secs(60)) => {}
@@ -186,10 +205,10 @@ pub(super) async fn run(shared: Arc<Shared>, token: CancellationToken) {
         }
         tokio::select! {
             _ = token.cancelled() => return,
-            _ = shared.federation_restart.notified() => {
+            _ = settings_changed(&mut heard) => {
                 log::info!(task = "federation"; "federation settings changed; reconnecting");
             }
-            () = federation::sync::run(settings, shared.store.clone(), link.clone()) => {}
+            () = federation::sync::run(settings, parts.store.clone(), link.clone(), parts.events.clone()) => {}
         }
     }
 }
@@ -222,8 +241,11 @@ pub struct JoinRequest {
     pub starttls: bool,
 }
 
-pub async fn join(shared: &Shared, req: JoinRequest) -> Result<JoinAnswer, FederationError> {
-    let config = shared.config();
+/// Joins the alliance for the CLI (`POST /v1/alliance/join`); a join that
+/// enrolled is announced ([`Event::AllianceJoined`]), so the federation
+/// task starts with it.
+pub async fn join(parts: &Parts, req: JoinRequest) -> Result<JoinAnswer, FederationError> {
+    let config = parts.config.get();
     let mut settings = settings_for(
         &config,
         req.url,
@@ -255,9 +277,9 @@ pub async fn join(shared: &Shared, req: JoinRequest) -> Result<JoinAnswer, Feder
             }
         }
     }
-    let answer = join_with(shared, &settings, req.dry_run).await?;
+    let answer = join_with(parts, &settings, req.dry_run).await?;
     if answer.joined {
-        shared.federation_restart.notify_one();
+        parts.events.publish(Event::AllianceJoined);
     }
     Ok(answer)
 }
@@ -279,7 +301,7 @@ async fn served_suffix(settings: &Settings) -> Result<String, FederationError> {
 }
 
 async fn join_with(
-    shared: &Shared,
+    parts: &Parts,
     settings: &Settings,
     dry_run: bool,
 ) -> Result<JoinAnswer, FederationError> {
@@ -292,7 +314,7 @@ async fn join_with(
             dry_run,
         });
     };
-    let config = shared.config();
+    let config = parts.config.get();
     let mut local = ldap::connect_root(&slapd::Paths::new(&config)).await?;
     let plan = join::plan_push(settings, &mut local, &mut remote).await?;
     if dry_run {
@@ -305,7 +327,7 @@ async fn join_with(
     }
     let members = join::memberships(&mut local, &settings.suffixes, settings).await?;
     {
-        let store = shared
+        let store = parts
             .store
             .lock()
             .map_err(|_| FederationError::Task("the store lock is poisoned".into()))?;
@@ -315,10 +337,11 @@ async fn join_with(
             &plan,
             &members,
             &password_path(&config),
-            federation::now(),
+            unix_now(),
         )?;
     }
-    shared.audit(
+    audit_daemon(
+        &parts.store,
         "alliance-join",
         &format!(
             "joined {} as {}: {} entries to add, {} present, {} collisions",
